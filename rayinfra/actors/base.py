@@ -1,0 +1,142 @@
+"""What every control actor shares: config, state store, lifecycle record, feeds, ping.
+
+Control actors are thin shells (DESIGN.md): they hold a :class:`~rayinfra.store.StateStore`, a
+:class:`~rayinfra.store.ChangeFeed` of their own and read access to the shared ``events`` table.
+On every (re)start an actor appends an ``actor_started`` event and a ``lifecycle`` change, so a
+caller following either feed by sequence number sees restarts and resumes where it left off.
+The class has no Ray import; :mod:`rayinfra.raywrap` turns it into a Ray actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Collection
+from functools import partial
+from typing import Any, ClassVar
+
+from rayinfra import __version__
+from rayinfra.config import RayinfraConfig
+from rayinfra.store import ChangeFeed, ChangeRecord, EventRecord, SeqNotifier, StateStore
+
+EVENT_POLL_INTERVAL_S = 0.25
+
+
+class ControlActor:
+    """Base of the named control actors (``scheduler``, ``service_registry``, ...)."""
+
+    NAME: ClassVar[str] = ""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = RayinfraConfig.model_validate(config)
+        self.store = StateStore(
+            self.config.state.db_path,
+            synchronous=self.config.state.synchronous,
+            group_commit_max=self.config.state.group_commit_max,
+        )
+        self.started_at = time.time()
+        self.pid = os.getpid()
+        starts = int(self.store.kv_get("actor_starts", self.NAME, 0))
+        self.restarts = starts
+        self.store.kv_put("actor_starts", self.NAME, starts + 1).result()
+        record = {
+            "actor": self.NAME,
+            "pid": self.pid,
+            "restarts": starts,
+            "host": socket.gethostname(),
+        }
+        self.store.append_events(
+            [EventRecord(0, "actor_started", self.NAME, record, int(self.started_at))]
+        ).result()
+        self.store.append_changes(
+            [
+                ChangeRecord(
+                    0,
+                    self.NAME,
+                    self.NAME,
+                    "lifecycle",
+                    {"event": "started", **record},
+                    self.started_at,
+                )
+            ]
+        ).result()
+        self.feed = ChangeFeed(self.store, self.NAME)
+        self._events_notifier: SeqNotifier | None = None
+
+    # ---- liveness ---------------------------------------------------------------------------
+    async def ping(self) -> dict[str, Any]:
+        """Cheap liveness probe; also says which incarnation answered."""
+        return {
+            "name": self.NAME,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+            "version": __version__,
+            "schema_version": self.store.schema_version,
+        }
+
+    # ---- feeds ------------------------------------------------------------------------------
+    async def changes(
+        self, after_seq: int = 0, keys: Collection[str] | None = None, timeout_s: float = 30.0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Long-poll this actor's change feed: ``(seq, changes)`` with every change after ``after_seq``.
+
+        Pass the returned ``seq`` back to resume, including after this actor was restarted.
+        """
+        seq, items = await self.feed.wait(after_seq, keys=keys, timeout_s=timeout_s)
+        return seq, [_change_dict(c) for c in items]
+
+    async def events(
+        self,
+        after_seq: int = 0,
+        since_ts: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = 1000,
+        timeout_s: float = 0.0,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Events from the shared events table (every producer), ascending by sequence number.
+
+        ``since_ts`` (unix seconds, inclusive) is an alternative to ``after_seq``. With
+        ``timeout_s > 0`` this long-polls until an event after ``after_seq`` exists.
+        """
+        type_set = set(types) if types else None
+        query = partial(
+            self.store.events, after_seq=after_seq, since_ts=since_ts, types=type_set, limit=limit
+        )
+        rows = await asyncio.to_thread(query)
+        if not rows and timeout_s > 0:
+            await self._events().wait_beyond(
+                after_seq,
+                timeout_s,
+                poll_interval_s=EVENT_POLL_INTERVAL_S,
+                poll=lambda: asyncio.to_thread(self.store.last_event_seq),
+            )
+            rows = await asyncio.to_thread(query)
+        last = rows[-1].seq if rows else max(after_seq, 0)
+        return last, [_event_dict(e) for e in rows]
+
+    def _events(self) -> SeqNotifier:
+        if self._events_notifier is None:
+            self._events_notifier = SeqNotifier(self.store.last_event_seq())
+        return self._events_notifier
+
+    async def shutdown(self) -> bool:
+        """Flush and close the state store before the actor is killed for good."""
+        self.store.close()
+        return True
+
+
+def _event_dict(e: EventRecord) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "event_type": e.event_type,
+        "resource_id": e.resource_id,
+        "data": e.data,
+        "timestamp": e.timestamp,
+    }
+
+
+def _change_dict(c: ChangeRecord) -> dict[str, Any]:
+    return {"seq": c.seq, "key": c.key, "kind": c.kind, "data": c.data, "ts": c.ts}

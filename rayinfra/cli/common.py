@@ -1,0 +1,55 @@
+"""Shared CLI plumbing: exit codes, config loading, output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from rayinfra.config import ConfigError, LoadedConfig, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the runtime failed (port busy, head did not start, no GPU, ...)
+EXIT_USAGE = 2  # bad input: unknown option value, invalid config
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+ConfigOption = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="rayinfra TOML config file (default: $RAYINFRA_CONFIG, else ~/.rayinfra/config.toml).",
+    show_default=False,
+)
+StateDirOption = typer.Option(
+    None,
+    "--state-dir",
+    help="State directory (default: $RAYINFRA_STATE_DIR, else ~/.rayinfra/state).",
+    show_default=False,
+)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def load(config_path: Path | None, state_dir: Path | None = None, **flags: Any) -> LoadedConfig:
+    """Load the effective config; a config error exits 2 naming the key."""
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if state_dir is not None:
+        overrides["state.dir"] = str(state_dir)
+    try:
+        return load_config(path=config_path, overrides=overrides)
+    except ConfigError as e:
+        fail(str(e), EXIT_USAGE)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,44 @@
+"""The ``rayinfra`` command: one sub-app (or command) per capability, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from rayinfra import __version__
+from rayinfra.cli import config_cmd, hardware_cmd, runtime_cmd
+
+app = typer.Typer(
+    name="rayinfra",
+    help="rayinfra: services, adaptive task scheduling and Slurm on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("start")(runtime_cmd.start)
+app.command("stop")(runtime_cmd.stop)
+app.command("status")(runtime_cmd.status)
+app.command("hardware")(hardware_cmd.hardware_cmd)
+app.add_typer(config_cmd.app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rayinfra {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """rayinfra command line."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""``rayinfra start|stop|status``: the runtime's lifecycle."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from rayinfra import runtime
+from rayinfra.cli.common import (
+    EXIT_FAILURE,
+    ConfigOption,
+    StateDirOption,
+    console,
+    err_console,
+    fail,
+    load,
+    print_json,
+)
+from rayinfra.connection import pid_alive
+from rayinfra.head import HeadError
+
+STATUS_REFRESH_S = 2.0
+
+
+def status_table(st: dict[str, Any]) -> Table:
+    ray = st["ray"]
+    title = (
+        f"rayinfra — Ray {ray.get('gcs_address', '-')} ({ray.get('mode', '-')})"
+        if ray.get("running")
+        else "rayinfra — not running"
+    )
+    table = Table("actor", "state", "pid", "restarts", title=title, title_justify="left")
+    for name, a in st["actors"].items():
+        colour = "green" if a.get("state") == "alive" else "red"
+        table.add_row(
+            name,
+            f"[{colour}]{a.get('state')}[/]",
+            str(a.get("pid", "-")),
+            str(a.get("restarts", "-")),
+        )
+    if ray.get("running"):
+        total = ray.get("resources_total", {})
+        table.caption = (
+            f"nodes {len(ray.get('nodes', []))}  CPU {total.get('CPU', 0):g}  GPU {total.get('GPU', 0):g}"
+            f"  dashboard {st.get('dashboard_url') or '-'}"
+        )
+    return table
+
+
+def start(
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Join an existing Ray cluster (cluster mode) instead of starting a local head.",
+    ),
+    gpu: bool = typer.Option(
+        False, "--gpu", help="Require a GPU: exit 1 with the probe report if none."
+    ),
+    daemon: bool = typer.Option(False, "--daemon", "-d", help="Return once the runtime is up."),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Start the runtime (local Ray head on 127.0.0.1 + control actors), or report the running one."""
+    loaded = load(config, state_dir)
+    cfg = loaded.config
+    try:
+        report = runtime.start(cfg, address=address, require_gpu=gpu)
+    except (runtime.RuntimeFailure, HeadError) as e:
+        fail(str(e), EXIT_FAILURE)
+    info = report.info
+    if report.already_running:
+        console.print(
+            f"rayinfra is already running (Ray {info.gcs_address}, state {info.state_dir})"
+        )
+    else:
+        how = "launched local head" if report.launched_head else "joined cluster"
+        console.print(f"rayinfra started: {how} at {info.gcs_address}, state dir {info.state_dir}")
+    for name, what in report.actors.items():
+        console.print(f"  actor {name}: {what}")
+    if info.dashboard_url:
+        console.print(f"  dashboard: {info.dashboard_url}")
+    if daemon or report.already_running:
+        raise typer.Exit(0)
+    _foreground(cfg.state.dir, report, cfg.ray.stop_timeout_s)
+
+
+def _foreground(state_dir: Path, report: runtime.StartReport, stop_timeout: float) -> None:
+    """Show live status until SIGINT/SIGTERM, then stop what this command started."""
+    stop_requested = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    console.print("running in the foreground; Ctrl-C stops it")
+    cfg = load(None, state_dir).config
+    head_pid = report.info.head_pid
+    code = 0
+    with Live(
+        status_table(runtime.status(cfg)),
+        console=console,
+        auto_refresh=False,
+        transient=not console.is_terminal,
+    ) as live:
+        while not stop_requested.wait(STATUS_REFRESH_S):
+            if report.launched_head and not pid_alive(head_pid):
+                err_console.print(f"[red]the Ray head (pid {head_pid}) exited[/]")
+                code = EXIT_FAILURE
+                break
+            if console.is_terminal:
+                live.update(status_table(runtime.status(cfg)), refresh=True)
+    console.print("stopping ...")
+    try:
+        stopped = runtime.stop(state_dir, timeout_s=stop_timeout, force=True)
+    except runtime.RuntimeFailure as e:
+        fail(str(e), EXIT_FAILURE)
+    console.print(f"stopped (actors removed: {', '.join(stopped.actors_removed) or 'none'})")
+    raise typer.Exit(code)
+
+
+def stop(
+    force: bool = typer.Option(
+        False, "--force", help="SIGKILL what does not exit in time; skip an unreachable Ray."
+    ),
+    timeout: float = typer.Option(
+        30.0, "--timeout", min=0.1, help="Seconds to wait for the head to exit."
+    ),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Remove the control actors and stop the Ray head if rayinfra launched it."""
+    cfg = load(config, state_dir).config
+    try:
+        report = runtime.stop(cfg.state.dir, timeout_s=timeout, force=force)
+    except runtime.RuntimeFailure as e:
+        fail(str(e), EXIT_FAILURE)
+    if not report.was_running:
+        console.print(f"rayinfra is not running (state dir {cfg.state.dir})")
+        return
+    console.print(f"actors removed: {', '.join(report.actors_removed) or 'none'}")
+    for name, err in report.actor_errors.items():
+        err_console.print(f"[yellow]warning:[/] {name}: {err}")
+    console.print(
+        "head stopped" if report.head_stopped else "head left running (not launched by rayinfra)"
+    )
+
+
+def status(
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON (keys ray, actors, classes, dashboard_url)."
+    ),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Show the runtime: Ray cluster, control actors, task classes. Exit 1 if not running."""
+    cfg = load(config, state_dir).config
+    st = runtime.status(cfg)
+    if as_json:
+        print_json(st)
+    else:
+        console.print(status_table(st))
+        classes = Table(
+            "class",
+            "CPU",
+            "GPU",
+            "timeout s",
+            "limit",
+            box=None,
+            title="task classes",
+            title_justify="left",
+        )
+        for name, c in st["classes"].items():
+            classes.add_row(
+                name,
+                f"{c['num_cpus']:g}",
+                f"{c['num_gpus']:g}",
+                str(c["timeout_s"] or "-"),
+                f"{c['limit'][0]}-{c['limit'][1]}",
+            )
+        console.print(classes)
+    sys.stdout.flush()
+    if not st["running"]:
+        raise typer.Exit(EXIT_FAILURE)

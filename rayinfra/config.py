@@ -1,0 +1,750 @@
+"""rayinfra configuration: one typed model, resolved once, with the source of every value.
+
+Layering, lowest to highest precedence:
+
+1. defaults (pinned by ``tests/unit/test_config.py``);
+2. the rayinfra TOML file: ``RAYINFRA_CONFIG``, else ``~/.rayinfra/config.toml`` if it exists;
+3. the original env-manager TOML file named by ``ENV_MANAGER_CONFIG`` (its keys are mapped onto
+   ``[gateway]`` and ``[services]``; unlike the original, a partial file is fine);
+4. environment variables, under the names the original system documented (``ENV_VARS``).
+
+The process that runs ``rayinfra start`` resolves the config (relative paths against its cwd, env
+vars from its environment) and saves it as ``<state dir>/config.effective.json``; actors receive that
+dict and never read ``os.environ`` or relative paths. ``RayinfraConfig.model_validate(d)`` rebuilds
+it anywhere without touching the environment.
+
+A plain pydantic model plus an explicit env-var table is used instead of pydantic-settings' source
+merging so that every value carries its provenance (``rayinfra config show``) and every error names
+the key and where it came from (file path or env var).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+NAMESPACE = "rayinfra"
+EFFECTIVE_CONFIG_FILE = "config.effective.json"
+CONNECTION_FILE = "connection.json"
+DEFAULT_HOME = Path("~/.rayinfra")
+DEFAULT_CONFIG_PATH = DEFAULT_HOME / "config.toml"
+
+TASK_CLASSES = ("cpu_short", "cpu_long", "gpu_short", "gpu_long", "gpu_slurm")
+CLASS_ALIASES = {"gpu": "gpu_short"}
+
+
+class ConfigError(ValueError):
+    """A config value is invalid or unknown; the message names the key and its source."""
+
+
+# --------------------------------------------------------------------------------------------
+# addresses
+
+
+def parse_listen_addr(value: str) -> tuple[str, int]:
+    """Parse ``host:port``, ``:port`` (all interfaces) or ``[v6]:port`` into ``(host, port)``."""
+    text = value.strip()
+    m = re.fullmatch(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})", text)
+    if not m:
+        raise ValueError(f"{value!r} is not an address of the form host:port or :port")
+    port = int(m["port"])
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} in {value!r} is out of range 1-65535")
+    host = m["v6"] if m["v6"] is not None else (m["host"] or "0.0.0.0")  # noqa: S104
+    return host, port
+
+
+def is_loopback_host(host: str) -> bool:
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def dial_addr(value: str) -> str:
+    """The address a client dials for a configured listen address (``:P``/``0.0.0.0:P`` -> loopback)."""
+    host, port = parse_listen_addr(value)
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class RaySection(_Section):
+    """How the Ray head is started (local mode) or found (cluster mode)."""
+
+    address: str | None = None  # cluster mode: an existing Ray cluster (RAY_ADDRESS)
+    node_ip_address: str | None = None  # cluster mode: this node's IP (never loopback there)
+    gcs_port: int = 6385  # not 6379: that is the redis service's port
+    dashboard_port: int = 8265
+    dashboard_host: str = "127.0.0.1"
+    include_dashboard: bool = True
+    client_server_port: int = 10001
+    node_manager_port: int = 6386
+    object_manager_port: int = 6387
+    dashboard_agent_listen_port: int = 52365
+    dashboard_agent_grpc_port: int = 6388
+    metrics_export_port: int = 6389
+    runtime_env_agent_port: int = 6390
+    min_worker_port: int = 11000
+    max_worker_port: int = 11999
+    temp_dir: Path | None = None  # default: /tmp/rayinfra-<uid>-<hash of state dir>
+    num_cpus: int | None = Field(default=None, ge=0)
+    num_gpus: int | None = Field(default=None, ge=0)
+    object_store_memory: int | None = Field(default=None, ge=78643200)
+    labels: dict[str, str] = Field(default_factory=dict)
+    resources: dict[str, float] = Field(default_factory=dict)
+    auth_mode: Literal["token", "disabled"] = "token"
+    token_path: Path | None = None  # default: <state dir>/ray_auth_token
+    usage_stats: bool = False
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+    drain_timeout_s: float = Field(default=2.0, ge=0)
+
+    @field_validator(
+        "gcs_port",
+        "dashboard_port",
+        "client_server_port",
+        "node_manager_port",
+        "object_manager_port",
+        "dashboard_agent_listen_port",
+        "dashboard_agent_grpc_port",
+        "metrics_export_port",
+        "runtime_env_agent_port",
+        "min_worker_port",
+        "max_worker_port",
+    )
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 1024 <= v <= 65535:
+            raise ValueError(f"port {v} must be in 1024-65535")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> RaySection:
+        if self.min_worker_port > self.max_worker_port:
+            raise ValueError("min_worker_port must not exceed max_worker_port")
+        seen: dict[int, str] = {}
+        for name, port in self.named_ports().items():
+            if port in seen:
+                raise ValueError(f"{name} and {seen[port]} both use port {port}")
+            if self.min_worker_port <= port <= self.max_worker_port:
+                raise ValueError(f"{name}={port} lies inside the worker port range")
+            seen[port] = name
+        return self
+
+    def named_ports(self) -> dict[str, int]:
+        """The single ports the head listens on (worker range excluded), keyed by config name."""
+        ports = {
+            "gcs_port": self.gcs_port,
+            "client_server_port": self.client_server_port,
+            "node_manager_port": self.node_manager_port,
+            "object_manager_port": self.object_manager_port,
+            "dashboard_agent_listen_port": self.dashboard_agent_listen_port,
+            "dashboard_agent_grpc_port": self.dashboard_agent_grpc_port,
+            "metrics_export_port": self.metrics_export_port,
+            "runtime_env_agent_port": self.runtime_env_agent_port,
+        }
+        if self.include_dashboard:
+            ports["dashboard_port"] = self.dashboard_port
+        return ports
+
+
+class StateSection(_Section):
+    """Where durable state lives (paths are absolute once resolved)."""
+
+    dir: Path = DEFAULT_HOME / "state"  # RAYINFRA_STATE_DIR
+    queue_dir: Path | None = None  # ENV_QUEUE_DIR, default <dir>/env_queue
+    workflow_store_dir: Path | None = None  # WORKFLOW_STORE_DIR, default <dir>/workflows
+    workflow_run_dir: Path | None = None  # WORKFLOW_RUN_DIR, default <dir>/workflow_runs
+    db_file: str = "state.db"
+    result_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)  # RAYINFRA_RESULT_TTL_S
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    group_commit_max: int = Field(default=512, ge=1)
+
+    @property
+    def db_path(self) -> Path:
+        return self.dir / self.db_file
+
+
+class SchedulerSection(_Section):
+    """Scheduler-wide knobs (per-class knobs live in ``[classes.<name>]``)."""
+
+    default_class: str = "cpu_short"
+    unschedulable_timeout_s: float = Field(default=10.0, gt=0)
+    payload_limit_bytes: int = Field(default=1024 * 1024, gt=0)
+    aging_interval_s: float = Field(default=30.0, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    queue_poll_interval_s: float = Field(default=1.0, gt=0)
+
+
+class ClassConfig(_Section):
+    """A task class: Ray options, timeout, retry policy and limiter bounds."""
+
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    label_selector: dict[str, str] = Field(default_factory=dict)
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)  # None: no timeout
+    max_attempts: int = Field(default=1, ge=1)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    retry_backoff_max_s: float = Field(default=30.0, ge=0)
+    min_limit: int = Field(default=1, ge=1)
+    max_limit: int = Field(default=64, ge=1)
+    initial_limit: int = Field(default=4, ge=1)
+    executors: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ClassConfig:
+        if self.min_limit > self.max_limit:
+            raise ValueError("min_limit must not exceed max_limit")
+        if not self.min_limit <= self.initial_limit <= self.max_limit:
+            raise ValueError("initial_limit must lie within [min_limit, max_limit]")
+        return self
+
+
+def _default_classes() -> dict[str, ClassConfig]:
+    return {
+        "cpu_short": ClassConfig(timeout_s=60.0, max_limit=256, initial_limit=8),
+        "cpu_long": ClassConfig(timeout_s=None, max_limit=32, initial_limit=2),
+        "gpu_short": ClassConfig(
+            num_cpus=1.0, num_gpus=1.0, timeout_s=300.0, max_limit=16, initial_limit=1
+        ),
+        "gpu_long": ClassConfig(
+            num_cpus=1.0, num_gpus=1.0, timeout_s=None, max_limit=16, initial_limit=1
+        ),
+        "gpu_slurm": ClassConfig(
+            num_cpus=0.0, timeout_s=None, max_limit=64, initial_limit=4, executors=0
+        ),
+    }
+
+
+class ServiceOverride(_Section):
+    """Per-service override, as the original env-manager's ``service_overrides`` entries."""
+
+    name: str
+    required: bool | None = None
+    health_check_url: str | None = None
+    environment: list[str] = Field(default_factory=list)
+
+    @field_validator("environment")
+    @classmethod
+    def _env_pairs(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if "=" not in item or item.startswith("="):
+                raise ValueError(f"environment entry {item!r} is not KEY=VALUE")
+        return v
+
+
+class ServicesSection(_Section):
+    """Service manager knobs (names follow the original env-manager config)."""
+
+    profile: str = "dspy"
+    max_concurrent_starts: int = Field(default=5, ge=0)  # ENV_MANAGER_MAX_CONCURRENT, 0 = unlimited
+    health_timeout_s: float = Field(default=60.0, ge=0)  # ENV_MANAGER_HEALTH_TIMEOUT, 0 = none
+    health_max_attempts: int = Field(default=30, ge=1)
+    docker_host: str | None = None  # DOCKER_HOST
+    verbose: bool = False  # ENV_MANAGER_VERBOSE
+    overrides: list[ServiceOverride] = Field(default_factory=list)
+
+
+class GatewaySection(_Section):
+    """Listen addresses (all loopback by default) and access control."""
+
+    enabled: bool = True
+    orchestrator_grpc_addr: str = "127.0.0.1:50052"  # ORCHESTRATOR_GRPC_ADDR
+    orchestrator_http_addr: str = "127.0.0.1:9097"  # ORCHESTRATOR_HTTP_ADDR
+    env_manager_grpc_addr: str = "127.0.0.1:50100"  # ENV_MANAGER_GRPC_ADDR
+    env_manager_http_addr: str = "127.0.0.1:50101"  # ENV_MANAGER_METRICS_ADDR
+    token_file: Path | None = None  # RAYINFRA_TOKEN_FILE
+    allow_untrusted_code: bool = False  # let unauthenticated callers run shell/python tasks
+
+    @field_validator(
+        "orchestrator_grpc_addr",
+        "orchestrator_http_addr",
+        "env_manager_grpc_addr",
+        "env_manager_http_addr",
+    )
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        parse_listen_addr(v)
+        return v.strip()
+
+    def addresses(self) -> dict[str, str]:
+        return {
+            "orchestrator_grpc_addr": self.orchestrator_grpc_addr,
+            "orchestrator_http_addr": self.orchestrator_http_addr,
+            "env_manager_grpc_addr": self.env_manager_grpc_addr,
+            "env_manager_http_addr": self.env_manager_http_addr,
+        }
+
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> GatewaySection:
+        for name, addr in self.addresses().items():
+            host, _ = parse_listen_addr(addr)
+            if not is_loopback_host(host) and self.token_file is None:
+                raise ValueError(
+                    f"{name}={addr!r} listens beyond loopback and needs a token: "
+                    "set gateway.token_file (or RAYINFRA_TOKEN_FILE)"
+                )
+        return self
+
+
+class EventsSection(_Section):
+    """Where events go besides the state store."""
+
+    kafka_bootstrap_servers: str | None = None  # KAFKA_BOOTSTRAP_SERVERS; None = no Kafka sink
+    event_topic: str = "agent.events"  # KAFKA_EVENT_TOPIC
+    vector_topic: str = "agent.vectorized"  # KAFKA_VECTOR_TOPIC
+    spool_dir: Path | None = None  # KAFKA_SPOOL_DIR, default <state dir>/kafka
+    reddb_url: str | None = None  # REDDB_URL
+
+
+class ClientSection(_Section):
+    """What AgentInfra reads (the original Python client's env vars)."""
+
+    orchestrator_addr: str | None = None  # default: dial address of gateway.orchestrator_grpc_addr
+    skip_start: bool = False  # DSPY_AGENT_SKIP_START
+    service_timeout_s: float = Field(default=60.0, gt=0)  # DSPY_AGENT_SERVICE_TIMEOUT
+    reconnect_backoff_s: float = Field(default=2.0, gt=0)  # DSPY_AGENT_RECONNECT_BACKOFF
+    cli_path: Path | None = None  # DSPY_AGENT_CLI_PATH
+
+
+_HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class RayinfraConfig(_Section):
+    """The whole effective configuration."""
+
+    ray: RaySection = Field(default_factory=RaySection)
+    state: StateSection = Field(default_factory=StateSection)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    classes: dict[str, ClassConfig] = Field(default_factory=_default_classes)
+    handlers: dict[str, str] = Field(default_factory=dict)
+    services: ServicesSection = Field(default_factory=ServicesSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    events: EventsSection = Field(default_factory=EventsSection)
+    client: ClientSection = Field(default_factory=ClientSection)
+
+    @field_validator("handlers")
+    @classmethod
+    def _handlers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, target in v.items():
+            if not _HANDLER_RE.match(target):
+                raise ValueError(f"handler {name!r}: {target!r} is not of the form 'pkg.mod:fn'")
+        return v
+
+    @model_validator(mode="after")
+    def _classes_known(self) -> RayinfraConfig:
+        default = CLASS_ALIASES.get(self.scheduler.default_class, self.scheduler.default_class)
+        if default not in self.classes:
+            raise ValueError(
+                f"scheduler.default_class {self.scheduler.default_class!r} is not a class; "
+                f"choose one of {sorted(self.classes)}"
+            )
+        return self
+
+    # derived paths -------------------------------------------------------------------------
+    @property
+    def queue_dir(self) -> Path:
+        return self.state.queue_dir or self.state.dir / "env_queue"
+
+    @property
+    def workflow_store_dir(self) -> Path:
+        return self.state.workflow_store_dir or self.state.dir / "workflows"
+
+    @property
+    def workflow_run_dir(self) -> Path:
+        return self.state.workflow_run_dir or self.state.dir / "workflow_runs"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.events.spool_dir or self.state.dir / "kafka"
+
+    @property
+    def ray_token_path(self) -> Path:
+        return self.ray.token_path or self.state.dir / "ray_auth_token"
+
+    @property
+    def ray_temp_dir(self) -> Path:
+        if self.ray.temp_dir is not None:
+            return self.ray.temp_dir
+        import hashlib
+
+        digest = hashlib.sha256(str(self.state.dir).encode()).hexdigest()[:8]
+        return Path("/tmp") / f"rayinfra-{os.getuid()}-{digest}"  # noqa: S108 - short socket paths
+
+    @property
+    def orchestrator_dial_addr(self) -> str:
+        return self.client.orchestrator_addr or dial_addr(self.gateway.orchestrator_grpc_addr)
+
+    def class_config(self, name: str) -> ClassConfig:
+        """Look up a class by name or alias (``gpu`` -> ``gpu_short``); KeyError names the choices."""
+        key = CLASS_ALIASES.get(name, name)
+        try:
+            return self.classes[key]
+        except KeyError:
+            raise KeyError(
+                f"unknown task class {name!r}; choose one of {self.class_names()}"
+            ) from None
+
+    def class_names(self) -> list[str]:
+        return sorted([*self.classes, *CLASS_ALIASES])
+
+
+# --------------------------------------------------------------------------------------------
+# environment variables (names are the original system's; tests pin this table)
+
+#: env var -> dotted config key. ``ENV_MANAGER_CONFIG`` and ``RAYINFRA_CONFIG`` select files.
+ENV_VARS: dict[str, str] = {
+    "RAYINFRA_STATE_DIR": "state.dir",
+    "RAYINFRA_RESULT_TTL_S": "state.result_ttl_s",
+    "ENV_QUEUE_DIR": "state.queue_dir",
+    "WORKFLOW_STORE_DIR": "state.workflow_store_dir",
+    "WORKFLOW_RUN_DIR": "state.workflow_run_dir",
+    "RAY_ADDRESS": "ray.address",
+    "ORCHESTRATOR_GRPC_ADDR": "gateway.orchestrator_grpc_addr",
+    "ORCHESTRATOR_HTTP_ADDR": "gateway.orchestrator_http_addr",
+    "ENV_MANAGER_GRPC_ADDR": "gateway.env_manager_grpc_addr",
+    "ENV_MANAGER_METRICS_ADDR": "gateway.env_manager_http_addr",
+    "RAYINFRA_TOKEN_FILE": "gateway.token_file",
+    "DOCKER_HOST": "services.docker_host",
+    "ENV_MANAGER_MAX_CONCURRENT": "services.max_concurrent_starts",
+    "ENV_MANAGER_HEALTH_TIMEOUT": "services.health_timeout_s",
+    "ENV_MANAGER_VERBOSE": "services.verbose",
+    "KAFKA_BOOTSTRAP_SERVERS": "events.kafka_bootstrap_servers",
+    "KAFKA_EVENT_TOPIC": "events.event_topic",
+    "KAFKA_VECTOR_TOPIC": "events.vector_topic",
+    "KAFKA_SPOOL_DIR": "events.spool_dir",
+    "REDDB_URL": "events.reddb_url",
+    "DSPY_AGENT_SKIP_START": "client.skip_start",
+    "DSPY_AGENT_SERVICE_TIMEOUT": "client.service_timeout_s",
+    "DSPY_AGENT_RECONNECT_BACKOFF": "client.reconnect_backoff_s",
+    "DSPY_AGENT_CLI_PATH": "client.cli_path",
+}
+
+#: Documented env vars of the original that have no meaning here, and why (shown by config show).
+IGNORED_ENV_VARS: dict[str, str] = {
+    "ENV_RUNNER_URL": "there is no separate runner: tasks run on Ray executor actors",
+    "ENV_MANAGER_ADDR": "orchestrator and service manager are actors in one runtime",
+    "DISABLE_ENV_MANAGER": "the service manager is an actor; select no services instead",
+}
+
+#: keys of the original env-manager TOML (ENV_MANAGER_CONFIG) -> dotted rayinfra keys
+ENV_MANAGER_TOML_KEYS: dict[str, str] = {
+    "grpc_addr": "gateway.env_manager_grpc_addr",
+    "metrics_http_addr": "gateway.env_manager_http_addr",
+    "docker_host": "services.docker_host",
+    "max_concurrent_starts": "services.max_concurrent_starts",
+    "health_check_timeout_secs": "services.health_timeout_s",
+    "health_check_max_attempts": "services.health_max_attempts",
+    "verbose_logging": "services.verbose",
+    "service_overrides": "services.overrides",
+}
+
+#: dotted keys holding paths: resolved against the cwd of the resolving process, ``~`` expanded
+PATH_KEYS = (
+    "state.dir",
+    "state.queue_dir",
+    "state.workflow_store_dir",
+    "state.workflow_run_dir",
+    "ray.temp_dir",
+    "ray.token_path",
+    "gateway.token_file",
+    "events.spool_dir",
+    "client.cli_path",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class LoadedConfig:
+    """A resolved config plus where each explicitly set value came from."""
+
+    config: RayinfraConfig
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> "file:...", "env:VAR"
+    files: list[Path] = field(default_factory=list)
+    ignored_env: dict[str, str] = field(default_factory=dict)  # set but meaningless here
+
+    def source_of(self, dotted: str) -> str:
+        """The source of a dotted key, or of its nearest set parent; ``default`` otherwise."""
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):
+            hit = self.sources.get(".".join(parts[:i]))
+            if hit:
+                return hit
+        return "default"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {p!r} is not a table")
+        node = nxt
+    node[leaf] = value
+
+
+def _get_dotted(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for p in dotted.split("."):
+        if not isinstance(node, Mapping) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        # classes.<name> tables merge per key; other dict-valued keys (labels, runtime_env) are leaves
+        if isinstance(v, dict) and (not prefix or prefix == "classes.") and k != "handlers":
+            out.extend(_leaves(v, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def _merge(
+    base: dict[str, Any], overlay: Mapping[str, Any], sources: dict[str, str], src: str
+) -> None:
+    for key in _leaves(overlay):
+        _set_dotted(base, key, _get_dotted(overlay, key))
+        sources[key] = src
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+            return data
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from e
+
+
+def _expand(value: str | Path, env: Mapping[str, str]) -> Path:
+    """``~`` expansion against the given environment's HOME (not necessarily this process's)."""
+    text = str(value)
+    if text == "~" or text.startswith("~/"):
+        home = env.get("HOME") or str(Path.home())
+        return Path(home + text[1:])
+    return Path(text).expanduser()
+
+
+def _resolve_path(value: Any, cwd: Path, env: Mapping[str, str]) -> Any:
+    if value in (None, ""):
+        return None
+    p = _expand(value, env)
+    return str(p if p.is_absolute() else (cwd / p))
+
+
+def load_config(
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    path: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Resolve the effective config from defaults, TOML files, env vars and explicit overrides.
+
+    ``overrides`` maps dotted keys to values (e.g. CLI flags); they win over everything.
+    Raises :class:`ConfigError` naming the offending key and its source.
+    """
+    env = dict(os.environ if env is None else env)
+    cwd = Path.cwd() if cwd is None else cwd
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    files: list[Path] = []
+
+    if path is not None:
+        cfg_path: Path | None = _expand(path, env)
+        explicit = True
+    elif env.get("RAYINFRA_CONFIG"):
+        cfg_path = _expand(env["RAYINFRA_CONFIG"], env)
+        explicit = True
+    else:
+        cfg_path = _expand(DEFAULT_CONFIG_PATH, env)
+        explicit = False
+    if cfg_path is not None and not cfg_path.is_absolute():
+        cfg_path = cwd / cfg_path
+    if cfg_path is not None and (explicit or cfg_path.exists()):
+        if not cfg_path.exists():
+            raise ConfigError(f"config file {cfg_path} does not exist (RAYINFRA_CONFIG)")
+        _merge(merged, _read_toml(cfg_path), sources, f"file:{cfg_path}")
+        files.append(cfg_path)
+
+    em = env.get("ENV_MANAGER_CONFIG")
+    if em:
+        em_path = _expand(em, env)
+        em_path = em_path if em_path.is_absolute() else cwd / em_path
+        if not em_path.exists():
+            raise ConfigError(f"ENV_MANAGER_CONFIG names {em_path}, which does not exist")
+        raw = _read_toml(em_path)
+        for key, value in raw.items():
+            target = ENV_MANAGER_TOML_KEYS.get(key)
+            if target is None:
+                raise ConfigError(
+                    f"{em_path}: unknown env-manager key {key!r}; "
+                    f"known keys: {sorted(ENV_MANAGER_TOML_KEYS)}"
+                )
+            _set_dotted(merged, target, value)
+            sources[target] = f"file:{em_path}"
+        files.append(em_path)
+
+    for var, dotted in ENV_VARS.items():
+        if var in env and env[var] != "":
+            _set_dotted(merged, dotted, env[var])
+            sources[dotted] = f"env:{var}"
+
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(merged, dotted, value)
+        sources[dotted] = "flag"
+
+    for dotted in PATH_KEYS:
+        val = _get_dotted(merged, dotted)
+        if val is not None:
+            _set_dotted(merged, dotted, _resolve_path(val, cwd, env))
+    if _get_dotted(merged, "state.dir") is None:
+        _set_dotted(merged, "state.dir", str(_expand(StateSection().dir, env)))
+    # per-class tables overlay the defaults key by key rather than replacing the whole class
+    if isinstance(merged.get("classes"), dict):
+        defaults = {k: v.model_dump() for k, v in _default_classes().items()}
+        for name, table in merged["classes"].items():
+            if isinstance(table, dict) and name in defaults:
+                merged["classes"][name] = {**defaults[name], **table}
+        merged["classes"] = {**defaults, **merged["classes"]}
+
+    try:
+        config = RayinfraConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, sources)) from None
+    ignored = {v: IGNORED_ENV_VARS[v] for v in IGNORED_ENV_VARS if env.get(v)}
+    return LoadedConfig(config=config, sources=sources, files=files, ignored_env=ignored)
+
+
+def _describe(err: ValidationError, sources: Mapping[str, str]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        src = None
+        parts = loc.split(".")
+        for i in range(len(parts), 0, -1):
+            src = sources.get(".".join(parts[:i]))
+            if src:
+                break
+        where = f" (from {src})" if src else ""
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key {loc!r}{where}")
+        else:
+            lines.append(f"{loc or 'config'}: {e['msg']}{where}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# persistence of the effective config (written by `rayinfra start`, read by actors and clients)
+
+
+def config_to_dict(config: RayinfraConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def save_effective(config: RayinfraConfig, state_dir: Path | None = None) -> Path:
+    """Write the effective config atomically to ``<state dir>/config.effective.json``."""
+    target_dir = state_dir or config.state.dir
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / EFFECTIVE_CONFIG_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
+    tmp.replace(path)
+    return path
+
+
+def load_effective(state_dir: Path) -> RayinfraConfig:
+    """Rebuild the config a runtime was started with (no environment is consulted)."""
+    path = state_dir / EFFECTIVE_CONFIG_FILE
+    try:
+        return RayinfraConfig.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"no effective config at {path}: is rayinfra started?") from None
+    except (ValueError, ValidationError) as e:
+        raise ConfigError(f"{path}: unreadable effective config: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# `rayinfra config init`
+
+
+def default_toml() -> str:
+    """A commented TOML file listing every section and key at its default."""
+    cfg = RayinfraConfig.model_validate({"state": {"dir": str(StateSection().dir)}})
+    env_for: dict[str, str] = {v: k for k, v in ENV_VARS.items()}
+    out = [
+        "# rayinfra configuration. Every key is optional; missing keys take these defaults.",
+        "# Precedence: this file < ENV_MANAGER_CONFIG file < environment variables < CLI flags.",
+        "# Relative paths resolve against the directory `rayinfra start` runs in.",
+        "",
+    ]
+    data = cfg.model_dump(mode="json")
+    data["state"]["dir"] = str(StateSection().dir)
+    for section, body in data.items():
+        if section == "classes":
+            for name, table in body.items():
+                out.append(f"[classes.{name}]")
+                out.extend(_toml_lines(table, f"classes.{name}", env_for))
+                out.append("")
+            continue
+        out.append(f"[{section}]")
+        if isinstance(body, dict):
+            out.extend(_toml_lines(body, section, env_for))
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(type(v))
+
+
+def _toml_lines(table: Mapping[str, Any], prefix: str, env_for: Mapping[str, str]) -> list[str]:
+    lines = []
+    for key, value in table.items():
+        env_note = f"  # env {env_for[prefix + '.' + key]}" if prefix + "." + key in env_for else ""
+        if value is None:
+            lines.append(f"# {key} = (unset){env_note}")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}{env_note}")
+    return lines

@@ -1,0 +1,174 @@
+"""The one wrapper around the Ray Python API (``ray.init``, actors, cluster state).
+
+Local mode binds everything to 127.0.0.1, which only works if the process also has
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; Ray reads that (and its auth settings) once, when ``ray``
+is imported. :func:`prepare_process` therefore sets the variables *and* refreshes Ray's cached
+copies, so a caller that imported ``ray`` before rayinfra still connects. The private names it
+touches are confined to that function and covered by ``tests/integration/test_connect.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rayinfra.config import NAMESPACE
+from rayinfra.connection import ConnectionInfo
+
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+class RayUnavailable(RuntimeError):
+    """The Ray cluster recorded in connection.json cannot be reached."""
+
+
+def prepare_process(info: ConnectionInfo) -> None:
+    """Make this process's Ray settings match the runtime described by ``info``."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0" if info.loopback else "1"
+    os.environ["RAY_AUTH_MODE"] = info.auth_mode
+    if info.auth_mode == "token" and info.token_path:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = info.token_path
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+    import ray._private.ray_constants as ray_constants  # import reads the env we just set
+
+    # Refresh what an earlier `import ray` cached (no-ops when ray was imported just now).
+    ray_constants.ENABLE_RAY_CLUSTER = not info.loopback
+    from ray._raylet import (  # type: ignore[attr-defined]
+        AuthenticationTokenLoader,
+        Config,
+    )
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def is_connected() -> bool:
+    import ray
+
+    return bool(ray.is_initialized())
+
+
+def connected_address() -> str | None:
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    ctx = ray.get_runtime_context()
+    return str(ctx.gcs_address)
+
+
+def connect(info: ConnectionInfo, *, namespace: str = NAMESPACE) -> None:
+    """Connect this process as a Ray driver to the recorded runtime (idempotent).
+
+    Never uses ``address="auto"``: the address comes from ``connection.json``.
+    """
+    current = connected_address() if "ray" in sys.modules else None
+    if current is not None:
+        if current == info.gcs_address:
+            return
+        raise RayUnavailable(
+            f"this process is already connected to Ray at {current}, not {info.gcs_address}"
+        )
+    prepare_process(info)
+    import ray
+
+    try:
+        ray.init(
+            address=info.gcs_address,
+            namespace=namespace,
+            log_to_driver=False,
+            logging_level="WARNING",
+            configure_logging=False,
+        )
+    except (ConnectionError, RuntimeError) as e:
+        raise RayUnavailable(f"cannot connect to Ray at {info.gcs_address}: {e}") from e
+
+
+def disconnect() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def get_actor(name: str, namespace: str = NAMESPACE) -> Any | None:
+    """The named actor's handle, or ``None`` if it does not exist."""
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def control_actor_options(name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """Ray options every control actor is created with (DESIGN.md "Contracts")."""
+    return {
+        "name": name,
+        "namespace": namespace,
+        "num_cpus": 0,
+        "resources": {HEAD_RESOURCE: 0.001},
+        "lifetime": "detached",
+        "max_restarts": -1,
+        "get_if_exists": True,
+    }
+
+
+def create_control_actor(
+    cls: type, name: str, args: Sequence[Any], namespace: str = NAMESPACE
+) -> Any:
+    """Create (or fetch, if it exists) a named, detached, head-pinned control actor."""
+    import ray
+
+    return ray.remote(cls).options(**control_actor_options(name, namespace)).remote(*args)
+
+
+def call(handles: Mapping[str, Any], method: str, timeout_s: float) -> dict[str, Any]:
+    """Call ``method()`` on each handle; map name -> result or the exception raised."""
+    import ray
+
+    refs = {name: getattr(h, method).remote() for name, h in handles.items()}
+    out: dict[str, Any] = {}
+    for name, ref in refs.items():
+        try:
+            out[name] = ray.get(ref, timeout=timeout_s)
+        except Exception as e:  # noqa: BLE001 - reported per actor
+            out[name] = e
+    return out
+
+
+def kill_actor(handle: Any) -> None:
+    """Kill an actor for good (no restart); a detached actor's name is released."""
+    import ray
+
+    ray.kill(handle, no_restart=True)
+
+
+def cluster_summary() -> dict[str, Any]:
+    """Nodes (alive), total and available resources of the connected cluster."""
+    import ray
+
+    nodes = [
+        {
+            "node_id": n["NodeID"],
+            "address": n["NodeManagerAddress"],
+            "alive": n["Alive"],
+            "labels": {k: v for k, v in n.get("Labels", {}).items() if not k.startswith("ray.io/")},
+            "resources": {
+                k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")
+            },
+        }
+        for n in ray.nodes()
+        if n["Alive"]
+    ]
+    return {
+        "nodes": nodes,
+        "resources_total": {
+            k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")
+        },
+        "resources_available": {
+            k: v for k, v in ray.available_resources().items() if not k.startswith("node:")
+        },
+    }

@@ -1,0 +1,253 @@
+"""Start, connect to, inspect and stop a rayinfra runtime (Ray head + control actors).
+
+``start`` is idempotent: with a live runtime recorded in ``<state dir>/connection.json`` it
+connects, creates any control actor that is missing, and reports what already ran. ``stop`` removes
+the control actors and stops the head only if rayinfra launched it (by its pid).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayinfra import hardware, head, raywrap
+from rayinfra.actors import CONTROL_ACTORS
+from rayinfra.config import RayinfraConfig, config_to_dict, save_effective
+from rayinfra.connection import (
+    ConnectionInfo,
+    pid_alive,
+    read_connection,
+    remove_connection,
+    write_connection,
+)
+
+ACTOR_READY_TIMEOUT_S = 60.0
+PING_TIMEOUT_S = 5.0
+
+
+class RuntimeFailure(RuntimeError):
+    """The runtime could not be started, reached or stopped (CLI exit code 1)."""
+
+
+class NoGpu(RuntimeFailure):
+    """``--gpu`` was given but no GPU was found; the message carries the probe report."""
+
+
+@dataclass
+class StartReport:
+    info: ConnectionInfo
+    already_running: bool
+    launched_head: bool
+    actors: dict[str, str] = field(default_factory=dict)  # name -> "created" | "running"
+    hardware: hardware.HardwareInfo | None = None
+
+
+@dataclass
+class StopReport:
+    was_running: bool
+    actors_removed: list[str] = field(default_factory=list)
+    actor_errors: dict[str, str] = field(default_factory=dict)
+    head_stopped: bool = False
+    leftover_pids: list[int] = field(default_factory=list)
+
+
+def recorded(state_dir: Path) -> ConnectionInfo | None:
+    """The recorded connection if its runtime still looks alive, else ``None`` (stale removed)."""
+    info = read_connection(state_dir)
+    if info is None:
+        return None
+    if info.launched_by_rayinfra and not pid_alive(info.head_pid):
+        remove_connection(state_dir)
+        return None
+    return info
+
+
+def connect(state_dir: Path) -> ConnectionInfo:
+    """Connect this process to the runtime recorded under ``state_dir``."""
+    info = recorded(state_dir)
+    if info is None:
+        raise RuntimeFailure(f"no rayinfra runtime is running for state dir {state_dir}")
+    try:
+        raywrap.connect(info)
+    except raywrap.RayUnavailable as e:
+        raise RuntimeFailure(str(e)) from e
+    return info
+
+
+def ensure_actors(
+    config: RayinfraConfig, timeout_s: float = ACTOR_READY_TIMEOUT_S
+) -> dict[str, str]:
+    """Create every missing control actor and wait until all answer ``ping``."""
+    cfg = config_to_dict(config)
+    outcome: dict[str, str] = {}
+    handles: dict[str, Any] = {}
+    for name, cls in CONTROL_ACTORS.items():
+        outcome[name] = "running" if raywrap.get_actor(name) is not None else "created"
+        handles[name] = raywrap.create_control_actor(cls, name, [cfg])
+    deadline = time.monotonic() + timeout_s
+    pending = dict(handles)
+    errors: dict[str, Any] = {}
+    while pending and time.monotonic() < deadline:
+        results = raywrap.call(pending, "ping", timeout_s=max(1.0, deadline - time.monotonic()))
+        errors = {n: r for n, r in results.items() if isinstance(r, Exception)}
+        pending = {n: pending[n] for n in errors}
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in errors.items())
+        raise RuntimeFailure(f"control actors not ready after {timeout_s:.0f}s: {detail}")
+    return outcome
+
+
+def start(
+    config: RayinfraConfig,
+    *,
+    address: str | None = None,
+    require_gpu: bool = False,
+) -> StartReport:
+    """Bring the runtime up (or report the one already up). Raises RuntimeFailure / PortBusy."""
+    state_dir = config.state.dir
+    existing = recorded(state_dir)
+    if existing is not None:
+        info = connect(state_dir)
+        actors = ensure_actors(config)
+        return StartReport(info, already_running=True, launched_head=False, actors=actors)
+
+    hw = hardware.detect()
+    if require_gpu and not hw.gpus:
+        raise NoGpu("--gpu was given but no GPU was found:\n" + hardware.format_report(hw))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_effective(config)
+
+    if address or config.ray.address:
+        target = address or config.ray.address
+        assert target is not None
+        info = ConnectionInfo(
+            gcs_address=target,
+            mode="cluster",
+            loopback=False,
+            auth_mode=config.ray.auth_mode,
+            token_path=str(config.ray_token_path) if config.ray.auth_mode == "token" else None,
+            state_dir=str(state_dir),
+        )
+        try:
+            raywrap.connect(info)
+        except raywrap.RayUnavailable as e:
+            raise RuntimeFailure(str(e)) from e
+        write_connection(info)
+        return StartReport(info, False, False, ensure_actors(config), hw)
+
+    launched = head.launch_head(config, hw)
+    info = launched.info
+    write_connection(info)
+    try:
+        raywrap.connect(info)
+        actors = ensure_actors(config)
+    except BaseException:
+        # never leave a half-started runtime behind
+        head.stop_head(launched.process.pid, timeout_s=config.ray.stop_timeout_s, force=True)
+        remove_connection(state_dir)
+        raise
+    return StartReport(info, already_running=False, launched_head=True, actors=actors, hardware=hw)
+
+
+def remove_actors(timeout_s: float = PING_TIMEOUT_S) -> tuple[list[str], dict[str, str]]:
+    """Close and kill every control actor (in reverse start order)."""
+    removed: list[str] = []
+    errors: dict[str, str] = {}
+    for name in reversed(list(CONTROL_ACTORS)):
+        handle = raywrap.get_actor(name)
+        if handle is None:
+            continue
+        result = raywrap.call({name: handle}, "shutdown", timeout_s=timeout_s)[name]
+        if isinstance(result, Exception):
+            errors[name] = f"shutdown: {type(result).__name__}: {result}"
+        try:
+            raywrap.kill_actor(handle)
+            removed.append(name)
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            errors[name] = f"kill: {type(e).__name__}: {e}"
+    return removed, errors
+
+
+def stop(state_dir: Path, *, timeout_s: float = 30.0, force: bool = False) -> StopReport:
+    """Remove the control actors; stop the head only if rayinfra launched it."""
+    info = read_connection(state_dir)
+    if info is None:
+        return StopReport(was_running=False)
+    report = StopReport(was_running=True)
+    head_alive = info.launched_by_rayinfra and pid_alive(info.head_pid)
+    if head_alive or not info.launched_by_rayinfra:
+        try:
+            raywrap.connect(info)
+            report.actors_removed, report.actor_errors = remove_actors()
+        except raywrap.RayUnavailable as e:
+            if not force:
+                raise RuntimeFailure(f"{e}; use --force to stop the head anyway") from e
+            report.actor_errors["*"] = str(e)
+        finally:
+            raywrap.disconnect()
+    if info.launched_by_rayinfra and info.head_pid:
+        report.leftover_pids = head.stop_head(info.head_pid, timeout_s=timeout_s, force=force)
+        report.head_stopped = not report.leftover_pids
+        if report.leftover_pids:
+            raise RuntimeFailure(
+                f"head (pid {info.head_pid}) still has processes {report.leftover_pids} after "
+                f"{timeout_s:.0f}s; rerun with --force"
+            )
+    remove_connection(state_dir)
+    return report
+
+
+def status(config: RayinfraConfig) -> dict[str, Any]:
+    """The runtime's state: keys ``ray``, ``actors``, ``classes``, ``dashboard_url``, ``running``."""
+    classes = {
+        name: {
+            "num_cpus": c.num_cpus,
+            "num_gpus": c.num_gpus,
+            "label_selector": c.label_selector,
+            "timeout_s": c.timeout_s,
+            "limit": [c.min_limit, c.max_limit],
+        }
+        for name, c in config.classes.items()
+    }
+    info = recorded(config.state.dir)
+    if info is None:
+        return {
+            "running": False,
+            "ray": {"running": False, "state_dir": str(config.state.dir)},
+            "actors": {},
+            "classes": classes,
+            "dashboard_url": None,
+        }
+    ray_info: dict[str, Any] = {"running": True, **info.to_dict()}
+    actors: dict[str, Any] = {}
+    try:
+        raywrap.connect(info)
+        ray_info.update(raywrap.cluster_summary())
+        handles = {n: raywrap.get_actor(n) for n in CONTROL_ACTORS}
+        live = {n: h for n, h in handles.items() if h is not None}
+        t0 = time.perf_counter()
+        pings = raywrap.call(live, "ping", timeout_s=PING_TIMEOUT_S)
+        for name in CONTROL_ACTORS:
+            if name not in live:
+                actors[name] = {"state": "missing"}
+            elif isinstance(pings[name], Exception):
+                actors[name] = {"state": "unresponsive", "error": str(pings[name])}
+            else:
+                actors[name] = {"state": "alive", **pings[name]}
+        ray_info["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+    except raywrap.RayUnavailable as e:
+        ray_info.update(running=False, error=str(e))
+    healthy = ray_info.get("running", False) and all(
+        a.get("state") == "alive" for a in actors.values()
+    )
+    return {
+        "running": healthy,
+        "ray": ray_info,
+        "actors": actors,
+        "classes": classes,
+        "dashboard_url": info.dashboard_url,
+    }

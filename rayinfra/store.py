@@ -1,0 +1,618 @@
+"""Durable state store shared by the control actors.
+
+One SQLite database file (WAL mode) on the head node. Several processes may open the
+same file at once: every connection sets ``busy_timeout`` and write transactions use
+``BEGIN IMMEDIATE``. Inside one process all writes go through a single writer thread
+that group-commits queued operations; reads use per-thread connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION: int = 1
+BUSY_TIMEOUT_S = 10.0
+_SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_SAVEPOINT = "rayinfra_op"
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An audit/event row. ``seq`` is 0 before insert; ``timestamp`` is unix seconds."""
+
+    seq: int
+    event_type: str
+    resource_id: str
+    data: dict[str, Any]
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """One row of a change feed owned by ``stream`` (e.g. ``"scheduler"``)."""
+
+    seq: int
+    stream: str
+    key: str
+    kind: str
+    data: dict[str, Any]
+    ts: float
+
+
+class StoreError(RuntimeError):
+    """Raised for state store failures (closed store, broken transactions, ...)."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer rayinfra than the one running."""
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    for stmt in (
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_type TEXT NOT NULL,"
+        " resource_id TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL)",
+        "CREATE INDEX events_ts_idx ON events (ts)",
+        "CREATE INDEX events_type_seq_idx ON events (event_type, seq)",
+        "CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL,"
+        " key TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, ts REAL NOT NULL)",
+        "CREATE INDEX changes_stream_seq_idx ON changes (stream, seq)",
+        "CREATE INDEX changes_ts_idx ON changes (ts)",
+        "CREATE TABLE kv (namespace TEXT, key TEXT, value TEXT NOT NULL, updated REAL NOT NULL,"
+        " PRIMARY KEY (namespace, key))",
+    ):
+        conn.execute(stmt)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migrate_v1}
+"""version -> function bringing the database from ``version - 1`` to ``version``."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        log.exception("rollback failed")
+
+
+def _select_changes(
+    conn: sqlite3.Connection,
+    stream: str,
+    after_seq: int,
+    keys: Collection[str] | None,
+    limit: int,
+) -> list[ChangeRecord]:
+    if limit <= 0 or (keys is not None and not keys):
+        return []
+    sql = "SELECT seq, stream, key, kind, data, ts FROM changes WHERE stream = ? AND seq > ?"
+    params: list[Any] = [stream, after_seq]
+    if keys is not None:
+        sql += " AND key IN (SELECT value FROM json_each(?))"
+        params.append(_dumps(list(keys)))
+    sql += " ORDER BY seq LIMIT ?"
+    params.append(limit)
+    return [
+        ChangeRecord(int(s), st, k, kd, json.loads(d), float(ts))
+        for s, st, k, kd, d, ts in conn.execute(sql, params)
+    ]
+
+
+def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+    return [int(conn.execute(sql, r).lastrowid or 0) for r in rows]
+
+
+def _last_change_seq(conn: sqlite3.Connection, stream: str) -> int:
+    row = conn.execute("SELECT MAX(seq) FROM changes WHERE stream = ?", (stream,)).fetchone()
+    return int(row[0] or 0)
+
+
+_Item = tuple[Callable[[sqlite3.Connection], Any], "concurrent.futures.Future[Any]"]
+
+
+class StateStore:
+    """SQLite-backed durable store with a group-committing writer thread.
+
+    Write ops are callables ``op(conn) -> T`` executed on the writer connection inside an
+    open transaction; they must not COMMIT or ROLLBACK themselves. Read ops run on a
+    per-thread connection (``query_only``) inside one read transaction (a consistent
+    snapshot).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        group_commit_max: int = 512,
+        group_commit_wait_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        migrations: Mapping[int, Migration] | None = None,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
+        if group_commit_max < 1 or group_commit_wait_s < 0:
+            raise ValueError("group_commit_max must be >= 1 and group_commit_wait_s >= 0")
+        migs = dict(MIGRATIONS if migrations is None else migrations)
+        if sorted(migs) != list(range(1, len(migs) + 1)):
+            raise ValueError("migrations must be numbered 1..N without gaps")
+        self._path = Path(path)
+        self._synchronous = sync
+        self._max_batch = group_commit_max
+        self._wait_s = group_commit_wait_s
+        self._clock = clock
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+
+        self._wconn = self._connect()
+        try:
+            self._wconn.execute("PRAGMA journal_mode = WAL")
+            self._schema_version = self._migrate(migs)
+        except BaseException:
+            self._wconn.close()
+            raise
+
+        self._lock = threading.Lock()  # guards _closed, _read_conns and the stats
+        self._closed = False
+        self._read_conns: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()  # None = stop
+        self._stats: dict[str, int] = {"commits": 0, "ops": 0, "failed_ops": 0}
+        self._largest_batch = 0
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="rayinfra-store-read"
+        )
+        self._writer = threading.Thread(
+            target=self._writer_loop, name=f"rayinfra-store-writer:{self._path.name}", daemon=True
+        )
+        self._writer.start()
+
+    # -- connections and schema ------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        return conn
+
+    def _migrate(self, migs: Mapping[int, Migration]) -> int:
+        conn, target = self._wconn, len(migs)
+        while True:
+            # Cheap check without the write lock; re-checked inside BEGIN IMMEDIATE so two
+            # processes opening a fresh database never both run a migration.
+            current = _user_version(conn)
+            if current > target:
+                raise SchemaTooNew(
+                    f"database {self._path} has schema version {current} but this rayinfra "
+                    f"supports up to {target}; upgrade rayinfra"
+                )
+            if current == target:
+                return current
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = _user_version(conn)
+                if current < target:
+                    migs[current + 1](conn)
+                    conn.execute(f"PRAGMA user_version = {current + 1:d}")
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback_quietly(conn)
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        """Schema version (``PRAGMA user_version``) of the database after migration."""
+        return self._schema_version
+
+    @property
+    def path(self) -> Path:
+        """Path of the database file."""
+        return self._path
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        """Queue write op for the writer thread; the future resolves after its COMMIT."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise StoreError("closed")
+            self._queue.put((op, fut))
+        return fut
+
+    async def awrite(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Submit ``op`` and await its commit without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(op))
+
+    def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Submit ``op`` and block until committed; returns the op's result."""
+        if threading.current_thread() is self._writer:
+            raise StoreError("write() called from inside a write op (would deadlock)")
+        return self.submit(op).result()
+
+    def _writer_loop(self) -> None:
+        stop = False
+        try:
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                deadline = time.monotonic() + self._wait_s
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            nxt = self._queue.get(timeout=remaining)
+                        except queue.Empty:
+                            break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                live = [it for it in batch if it[1].set_running_or_notify_cancel()]
+                if live:
+                    try:
+                        self._run_batch(live)
+                    except BaseException as exc:  # never let the writer die silently
+                        log.exception("state store writer batch failed")
+                        for _, fut in live:
+                            if not fut.done():
+                                fut.set_exception(exc)
+        finally:
+            self._wconn.close()
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        conn = self._wconn
+        results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, fut in batch:
+                conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+                try:
+                    value, ok = op(conn), True
+                except BaseException as exc:  # noqa: BLE001 - the op's own failure: undo just this op
+                    value, ok = exc, False
+                if not conn.in_transaction:
+                    raise StoreError(
+                        "transaction ended inside a write op (ops must not COMMIT or ROLLBACK, "
+                        f"or SQLite aborted it: {value!r}); the outcome of the batch is unknown"
+                    )
+                if not ok:
+                    conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                conn.execute(f"RELEASE {_SAVEPOINT}")
+                results.append((fut, ok, value))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, StoreError) as exc:  # BEGIN/SAVEPOINT/COMMIT: whole batch fails
+            _rollback_quietly(conn)
+            with self._lock:
+                self._stats["ops"] += len(results)
+                self._stats["failed_ops"] += len(batch)
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        with self._lock:
+            self._stats["commits"] += 1
+            self._stats["ops"] += len(results)
+            self._stats["failed_ops"] += sum(1 for _, ok, _ in results if not ok)
+            self._largest_batch = max(self._largest_batch, len(results))
+        for fut, ok, value in results:  # only now, after COMMIT returned
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _read_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    raise StoreError("closed")
+                self._read_conns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op(conn)`` on this thread's read connection in one read transaction."""
+        if self._closed:
+            raise StoreError("closed")
+        conn = self._read_conn()
+        conn.execute("BEGIN")
+        try:
+            return op(conn)
+        finally:
+            _rollback_quietly(conn)
+
+    async def aread(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run :meth:`read` on the store's own small read thread pool."""
+        if self._closed:
+            raise StoreError("closed")
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, self.read, op)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def append_events(self, events: Sequence[EventRecord]) -> concurrent.futures.Future[list[int]]:
+        """Insert events (``timestamp == 0`` means now); the future yields their seqs."""
+        rows = [
+            (e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(self._clock()))
+            for e in events
+        ]
+
+        sql = "INSERT INTO events (event_type, resource_id, data, ts) VALUES (?, ?, ?, ?)"
+        return self.submit(partial(_insert_rows, sql=sql, rows=rows))
+
+    def events(
+        self,
+        *,
+        after_seq: int = 0,
+        since_ts: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = 1000,
+    ) -> list[EventRecord]:
+        """Events with ``seq > after_seq`` (and ``ts >= since_ts``), ascending by seq."""
+        if limit <= 0 or (types is not None and not types):
+            return []
+        sql = "SELECT seq, event_type, resource_id, data, ts FROM events WHERE seq > ?"
+        params: list[Any] = [after_seq]
+        if since_ts is not None:
+            sql += " AND ts >= ?"
+            params.append(since_ts)
+        if types is not None:
+            sql += " AND event_type IN (SELECT value FROM json_each(?))"
+            params.append(_dumps(list(types)))
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+
+        rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [EventRecord(int(q), et, r, json.loads(d), int(ts)) for q, et, r, d, ts in rows]
+
+    def last_event_seq(self) -> int:
+        """Highest event seq ever assigned (not lowered by :meth:`purge`); 0 if none."""
+
+        sql = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+        row = self.read(lambda conn: conn.execute(sql).fetchone())
+        return int(row[0]) if row else 0
+
+    # -- change feed rows -----------------------------------------------------------------
+
+    def append_changes(
+        self, changes: Sequence[ChangeRecord]
+    ) -> concurrent.futures.Future[list[int]]:
+        """Insert change rows (``ts == 0`` means now); the future yields their seqs."""
+        rows = [
+            (c.stream, c.key, c.kind, _dumps(c.data), c.ts or float(self._clock())) for c in changes
+        ]
+
+        sql = "INSERT INTO changes (stream, key, kind, data, ts) VALUES (?, ?, ?, ?, ?)"
+        return self.submit(partial(_insert_rows, sql=sql, rows=rows))
+
+    def changes(
+        self,
+        stream: str,
+        *,
+        after_seq: int = 0,
+        keys: Collection[str] | None = None,
+        limit: int = 1000,
+    ) -> list[ChangeRecord]:
+        """Changes of ``stream`` with ``seq > after_seq`` (optionally only ``keys``)."""
+        return self.read(lambda conn: _select_changes(conn, stream, after_seq, keys, limit))
+
+    def last_change_seq(self, stream: str) -> int:
+        """Highest seq currently stored for ``stream``; 0 if it has no rows."""
+        return self.read(lambda conn: _last_change_seq(conn, stream))
+
+    # -- kv -------------------------------------------------------------------------------
+
+    def kv_put(self, namespace: str, key: str, value: Any) -> concurrent.futures.Future[None]:
+        """Upsert a JSON-serialisable value."""
+        row = (namespace, key, _dumps(value), float(self._clock()))
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO kv (namespace, key, value, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET "
+                "value = excluded.value, updated = excluded.updated",
+                row,
+            )
+
+        return self.submit(op)
+
+    def kv_get(self, namespace: str, key: str, default: Any = None) -> Any:
+        """Return the stored value, or ``default`` if absent."""
+
+        sql = "SELECT value FROM kv WHERE namespace = ? AND key = ?"
+        row = self.read(lambda conn: conn.execute(sql, (namespace, key)).fetchone())
+        return default if row is None else json.loads(row[0])
+
+    # -- retention / lifecycle ------------------------------------------------------------
+
+    def purge(self, older_than_ts: float) -> concurrent.futures.Future[dict[str, int]]:
+        """Delete events and changes with ``ts < older_than_ts``; yields counts per table."""
+
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            return {
+                table: conn.execute(f"DELETE FROM {table} WHERE ts < ?", (older_than_ts,)).rowcount  # noqa: S608
+                for table in ("events", "changes")
+            }
+
+        return self.submit(op)
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters: commits, ops (executed), failed_ops, largest_batch, queued."""
+        with self._lock:
+            out: dict[str, int | float] = dict(self._stats)
+            out["largest_batch"] = self._largest_batch
+        out["queued"] = self._queue.qsize()
+        return out
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drain queued writes, stop the writer and close all connections (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        if threading.current_thread() is not self._writer:
+            self._writer.join(timeout)
+            if self._writer.is_alive():
+                log.warning("state store writer did not stop within %.1fs", timeout)
+        self._read_pool.shutdown(wait=True)
+        with self._lock:
+            conns, self._read_conns = self._read_conns, []
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SeqNotifier:
+    """asyncio helper for sequence-numbered long-polls, created inside a running loop.
+
+    Not thread-safe: call :meth:`advance` from the loop's thread.
+    """
+
+    def __init__(self, initial: int = 0) -> None:
+        self._latest = initial
+        self._event = asyncio.Event()
+
+    @property
+    def latest(self) -> int:
+        """Highest seq recorded so far."""
+        return self._latest
+
+    def advance(self, seq: int) -> None:
+        """Record ``seq`` as the new highest seq and wake waiters (lower seqs are ignored)."""
+        if seq > self._latest:
+            self._latest = seq
+            self._event.set()
+            self._event = asyncio.Event()
+
+    async def wait_beyond(
+        self,
+        seq: int,
+        timeout_s: float,
+        *,
+        poll_interval_s: float | None = None,
+        poll: Callable[[], Awaitable[int]] | None = None,
+    ) -> int:
+        """Wait until ``latest > seq`` or ``timeout_s`` passes; return ``latest``.
+
+        ``poll`` (awaited once at the start and then every ``poll_interval_s``, default
+        0.5 s) picks up seqs written by other processes. A timeout is not an error.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        interval = 0.5 if poll_interval_s is None else max(poll_interval_s, 0.001)
+        if poll is not None and self._latest <= seq:
+            self.advance(await poll())
+        while self._latest <= seq:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            step = remaining if poll is None else min(remaining, interval)
+            try:
+                await asyncio.wait_for(self._event.wait(), step)
+            except asyncio.TimeoutError:
+                if poll is not None:
+                    self.advance(await poll())
+        return self._latest
+
+
+class ChangeFeed:
+    """A durable, sequence-numbered long-poll feed owned by one actor: ``(seq, changes)``."""
+
+    def __init__(self, store: StateStore, stream: str) -> None:
+        self._store = store
+        self._stream = stream
+        self._notifier = SeqNotifier(store.last_change_seq(stream))
+
+    @property
+    def stream(self) -> str:
+        """Name of the stream this feed owns."""
+        return self._stream
+
+    @property
+    def latest(self) -> int:
+        """Highest seq published (or found in the store at start-up)."""
+        return self._notifier.latest
+
+    async def publish(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
+        """Persist ``(key, kind, data)`` items, wake waiters and return the last seq."""
+        if not items:
+            return self._notifier.latest
+        records = [ChangeRecord(0, self._stream, k, kind, d, 0.0) for k, kind, d in items]
+        seqs = await asyncio.wrap_future(self._store.append_changes(records))
+        self._notifier.advance(seqs[-1])
+        return seqs[-1]
+
+    async def wait(
+        self,
+        after_seq: int,
+        *,
+        keys: Collection[str] | None = None,
+        timeout_s: float = 30.0,
+        limit: int = 1000,
+    ) -> tuple[int, list[ChangeRecord]]:
+        """Return changes with ``seq > after_seq`` as soon as any exist, waiting up to
+        ``timeout_s``. The returned seq is that of the last returned change or, when none
+        matched, the latest seq scanned (so key-filtered callers do not re-scan). An
+        ``after_seq`` beyond the feed's latest (e.g. the db was reset) is treated as latest.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        cursor = min(after_seq, self._notifier.latest)
+        while True:
+            # Everything <= known is committed, so after an empty scan we may skip to it.
+            known = self._notifier.latest
+            scan = partial(
+                _select_changes, stream=self._stream, after_seq=cursor, keys=keys, limit=limit
+            )
+            rows = await self._store.aread(scan)
+            if rows:
+                return rows[-1].seq, rows
+            cursor = max(cursor, known)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return cursor, []
+            await self._notifier.wait_beyond(cursor, remaining)

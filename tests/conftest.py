@@ -1,0 +1,104 @@
+"""Shared test helpers: free loopback ports, per-test runtime configs, the session runtime."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Every Ray process a test starts binds 127.0.0.1 only (TESTING.md); keep Ray quiet and fast.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "2")
+
+RAY_PORT_KEYS = (
+    "gcs_port",
+    "dashboard_port",
+    "client_server_port",
+    "node_manager_port",
+    "object_manager_port",
+    "dashboard_agent_listen_port",
+    "dashboard_agent_grpc_port",
+    "metrics_export_port",
+    "runtime_env_agent_port",
+)
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now and not handed to another test in this session."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+def free_port_range(width: int = 100) -> tuple[int, int]:
+    """A block of ports below the ephemeral range, free now, for Ray's worker ports."""
+    for _ in range(50):
+        base = random.randrange(20000, 32000 - width)
+        block = range(base, base + width)
+        if _handed_out.intersection(block):
+            continue
+        try:
+            for p in (base, base + width // 2, base + width - 1):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        _handed_out.update(block)
+        return base, base + width - 1
+    raise RuntimeError("no free worker port block found")
+
+
+@dataclass
+class RuntimeSpec:
+    """A private runtime for a test: its own state dir, config file and ports."""
+
+    root: Path
+    state_dir: Path
+    config_path: Path
+    ports: dict[str, int]
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAYINFRA_")}
+        env["RAYINFRA_CONFIG"] = str(self.config_path)
+        return env
+
+
+def make_runtime_spec(prefix: str = "ri") -> RuntimeSpec:
+    # short path: Ray's unix sockets live under the temp dir and have a ~107 byte limit
+    root = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
+    ports = {k: free_port() for k in RAY_PORT_KEYS}
+    lo, hi = free_port_range()
+    state_dir = root / "state"
+    lines = ["[ray]", *(f"{k} = {v}" for k, v in ports.items())]
+    lines += [
+        f"min_worker_port = {lo}",
+        f"max_worker_port = {hi}",
+        f'temp_dir = "{root / "ray"}"',
+        "num_cpus = 2",
+        "drain_timeout_s = 1",
+        "[state]",
+        f'dir = "{state_dir}"',
+    ]
+    config_path = root / "config.toml"
+    config_path.write_text("\n".join(lines) + "\n")
+    return RuntimeSpec(root=root, state_dir=state_dir, config_path=config_path, ports=ports)
+
+
+@pytest.fixture
+def runtime_spec() -> Iterator[RuntimeSpec]:
+    spec = make_runtime_spec()
+    yield spec
+    shutil.rmtree(spec.root, ignore_errors=True)
