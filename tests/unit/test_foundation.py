@@ -1,0 +1,166 @@
+"""Pure pieces of the foundation: public API, head argv/env, ports, connection file, actor base."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+import rayinfra
+from rayinfra import hardware, head
+from rayinfra.actors import CONTROL_ACTORS
+from rayinfra.actors.base import ControlActor
+from rayinfra.config import config_to_dict, load_config
+from rayinfra.connection import (
+    ConnectionInfo,
+    pid_alive,
+    read_connection,
+    remove_connection,
+    write_connection,
+)
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(rayinfra.__all__) == [
+        "ConfigError",
+        "ConnectionInfo",
+        "HardwareInfo",
+        "RayinfraConfig",
+        "__version__",
+        "detect_hardware",
+        "load_config",
+    ]
+    for name in rayinfra.__all__:
+        assert hasattr(rayinfra, name), name
+
+
+def _cfg(tmp_path: Path, **env: str):
+    return load_config(env={"HOME": str(tmp_path), **env}, cwd=tmp_path).config
+
+
+NO_GPU = hardware.HardwareInfo(
+    hostname="h", cpu_count=8, memory_bytes=16 << 30, gpus=(), gpu_source="none", probe_notes=()
+)
+
+
+def test_head_argv_is_loopback_with_explicit_ports(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    argv = head.head_argv(cfg, NO_GPU, "/venv/bin/ray")
+    assert argv[:4] == ["/venv/bin/ray", "start", "--head", "--block"]
+    assert "--node-ip-address=127.0.0.1" in argv
+    assert "--port=6385" in argv and "--dashboard-host=127.0.0.1" in argv
+    for flag in (
+        "--node-manager-port=6386",
+        "--object-manager-port=6387",
+        "--ray-client-server-port=10001",
+        "--dashboard-agent-grpc-port=6388",
+        "--metrics-export-port=6389",
+        "--runtime-env-agent-port=6390",
+        "--min-worker-port=11000",
+        "--max-worker-port=11999",
+        "--disable-usage-stats",
+        "--num-cpus=8",
+        "--num-gpus=0",
+    ):
+        assert flag in argv, flag
+    labels = next(a for a in argv if a.startswith("--labels="))
+    assert "rayinfra.io/role=head" in labels and "rayinfra.io/accelerator-type=none" in labels
+    assert not any(a == "stop" for a in argv)
+
+
+def test_head_env_forces_loopback_and_auth(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    env = head.head_env(
+        cfg, {"RAY_ADDRESS": "10.0.0.1:6379", "RAY_AUTH_TOKEN": "x", "PATH": "/bin"}
+    )
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN_PATH"] == str(cfg.ray_token_path)
+    assert "RAY_ADDRESS" not in env and "RAY_AUTH_TOKEN" not in env
+    assert env["PATH"] == "/bin"
+    off = _cfg(tmp_path, RAYINFRA_CONFIG=str(_write(tmp_path, "[ray]\nauth_mode='disabled'\n")))
+    env = head.head_env(off, {"RAY_AUTH_TOKEN_PATH": "/x"})
+    assert env["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN_PATH" not in env
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_busy_port_is_named(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = _cfg(
+            tmp_path,
+            RAYINFRA_CONFIG=str(_write(tmp_path, f"[ray]\nmetrics_export_port = {port}\n")),
+        )
+        with pytest.raises(head.PortBusy, match=f"port {port} \\(metrics_export_port\\)"):
+            head.check_ports(cfg)
+    head.check_ports(cfg)  # freed: no error
+
+
+def test_token_file_is_private(tmp_path: Path) -> None:
+    path = head.ensure_token(tmp_path / "sub" / "tok")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    first = path.read_text()
+    assert len(first) == 64
+    head.ensure_token(path)
+    assert path.read_text() == first  # never rotated under a running head
+
+
+def test_connection_file_round_trip_and_staleness(tmp_path: Path) -> None:
+    info = ConnectionInfo(
+        gcs_address="127.0.0.1:6385",
+        mode="local",
+        loopback=True,
+        auth_mode="token",
+        token_path="/t",
+        state_dir=str(tmp_path),
+        head_pid=os.getpid(),
+        ports={"gcs_port": 6385},
+    )
+    write_connection(info)
+    assert read_connection(tmp_path) == info
+    assert info.to_dict()["launched_by_rayinfra"] is True
+    (tmp_path / "connection.json").write_text("{not json")
+    assert read_connection(tmp_path) is None
+    remove_connection(tmp_path)
+    assert read_connection(tmp_path) is None
+    assert pid_alive(os.getpid()) and not pid_alive(None) and not pid_alive(2**22 + 7)
+
+
+def test_control_actor_logic_without_ray(tmp_path: Path) -> None:
+    """The actor shell is plain Python: restarts, lifecycle feed and events over a real store."""
+    cfg = config_to_dict(_cfg(tmp_path, RAYINFRA_STATE_DIR=str(tmp_path / "s")))
+    cls = CONTROL_ACTORS["scheduler"]
+
+    async def scenario() -> None:
+        a = cls(cfg)
+        pong = await a.ping()
+        assert pong["name"] == "scheduler" and pong["restarts"] == 0
+        seq, items = await a.changes(0, timeout_s=0)
+        assert [i["kind"] for i in items] == ["lifecycle"]
+        await a.shutdown()
+        b = cls(cfg)  # what Ray does on restart: a new instance over the same store
+        assert (await b.ping())["restarts"] == 1
+        seq2, items2 = await b.changes(seq, timeout_s=0)
+        assert [i["data"]["restarts"] for i in items2] == [1] and seq2 > seq
+        waiter = asyncio.create_task(b.changes(seq2, timeout_s=5))
+        await asyncio.sleep(0.05)
+        await b.feed.publish([("t1", "state", {"status": "running"})])
+        seq3, items3 = await asyncio.wait_for(waiter, 2)
+        assert [(i["key"], i["data"]) for i in items3] == [("t1", {"status": "running"})]
+        _, events = await b.events(0, types=["actor_started"])
+        assert [e["data"]["restarts"] for e in events] == [0, 1]
+        assert await b.events(seq3 + 10**6, timeout_s=0.05) == (seq3 + 10**6, [])
+        await b.shutdown()
+
+    asyncio.run(scenario())
+    assert issubclass(cls, ControlActor)
