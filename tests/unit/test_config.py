@@ -240,3 +240,11 @@ def test_default_toml_parses_back_to_defaults(tmp_path: Path) -> None:
     p.write_text(text)
     from_file = load(tmp_path, env={"RAYINFRA_CONFIG": str(p)}).config
     assert from_file == load(tmp_path).config
+
+
+def test_configuration_doc_lists_every_env_var() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    for var, dotted in ENV_VARS.items():
+        assert f"| `{var}` | `{dotted}` |" in doc, var
+    for var in IGNORED_ENV_VARS:
+        assert var in doc
