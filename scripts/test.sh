@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-echo "::: ruff";  ruff check rayinfra tests bench
+echo "::: ruff";  ruff check .
 echo "::: mypy";  mypy
 echo "::: pytest"
 exec python -m pytest -p no:cacheprovider "$@"
