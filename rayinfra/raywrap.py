@@ -172,3 +172,28 @@ def cluster_summary() -> dict[str, Any]:
             k: v for k, v in ray.available_resources().items() if not k.startswith("node:")
         },
     }
+
+
+def create_actor(cls: type, options: dict[str, Any], args: Sequence[Any]) -> Any:
+    """Create an actor of ``cls`` with explicit Ray ``options``."""
+    import ray
+
+    return ray.remote(cls).options(**options).remote(*args)
+
+
+def node_views() -> list[dict[str, Any]]:
+    """Alive nodes with their total resources and labels (a GCS call: run it off the loop)."""
+    import ray
+
+    return [
+        {"node_id": n["NodeID"], "resources": dict(n.get("Resources", {})), "labels": dict(n.get("Labels", {}))}
+        for n in ray.nodes()
+        if n["Alive"]
+    ]
+
+
+def actor_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning "that actor is gone or unreachable" (the caller may recreate/retry)."""
+    import ray.exceptions as rex
+
+    return (rex.RayActorError, rex.ActorUnavailableError, rex.ActorDiedError)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
 BUSY_TIMEOUT_S = 10.0
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SAVEPOINT = "rayinfra_op"
@@ -82,7 +82,23 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migrate_v1}
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Tasks of the scheduler: one row per task id, updated in place through its states."""
+    for stmt in (
+        "CREATE TABLE tasks (id TEXT PRIMARY KEY, identity TEXT NOT NULL, class TEXT NOT NULL,"
+        " priority INTEGER NOT NULL, workflow_id TEXT NOT NULL, timeout_s REAL,"
+        " payload TEXT NOT NULL, trusted INTEGER NOT NULL, status TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT NOT NULL DEFAULT '',"
+        " submitted_at REAL NOT NULL, started_at REAL, finished_at REAL, source TEXT NOT NULL"
+        " DEFAULT '')",
+        "CREATE INDEX tasks_status_idx ON tasks (status)",
+        "CREATE INDEX tasks_finished_idx ON tasks (finished_at)",
+        "CREATE INDEX tasks_submitted_idx ON tasks (submitted_at)",
+    ):
+        conn.execute(stmt)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migrate_v1, 2: _migrate_v2}
 """version -> function bringing the database from ``version - 1`` to ``version``."""
 
 
@@ -126,6 +142,22 @@ def _select_changes(
 
 def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
     return [int(conn.execute(sql, r).lastrowid or 0) for r in rows]
+
+
+_EVENT_SQL = "INSERT INTO events (event_type, resource_id, data, ts) VALUES (?, ?, ?, ?)"
+_CHANGE_SQL = "INSERT INTO changes (stream, key, kind, data, ts) VALUES (?, ?, ?, ?, ?)"
+
+
+def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord], now: float) -> list[int]:
+    """Insert events inside a caller's write op (``timestamp == 0`` means ``now``)."""
+    rows = [(e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(now)) for e in events]
+    return _insert_rows(conn, _EVENT_SQL, rows)
+
+
+def insert_changes(conn: sqlite3.Connection, changes: Sequence[ChangeRecord], now: float) -> list[int]:
+    """Insert change rows inside a caller's write op (``ts == 0`` means ``now``)."""
+    rows = [(c.stream, c.key, c.kind, _dumps(c.data), c.ts or now) for c in changes]
+    return _insert_rows(conn, _CHANGE_SQL, rows)
 
 
 def _last_change_seq(conn: sqlite3.Connection, stream: str) -> int:
@@ -576,6 +608,13 @@ class ChangeFeed:
     def latest(self) -> int:
         """Highest seq published (or found in the store at start-up)."""
         return self._notifier.latest
+
+    def notify(self, seq: int) -> None:
+        """Wake waiters for a change row the owner committed itself (e.g. with other rows).
+
+        Call from the feed's event loop thread.
+        """
+        self._notifier.advance(seq)
 
     async def publish(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
         """Persist ``(key, kind, data)`` items, wake waiters and return the last seq."""

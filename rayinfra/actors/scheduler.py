@@ -1,13 +1,561 @@
-"""The ``scheduler`` control actor: task queue, limiter and dispatch (issue: scheduler).
+"""The ``scheduler`` control actor: durable queue, adaptive per-class dispatch, results, feeds.
 
-Today it carries what every control actor has (:class:`~rayinfra.actors.base.ControlActor`):
-config, state store, lifecycle events, its change feed and ping.
+A thin shell over plain logic: validation and identity (:mod:`rayinfra.scheduling.tasks`), the
+priority queue with aging (:mod:`~rayinfra.scheduling.queue`), the adaptive limiter
+(:mod:`~rayinfra.scheduling.limiter`), class feasibility (:mod:`~rayinfra.scheduling.classes`) and
+the task SQL (:mod:`rayinfra.taskstore`).
+
+Flow: ``submit`` validates a batch, commits it (rows + ``task_submitted`` events + feed changes in
+one group-committed transaction) and only then acknowledges and queues it. A dispatch loop hands
+each class's queue to that class's executor actors in batches, as far as the class's adaptive
+limit allows; one long-poll per executor brings results back in batches, which are committed the
+same way. On restart, pending tasks re-queue and running ones re-dispatch (at-least-once);
+completed ones never run again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from rayinfra import raywrap, taskstore
 from rayinfra.actors.base import ControlActor
+from rayinfra.actors.executor import CANCELLED, INVALID, SUCCESS, TIMEOUT, ExecutorActor
+from rayinfra.config import CLASS_ALIASES, NAMESPACE
+from rayinfra.scheduling import classes as class_logic
+from rayinfra.scheduling.filequeue import FileQueue
+from rayinfra.scheduling.limiter import AdaptiveLimiter, LimiterConfig, Outcome
+from rayinfra.scheduling.metrics import SchedulerMetrics
+from rayinfra.scheduling.queue import TaskQueue
+from rayinfra.scheduling.tasks import TERMINAL_STATES, InvalidArgument, TaskSpec, validate_spec
+from rayinfra.taskstore import TaskRow, Transition
+
+log = logging.getLogger(__name__)
+
+RESULT_POLL_S = 10.0
+NODE_VIEW_TTL_S = 2.0
+TICK_S = 0.5
+SLURM_CLASS = "gpu_slurm"
+
+
+class TaskConflict(InvalidArgument):
+    """A task id already exists with a different spec (gRPC ALREADY_EXISTS)."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The class needs a backend that is not available (gRPC FAILED_PRECONDITION, HTTP 503)."""
+
+
+class TaskNotFoundError(KeyError):
+    """No task with that id (gRPC NOT_FOUND)."""
+
+
+@dataclass
+class _Executor:
+    name: str
+    handle: Any
+    ready: asyncio.Future[bool]
+    tasks: set[str] = field(default_factory=set)
+    poller: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Active:
+    row: TaskRow
+    queued_at: float  # monotonic, for queue-wait metrics
+    executor: _Executor | None = None
+    cancel_requested: bool = False
 
 
 class SchedulerActor(ControlActor):
     NAME = "scheduler"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        cfg = self.config
+        self.task_classes = {name for name in cfg.classes}
+        self.queues: dict[str, TaskQueue[str]] = {
+            c: TaskQueue(cfg.scheduler.aging_interval_s) for c in self.task_classes
+        }
+        self.limiters = {
+            c: AdaptiveLimiter(
+                LimiterConfig(
+                    initial_limit=k.initial_limit, min_limit=k.min_limit, max_limit=k.max_limit
+                )
+            )
+            for c, k in cfg.classes.items()
+        }
+        self.inflight: dict[str, int] = dict.fromkeys(self.task_classes, 0)
+        self.executors: dict[str, list[_Executor]] = {c: [] for c in self.task_classes}
+        self.active: dict[str, _Active] = {}
+        self.unsat_since: dict[str, float] = {}
+        self._node_cache: tuple[float, list[class_logic.NodeView]] = (0.0, [])
+        self._executor_counter = int(self.store.kv_get("scheduler", "executor_counter", 0))
+        self.metrics = SchedulerMetrics(
+            {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == SLURM_CLASS}
+        )
+        self.file_queue = FileQueue(cfg.queue_dir)
+        self._wake = asyncio.Event()
+        self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._recover()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._dispatch_loop()),
+            loop.create_task(self._file_queue_loop()),
+            loop.create_task(self._retention_loop()),
+        ]
+
+    # ------------------------------------------------------------------ recovery
+    def _recover(self) -> None:
+        now = time.monotonic()
+        for row in self.store.read(taskstore.load_unfinished):
+            # running when we died: run again (at-least-once); pending: queue again
+            row.status = "pending"
+            self.active[row.task_id] = _Active(row=row, queued_at=now)
+            self.queues[self._queue_class(row.spec.task_class)].push(
+                row.task_id, row.spec.priority, row.task_id, now
+            )
+        if self.active:
+            log.info("scheduler recovered %d unfinished tasks", len(self.active))
+
+    def _queue_class(self, name: str) -> str:
+        return name if name in self.queues else CLASS_ALIASES.get(name, name)
+
+    # ------------------------------------------------------------------ submit
+    async def submit(
+        self, specs: list[dict[str, Any]], trusted: bool = True, source: str = ""
+    ) -> list[dict[str, Any]]:
+        """Validate, commit, then acknowledge a batch of tasks (all or nothing).
+
+        Each spec uses the Python client's keys (``task_id, payload, task_class, priority,
+        workflow_id, timeout_s``). Raises :class:`InvalidArgument` (field named, ``tasks[i].``
+        prefixed for batches), :class:`TaskConflict` or :class:`BackendUnavailable`.
+        """
+        cfg = self.config
+        validated: list[TaskSpec] = []
+        for i, raw in enumerate(specs):
+            try:
+                spec = validate_spec(
+                    raw,
+                    classes=list(cfg.classes),
+                    aliases=CLASS_ALIASES,
+                    default_class=cfg.scheduler.default_class,
+                    payload_limit_bytes=cfg.scheduler.payload_limit_bytes,
+                    new_id=lambda: uuid.uuid4().hex,
+                    trusted=trusted,
+                )
+            except InvalidArgument as e:
+                field_name = e.field if len(specs) == 1 else f"tasks[{i}].{e.field}"
+                raise InvalidArgument(field_name, e.message) from None
+            if spec.task_class == SLURM_CLASS:
+                raise BackendUnavailable(
+                    "task_class gpu_slurm needs the Slurm backend, which is not available in this "
+                    "runtime; nothing was queued"
+                )
+            validated.append(spec)
+        by_id: dict[str, TaskSpec] = {}
+        for spec in validated:
+            prev = by_id.get(spec.task_id)
+            if prev is not None and prev.identity() != spec.identity():
+                raise TaskConflict("task_id", f"{spec.task_id!r} appears twice with different specs")
+            by_id[spec.task_id] = spec
+        now = time.time()
+        rows = [
+            TaskRow(
+                spec=s,
+                identity=s.identity(),
+                trusted=trusted,
+                status="pending",
+                submitted_at=now,
+                source=source,
+            )
+            for s in by_id.values()
+        ]
+        new_ids, seq = await self.store.awrite(partial(_insert_new, rows=rows, now=now))
+        if seq:
+            self.feed.notify(seq)
+        mono = time.monotonic()
+        for row in rows:
+            if row.task_id in new_ids:
+                self.active[row.task_id] = _Active(row=row, queued_at=mono)
+                self.queues[row.spec.task_class].push(row.task_id, row.spec.priority, row.task_id, mono)
+                self.metrics.submitted.inc()
+        if new_ids:
+            self._wake.set()
+        return [
+            {"success": True, "task_id": s.task_id, "error": "", "duplicate": s.task_id not in new_ids}
+            for s in validated
+        ]
+
+    # ------------------------------------------------------------------ queries
+    async def get(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Status dicts by id (``None`` for an unknown id)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        missing = []
+        for tid in task_ids:
+            act = self.active.get(tid)
+            if act is not None:
+                out[tid] = act.row.status_dict()
+            else:
+                missing.append(tid)
+        if missing:
+            rows = await self.store.aread(partial(taskstore.get_tasks, ids=missing))
+            for tid in missing:
+                row = rows.get(tid)
+                out[tid] = row.status_dict() if row else None
+        return {tid: out[tid] for tid in task_ids}
+
+    async def list(
+        self, status: str | None = None, task_class: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        rows = await self.store.aread(
+            partial(taskstore.list_tasks, status=status, task_class=task_class, limit=limit)
+        )
+        return [self.active[r.task_id].row.status_dict() if r.task_id in self.active else r.status_dict() for r in rows]
+
+    async def cancel(self, task_id: str, wait_s: float = 10.0) -> dict[str, Any]:
+        """Cancel a pending or running task; a running shell task loses its whole process group."""
+        act = self.active.get(task_id)
+        if act is None:
+            rows = await self.store.aread(partial(taskstore.get_tasks, ids=[task_id]))
+            if task_id not in rows:
+                raise TaskNotFoundError(task_id)
+            return {"task_id": task_id, "status": rows[task_id].status, "cancelled": False}
+        act.cancel_requested = True
+        queue = self.queues[act.row.spec.task_class]
+        if task_id in queue:
+            queue.remove(task_id)
+            await self._finish([(act, "cancelled", None, "cancelled", CANCELLED)])
+            return {"task_id": task_id, "status": "cancelled", "cancelled": True}
+        waiter = asyncio.get_running_loop().create_future()
+        self._terminal_waiters.setdefault(task_id, []).append(waiter)
+        if act.executor is not None:
+            with contextlib.suppress(*raywrap.actor_errors()):
+                await act.executor.handle.cancel.remote([task_id])
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(waiter, wait_s)
+        status = (await self.get([task_id]))[task_id]
+        state = status["status"] if status else "unknown"
+        return {"task_id": task_id, "status": state, "cancelled": state == "cancelled"}
+
+    async def changes(  # type: ignore[override]
+        self, after_seq: int = 0, task_ids: Collection[str] | None = None, timeout_s: float = 30.0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Long-poll task state changes after ``after_seq`` (optionally for ``task_ids``)."""
+        return await super().changes(after_seq, task_ids, timeout_s)
+
+    async def status(self) -> dict[str, Any]:
+        counts = await self.store.aread(taskstore.count_by_status)
+        return {
+            "counts": counts,
+            "classes": {
+                c: {
+                    "pending": len(self.queues[c]),
+                    "inflight": self.inflight[c],
+                    "limit": self.limiters[c].limit,
+                    "executors": [e.name for e in self.executors[c]],
+                    "unschedulable_since": self.unsat_since.get(c),
+                }
+                for c in sorted(self.task_classes)
+            },
+            "active": len(self.active),
+            "store": self.store.stats(),
+        }
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        self._refresh_metrics()
+        return self.metrics.snapshot()
+
+    async def metrics_text(self) -> bytes:
+        self._refresh_metrics()
+        return self.metrics.text()
+
+    async def purge(self, older_than_s: float | None = None) -> dict[str, int]:
+        """Delete finished tasks, events and changes older than ``older_than_s`` (default: TTL)."""
+        age = self.config.state.result_ttl_s if older_than_s is None else older_than_s
+        return await self.store.awrite(partial(taskstore.purge_finished, older_than=time.time() - age))
+
+    def _refresh_metrics(self) -> None:
+        self.metrics.refresh(
+            time.time(),
+            {c: len(q) for c, q in self.queues.items()},
+            dict(self.inflight),
+            {c: lim.limit for c, lim in self.limiters.items()},
+            self.file_queue.pending_count(),
+        )
+
+    # ------------------------------------------------------------------ dispatch
+    async def _dispatch_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            self._wake.clear()
+            for cls in sorted(self.task_classes):
+                try:
+                    await self._dispatch_class(cls)
+                except Exception:  # noqa: BLE001 - a bug in one class must not stop the loop
+                    log.exception("dispatch of class %s failed", cls)
+
+    async def _nodes(self) -> list[class_logic.NodeView]:
+        at, nodes = self._node_cache
+        if time.monotonic() - at > NODE_VIEW_TTL_S:
+            raw = await asyncio.to_thread(raywrap.node_views)
+            nodes = [class_logic.NodeView(n["node_id"], n["resources"], n["labels"]) for n in raw]
+            self._node_cache = (time.monotonic(), nodes)
+        return nodes
+
+    async def _dispatch_class(self, cls: str) -> None:
+        queue = self.queues[cls]
+        if not queue:
+            self.unsat_since.pop(cls, None)
+            return
+        klass = self.config.classes[cls]
+        reason = class_logic.unsatisfiable_reason(
+            cls, class_logic.resource_request(klass), klass.label_selector, await self._nodes()
+        )
+        if reason is not None:
+            first = self.unsat_since.setdefault(cls, time.monotonic())
+            if time.monotonic() - first >= self.config.scheduler.unschedulable_timeout_s:
+                doomed = [self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())]
+                await self._finish([(a, "failed", None, reason, "unschedulable") for a in doomed])
+                self.unsat_since.pop(cls, None)
+            return
+        self.unsat_since.pop(cls, None)
+        executors = await self._ready_executors(cls)
+        if not executors:
+            return
+        limiter = self.limiters[cls]
+        batch_size = self.config.scheduler.batch_size
+        while queue and (room := limiter.available(self.inflight[cls])) > 0:
+            now = time.monotonic()
+            picked = queue.pop_batch(min(room, batch_size), now)
+            target = min(executors, key=lambda e: len(e.tasks))
+            await self._send(cls, target, [self.active[tid] for tid, _ in picked])
+
+    async def _send(self, cls: str, target: _Executor, batch: list[_Active]) -> None:
+        now = time.time()
+        mono = time.monotonic()
+        items = []
+        transitions = []
+        for act in batch:
+            row = act.row
+            row.status = "running"
+            row.attempts += 1
+            row.started_at = now
+            act.executor = target
+            target.tasks.add(row.task_id)
+            self.metrics.on_dispatch(cls, mono - act.queued_at, now)
+            timeout = row.spec.timeout_s or self.config.classes[cls].timeout_s
+            items.append(
+                {"task_id": row.task_id, "payload": row.spec.payload, "timeout_s": timeout, "attempt": row.attempts}
+            )
+            transitions.append(Transition(row, "task_started", {"attempt": row.attempts}))
+        self.inflight[cls] += len(batch)
+        # ordered behind earlier writes by the single writer; no need to hold the batch for it
+        fut = self.store.submit(partial(taskstore.apply_transitions, transitions=transitions, now=now))
+        fut.add_done_callback(partial(_notify_from_thread, asyncio.get_running_loop(), self.feed.notify))
+        # fire and forget: calls from one caller reach an actor in order, and a dead executor
+        # is noticed by its result poller, which fails over everything it held
+        target.handle.submit.remote(items)
+
+    async def _ready_executors(self, cls: str) -> list[_Executor]:
+        klass = self.config.classes[cls]
+        pool = self.executors[cls]
+        while len(pool) < max(1, klass.executors):
+            self._executor_counter += 1
+            self.store.kv_put("scheduler", "executor_counter", self._executor_counter)
+            options = class_logic.executor_options(cls, klass, self._executor_counter, NAMESPACE)
+            handle = raywrap.create_actor(
+                ExecutorActor, options, [cls, self._config_dict(), klass.max_limit]
+            )
+            ex = _Executor(options["name"], handle, asyncio.get_running_loop().create_future())
+            pool.append(ex)
+            ex.poller = asyncio.create_task(self._poll_executor(cls, ex))
+        return [e for e in pool if e.ready.done() and e.ready.result()]
+
+    def _config_dict(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
+
+    async def _poll_executor(self, cls: str, ex: _Executor) -> None:
+        try:
+            await ex.handle.ping.remote()
+            ex.ready.set_result(True)
+            self._wake.set()
+            while True:
+                results = await ex.handle.take_results.remote(RESULT_POLL_S)
+                if results:
+                    await self._on_results(cls, ex, results)
+        except raywrap.actor_errors() as e:
+            if not ex.ready.done():
+                ex.ready.set_result(False)
+            await self._executor_lost(cls, ex, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - logged; the executor is replaced
+            log.exception("result poller of %s failed", ex.name)
+            await self._executor_lost(cls, ex, RuntimeError("poller failed"))
+
+    async def _executor_lost(self, cls: str, ex: _Executor, err: BaseException) -> None:
+        if ex in self.executors[cls]:
+            self.executors[cls].remove(ex)
+        lost = [self.active[t] for t in ex.tasks if t in self.active]
+        ex.tasks.clear()
+        if lost:
+            log.warning("executor %s lost with %d tasks: %s", ex.name, len(lost), err)
+            await self._finish(
+                [(a, "failed", None, f"executor died: {type(err).__name__}", "resource") for a in lost]
+            )
+        self._wake.set()
+
+    async def _on_results(self, cls: str, ex: _Executor, results: list[dict[str, Any]]) -> None:
+        finished = []
+        limiter = self.limiters[cls]
+        for r in results:
+            ex.tasks.discard(r["task_id"])
+            act = self.active.get(r["task_id"])
+            if act is None or act.executor is not ex:
+                continue  # a stale report (task already finished elsewhere)
+            outcome = {SUCCESS: Outcome.SUCCESS, TIMEOUT: Outcome.TIMEOUT}.get(r["outcome"], Outcome.FAILURE)
+            if r["outcome"] != CANCELLED:
+                limiter.on_sample(r["latency_s"], self.inflight[cls], outcome)
+            act.row.started_at = r["started_at"]
+            finished.append((act, r["status"], r["result"], r["error"], r["outcome"], r["finished_at"]))
+        await self._finish(finished)
+
+    async def _finish(self, items: list[tuple[Any, ...]]) -> None:
+        """Terminal (or retry) transitions for tasks leaving the running/pending state."""
+        if not items:
+            return
+        now = time.time()
+        transitions = []
+        requeue = []
+        for item in items:
+            act, status, result, error, reason = item[:5]
+            finished_at = item[5] if len(item) > 5 else now
+            row = act.row
+            cls = row.spec.task_class
+            if act.executor is not None:
+                self.inflight[cls] = max(0, self.inflight[cls] - 1)
+                act.executor.tasks.discard(row.task_id)
+                act.executor = None
+                if reason == "resource":
+                    self.limiters[cls].on_sample(0.0, self.inflight[cls], Outcome.RESOURCE)
+            klass = self.config.classes[cls]
+            retryable = (
+                status == "failed"
+                and reason not in (INVALID, "unschedulable")
+                and not act.cancel_requested
+                and row.attempts < klass.max_attempts
+            )
+            if retryable:
+                backoff = min(klass.retry_backoff_max_s, klass.retry_backoff_s * 2 ** (row.attempts - 1))
+                row.status = "pending"
+                row.error = error
+                transitions.append(Transition(row, "task_retrying", {"error": error, "attempt": row.attempts, "backoff_s": backoff}))
+                requeue.append((act, backoff))
+                continue
+            row.status = status
+            row.result = result
+            row.error = error or ""
+            row.finished_at = finished_at
+            event = {"completed": "task_completed", "cancelled": "task_cancelled"}.get(status, "task_failed")
+            data: dict[str, Any] = {"attempts": row.attempts}
+            if row.error:
+                data["error"] = row.error
+            if row.started_at:
+                data["duration_ms"] = round((finished_at - row.started_at) * 1000, 3)
+            transitions.append(Transition(row, event, data))
+            self.metrics.on_finish(cls, status, reason, now)
+        seq = await self.store.awrite(partial(taskstore.apply_transitions, transitions=transitions, now=now))
+        if seq:
+            self.feed.notify(seq)
+        for t in transitions:
+            if t.row.status in TERMINAL_STATES:
+                self.active.pop(t.row.task_id, None)
+                for w in self._terminal_waiters.pop(t.row.task_id, []):
+                    if not w.done():
+                        w.set_result(None)
+                if t.row.source == "file":
+                    self.file_queue.finish(t.row.task_id, t.row.status_dict(), t.row.spec)
+        for act, backoff in requeue:
+            asyncio.get_running_loop().call_later(backoff, self._requeue, act)
+        self._wake.set()
+
+    def _requeue(self, act: _Active) -> None:
+        row = act.row
+        if row.task_id not in self.active or act.cancel_requested:
+            return
+        act.queued_at = time.monotonic()
+        self.queues[row.spec.task_class].push(row.task_id, row.spec.priority, row.task_id, act.queued_at)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ file queue, retention
+    async def _file_queue_loop(self) -> None:
+        while True:
+            try:
+                claimed = await asyncio.to_thread(self.file_queue.claim)
+                for envelope in claimed:
+                    try:
+                        await self.submit([envelope], trusted=True, source="file")
+                    except (InvalidArgument, BackendUnavailable) as e:
+                        await asyncio.to_thread(self.file_queue.reject, envelope["task_id"], str(e))
+                await asyncio.to_thread(self._reconcile_file_locks)
+            except Exception:  # noqa: BLE001 - logged; the loop keeps polling
+                log.exception("file queue poll failed")
+            await asyncio.sleep(self.config.scheduler.queue_poll_interval_s)
+
+    def _reconcile_file_locks(self) -> None:
+        """Lock files whose task already finished (e.g. before a restart) get moved now."""
+        locked = self.file_queue.locked_ids()
+        stale = [t for t in locked if t not in self.active]
+        if not stale:
+            return
+        rows = self.store.read(partial(taskstore.get_tasks, ids=stale))
+        for tid, row in rows.items():
+            if row.status in TERMINAL_STATES:
+                self.file_queue.finish(tid, row.status_dict(), row.spec)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(3600.0)
+            try:
+                await self.purge()
+            except Exception:  # noqa: BLE001 - logged; retried next hour
+                log.exception("retention purge failed")
+
+
+def _insert_new(conn: Any, rows: list[TaskRow], now: float) -> tuple[set[str], int]:
+    """Write op: insert tasks whose id is new; same id + same identity is an idempotent repeat."""
+    existing = taskstore.get_tasks(conn, [r.task_id for r in rows])
+    for r in rows:
+        old = existing.get(r.task_id)
+        if old is not None and old.identity != r.identity:
+            raise TaskConflict(
+                "task_id",
+                f"{r.task_id!r} already exists with a different class, payload, priority, "
+                "workflow_id or timeout",
+            )
+    fresh = [r for r in rows if r.task_id not in existing]
+    seq = taskstore.apply_transitions(
+        conn,
+        [Transition(r, "task_submitted", {"workflow_id": r.spec.workflow_id} if r.spec.workflow_id else {}) for r in fresh],
+        now,
+        insert=True,
+    )
+    return {r.task_id for r in fresh}, seq
+
+
+def _notify_from_thread(loop: asyncio.AbstractEventLoop, notify: Any, fut: Any) -> None:
+    if fut.exception() is not None:
+        log.error("persisting task_started failed: %s", fut.exception())
+        return
+    seq = fut.result()
+    if seq:
+        loop.call_soon_threadsafe(notify, seq)

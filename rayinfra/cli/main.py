@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from rayinfra import __version__
-from rayinfra.cli import config_cmd, hardware_cmd, runtime_cmd
+from rayinfra.cli import config_cmd, hardware_cmd, runtime_cmd, task_cmd
 
 app = typer.Typer(
     name="rayinfra",
@@ -18,6 +18,8 @@ app.command("start")(runtime_cmd.start)
 app.command("stop")(runtime_cmd.stop)
 app.command("status")(runtime_cmd.status)
 app.command("hardware")(hardware_cmd.hardware_cmd)
+app.command("submit")(task_cmd.submit)
+app.add_typer(task_cmd.app, name="task")
 app.add_typer(config_cmd.app, name="config")
 
 

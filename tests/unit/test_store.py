@@ -91,14 +91,14 @@ def test_fresh_db_is_migrated_and_in_wal_mode(db_path: Path) -> None:
         calls.append(1)
         MIGRATIONS[1](conn)
 
-    with StateStore(db_path, migrations={1: v1}) as s:
-        assert s.schema_version == SCHEMA_VERSION == 1
+    with StateStore(db_path, migrations={**MIGRATIONS, 1: v1}) as s:
+        assert s.schema_version == SCHEMA_VERSION == 2
     with raw(db_path) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"events", "changes", "kv"} <= tables
-    with StateStore(db_path, migrations={1: v1}) as s:
+    assert {"events", "changes", "kv", "tasks"} <= tables
+    with StateStore(db_path, migrations={**MIGRATIONS, 1: v1}) as s:
         assert s.schema_version == SCHEMA_VERSION
     assert calls == [1]  # reopening did not re-migrate
 
@@ -156,12 +156,12 @@ def test_concurrent_fresh_open_migrates_once(db_path: Path) -> None:
 
     def open_store() -> int:
         barrier.wait()
-        with StateStore(db_path, migrations={1: v1}) as s:
+        with StateStore(db_path, migrations={**MIGRATIONS, 1: v1}) as s:
             return s.schema_version
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         versions = list(pool.map(lambda _: open_store(), range(4)))
-    assert versions == [1, 1, 1, 1]
+    assert versions == [SCHEMA_VERSION] * 4
     assert calls == [1]
 
 
@@ -493,3 +493,15 @@ async def test_feed_resume_after_restart(db_path: Path) -> None:
         assert await feed2.publish([("t4", "state", {})]) == 4
     finally:
         s2.close()
+
+
+def test_v1_database_migrates_forward_to_current(tmp_path: Path) -> None:
+    """A database written by the v1 code (events only) gains the tasks table and keeps its rows."""
+    db_path = tmp_path / "v1.db"
+    with StateStore(db_path, migrations={1: MIGRATIONS[1]}) as old:
+        old.append_events([EventRecord(0, "task_submitted", "t1", {"class": "cpu_short"}, 5)]).result()
+        assert old.schema_version == 1
+    with StateStore(db_path) as new:
+        assert new.schema_version == SCHEMA_VERSION
+        assert [e.resource_id for e in new.events()] == ["t1"]
+        assert new.read(lambda c: c.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]) == 0

@@ -1,0 +1,160 @@
+"""Executor actors (``executor-<class>-<n>``): run batches of tasks, hand results back in batches.
+
+Long-lived and owned by the scheduler (they die with it). ``submit(batch)`` starts every task of a
+batch at once and returns; the scheduler keeps one ``take_results`` long-poll outstanding per
+executor, which returns whatever finished since the last call. Trivial handlers (``noop``,
+``echo``) run inline on the event loop; everything else runs in a thread, with its own deadline and
+cancel event. No Ray import: :mod:`rayinfra.raywrap` makes it an actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rayinfra.config import RayinfraConfig
+from rayinfra.handlers import (
+    HandlerError,
+    HandlerRegistry,
+    TaskCancelled,
+    TaskContext,
+    TaskFailed,
+    UnknownHandler,
+)
+
+RESULT_LINGER_S = 0.002  # gather results finishing together into one reply
+TIMEOUT_GRACE_S = 2.0  # a handler that ignores its deadline is abandoned after this
+
+# outcomes the scheduler's limiter and retry policy act on
+SUCCESS, FAILURE, TIMEOUT, CANCELLED, INVALID = "success", "failure", "timeout", "cancelled", "invalid"
+
+
+class ExecutorActor:
+    """Runs tasks of one class; results are collected by the scheduler with ``take_results``."""
+
+    def __init__(self, task_class: str, config: dict[str, Any], threads: int) -> None:
+        self.task_class = task_class
+        self.config = RayinfraConfig.model_validate(config)
+        self.registry = HandlerRegistry(self.config.handlers)
+        out = self.config.state.dir / "task_output"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a worker node without the head's state dir
+            out = Path(tempfile.gettempdir()) / "rayinfra-task-output"
+            out.mkdir(parents=True, exist_ok=True)
+        self.output_dir = out
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="task")
+        self.running: dict[str, tuple[TaskContext, asyncio.Task[None]]] = {}
+        self.results: list[dict[str, Any]] = []
+        self.results_ready = asyncio.Event()
+        self.pid = os.getpid()
+
+    async def ping(self) -> dict[str, Any]:
+        return {"task_class": self.task_class, "pid": self.pid, "running": len(self.running)}
+
+    async def submit(self, batch: list[dict[str, Any]]) -> int:
+        """Start each ``{task_id, payload, timeout_s, attempt}``; returns how many now run."""
+        for item in batch:
+            tid = item["task_id"]
+            if tid in self.running:  # a re-dispatch of what already runs here: keep one
+                continue
+            timeout = item.get("timeout_s")
+            ctx = TaskContext(
+                task_id=tid,
+                task_class=self.task_class,
+                attempt=int(item.get("attempt", 1)),
+                timeout_s=timeout,
+                deadline=time.monotonic() + timeout if timeout else None,
+                output_dir=self.output_dir,
+            )
+            task = asyncio.create_task(self._run(ctx, item["payload"]))
+            self.running[tid] = (ctx, task)
+        return len(self.running)
+
+    async def _run(self, ctx: TaskContext, payload: dict[str, Any]) -> None:
+        started = time.time()
+        t0 = time.monotonic()
+        result: Any = None
+        error = ""
+        try:
+            value = await self._call(ctx, payload)
+            json.dumps(value)  # a non-JSON return fails the task here, not in the scheduler
+            status, outcome, result = "completed", SUCCESS, value
+        except TaskCancelled:
+            status, outcome, error = "cancelled", CANCELLED, "cancelled"
+        except (TimeoutError, asyncio.TimeoutError):
+            status, outcome = "failed", TIMEOUT
+            error = f"timed out after {ctx.timeout_s:g}s" if ctx.timeout_s else "timed out"
+        except TaskFailed as e:
+            status, outcome, error, result = "failed", FAILURE, str(e), e.result
+        except (HandlerError, UnknownHandler) as e:
+            status, outcome, error = "failed", INVALID, str(e)
+        except (TypeError, ValueError) as e:
+            status, outcome, error = "failed", FAILURE, f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
+            status, outcome, error = "failed", FAILURE, f"{type(e).__name__}: {e}"
+        self.running.pop(ctx.task_id, None)
+        self.results.append(
+            {
+                "task_id": ctx.task_id,
+                "status": status,
+                "outcome": outcome,
+                "result": result,
+                "error": error,
+                "started_at": started,
+                "finished_at": time.time(),
+                "latency_s": time.monotonic() - t0,
+            }
+        )
+        self.results_ready.set()
+
+    async def _call(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
+        type_name = payload.get("type")
+        if not isinstance(type_name, str):
+            raise HandlerError("payload.type: missing (choose one of: " + ", ".join(self.registry.names()) + ")")
+        info = self.registry.get(type_name)
+        if not info.blocking:
+            return info.fn(payload, ctx)
+        fut = asyncio.get_running_loop().run_in_executor(self.pool, info.fn, payload, ctx)
+        remaining = ctx.remaining()
+        try:
+            if remaining is None:
+                return await asyncio.shield(fut)
+            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, remaining) + TIMEOUT_GRACE_S)
+        except asyncio.CancelledError:
+            ctx.cancel_event.set()  # the thread sees it; we report cancelled
+            raise TaskCancelled() from None
+
+    async def take_results(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Results finished since the last call; waits up to ``timeout_s`` for the first one."""
+        if not self.results:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.results_ready.wait(), timeout_s)
+            if self.results:
+                await asyncio.sleep(RESULT_LINGER_S)
+        out, self.results = self.results, []
+        self.results_ready.clear()
+        return out
+
+    async def cancel(self, task_ids: list[str]) -> list[str]:
+        """Cancel running tasks: handlers see their cancel event (shell kills its process group)."""
+        hit = []
+        for tid in task_ids:
+            entry = self.running.get(tid)
+            if entry is None:
+                continue
+            ctx, task = entry
+            ctx.cancel_event.set()
+            if not task.done():
+                hit.append(tid)
+        return hit
+
+    async def running_ids(self) -> list[str]:
+        return list(self.running)

@@ -1,0 +1,153 @@
+"""``rayinfra submit`` and ``rayinfra task status|cancel|list|purge``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.table import Table
+
+from rayinfra.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    ConfigOption,
+    StateDirOption,
+    console,
+    fail,
+    load,
+    print_json,
+)
+from rayinfra.client import AgentInfraSync, TaskNotFound
+from rayinfra.runtime import RuntimeFailure
+from rayinfra.scheduling.tasks import TASK_STATES, InvalidArgument
+
+app = typer.Typer(help="Inspect and control tasks.", no_args_is_help=True)
+
+
+def _client(config: Path | None, state_dir: Path | None) -> AgentInfraSync:
+    loaded = load(config, state_dir)
+    cfg = loaded.config.model_copy(deep=True)
+    cfg.client.skip_start = True  # the CLI never starts a runtime as a side effect
+    try:
+        return AgentInfraSync(config=cfg).start()
+    except RuntimeFailure as e:
+        fail(str(e), EXIT_FAILURE)
+
+
+def _bad(e: InvalidArgument) -> NoReturn:
+    fail(str(e), EXIT_USAGE)
+
+
+def submit(
+    payload: str = typer.Argument(..., help="Task payload: a JSON object, or - to read it from stdin."),
+    task_id: str | None = typer.Option(None, "--id", help="Task id (default: generated). Resubmitting the same id and spec is a no-op."),
+    task_class: str = typer.Option("cpu_short", "--class", help="Task class (cpu_short, cpu_long, gpu_short, gpu_long, gpu_slurm; gpu = gpu_short)."),
+    priority: int = typer.Option(0, "--priority", help="Higher runs first."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds (default: the class's timeout)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the task to finish and print its result; exit 1 if it failed."),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Submit one task. Prints its id (or, with --wait, its final status as JSON)."""
+    text = sys.stdin.read() if payload == "-" else payload
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"PAYLOAD: not valid JSON: {e}", EXIT_USAGE)
+    if not isinstance(body, dict):
+        fail("PAYLOAD: must be a JSON object", EXIT_USAGE)
+    infra = _client(config, state_dir)
+    try:
+        res = infra.submit_task(task_id=task_id, payload=body, task_class=task_class, priority=priority, timeout_s=timeout)
+        if not wait:
+            console.print(res["task_id"])
+            return
+        st = infra.wait_task(res["task_id"])
+        print_json(st)
+        if st["status"] != "completed":
+            raise typer.Exit(EXIT_FAILURE)
+    except InvalidArgument as e:
+        _bad(e)
+    except RuntimeError as e:
+        fail(str(e), EXIT_FAILURE)
+    finally:
+        infra.stop()
+
+
+@app.command("status")
+def status(
+    task_id: str = typer.Argument(..., help="Task id."),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Print a task's status as JSON (exit 1 if unknown)."""
+    infra = _client(config, state_dir)
+    try:
+        print_json(infra.get_task_status(task_id))
+    except TaskNotFound as e:
+        fail(str(e), EXIT_FAILURE)
+    finally:
+        infra.stop()
+
+
+@app.command("cancel")
+def cancel(
+    task_id: str = typer.Argument(..., help="Task id."),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Cancel a pending or running task (a shell task's whole process group is killed)."""
+    infra = _client(config, state_dir)
+    try:
+        print_json(infra.cancel_task(task_id))
+    except TaskNotFound as e:
+        fail(str(e), EXIT_FAILURE)
+    finally:
+        infra.stop()
+
+
+def _check_status(value: str | None) -> str | None:
+    if value is not None and value not in TASK_STATES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(TASK_STATES)}")
+    return value
+
+
+@app.command("list")
+def list_(
+    state: str | None = typer.Option(None, "--status", callback=_check_status, help=f"Only tasks in this state ({', '.join(TASK_STATES)})."),
+    task_class: str | None = typer.Option(None, "--class", help="Only this class."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10000),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """List the newest tasks."""
+    infra = _client(config, state_dir)
+    try:
+        rows: list[dict[str, Any]] = infra.list_tasks(state, task_class, limit)
+    finally:
+        infra.stop()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("task id", "status", "attempts", "ms", "error", box=None)
+    for r in rows:
+        table.add_row(r["task_id"], r["status"], str(r["attempts"]), f"{r['duration_ms']:.1f}", r["error"][:60])
+    console.print(table)
+
+
+@app.command("purge")
+def purge(
+    older_than: float | None = typer.Option(None, "--older-than", min=0, help="Seconds (default: RAYINFRA_RESULT_TTL_S)."),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Delete finished tasks and events older than the retention period."""
+    infra = _client(config, state_dir)
+    try:
+        print_json(infra.purge_tasks(older_than))
+    finally:
+        infra.stop()

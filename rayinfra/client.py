@@ -1,0 +1,468 @@
+"""``AgentInfra``: the Python client (the original's surface plus what rayinfra pins).
+
+Over actor handles it talks to the ``scheduler`` actor directly. One background long-poll on the
+scheduler's change feed resolves ``wait_task`` / ``wait_tasks`` and feeds ``stream_task_results``;
+every call retries transparently across a scheduler restart (actor died or unavailable) for up to
+``DSPY_AGENT_SERVICE_TIMEOUT`` seconds, which is safe because task ids make submits idempotent.
+
+``AgentInfraSync`` has the same methods without ``async`` (it runs its own event loop thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from rayinfra import raywrap, runtime
+from rayinfra.config import RayinfraConfig, load_config
+from rayinfra.scheduling.tasks import TERMINAL_STATES, InvalidArgument, encode_wire_result
+
+T = TypeVar("T")
+FEED_POLL_S = 20.0
+FUTURE_SEQ = 2**62  # "from the future": the feed answers with its latest seq
+
+
+class TaskNotFound(KeyError):
+    """No task with that id."""
+
+    def __str__(self) -> str:
+        return f"task {self.args[0]!r} not found" if self.args else "task not found"
+
+
+def _remote_errors() -> tuple[type[BaseException], ...]:
+    return raywrap.actor_errors()
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """Ray wraps an actor method's exception; give the caller the original when it is ours."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, (InvalidArgument, KeyError, RuntimeError)) and not isinstance(
+        cause, _remote_errors()
+    ):
+        return cause
+    return e
+
+
+class _ActorTransport:
+    """Calls the control actors through Ray handles, retrying across actor restarts."""
+
+    def __init__(self, state_dir: Path, retry_for_s: float, backoff_s: float) -> None:
+        self.state_dir = state_dir
+        self.retry_for_s = retry_for_s
+        self.backoff_s = backoff_s
+        self.handles: dict[str, Any] = {}
+
+    async def connect(self) -> None:
+        await asyncio.to_thread(runtime.connect, self.state_dir)
+
+    def _handle(self, actor: str) -> Any:
+        h = self.handles.get(actor)
+        if h is None:
+            h = raywrap.get_actor(actor)
+            if h is None:
+                raise runtime.RuntimeFailure(f"the {actor} actor does not exist: is rayinfra running?")
+            self.handles[actor] = h
+        return h
+
+    async def call(self, actor: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.retry_for_s
+        delay = 0.05
+        while True:
+            try:
+                return await getattr(self._handle(actor), method).remote(*args, **kwargs)
+            except _remote_errors() as e:
+                if time.monotonic() + delay > deadline:
+                    raise runtime.RuntimeFailure(
+                        f"{actor} unavailable for {self.retry_for_s:g}s: {type(e).__name__}"
+                    ) from e
+                self.handles.pop(actor, None)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_s)
+            except Exception as e:
+                raise _unwrap(e) from None
+
+
+def _status_from_change(task_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    return _client_status(
+        {
+            "task_id": task_id,
+            "status": data["status"],
+            "result": data.get("result"),
+            "error": data.get("error", ""),
+            "started_at": data.get("started_at"),
+            "finished_at": data.get("finished_at"),
+            "attempts": data.get("attempts", 0),
+        }
+    )
+
+
+def _client_status(st: dict[str, Any]) -> dict[str, Any]:
+    """The pinned status shape: ``result`` is the wire string map, ``result_payload`` native JSON."""
+    native = st.get("result")
+    started, finished = st.get("started_at"), st.get("finished_at")
+    return {
+        "task_id": st["task_id"],
+        "status": st["status"],
+        "result": encode_wire_result(native) if native is not None else {},
+        "result_payload": native,
+        "error": st.get("error", "") or "",
+        "attempts": st.get("attempts", 0),
+        "duration_ms": (finished - started) * 1000.0 if started and finished else 0.0,
+        "completed_at": int(finished) if finished else 0,
+    }
+
+
+class AgentInfra:
+    """Async client. ``async with AgentInfra.start() as infra: ...``."""
+
+    def __init__(
+        self,
+        orchestrator_addr: str | None = None,
+        workspace: str | Path | None = None,
+        auto_start_services: bool = True,
+        cli_path: str | Path | None = None,
+        *,
+        state_dir: str | Path | None = None,
+        config: RayinfraConfig | None = None,
+    ) -> None:
+        self._config = config
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self.orchestrator_addr = orchestrator_addr
+        self.workspace = Path(workspace) if workspace is not None else Path.cwd()
+        self.auto_start_services = auto_start_services
+        self.cli_path = cli_path
+        self._transport: _ActorTransport | None = None
+        self._started_runtime = False
+        self._feed_task: asyncio.Task[None] | None = None
+        self._feed_seq = 0
+        self._feed_ready: asyncio.Event | None = None
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._streams: list[tuple[set[str] | None, asyncio.Queue[dict[str, Any]]]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> _StartContext:
+        """``async with AgentInfra.start(...) as infra``: connect (or start a local runtime)."""
+        return _StartContext(cls(*args, **kwargs))
+
+    async def start_async(self) -> AgentInfra:
+        """Connect to the runtime of the state dir; start a local one if none runs (unless
+        ``DSPY_AGENT_SKIP_START``). Only what this call started is stopped by :meth:`stop`."""
+        cfg = self._config or load_config(
+            overrides={"state.dir": str(self._state_dir)} if self._state_dir else None
+        ).config
+        self._config = cfg
+        if self.orchestrator_addr and runtime.recorded(cfg.state.dir) is None:
+            raise runtime.RuntimeFailure(
+                f"no rayinfra runtime is recorded in {cfg.state.dir}; connecting over gRPC "
+                f"({self.orchestrator_addr}) needs the gateway, which this runtime does not run yet"
+            )
+        if runtime.recorded(cfg.state.dir) is None:
+            if cfg.client.skip_start:
+                raise runtime.RuntimeFailure(
+                    f"rayinfra is not running (state dir {cfg.state.dir}) and DSPY_AGENT_SKIP_START is set"
+                )
+            await asyncio.to_thread(runtime.start, cfg)
+            self._started_runtime = True
+        self._transport = _ActorTransport(
+            cfg.state.dir, cfg.client.service_timeout_s, cfg.client.reconnect_backoff_s
+        )
+        await self._transport.connect()
+        self._feed_ready = asyncio.Event()
+        self._feed_task = asyncio.create_task(self._follow_feed())
+        await self._feed_ready.wait()
+        return self
+
+    async def stop(self) -> None:
+        """Stop the feed; stop the runtime only if this client started it."""
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._feed_task
+            self._feed_task = None
+        for futs in self._waiters.values():
+            for f in futs:
+                if not f.done():
+                    f.cancel()
+        self._waiters.clear()
+        if self._started_runtime and self._config is not None:
+            await asyncio.to_thread(runtime.stop, self._config.state.dir, force=True)
+            self._started_runtime = False
+        self._transport = None
+
+    def _t(self) -> _ActorTransport:
+        if self._transport is None:
+            raise RuntimeError("Infrastructure not started: call start_async() first")
+        return self._transport
+
+    # ------------------------------------------------------------------ feed
+    async def _follow_feed(self) -> None:
+        assert self._feed_ready is not None
+        t = self._t()
+        seq, _ = await t.call("scheduler", "changes", FUTURE_SEQ, None, 0.0)
+        self._feed_seq = seq
+        self._feed_ready.set()
+        while True:
+            try:
+                seq, changes = await t.call("scheduler", "changes", self._feed_seq, None, FEED_POLL_S)
+            except runtime.RuntimeFailure:
+                await asyncio.sleep(1.0)
+                continue
+            self._feed_seq = max(self._feed_seq, seq)
+            for ch in changes:
+                if ch["kind"] != "state":
+                    continue
+                status = _status_from_change(ch["key"], ch["data"])
+                for tid_filter, q in self._streams:
+                    if tid_filter is None or ch["key"] in tid_filter:
+                        q.put_nowait(status)
+                if status["status"] in TERMINAL_STATES:
+                    for fut in self._waiters.pop(ch["key"], []):
+                        if not fut.done():
+                            fut.set_result(status)
+
+    # ------------------------------------------------------------------ tasks
+    async def submit_task(
+        self,
+        task_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        task_class: str = "cpu_short",
+        priority: int = 0,
+        timeout_s: float | None = None,
+        workflow_id: str = "",
+    ) -> dict[str, Any]:
+        """Submit one task; returns ``{"success": True, "task_id", "error": ""}`` once durable."""
+        spec = {
+            "task_id": task_id,
+            "payload": payload if payload is not None else {},
+            "task_class": task_class,
+            "priority": priority,
+            "timeout_s": timeout_s,
+            "workflow_id": workflow_id,
+        }
+        (res,) = await self._t().call("scheduler", "submit", [spec])
+        return {"success": res["success"], "task_id": res["task_id"], "error": res["error"]}
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Submit many tasks in one round trip (all or nothing); results in order."""
+        res = await self._t().call("scheduler", "submit", list(tasks))
+        return [{"success": r["success"], "task_id": r["task_id"], "error": r["error"]} for r in res]
+
+    async def get_task_status(self, task_id: str) -> dict[str, Any]:
+        st = (await self._t().call("scheduler", "get", [task_id]))[task_id]
+        if st is None:
+            raise TaskNotFound(task_id)
+        return _client_status(st)
+
+    async def wait_task(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until the task is completed, failed or cancelled (``TimeoutError`` otherwise)."""
+        return (await self.wait_tasks([task_id], timeout))[0]
+
+    async def wait_tasks(self, task_ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        futs: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        for tid in task_ids:
+            if tid not in futs:
+                futs[tid] = loop.create_future()
+                self._waiters.setdefault(tid, []).append(futs[tid])
+        current = await self._t().call("scheduler", "get", list(futs))
+        for tid, st in current.items():
+            if st is None:
+                self._drop_waiters(futs)
+                raise TaskNotFound(tid)
+            if st["status"] in TERMINAL_STATES and not futs[tid].done():
+                futs[tid].set_result(_client_status(st))
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*futs.values()), timeout)
+        except asyncio.TimeoutError:
+            self._drop_waiters(futs)
+            pending = [t for t, f in futs.items() if not f.done()]
+            raise TimeoutError(f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}") from None
+        by_id = dict(zip(futs, done, strict=True))
+        return [by_id[t] for t in task_ids]
+
+    def _drop_waiters(self, futs: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
+        for tid, f in futs.items():
+            lst = self._waiters.get(tid, [])
+            if f in lst:
+                lst.remove(f)
+            if not lst:
+                self._waiters.pop(tid, None)
+
+    async def cancel_task(self, task_id: str) -> dict[str, Any]:
+        try:
+            return dict(await self._t().call("scheduler", "cancel", task_id))
+        except KeyError:
+            raise TaskNotFound(task_id) from None
+
+    async def list_tasks(self, status: str | None = None, task_class: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return [_client_status(s) for s in await self._t().call("scheduler", "list", status, task_class, limit)]
+
+    async def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
+        return dict(await self._t().call("scheduler", "purge", older_than_s))
+
+    async def stream_task_results(
+        self, task_ids: list[str] | None = None, include_completed: bool = True
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``{task_id, status, result, error, duration_ms, completed_at}`` for each state change.
+
+        With ``include_completed`` the current state of the named tasks comes first (tasks that
+        already finished included). Ends when every named task has finished; unfiltered, it
+        runs until the caller stops iterating.
+        """
+        wanted = set(task_ids) if task_ids else None
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        entry = (wanted, q)
+        self._streams.append(entry)
+        remaining = set(wanted) if wanted else None
+        try:
+            if wanted and include_completed:
+                current = await self._t().call("scheduler", "get", sorted(wanted))
+                for tid, st in current.items():
+                    if st is None:
+                        raise TaskNotFound(tid)
+                    q.put_nowait(_client_status(st))
+            while remaining is None or remaining:
+                item = await q.get()
+                if remaining is not None and item["status"] in TERMINAL_STATES:
+                    if item["task_id"] not in remaining:
+                        continue
+                    remaining.discard(item["task_id"])
+                elif item["status"] in TERMINAL_STATES and not include_completed:
+                    continue
+                yield {k: item[k] for k in ("task_id", "status", "result", "error", "duration_ms", "completed_at")}
+        finally:
+            self._streams.remove(entry)
+
+    async def stream_events(
+        self, event_types: list[str] | None = None, since_timestamp: int = 0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``{event_type, resource_id, data, timestamp}``: the past from ``since_timestamp``
+        (inclusive) first, then live events, until the caller stops iterating."""
+        t = self._t()
+        seq, events = await t.call("scheduler", "events", 0, since_timestamp or None, event_types, 1000)
+        while True:
+            for e in events:
+                yield {k: e[k] for k in ("event_type", "resource_id", "data", "timestamp")}
+            seq, events = await t.call("scheduler", "events", seq, None, event_types, 1000, FEED_POLL_S)
+
+    # ------------------------------------------------------------------ health, metrics
+    async def get_metrics(self) -> dict[str, float]:
+        return dict(await self._t().call("scheduler", "metrics_snapshot"))
+
+    async def health_check(self) -> dict[str, Any]:
+        from rayinfra import __version__
+        from rayinfra.actors import CONTROL_ACTORS
+
+        if self._transport is None:
+            return {"healthy": False, "error": "Not connected", "version": __version__, "services": {}}
+        services: dict[str, str] = {}
+        for name in CONTROL_ACTORS:
+            try:
+                await asyncio.wait_for(self._transport.call(name, "ping"), 5.0)
+                services[name] = "healthy"
+            except (runtime.RuntimeFailure, asyncio.TimeoutError) as e:
+                services[name] = f"unhealthy: {e}"
+        return {"healthy": all(v == "healthy" for v in services.values()), "version": __version__, "services": services}
+
+
+class _StartContext:
+    def __init__(self, infra: AgentInfra) -> None:
+        self.infra = infra
+
+    async def __aenter__(self) -> AgentInfra:
+        return await self.infra.start_async()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.infra.stop()
+
+    def __await__(self) -> Any:  # `infra = await AgentInfra.start()` also works
+        return self.infra.start_async().__await__()
+
+
+class AgentInfraSync:
+    """``AgentInfra`` without ``async``: every method runs on a private event loop thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="agentinfra", daemon=True)
+        self._thread.start()
+        self._infra = AgentInfra(*args, **kwargs)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def start(self) -> AgentInfraSync:
+        self._run(self._infra.start_async())
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run(self._infra.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> AgentInfraSync:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _iterate(self, agen: AsyncIterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose: Callable[[], Awaitable[None]] | None = getattr(agen, "aclose", None)
+            if aclose is not None:
+                self._run(_await(aclose()))
+
+    def submit_task(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._run(self._infra.submit_task(*args, **kwargs))
+
+    def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._run(self._infra.submit_tasks(tasks))
+
+    def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return self._run(self._infra.get_task_status(task_id))
+
+    def wait_task(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._infra.wait_task(task_id, timeout))
+
+    def wait_tasks(self, task_ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+        return self._run(self._infra.wait_tasks(task_ids, timeout))
+
+    def cancel_task(self, task_id: str) -> dict[str, Any]:
+        return self._run(self._infra.cancel_task(task_id))
+
+    def list_tasks(self, status: str | None = None, task_class: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self._run(self._infra.list_tasks(status, task_class, limit))
+
+    def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
+        return self._run(self._infra.purge_tasks(older_than_s))
+
+    def stream_task_results(self, task_ids: list[str] | None = None, include_completed: bool = True) -> Iterator[dict[str, Any]]:
+        return self._iterate(self._infra.stream_task_results(task_ids, include_completed))
+
+    def stream_events(self, event_types: list[str] | None = None, since_timestamp: int = 0) -> Iterator[dict[str, Any]]:
+        return self._iterate(self._infra.stream_events(event_types, since_timestamp))
+
+    def get_metrics(self) -> dict[str, float]:
+        return self._run(self._infra.get_metrics())
+
+    def health_check(self) -> dict[str, Any]:
+        return self._run(self._infra.health_check())
+
+
+async def _await(aw: Awaitable[None]) -> None:
+    await aw

@@ -1,0 +1,140 @@
+"""The scheduler's metrics: the original's names and meanings, on a private CollectorRegistry.
+
+- ``env_queue_depth`` (+ ``{class=...}``): tasks pending in the scheduler.
+- ``queue_depth``: files in ``ENV_QUEUE_DIR/pending``.
+- ``gpu_wait_seconds``: p95 queue wait of GPU classes over the last 60 s.
+- ``env_error_rate``: failed / finished over the last 60 s.
+- ``orchestrator_concurrency_limit{class}``, ``orchestrator_inflight_tasks{class}``.
+- ``orchestrator_task_errors_total{class,reason}`` (never labelled by task id).
+- ``queue_tasks_submitted_total``, ``queue_tasks_processed_total`` (dispatched),
+  ``queue_tasks_completed_total``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
+
+WINDOW_S = 60.0
+
+
+class _Window:
+    """Timestamped samples kept for ``WINDOW_S`` seconds (pure; time passed in)."""
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, value: float) -> None:
+        self.items.append((now, value))
+        self.trim(now)
+
+    def trim(self, now: float) -> None:
+        while self.items and self.items[0][0] < now - WINDOW_S:
+            self.items.popleft()
+
+    def values(self, now: float) -> list[float]:
+        self.trim(now)
+        return [v for _, v in self.items]
+
+
+def p95(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+class _QueueDepth:
+    """``env_queue_depth`` as one family: the total plus one ``{class=...}`` series per class."""
+
+    def __init__(self) -> None:
+        self.by_class: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        m = Metric("env_queue_depth", "Tasks pending in the scheduler", "gauge")
+        m.add_sample("env_queue_depth", {}, float(sum(self.by_class.values())))
+        for cls, n in sorted(self.by_class.items()):
+            m.add_sample("env_queue_depth", {"class": cls}, float(n))
+        yield m
+
+
+class SchedulerMetrics:
+    """Prometheus metrics of the scheduler plus the 60 s windows behind two gauges."""
+
+    def __init__(self, gpu_classes: set[str]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.gpu_classes = gpu_classes
+        self.env_queue_depth = _QueueDepth()
+        r.register(self.env_queue_depth)  # type: ignore[arg-type]
+        self.queue_depth = Gauge("queue_depth", "Files in ENV_QUEUE_DIR/pending", registry=r)
+        self.gpu_wait = Gauge("gpu_wait_seconds", "p95 queue wait of GPU classes, 60 s", registry=r)
+        self.error_rate = Gauge("env_error_rate", "Failed / finished tasks, 60 s", registry=r)
+        self.limit = Gauge(
+            "orchestrator_concurrency_limit", "Adaptive concurrency limit", ["class"], registry=r
+        )
+        self.inflight = Gauge(
+            "orchestrator_inflight_tasks", "Tasks running", ["class"], registry=r
+        )
+        self.errors = Counter(
+            "orchestrator_task_errors", "Task failures", ["class", "reason"], registry=r
+        )
+        self.submitted = Counter("queue_tasks_submitted", "Tasks accepted", registry=r)
+        self.processed = Counter("queue_tasks_processed", "Tasks dispatched", registry=r)
+        self.completed = Counter("queue_tasks_completed", "Tasks completed", registry=r)
+        self._waits = _Window()
+        self._finished = _Window()
+
+    def on_dispatch(self, task_class: str, waited_s: float, now: float) -> None:
+        self.processed.inc()
+        if task_class in self.gpu_classes:
+            self._waits.add(now, waited_s)
+
+    def on_finish(self, task_class: str, status: str, reason: str, now: float) -> None:
+        failed = status == "failed"
+        self._finished.add(now, 1.0 if failed else 0.0)
+        if status == "completed":
+            self.completed.inc()
+        elif failed:
+            self.errors.labels(task_class, reason).inc()
+
+    def refresh(
+        self,
+        now: float,
+        pending: dict[str, int],
+        inflight: dict[str, int],
+        limits: dict[str, int],
+        pending_files: int,
+    ) -> None:
+        self.env_queue_depth.by_class = dict(pending)
+        for cls, n in inflight.items():
+            self.inflight.labels(cls).set(n)
+        for cls, n in limits.items():
+            self.limit.labels(cls).set(n)
+        self.queue_depth.set(pending_files)
+        self.gpu_wait.set(p95(self._waits.values(now)))
+        finished = self._finished.values(now)
+        self.error_rate.set(sum(finished) / len(finished) if finished else 0.0)
+
+    def snapshot(self) -> dict[str, float]:
+        """``name -> value``; labelled series keyed ``name{k="v",...}`` (the original's shape)."""
+        out: dict[str, float] = {}
+        for family in self.registry.collect():
+            for s in family.samples:
+                if s.name.endswith("_created"):
+                    continue
+                name = s.name
+                if s.labels:
+                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                    name = f"{name}{{{labels}}}"
+                out[name] = float(s.value)
+        return out
+
+    def text(self) -> bytes:
+        """Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)

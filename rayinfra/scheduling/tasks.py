@@ -1,0 +1,494 @@
+"""Task specs: validation of submitted tasks, idempotency identity, and the gRPC wire mapping.
+
+Everything here is pure: no Ray, no I/O, no clock. The scheduler actor calls
+:func:`validate_spec` on every submit (Python client, gRPC and HTTP all end up here, the edges only
+rename their fields to the Python client's names), stores :meth:`TaskSpec.to_dict`, and compares
+:meth:`TaskSpec.identity` values to decide whether a repeated submit with the same id is a harmless
+retry or a conflicting reuse of the id.
+
+gRPC carries payloads and results as ``map<string,string>``; :func:`decode_wire_payload` and
+:func:`encode_wire_result` translate between those maps and native JSON values the way the
+original system did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MAX_PAYLOAD_DEPTH",
+    "MAX_TASK_ID_LEN",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "SPEC_FIELDS",
+    "TASK_STATES",
+    "TERMINAL_STATES",
+    "TRUSTED_TYPES",
+    "InvalidArgument",
+    "TaskSpec",
+    "decode_timeout_seconds",
+    "decode_wire_payload",
+    "encode_wire_result",
+    "is_valid_task_id",
+    "validate_spec",
+]
+
+#: Every state a task can be in, in lifecycle order.
+TASK_STATES = ("pending", "running", "completed", "failed", "cancelled")
+#: States a task never leaves.
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+#: Payload types that run arbitrary code: only trusted (authenticated / in-cluster) callers may
+#: submit them.
+TRUSTED_TYPES = frozenset({"shell", "python"})
+
+#: The keys :func:`validate_spec` accepts (the Python client's keyword names).
+SPEC_FIELDS = ("task_id", "task_class", "payload", "priority", "workflow_id", "timeout_s")
+#: Longest accepted task id (ids become file names elsewhere).
+MAX_TASK_ID_LEN = 256
+#: Inclusive priority bounds.
+PRIORITY_MIN = -1_000_000
+PRIORITY_MAX = 1_000_000
+#: Deepest nesting of objects/arrays accepted in a payload. JSON this deep is pathological, and
+#: staying far below Python's recursion limit keeps every later ``json``/``pickle`` pass safe.
+MAX_PAYLOAD_DEPTH = 128
+
+_TASK_ID_RE = re.compile(rf"[A-Za-z0-9._:@-]{{1,{MAX_TASK_ID_LEN}}}")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_]+")
+# Names other front ends use for the same fields; only used to make the error message helpful.
+_FIELD_HINTS = {
+    "id": "task_id",
+    "class": "task_class",
+    "workload_class": "task_class",
+    "timeout_seconds": "timeout_s",
+    "timeout": "timeout_s",
+}
+
+
+class InvalidArgument(ValueError):
+    """A request field is invalid. ``str(e)`` is ``"<field>: <message>"``; ``e.field`` names it.
+
+    The gateway maps it to gRPC ``INVALID_ARGUMENT`` / HTTP 400. It pickles with its field intact,
+    so it survives a trip through Ray.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.message))
+
+
+def _dumps(value: Any, *, sort_keys: bool = False) -> str:
+    """Compact JSON, UTF-8 text (not ``\\u`` escapes), NaN/Infinity refused (ValueError)."""
+    return json.dumps(
+        value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A validated task as the scheduler stores and runs it.
+
+    Build one with :func:`validate_spec` (untrusted input) or :meth:`from_dict` (a stored record).
+    ``payload`` is a plain JSON object; treat it as read-only (the dataclass is frozen, the dict
+    cannot be). Hashing uses ``task_id`` only; equality compares every field.
+    """
+
+    task_id: str
+    task_class: str
+    payload: dict[str, Any]
+    priority: int = 0
+    workflow_id: str = ""
+    timeout_s: float | None = None
+
+    def __hash__(self) -> int:
+        return hash(self.task_id)
+
+    def identity(self) -> str:
+        """SHA-256 hex digest of the canonical JSON of everything but the id.
+
+        Covers class, payload, priority, workflow id and timeout (sorted keys, compact separators,
+        UTF-8). Two submits with the same id are the same task iff their identities are equal;
+        payload key order does not matter, any other difference does.
+        """
+        doc = {
+            "class": self.task_class,
+            "payload": self.payload,
+            "priority": self.priority,
+            "workflow_id": self.workflow_id,
+            "timeout_s": self.timeout_s,
+        }
+        return hashlib.sha256(_dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict keyed by :data:`SPEC_FIELDS`; the payload is a deep copy."""
+        return {
+            "task_id": self.task_id,
+            "task_class": self.task_class,
+            "payload": json.loads(_dumps(self.payload)),
+            "priority": self.priority,
+            "workflow_id": self.workflow_id,
+            "timeout_s": self.timeout_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TaskSpec:
+        """Rebuild a spec from :meth:`to_dict` output (e.g. a state-store record).
+
+        Checks the shape (types, required keys) and raises ``ValueError`` on a malformed record,
+        but deliberately does not re-apply submit-time policy (known class, payload limit, trust):
+        a task accepted under an older configuration must stay readable. Unknown keys are ignored
+        so records written by a newer version still load.
+        """
+        try:
+            task_id = d["task_id"]
+            task_class = d["task_class"]
+        except KeyError as exc:
+            raise ValueError(f"malformed task record: missing {exc.args[0]!r}") from None
+        payload = d.get("payload", {})
+        priority = d.get("priority", 0)
+        workflow_id = d.get("workflow_id", "")
+        timeout_s = d.get("timeout_s")
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError(
+                f"malformed task record: task_id {task_id!r} is not a non-empty string"
+            )
+        if not isinstance(task_class, str) or not task_class:
+            raise ValueError(f"malformed task record {task_id!r}: bad task_class {task_class!r}")
+        if not isinstance(payload, dict):
+            raise ValueError(f"malformed task record {task_id!r}: payload is not an object")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"malformed task record {task_id!r}: bad priority {priority!r}")
+        if not isinstance(workflow_id, str):
+            raise ValueError(f"malformed task record {task_id!r}: bad workflow_id {workflow_id!r}")
+        if timeout_s is not None and (
+            not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool)
+        ):
+            raise ValueError(f"malformed task record {task_id!r}: bad timeout_s {timeout_s!r}")
+        return cls(
+            task_id=task_id,
+            task_class=task_class,
+            payload=dict(payload),
+            priority=priority,
+            workflow_id=workflow_id,
+            timeout_s=None if timeout_s is None else float(timeout_s),
+        )
+
+
+def is_valid_task_id(task_id: object) -> bool:
+    """True if ``task_id`` is safe to use as an id and as a file name.
+
+    1..256 characters of ``[A-Za-z0-9._:@-]``, not starting with ``.`` or ``-`` (hidden files,
+    ``.``/``..``, things that look like command-line options) and never containing ``..``.
+    """
+    return (
+        isinstance(task_id, str)
+        and _TASK_ID_RE.fullmatch(task_id) is not None
+        and task_id[0] not in ".-"
+        and ".." not in task_id
+    )
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _join(path: str, key: str) -> str:
+    if _PLAIN_KEY_RE.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def _check_json_object(payload: dict[str, Any]) -> None:
+    """Walk ``payload`` (iteratively) and raise InvalidArgument("payload", ...) at the first value
+    that is not plain JSON: non-string keys, NaN/Infinity, other types, or nesting too deep."""
+    stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        where = f"at {path}" if path else "at the top level"
+        if isinstance(value, dict):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                raise InvalidArgument(
+                    "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
+                )
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidArgument(
+                        "payload", f"key {key!r} {where} is not a string; JSON object keys are"
+                    )
+                stack.append((item, _join(path, key), depth + 1))
+        elif isinstance(value, (list, tuple)):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                raise InvalidArgument(
+                    "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
+                )
+            for i, item in enumerate(value):
+                stack.append((item, f"{path}[{i}]", depth + 1))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidArgument(
+                    "payload", f"value {where} is {value!r}; JSON has no NaN or Infinity"
+                )
+        elif value is None or isinstance(value, (str, int)):  # bool is an int
+            continue
+        else:
+            raise InvalidArgument(
+                "payload", f"value {where} has type {type(value).__name__!r}, which is not JSON"
+            )
+
+
+def _check_utf8(field_name: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            field_name, "contains a lone surrogate, which is not valid Unicode text"
+        ) from None
+
+
+def _resolve_class(
+    raw_class: object, classes: Collection[str], aliases: Mapping[str, str], default_class: str
+) -> str:
+    if raw_class is None or raw_class == "":
+        raw_class = default_class
+    if not isinstance(raw_class, str):
+        raise InvalidArgument("task_class", f"must be a string, got {type(raw_class).__name__}")
+    name = aliases.get(raw_class, raw_class)
+    if name not in classes:
+        valid = ", ".join(sorted({*classes, *aliases}))
+        alias_note = f" (alias of {name!r})" if name != raw_class else ""
+        raise InvalidArgument(
+            "task_class", f"unknown class {raw_class!r}{alias_note}; valid: {valid}"
+        )
+    return name
+
+
+def validate_spec(
+    raw: Mapping[str, Any],
+    *,
+    classes: Collection[str],
+    aliases: Mapping[str, str],
+    default_class: str,
+    payload_limit_bytes: int,
+    new_id: Callable[[], str],
+    trusted: bool,
+) -> TaskSpec:
+    """Turn a submit request (Python client field names) into a :class:`TaskSpec`.
+
+    ``raw`` may hold ``task_id``, ``task_class``, ``payload``, ``priority``, ``workflow_id`` and
+    ``timeout_s``; anything else is rejected. A value of ``None`` means "not given" (JSON
+    ``null``). A missing or empty ``task_id`` is replaced by ``new_id()`` (which must return a
+    valid id); a missing or empty class is ``default_class``; aliases are resolved. The payload is
+    checked to be a plain JSON object no larger than ``payload_limit_bytes`` (UTF-8 of its compact
+    JSON) and is normalised to a fresh dict (tuples become lists), detached from the caller's.
+
+    ``trusted`` says whether the caller may run code: without it, a payload ``type`` in
+    :data:`TRUSTED_TYPES` is refused. An unknown payload ``type`` is accepted here and fails the
+    task when it runs.
+
+    Raises :class:`InvalidArgument` naming the offending field.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidArgument("task", f"must be an object of task fields, got {type(raw).__name__}")
+    unknown = sorted((str(k) for k in raw if k not in SPEC_FIELDS), key=str)
+    if unknown:
+        first = unknown[0]
+        hint = f" (did you mean {_FIELD_HINTS[first]!r}?)" if first in _FIELD_HINTS else ""
+        listed = ", ".join(repr(k) for k in unknown)
+        raise InvalidArgument(
+            first, f"unknown field {listed}{hint}; valid fields: {', '.join(SPEC_FIELDS)}"
+        )
+
+    # task_id
+    task_id = raw.get("task_id")
+    if task_id is None or task_id == "":
+        task_id = new_id()
+    elif not isinstance(task_id, str):
+        raise InvalidArgument("task_id", f"must be a string, got {type(task_id).__name__}")
+    elif not is_valid_task_id(task_id):
+        raise InvalidArgument(
+            "task_id",
+            f"{task_id[:64]!r}{'...' if len(task_id) > 64 else ''} is not a valid id: use "
+            f"1..{MAX_TASK_ID_LEN} characters of A-Z a-z 0-9 . _ : @ -, not starting with "
+            "'.' or '-' and without '..'",
+        )
+
+    task_class = _resolve_class(raw.get("task_class"), classes, aliases, default_class)
+
+    # payload
+    payload_in = raw.get("payload")
+    if payload_in is None:
+        payload_in = {}
+    if not isinstance(payload_in, dict):
+        raise InvalidArgument("payload", f"must be a JSON object, got {type(payload_in).__name__}")
+    _check_json_object(payload_in)
+    try:
+        text = _dumps(payload_in)
+    except (TypeError, ValueError, RecursionError) as exc:  # defensive: the walk should catch all
+        raise InvalidArgument("payload", f"is not JSON-serialisable: {exc}") from None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            "payload", "contains a lone surrogate, which is not valid Unicode text"
+        ) from None
+    if size > payload_limit_bytes:
+        raise InvalidArgument(
+            "payload",
+            f"serialized payload is {size} bytes, which exceeds the limit of "
+            f"{payload_limit_bytes} bytes",
+        )
+    payload: dict[str, Any] = json.loads(text)
+
+    ptype = payload.get("type")
+    if "type" in payload and not isinstance(ptype, str):
+        raise InvalidArgument("payload.type", f"must be a string, got {type(ptype).__name__}")
+    if ptype in TRUSTED_TYPES and not trusted:
+        raise InvalidArgument(
+            "payload.type", f"{ptype!r} tasks run code and need an authenticated caller"
+        )
+
+    # priority
+    priority = raw.get("priority")
+    if priority is None:
+        priority = 0
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise InvalidArgument(
+            "priority", f"must be an integer, got {type(priority).__name__} {priority!r}"
+        )
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidArgument(
+            "priority", f"{priority} is out of range [{PRIORITY_MIN}, {PRIORITY_MAX}]"
+        )
+
+    # workflow_id
+    workflow_id = raw.get("workflow_id")
+    if workflow_id is None:
+        workflow_id = ""
+    if not isinstance(workflow_id, str):
+        raise InvalidArgument("workflow_id", f"must be a string, got {type(workflow_id).__name__}")
+    _check_utf8("workflow_id", workflow_id)
+
+    # timeout_s
+    timeout_s = raw.get("timeout_s")
+    if timeout_s is not None:
+        if not _is_real(timeout_s) or not math.isfinite(timeout_s) or timeout_s <= 0:
+            raise InvalidArgument(
+                "timeout_s",
+                f"must be > 0 and finite seconds (or None for the class default), "
+                f"got {timeout_s!r}",
+            )
+        timeout_s = float(timeout_s)
+
+    return TaskSpec(
+        task_id=task_id,
+        task_class=task_class,
+        payload=payload,
+        priority=priority,
+        workflow_id=workflow_id,
+        timeout_s=timeout_s,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# gRPC wire mapping (map<string,string>)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # "1e999" parses to inf
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses NaN, Infinity and numbers that overflow to infinity."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
+    """Decode a gRPC ``map<string,string>`` payload into a JSON object.
+
+    Each value is parsed as JSON where it parses (``"1"`` -> 1, ``"true"`` -> True, ``"null"``
+    -> None, ``'{"a":1}'`` -> dict, ``'"x"'`` -> ``"x"``) and kept as the string otherwise
+    (``"abc"``, ``""``, ``"1 2"``, and ``"NaN"``/``"Infinity"``/``"1e999"``, which would not be
+    JSON). A ``payload_json`` entry holding a JSON object is merged at the top level (its keys win)
+    and removed; any other ``payload_json`` raises InvalidArgument("payload.payload_json").
+    """
+    out: dict[str, Any] = {}
+    merged: dict[str, Any] | None = None
+    for key, text in m.items():
+        if not isinstance(text, str):
+            raise InvalidArgument(
+                f"payload.{key}", f"wire payload values must be strings, got {type(text).__name__}"
+            )
+        if key == "payload_json":
+            try:
+                obj = _loads_strict(text)
+            except (ValueError, RecursionError) as exc:
+                raise InvalidArgument(
+                    "payload.payload_json", f"must be a JSON object; it is not valid JSON ({exc})"
+                ) from None
+            if not isinstance(obj, dict):
+                raise InvalidArgument(
+                    "payload.payload_json",
+                    f"must be a JSON object, got JSON {type(obj).__name__}",
+                )
+            merged = obj
+            continue
+        try:
+            out[key] = _loads_strict(text)
+        except (ValueError, RecursionError):
+            out[key] = text
+    if merged is not None:
+        out.update(merged)
+    return out
+
+
+def encode_wire_result(result: Any) -> dict[str, str]:
+    """Encode a handler's JSON result for a gRPC ``map<string,string>``.
+
+    A dict maps key by key: strings pass through, other values become compact JSON. ``None``
+    becomes ``{}``; a bare string ``s`` becomes ``{"result": s}``; any other value ``v`` becomes
+    ``{"result": json.dumps(v)}``. Raises ``TypeError``/``ValueError`` if the result is not JSON
+    (non-string keys, NaN/Infinity, other types).
+    """
+    if result is None:
+        return {}
+    if isinstance(result, Mapping):
+        out: dict[str, str] = {}
+        for key, value in result.items():
+            if not isinstance(key, str):
+                raise TypeError(f"result keys must be strings, got {key!r}")
+            out[key] = value if isinstance(value, str) else _dumps(value)
+        return out
+    if isinstance(result, str):
+        return {"result": result}
+    return {"result": _dumps(result)}
+
+
+def decode_timeout_seconds(value: float) -> float | None:
+    """Map gRPC ``timeout_seconds`` to ``timeout_s``: 0 means the class default (None).
+
+    Negative, NaN or infinite values raise InvalidArgument("timeout_seconds").
+    """
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise InvalidArgument(
+            "timeout_seconds",
+            f"must be > 0 and finite seconds, or 0 for the class default; got {value!r}",
+        )
+    if value == 0:
+        return None
+    return float(value)

@@ -1,0 +1,225 @@
+"""Task rows of the state store: the SQL the scheduler runs, as write ops and read functions.
+
+Every state change writes the task row, an ``events`` row and a ``changes`` row (the scheduler's
+feed) in the same transaction, so an acknowledged change is durable and visible together.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayinfra.scheduling.tasks import TaskSpec
+from rayinfra.store import ChangeRecord, EventRecord, insert_changes, insert_events
+
+STREAM = "scheduler"
+
+_COLUMNS = (
+    "id, identity, class, priority, workflow_id, timeout_s, payload, trusted, status, attempts,"
+    " result, error, submitted_at, started_at, finished_at, source"
+)
+
+
+@dataclass
+class TaskRow:
+    """A task as stored."""
+
+    spec: TaskSpec
+    identity: str
+    trusted: bool
+    status: str
+    attempts: int = 0
+    result: Any = None
+    error: str = ""
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    source: str = ""
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+    def status_dict(self) -> dict[str, Any]:
+        """The Python client's view: ``task_id, status, result, error`` and timing."""
+        duration_ms = (
+            (self.finished_at - self.started_at) * 1000.0
+            if self.finished_at is not None and self.started_at is not None
+            else 0.0
+        )
+        return {
+            "task_id": self.task_id,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "task_class": self.spec.task_class,
+            "priority": self.spec.priority,
+            "workflow_id": self.spec.workflow_id,
+            "attempts": self.attempts,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": duration_ms,
+        }
+
+
+@dataclass
+class Transition:
+    """One task state change to persist: row update + event + feed change."""
+
+    row: TaskRow
+    event_type: str  # task_submitted, task_started, task_completed, task_failed, task_cancelled
+    event_data: dict[str, Any] = field(default_factory=dict)
+
+
+def _row(r: Sequence[Any]) -> TaskRow:
+    (tid, identity, cls, prio, wf, timeout_s, payload, trusted, status, attempts, result, error,
+     sub, started, finished, source) = r  # fmt: skip
+    spec = TaskSpec(
+        task_id=tid,
+        task_class=cls,
+        payload=json.loads(payload),
+        priority=int(prio),
+        workflow_id=wf,
+        timeout_s=timeout_s,
+    )
+    return TaskRow(
+        spec=spec,
+        identity=identity,
+        trusted=bool(trusted),
+        status=status,
+        attempts=int(attempts),
+        result=json.loads(result) if result is not None else None,
+        error=error,
+        submitted_at=float(sub),
+        started_at=started,
+        finished_at=finished,
+        source=source,
+    )
+
+
+def _change_data(row: TaskRow) -> dict[str, Any]:
+    data: dict[str, Any] = {"status": row.status, "attempts": row.attempts}
+    if row.status in ("completed", "failed", "cancelled"):
+        data.update(
+            result=row.result,
+            error=row.error,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+    return data
+
+
+def apply_transitions(
+    conn: sqlite3.Connection, transitions: Sequence[Transition], now: float, *, insert: bool = False
+) -> int:
+    """Write op: upsert rows, append events and feed changes; returns the last change seq."""
+    if not transitions:
+        return 0
+    if insert:
+        conn.executemany(
+            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    t.row.task_id, t.row.identity, t.row.spec.task_class, t.row.spec.priority,
+                    t.row.spec.workflow_id, t.row.spec.timeout_s,
+                    json.dumps(t.row.spec.payload, separators=(",", ":")), int(t.row.trusted),
+                    t.row.status, t.row.attempts, None, "", t.row.submitted_at, None, None,
+                    t.row.source,
+                )  # fmt: skip
+                for t in transitions
+            ],
+        )
+    else:
+        conn.executemany(
+            "UPDATE tasks SET status=?, attempts=?, result=?, error=?, started_at=?, finished_at=?"
+            " WHERE id=?",
+            [
+                (
+                    t.row.status,
+                    t.row.attempts,
+                    json.dumps(t.row.result, separators=(",", ":"))
+                    if t.row.result is not None
+                    else None,
+                    t.row.error,
+                    t.row.started_at,
+                    t.row.finished_at,
+                    t.row.task_id,
+                )
+                for t in transitions
+            ],
+        )
+    insert_events(
+        conn,
+        [
+            EventRecord(
+                0,
+                t.event_type,
+                t.row.task_id,
+                {"class": t.row.spec.task_class, "priority": t.row.spec.priority, **t.event_data},
+                0,
+            )
+            for t in transitions
+        ],
+        now,
+    )
+    seqs = insert_changes(
+        conn,
+        [ChangeRecord(0, STREAM, t.row.task_id, "state", _change_data(t.row), 0.0) for t in transitions],
+        now,
+    )
+    return seqs[-1]
+
+
+def load_unfinished(conn: sqlite3.Connection) -> list[TaskRow]:
+    """Tasks to recover after a restart (pending and running), oldest first."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('pending','running') ORDER BY submitted_at"
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def get_tasks(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, TaskRow]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
+    ).fetchall()
+    return {r[0]: _row(r) for r in rows}
+
+
+def list_tasks(
+    conn: sqlite3.Connection, status: str | None, task_class: str | None, limit: int
+) -> list[TaskRow]:
+    sql = f"SELECT {_COLUMNS} FROM tasks"
+    where, params = [], []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if task_class:
+        where.append("class = ?")
+        params.append(task_class)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY submitted_at DESC LIMIT ?"
+    params.append(limit)
+    return [_row(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    return {s: int(n) for s, n in conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")}
+
+
+def purge_finished(conn: sqlite3.Connection, older_than: float) -> dict[str, int]:
+    """Write op: delete finished tasks (and old events/changes) older than ``older_than``."""
+    tasks = conn.execute(
+        "DELETE FROM tasks WHERE status IN ('completed','failed','cancelled') AND finished_at < ?",
+        (older_than,),
+    ).rowcount
+    events = conn.execute("DELETE FROM events WHERE ts < ?", (int(older_than),)).rowcount
+    changes = conn.execute("DELETE FROM changes WHERE ts < ?", (older_than,)).rowcount
+    return {"tasks": tasks, "events": events, "changes": changes}
