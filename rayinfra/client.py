@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -66,7 +66,9 @@ class _ActorTransport:
         if h is None:
             h = raywrap.get_actor(actor)
             if h is None:
-                raise runtime.RuntimeFailure(f"the {actor} actor does not exist: is rayinfra running?")
+                raise runtime.RuntimeFailure(
+                    f"the {actor} actor does not exist: is rayinfra running?"
+                )
             self.handles[actor] = h
         return h
 
@@ -84,7 +86,7 @@ class _ActorTransport:
                 self.handles.pop(actor, None)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_s)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - re-raised, unwrapped from Ray's wrapper
                 raise _unwrap(e) from None
 
 
@@ -154,9 +156,12 @@ class AgentInfra:
     async def start_async(self) -> AgentInfra:
         """Connect to the runtime of the state dir; start a local one if none runs (unless
         ``DSPY_AGENT_SKIP_START``). Only what this call started is stopped by :meth:`stop`."""
-        cfg = self._config or load_config(
-            overrides={"state.dir": str(self._state_dir)} if self._state_dir else None
-        ).config
+        cfg = (
+            self._config
+            or load_config(
+                overrides={"state.dir": str(self._state_dir)} if self._state_dir else None
+            ).config
+        )
         self._config = cfg
         if self.orchestrator_addr and runtime.recorded(cfg.state.dir) is None:
             raise runtime.RuntimeFailure(
@@ -210,7 +215,9 @@ class AgentInfra:
         self._feed_ready.set()
         while True:
             try:
-                seq, changes = await t.call("scheduler", "changes", self._feed_seq, None, FEED_POLL_S)
+                seq, changes = await t.call(
+                    "scheduler", "changes", self._feed_seq, None, FEED_POLL_S
+                )
             except runtime.RuntimeFailure:
                 await asyncio.sleep(1.0)
                 continue
@@ -252,7 +259,9 @@ class AgentInfra:
     async def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Submit many tasks in one round trip (all or nothing); results in order."""
         res = await self._t().call("scheduler", "submit", list(tasks))
-        return [{"success": r["success"], "task_id": r["task_id"], "error": r["error"]} for r in res]
+        return [
+            {"success": r["success"], "task_id": r["task_id"], "error": r["error"]} for r in res
+        ]
 
     async def get_task_status(self, task_id: str) -> dict[str, Any]:
         st = (await self._t().call("scheduler", "get", [task_id]))[task_id]
@@ -264,7 +273,9 @@ class AgentInfra:
         """Wait until the task is completed, failed or cancelled (``TimeoutError`` otherwise)."""
         return (await self.wait_tasks([task_id], timeout))[0]
 
-    async def wait_tasks(self, task_ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+    async def wait_tasks(
+        self, task_ids: list[str], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         futs: dict[str, asyncio.Future[dict[str, Any]]] = {}
         for tid in task_ids:
@@ -283,7 +294,9 @@ class AgentInfra:
         except asyncio.TimeoutError:
             self._drop_waiters(futs)
             pending = [t for t, f in futs.items() if not f.done()]
-            raise TimeoutError(f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}") from None
+            raise TimeoutError(
+                f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}"
+            ) from None
         by_id = dict(zip(futs, done, strict=True))
         return [by_id[t] for t in task_ids]
 
@@ -301,8 +314,13 @@ class AgentInfra:
         except KeyError:
             raise TaskNotFound(task_id) from None
 
-    async def list_tasks(self, status: str | None = None, task_class: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return [_client_status(s) for s in await self._t().call("scheduler", "list", status, task_class, limit)]
+    async def list_tasks(
+        self, status: str | None = None, task_class: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return [
+            _client_status(s)
+            for s in await self._t().call("scheduler", "list_tasks", status, task_class, limit)
+        ]
 
     async def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
         return dict(await self._t().call("scheduler", "purge", older_than_s))
@@ -336,7 +354,10 @@ class AgentInfra:
                     remaining.discard(item["task_id"])
                 elif item["status"] in TERMINAL_STATES and not include_completed:
                     continue
-                yield {k: item[k] for k in ("task_id", "status", "result", "error", "duration_ms", "completed_at")}
+                yield {
+                    k: item[k]
+                    for k in ("task_id", "status", "result", "error", "duration_ms", "completed_at")
+                }
         finally:
             self._streams.remove(entry)
 
@@ -346,11 +367,15 @@ class AgentInfra:
         """Yield ``{event_type, resource_id, data, timestamp}``: the past from ``since_timestamp``
         (inclusive) first, then live events, until the caller stops iterating."""
         t = self._t()
-        seq, events = await t.call("scheduler", "events", 0, since_timestamp or None, event_types, 1000)
+        seq, events = await t.call(
+            "scheduler", "events", 0, since_timestamp or None, event_types, 1000
+        )
         while True:
             for e in events:
                 yield {k: e[k] for k in ("event_type", "resource_id", "data", "timestamp")}
-            seq, events = await t.call("scheduler", "events", seq, None, event_types, 1000, FEED_POLL_S)
+            seq, events = await t.call(
+                "scheduler", "events", seq, None, event_types, 1000, FEED_POLL_S
+            )
 
     # ------------------------------------------------------------------ health, metrics
     async def get_metrics(self) -> dict[str, float]:
@@ -361,7 +386,12 @@ class AgentInfra:
         from rayinfra.actors import CONTROL_ACTORS
 
         if self._transport is None:
-            return {"healthy": False, "error": "Not connected", "version": __version__, "services": {}}
+            return {
+                "healthy": False,
+                "error": "Not connected",
+                "version": __version__,
+                "services": {},
+            }
         services: dict[str, str] = {}
         for name in CONTROL_ACTORS:
             try:
@@ -369,7 +399,11 @@ class AgentInfra:
                 services[name] = "healthy"
             except (runtime.RuntimeFailure, asyncio.TimeoutError) as e:
                 services[name] = f"unhealthy: {e}"
-        return {"healthy": all(v == "healthy" for v in services.values()), "version": __version__, "services": services}
+        return {
+            "healthy": all(v == "healthy" for v in services.values()),
+            "version": __version__,
+            "services": services,
+        }
 
 
 class _StartContext:
@@ -391,12 +425,14 @@ class AgentInfraSync:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="agentinfra", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="agentinfra", daemon=True
+        )
         self._thread.start()
         self._infra = AgentInfra(*args, **kwargs)
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+    def _run(self, coro: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(_await(coro), self._loop).result()
 
     def start(self) -> AgentInfraSync:
         self._run(self._infra.start_async())
@@ -412,7 +448,12 @@ class AgentInfraSync:
     def __enter__(self) -> AgentInfraSync:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def _iterate(self, agen: AsyncIterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -425,7 +466,7 @@ class AgentInfraSync:
         finally:
             aclose: Callable[[], Awaitable[None]] | None = getattr(agen, "aclose", None)
             if aclose is not None:
-                self._run(_await(aclose()))
+                self._run(aclose())
 
     def submit_task(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return self._run(self._infra.submit_task(*args, **kwargs))
@@ -445,16 +486,22 @@ class AgentInfraSync:
     def cancel_task(self, task_id: str) -> dict[str, Any]:
         return self._run(self._infra.cancel_task(task_id))
 
-    def list_tasks(self, status: str | None = None, task_class: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def list_tasks(
+        self, status: str | None = None, task_class: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
         return self._run(self._infra.list_tasks(status, task_class, limit))
 
     def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
         return self._run(self._infra.purge_tasks(older_than_s))
 
-    def stream_task_results(self, task_ids: list[str] | None = None, include_completed: bool = True) -> Iterator[dict[str, Any]]:
+    def stream_task_results(
+        self, task_ids: list[str] | None = None, include_completed: bool = True
+    ) -> Iterator[dict[str, Any]]:
         return self._iterate(self._infra.stream_task_results(task_ids, include_completed))
 
-    def stream_events(self, event_types: list[str] | None = None, since_timestamp: int = 0) -> Iterator[dict[str, Any]]:
+    def stream_events(
+        self, event_types: list[str] | None = None, since_timestamp: int = 0
+    ) -> Iterator[dict[str, Any]]:
         return self._iterate(self._infra.stream_events(event_types, since_timestamp))
 
     def get_metrics(self) -> dict[str, float]:
@@ -464,5 +511,5 @@ class AgentInfraSync:
         return self._run(self._infra.health_check())
 
 
-async def _await(aw: Awaitable[None]) -> None:
-    await aw
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw

@@ -186,7 +186,11 @@ def node_views() -> list[dict[str, Any]]:
     import ray
 
     return [
-        {"node_id": n["NodeID"], "resources": dict(n.get("Resources", {})), "labels": dict(n.get("Labels", {}))}
+        {
+            "node_id": n["NodeID"],
+            "resources": dict(n.get("Resources", {})),
+            "labels": dict(n.get("Labels", {})),
+        }
         for n in ray.nodes()
         if n["Alive"]
     ]

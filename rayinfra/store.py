@@ -154,7 +154,9 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord], now: 
     return _insert_rows(conn, _EVENT_SQL, rows)
 
 
-def insert_changes(conn: sqlite3.Connection, changes: Sequence[ChangeRecord], now: float) -> list[int]:
+def insert_changes(
+    conn: sqlite3.Connection, changes: Sequence[ChangeRecord], now: float
+) -> list[int]:
     """Insert change rows inside a caller's write op (``ts == 0`` means ``now``)."""
     rows = [(c.stream, c.key, c.kind, _dumps(c.data), c.ts or now) for c in changes]
     return _insert_rows(conn, _CHANGE_SQL, rows)

@@ -124,12 +124,23 @@ def apply_transitions(
             f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
-                    t.row.task_id, t.row.identity, t.row.spec.task_class, t.row.spec.priority,
-                    t.row.spec.workflow_id, t.row.spec.timeout_s,
-                    json.dumps(t.row.spec.payload, separators=(",", ":")), int(t.row.trusted),
-                    t.row.status, t.row.attempts, None, "", t.row.submitted_at, None, None,
+                    t.row.task_id,
+                    t.row.identity,
+                    t.row.spec.task_class,
+                    t.row.spec.priority,
+                    t.row.spec.workflow_id,
+                    t.row.spec.timeout_s,
+                    json.dumps(t.row.spec.payload, separators=(",", ":")),
+                    int(t.row.trusted),
+                    t.row.status,
+                    t.row.attempts,
+                    None,
+                    "",
+                    t.row.submitted_at,
+                    None,
+                    None,
                     t.row.source,
-                )  # fmt: skip
+                )
                 for t in transitions
             ],
         )
@@ -168,7 +179,10 @@ def apply_transitions(
     )
     seqs = insert_changes(
         conn,
-        [ChangeRecord(0, STREAM, t.row.task_id, "state", _change_data(t.row), 0.0) for t in transitions],
+        [
+            ChangeRecord(0, STREAM, t.row.task_id, "state", _change_data(t.row), 0.0)
+            for t in transitions
+        ],
         now,
     )
     return seqs[-1]
@@ -196,7 +210,8 @@ def list_tasks(
     conn: sqlite3.Connection, status: str | None, task_class: str | None, limit: int
 ) -> list[TaskRow]:
     sql = f"SELECT {_COLUMNS} FROM tasks"
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if status:
         where.append("status = ?")
         params.append(status)
@@ -211,7 +226,9 @@ def list_tasks(
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
-    return {s: int(n) for s, n in conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")}
+    return {
+        s: int(n) for s, n in conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+    }
 
 
 def purge_finished(conn: sqlite3.Connection, older_than: float) -> dict[str, int]:

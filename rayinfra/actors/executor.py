@@ -33,7 +33,13 @@ RESULT_LINGER_S = 0.002  # gather results finishing together into one reply
 TIMEOUT_GRACE_S = 2.0  # a handler that ignores its deadline is abandoned after this
 
 # outcomes the scheduler's limiter and retry policy act on
-SUCCESS, FAILURE, TIMEOUT, CANCELLED, INVALID = "success", "failure", "timeout", "cancelled", "invalid"
+SUCCESS, FAILURE, TIMEOUT, CANCELLED, INVALID = (
+    "success",
+    "failure",
+    "timeout",
+    "cancelled",
+    "invalid",
+)
 
 
 class ExecutorActor:
@@ -118,7 +124,9 @@ class ExecutorActor:
     async def _call(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         type_name = payload.get("type")
         if not isinstance(type_name, str):
-            raise HandlerError("payload.type: missing (choose one of: " + ", ".join(self.registry.names()) + ")")
+            raise HandlerError(
+                "payload.type: missing (choose one of: " + ", ".join(self.registry.names()) + ")"
+            )
         info = self.registry.get(type_name)
         if not info.blocking:
             return info.fn(payload, ctx)
@@ -127,7 +135,9 @@ class ExecutorActor:
         try:
             if remaining is None:
                 return await asyncio.shield(fut)
-            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, remaining) + TIMEOUT_GRACE_S)
+            return await asyncio.wait_for(
+                asyncio.shield(fut), max(0.0, remaining) + TIMEOUT_GRACE_S
+            )
         except asyncio.CancelledError:
             ctx.cancel_event.set()  # the thread sees it; we report cancelled
             raise TaskCancelled() from None

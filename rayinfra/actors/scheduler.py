@@ -164,7 +164,9 @@ class SchedulerActor(ControlActor):
         for spec in validated:
             prev = by_id.get(spec.task_id)
             if prev is not None and prev.identity() != spec.identity():
-                raise TaskConflict("task_id", f"{spec.task_id!r} appears twice with different specs")
+                raise TaskConflict(
+                    "task_id", f"{spec.task_id!r} appears twice with different specs"
+                )
             by_id[spec.task_id] = spec
         now = time.time()
         rows = [
@@ -185,12 +187,19 @@ class SchedulerActor(ControlActor):
         for row in rows:
             if row.task_id in new_ids:
                 self.active[row.task_id] = _Active(row=row, queued_at=mono)
-                self.queues[row.spec.task_class].push(row.task_id, row.spec.priority, row.task_id, mono)
+                self.queues[row.spec.task_class].push(
+                    row.task_id, row.spec.priority, row.task_id, mono
+                )
                 self.metrics.submitted.inc()
         if new_ids:
             self._wake.set()
         return [
-            {"success": True, "task_id": s.task_id, "error": "", "duplicate": s.task_id not in new_ids}
+            {
+                "success": True,
+                "task_id": s.task_id,
+                "error": "",
+                "duplicate": s.task_id not in new_ids,
+            }
             for s in validated
         ]
 
@@ -212,13 +221,18 @@ class SchedulerActor(ControlActor):
                 out[tid] = row.status_dict() if row else None
         return {tid: out[tid] for tid in task_ids}
 
-    async def list(
+    async def list_tasks(
         self, status: str | None = None, task_class: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         rows = await self.store.aread(
             partial(taskstore.list_tasks, status=status, task_class=task_class, limit=limit)
         )
-        return [self.active[r.task_id].row.status_dict() if r.task_id in self.active else r.status_dict() for r in rows]
+        return [
+            self.active[r.task_id].row.status_dict()
+            if r.task_id in self.active
+            else r.status_dict()
+            for r in rows
+        ]
 
     async def cancel(self, task_id: str, wait_s: float = 10.0) -> dict[str, Any]:
         """Cancel a pending or running task; a running shell task loses its whole process group."""
@@ -245,7 +259,7 @@ class SchedulerActor(ControlActor):
         state = status["status"] if status else "unknown"
         return {"task_id": task_id, "status": state, "cancelled": state == "cancelled"}
 
-    async def changes(  # type: ignore[override]
+    async def changes(
         self, after_seq: int = 0, task_ids: Collection[str] | None = None, timeout_s: float = 30.0
     ) -> tuple[int, list[dict[str, Any]]]:
         """Long-poll task state changes after ``after_seq`` (optionally for ``task_ids``)."""
@@ -280,7 +294,9 @@ class SchedulerActor(ControlActor):
     async def purge(self, older_than_s: float | None = None) -> dict[str, int]:
         """Delete finished tasks, events and changes older than ``older_than_s`` (default: TTL)."""
         age = self.config.state.result_ttl_s if older_than_s is None else older_than_s
-        return await self.store.awrite(partial(taskstore.purge_finished, older_than=time.time() - age))
+        return await self.store.awrite(
+            partial(taskstore.purge_finished, older_than=time.time() - age)
+        )
 
     def _refresh_metrics(self) -> None:
         self.metrics.refresh(
@@ -300,7 +316,7 @@ class SchedulerActor(ControlActor):
             for cls in sorted(self.task_classes):
                 try:
                     await self._dispatch_class(cls)
-                except Exception:  # noqa: BLE001 - a bug in one class must not stop the loop
+                except Exception:
                     log.exception("dispatch of class %s failed", cls)
 
     async def _nodes(self) -> list[class_logic.NodeView]:
@@ -323,7 +339,9 @@ class SchedulerActor(ControlActor):
         if reason is not None:
             first = self.unsat_since.setdefault(cls, time.monotonic())
             if time.monotonic() - first >= self.config.scheduler.unschedulable_timeout_s:
-                doomed = [self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())]
+                doomed = [
+                    self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())
+                ]
                 await self._finish([(a, "failed", None, reason, "unschedulable") for a in doomed])
                 self.unsat_since.pop(cls, None)
             return
@@ -354,13 +372,22 @@ class SchedulerActor(ControlActor):
             self.metrics.on_dispatch(cls, mono - act.queued_at, now)
             timeout = row.spec.timeout_s or self.config.classes[cls].timeout_s
             items.append(
-                {"task_id": row.task_id, "payload": row.spec.payload, "timeout_s": timeout, "attempt": row.attempts}
+                {
+                    "task_id": row.task_id,
+                    "payload": row.spec.payload,
+                    "timeout_s": timeout,
+                    "attempt": row.attempts,
+                }
             )
             transitions.append(Transition(row, "task_started", {"attempt": row.attempts}))
         self.inflight[cls] += len(batch)
         # ordered behind earlier writes by the single writer; no need to hold the batch for it
-        fut = self.store.submit(partial(taskstore.apply_transitions, transitions=transitions, now=now))
-        fut.add_done_callback(partial(_notify_from_thread, asyncio.get_running_loop(), self.feed.notify))
+        fut = self.store.submit(
+            partial(taskstore.apply_transitions, transitions=transitions, now=now)
+        )
+        fut.add_done_callback(
+            partial(_notify_from_thread, asyncio.get_running_loop(), self.feed.notify)
+        )
         # fire and forget: calls from one caller reach an actor in order, and a dead executor
         # is noticed by its result poller, which fails over everything it held
         target.handle.submit.remote(items)
@@ -398,7 +425,7 @@ class SchedulerActor(ControlActor):
             await self._executor_lost(cls, ex, e)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - logged; the executor is replaced
+        except Exception:
             log.exception("result poller of %s failed", ex.name)
             await self._executor_lost(cls, ex, RuntimeError("poller failed"))
 
@@ -410,7 +437,10 @@ class SchedulerActor(ControlActor):
         if lost:
             log.warning("executor %s lost with %d tasks: %s", ex.name, len(lost), err)
             await self._finish(
-                [(a, "failed", None, f"executor died: {type(err).__name__}", "resource") for a in lost]
+                [
+                    (a, "failed", None, f"executor died: {type(err).__name__}", "resource")
+                    for a in lost
+                ]
             )
         self._wake.set()
 
@@ -422,11 +452,15 @@ class SchedulerActor(ControlActor):
             act = self.active.get(r["task_id"])
             if act is None or act.executor is not ex:
                 continue  # a stale report (task already finished elsewhere)
-            outcome = {SUCCESS: Outcome.SUCCESS, TIMEOUT: Outcome.TIMEOUT}.get(r["outcome"], Outcome.FAILURE)
+            outcome = {SUCCESS: Outcome.SUCCESS, TIMEOUT: Outcome.TIMEOUT}.get(
+                r["outcome"], Outcome.FAILURE
+            )
             if r["outcome"] != CANCELLED:
                 limiter.on_sample(r["latency_s"], self.inflight[cls], outcome)
             act.row.started_at = r["started_at"]
-            finished.append((act, r["status"], r["result"], r["error"], r["outcome"], r["finished_at"]))
+            finished.append(
+                (act, r["status"], r["result"], r["error"], r["outcome"], r["finished_at"])
+            )
         await self._finish(finished)
 
     async def _finish(self, items: list[tuple[Any, ...]]) -> None:
@@ -455,17 +489,27 @@ class SchedulerActor(ControlActor):
                 and row.attempts < klass.max_attempts
             )
             if retryable:
-                backoff = min(klass.retry_backoff_max_s, klass.retry_backoff_s * 2 ** (row.attempts - 1))
+                backoff = min(
+                    klass.retry_backoff_max_s, klass.retry_backoff_s * 2 ** (row.attempts - 1)
+                )
                 row.status = "pending"
                 row.error = error
-                transitions.append(Transition(row, "task_retrying", {"error": error, "attempt": row.attempts, "backoff_s": backoff}))
+                transitions.append(
+                    Transition(
+                        row,
+                        "task_retrying",
+                        {"error": error, "attempt": row.attempts, "backoff_s": backoff},
+                    )
+                )
                 requeue.append((act, backoff))
                 continue
             row.status = status
             row.result = result
             row.error = error or ""
             row.finished_at = finished_at
-            event = {"completed": "task_completed", "cancelled": "task_cancelled"}.get(status, "task_failed")
+            event = {"completed": "task_completed", "cancelled": "task_cancelled"}.get(
+                status, "task_failed"
+            )
             data: dict[str, Any] = {"attempts": row.attempts}
             if row.error:
                 data["error"] = row.error
@@ -473,7 +517,9 @@ class SchedulerActor(ControlActor):
                 data["duration_ms"] = round((finished_at - row.started_at) * 1000, 3)
             transitions.append(Transition(row, event, data))
             self.metrics.on_finish(cls, status, reason, now)
-        seq = await self.store.awrite(partial(taskstore.apply_transitions, transitions=transitions, now=now))
+        seq = await self.store.awrite(
+            partial(taskstore.apply_transitions, transitions=transitions, now=now)
+        )
         if seq:
             self.feed.notify(seq)
         for t in transitions:
@@ -493,7 +539,9 @@ class SchedulerActor(ControlActor):
         if row.task_id not in self.active or act.cancel_requested:
             return
         act.queued_at = time.monotonic()
-        self.queues[row.spec.task_class].push(row.task_id, row.spec.priority, row.task_id, act.queued_at)
+        self.queues[row.spec.task_class].push(
+            row.task_id, row.spec.priority, row.task_id, act.queued_at
+        )
         self._wake.set()
 
     # ------------------------------------------------------------------ file queue, retention
@@ -507,7 +555,7 @@ class SchedulerActor(ControlActor):
                     except (InvalidArgument, BackendUnavailable) as e:
                         await asyncio.to_thread(self.file_queue.reject, envelope["task_id"], str(e))
                 await asyncio.to_thread(self._reconcile_file_locks)
-            except Exception:  # noqa: BLE001 - logged; the loop keeps polling
+            except Exception:
                 log.exception("file queue poll failed")
             await asyncio.sleep(self.config.scheduler.queue_poll_interval_s)
 
@@ -527,7 +575,7 @@ class SchedulerActor(ControlActor):
             await asyncio.sleep(3600.0)
             try:
                 await self.purge()
-            except Exception:  # noqa: BLE001 - logged; retried next hour
+            except Exception:
                 log.exception("retention purge failed")
 
 
@@ -545,7 +593,14 @@ def _insert_new(conn: Any, rows: list[TaskRow], now: float) -> tuple[set[str], i
     fresh = [r for r in rows if r.task_id not in existing]
     seq = taskstore.apply_transitions(
         conn,
-        [Transition(r, "task_submitted", {"workflow_id": r.spec.workflow_id} if r.spec.workflow_id else {}) for r in fresh],
+        [
+            Transition(
+                r,
+                "task_submitted",
+                {"workflow_id": r.spec.workflow_id} if r.spec.workflow_id else {},
+            )
+            for r in fresh
+        ],
         now,
         insert=True,
     )

@@ -42,12 +42,28 @@ def _bad(e: InvalidArgument) -> NoReturn:
 
 
 def submit(
-    payload: str = typer.Argument(..., help="Task payload: a JSON object, or - to read it from stdin."),
-    task_id: str | None = typer.Option(None, "--id", help="Task id (default: generated). Resubmitting the same id and spec is a no-op."),
-    task_class: str = typer.Option("cpu_short", "--class", help="Task class (cpu_short, cpu_long, gpu_short, gpu_long, gpu_slurm; gpu = gpu_short)."),
+    payload: str = typer.Argument(
+        ..., help="Task payload: a JSON object, or - to read it from stdin."
+    ),
+    task_id: str | None = typer.Option(
+        None,
+        "--id",
+        help="Task id (default: generated). Resubmitting the same id and spec is a no-op.",
+    ),
+    task_class: str = typer.Option(
+        "cpu_short",
+        "--class",
+        help="Task class (cpu_short, cpu_long, gpu_short, gpu_long, gpu_slurm; gpu = gpu_short).",
+    ),
     priority: int = typer.Option(0, "--priority", help="Higher runs first."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Seconds (default: the class's timeout)."),
-    wait: bool = typer.Option(False, "--wait", help="Wait for the task to finish and print its result; exit 1 if it failed."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Seconds (default: the class's timeout)."
+    ),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="Wait for the task to finish and print its result; exit 1 if it failed.",
+    ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
@@ -61,7 +77,13 @@ def submit(
         fail("PAYLOAD: must be a JSON object", EXIT_USAGE)
     infra = _client(config, state_dir)
     try:
-        res = infra.submit_task(task_id=task_id, payload=body, task_class=task_class, priority=priority, timeout_s=timeout)
+        res = infra.submit_task(
+            task_id=task_id,
+            payload=body,
+            task_class=task_class,
+            priority=priority,
+            timeout_s=timeout,
+        )
         if not wait:
             console.print(res["task_id"])
             return
@@ -117,7 +139,12 @@ def _check_status(value: str | None) -> str | None:
 
 @app.command("list")
 def list_(
-    state: str | None = typer.Option(None, "--status", callback=_check_status, help=f"Only tasks in this state ({', '.join(TASK_STATES)})."),
+    state: str | None = typer.Option(
+        None,
+        "--status",
+        callback=_check_status,
+        help=f"Only tasks in this state ({', '.join(TASK_STATES)}).",
+    ),
     task_class: str | None = typer.Option(None, "--class", help="Only this class."),
     limit: int = typer.Option(50, "--limit", min=1, max=10000),
     as_json: bool = typer.Option(False, "--json"),
@@ -135,13 +162,21 @@ def list_(
         return
     table = Table("task id", "status", "attempts", "ms", "error", box=None)
     for r in rows:
-        table.add_row(r["task_id"], r["status"], str(r["attempts"]), f"{r['duration_ms']:.1f}", r["error"][:60])
+        table.add_row(
+            r["task_id"],
+            r["status"],
+            str(r["attempts"]),
+            f"{r['duration_ms']:.1f}",
+            r["error"][:60],
+        )
     console.print(table)
 
 
 @app.command("purge")
 def purge(
-    older_than: float | None = typer.Option(None, "--older-than", min=0, help="Seconds (default: RAYINFRA_RESULT_TTL_S)."),
+    older_than: float | None = typer.Option(
+        None, "--older-than", min=0, help="Seconds (default: RAYINFRA_RESULT_TTL_S)."
+    ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:

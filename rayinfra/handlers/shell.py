@@ -224,7 +224,8 @@ def _supervise(proc: subprocess.Popen[bytes], ctx: TaskContext, started: float) 
             interval = min(interval * 2, _POLL_MAX_S)
         # The leader exited but is not reaped yet (see _exited), so its pid still names the group:
         # nothing else can have taken it. Kill what it left behind.
-        pass
+        _signal_session(pgid, signal.SIGKILL)
+        _wait_gone(pgid, _REAP_WAIT_S)
     finally:
         if proc.returncode is None and not _exited(proc):
             kill_process_group(pgid)  # an unexpected error or interrupt: never leave it running

@@ -105,7 +105,11 @@ def unsatisfiable_reason(
         problems.append(
             "resources "
             + ", ".join(f"{k}={v:g}" for k, v in sorted(request.items()))
-            + (" with labels " + ", ".join(f"{k}={v}" for k, v in label_selector.items()) if label_selector else "")
+            + (
+                " with labels " + ", ".join(f"{k}={v}" for k, v in label_selector.items())
+                if label_selector
+                else ""
+            )
             + " together on one node"
         )
     return (

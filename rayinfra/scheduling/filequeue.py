@@ -86,7 +86,9 @@ class FileQueue:
             "error": status.get("error", ""),
             "attempts": status.get("attempts"),
             "duration_ms": status.get("duration_ms"),
-            "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.get("finished_at") or time.time())),
+            "completed_at": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.get("finished_at") or time.time())
+            ),
         }
         target = (self.done if status["status"] == "completed" else self.failed) / f"{task_id}.json"
         self._write(target, record)
@@ -127,7 +129,11 @@ def envelope_to_spec(data: bytes, stem: str) -> dict[str, Any]:
     spec: dict[str, Any] = {"task_id": task_id, "payload": payload}
     if env.get("class"):
         spec["task_class"] = env["class"]
-    for src, dst in (("priority", "priority"), ("workflow_id", "workflow_id"), ("timeout_seconds", "timeout_s")):
+    for src, dst in (
+        ("priority", "priority"),
+        ("workflow_id", "workflow_id"),
+        ("timeout_seconds", "timeout_s"),
+    ):
         if env.get(src) is not None:
             spec[dst] = env[src]
     return spec

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -71,16 +70,14 @@ class SchedulerMetrics:
         r = self.registry
         self.gpu_classes = gpu_classes
         self.env_queue_depth = _QueueDepth()
-        r.register(self.env_queue_depth)  # type: ignore[arg-type]
+        r.register(self.env_queue_depth)
         self.queue_depth = Gauge("queue_depth", "Files in ENV_QUEUE_DIR/pending", registry=r)
         self.gpu_wait = Gauge("gpu_wait_seconds", "p95 queue wait of GPU classes, 60 s", registry=r)
         self.error_rate = Gauge("env_error_rate", "Failed / finished tasks, 60 s", registry=r)
         self.limit = Gauge(
             "orchestrator_concurrency_limit", "Adaptive concurrency limit", ["class"], registry=r
         )
-        self.inflight = Gauge(
-            "orchestrator_inflight_tasks", "Tasks running", ["class"], registry=r
-        )
+        self.inflight = Gauge("orchestrator_inflight_tasks", "Tasks running", ["class"], registry=r)
         self.errors = Counter(
             "orchestrator_task_errors", "Task failures", ["class", "reason"], registry=r
         )

@@ -105,14 +105,14 @@ class TaskQueue(Generic[T]):
         entry = _Entry(task_id, priority, item, now, self._seq)
         self._index[task_id] = entry
         bucket = self._buckets.get(priority)
-        if bucket is None:
+        if bucket is not None:
+            bucket.entries.append(entry)
+            bucket.live += 1
+        else:
             bucket = self._buckets[priority] = _Bucket()
             bucket.entries.append(entry)
             bucket.live = 1
             self._heap_push(entry)
-        else:
-            bucket.entries.append(entry)
-            bucket.live += 1
 
     def pop(self, now: float) -> tuple[str, T] | None:
         """Remove and return the entry with the highest effective priority (None if empty)."""
@@ -175,6 +175,7 @@ class TaskQueue(Generic[T]):
     # ---------------------------------------------------------------- internals
 
     def _tick(self, now: float) -> float:
+        """Validate ``now`` and return the monotonic clock value to use."""
         if not math.isfinite(now):
             raise ValueError(f"now must be a finite number, got {now!r}")
         if now > self._clock:
@@ -211,12 +212,21 @@ class TaskQueue(Generic[T]):
     def _select(self, now: float) -> _Entry[T] | None:
         """Take the winning head out of the heap and return it (other examined heads go back)."""
         heap = self._heap
-        taken: list[_HeapItem[T]] = []
-        best: _HeapItem[T] | None = None
-        best_eff = 0
+        while heap and not heap[0][2].alive:
+            heapq.heappop(heap)
+            self._stale -= 1
+        if not heap:
+            return None
+        best = heapq.heappop(heap)
+        if not self._aging:
+            return best[2]  # keys are exact priorities and seq breaks ties: the top wins
+        interval, step = self._interval, self._step
+        entry = best[2]
+        best_eff = entry.priority + math.floor((now - entry.enqueued_at) / interval) * step
         # Heap keys and exact effective priorities come from different float expressions; this
         # margin (far above their rounding error, far below 1) only lets in a few extra heads.
-        margin = 1e-9 + 1e-12 * abs(self._step * now / self._interval) if self._aging else 0.0
+        margin = 1e-9 + 1e-12 * abs(step * now / interval)
+        losers: list[_HeapItem[T]] = []
         while heap:
             item = heap[0]
             entry = item[2]
@@ -224,20 +234,16 @@ class TaskQueue(Generic[T]):
                 heapq.heappop(heap)
                 self._stale -= 1
                 continue
-            if best is not None:
-                bound = float(entry.priority)
-                if self._aging:
-                    bound += self._step * (now - entry.enqueued_at) / self._interval
-                if bound < best_eff - margin:
-                    break
+            # Upper bound of entry's effective priority; heap order is descending in it.
+            if entry.priority + step * (now - entry.enqueued_at) / interval < best_eff - margin:
+                break
             heapq.heappop(heap)
-            taken.append(item)
-            eff = self._effective(entry, now)
-            if best is None or eff > best_eff or (eff == best_eff and item[1] < best[1]):
+            eff = entry.priority + math.floor((now - entry.enqueued_at) / interval) * step
+            if eff > best_eff or (eff == best_eff and item[1] < best[1]):
+                losers.append(best)
                 best, best_eff = item, eff
-            if not self._aging:
-                break  # keys are exact priorities and seq breaks ties: the top is the winner
-        for item in taken:
-            if item is not best:
-                heapq.heappush(heap, item)
-        return None if best is None else best[2]
+            else:
+                losers.append(item)
+        for item in losers:
+            heapq.heappush(heap, item)
+        return best[2]

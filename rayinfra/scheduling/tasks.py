@@ -197,6 +197,15 @@ def is_valid_task_id(task_id: object) -> bool:
     )
 
 
+def _short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about untrusted input."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python will print
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -213,7 +222,8 @@ def _check_json_object(payload: dict[str, Any]) -> None:
     stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
     while stack:
         value, path, depth = stack.pop()
-        where = f"at {path}" if path else "at the top level"
+        shown = path if len(path) <= 120 else path[:117] + "..."
+        where = f"at {shown}" if path else "at the top level"
         if isinstance(value, dict):
             if depth >= MAX_PAYLOAD_DEPTH:
                 raise InvalidArgument(
@@ -222,7 +232,8 @@ def _check_json_object(payload: dict[str, Any]) -> None:
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise InvalidArgument(
-                        "payload", f"key {key!r} {where} is not a string; JSON object keys are"
+                        "payload",
+                        f"key {_short(key)} {where} is not a string; JSON object keys are",
                     )
                 stack.append((item, _join(path, key), depth + 1))
         elif isinstance(value, (list, tuple)):
@@ -266,7 +277,7 @@ def _resolve_class(
         valid = ", ".join(sorted({*classes, *aliases}))
         alias_note = f" (alias of {name!r})" if name != raw_class else ""
         raise InvalidArgument(
-            "task_class", f"unknown class {raw_class!r}{alias_note}; valid: {valid}"
+            "task_class", f"unknown class {_short(raw_class)}{alias_note}; valid: {valid}"
         )
     return name
 
@@ -302,9 +313,10 @@ def validate_spec(
     if unknown:
         first = unknown[0]
         hint = f" (did you mean {_FIELD_HINTS[first]!r}?)" if first in _FIELD_HINTS else ""
-        listed = ", ".join(repr(k) for k in unknown)
+        listed = ", ".join(_short(k) for k in unknown)
         raise InvalidArgument(
-            first, f"unknown field {listed}{hint}; valid fields: {', '.join(SPEC_FIELDS)}"
+            first[:80],
+            f"unknown field {listed}{hint}; valid fields: {', '.join(SPEC_FIELDS)}",
         )
 
     # task_id
@@ -316,7 +328,7 @@ def validate_spec(
     elif not is_valid_task_id(task_id):
         raise InvalidArgument(
             "task_id",
-            f"{task_id[:64]!r}{'...' if len(task_id) > 64 else ''} is not a valid id: use "
+            f"{_short(task_id)} is not a valid id: use "
             f"1..{MAX_TASK_ID_LEN} characters of A-Z a-z 0-9 . _ : @ -, not starting with "
             "'.' or '-' and without '..'",
         )
@@ -351,9 +363,10 @@ def validate_spec(
     ptype = payload.get("type")
     if "type" in payload and not isinstance(ptype, str):
         raise InvalidArgument("payload.type", f"must be a string, got {type(ptype).__name__}")
-    if ptype in TRUSTED_TYPES and not trusted:
+    # Compared loosely ("Shell", " python") so no handler lookup quirk can turn into a bypass.
+    if isinstance(ptype, str) and ptype.strip().lower() in TRUSTED_TYPES and not trusted:
         raise InvalidArgument(
-            "payload.type", f"{ptype!r} tasks run code and need an authenticated caller"
+            "payload.type", f"{_short(ptype)} tasks run code and need an authenticated caller"
         )
 
     # priority
@@ -362,11 +375,11 @@ def validate_spec(
         priority = 0
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise InvalidArgument(
-            "priority", f"must be an integer, got {type(priority).__name__} {priority!r}"
+            "priority", f"must be an integer, got {type(priority).__name__} {_short(priority)}"
         )
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         raise InvalidArgument(
-            "priority", f"{priority} is out of range [{PRIORITY_MIN}, {PRIORITY_MAX}]"
+            "priority", f"{_short(priority)} is out of range [{PRIORITY_MIN}, {PRIORITY_MAX}]"
         )
 
     # workflow_id
@@ -384,7 +397,7 @@ def validate_spec(
             raise InvalidArgument(
                 "timeout_s",
                 f"must be > 0 and finite seconds (or None for the class default), "
-                f"got {timeout_s!r}",
+                f"got {_short(timeout_s)}",
             )
         timeout_s = float(timeout_s)
 
@@ -432,7 +445,8 @@ def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
     for key, text in m.items():
         if not isinstance(text, str):
             raise InvalidArgument(
-                f"payload.{key}", f"wire payload values must be strings, got {type(text).__name__}"
+                f"payload.{key[:80]}",
+                f"wire payload values must be strings, got {type(text).__name__}",
             )
         if key == "payload_json":
             try:

@@ -25,10 +25,14 @@ from rayinfra.connection import (
 
 def test_public_api_is_pinned() -> None:
     assert sorted(rayinfra.__all__) == [
+        "AgentInfra",
+        "AgentInfraSync",
         "ConfigError",
         "ConnectionInfo",
         "HardwareInfo",
+        "InvalidArgument",
         "RayinfraConfig",
+        "TaskNotFound",
         "__version__",
         "detect_hardware",
         "load_config",

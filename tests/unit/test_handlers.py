@@ -83,7 +83,7 @@ def alive_in_session(sid: int) -> list[int]:
 
 def pid_alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -240,8 +240,10 @@ def test_python_coroutine_is_cancelled_and_timed_out() -> None:
     with pytest.raises(TaskCancelled):
         run({"type": "python", "function": "asyncio:sleep", "args": [30]}, ctx)
     assert time.monotonic() - t0 < 1.0
-    with pytest.raises(TimeoutError, match="timed out after 0.1s"):
-        run({"type": "python", "function": "asyncio:sleep", "args": [30]}, make_ctx(deadline_in=0.1))
+    with pytest.raises(TimeoutError, match=r"^python task timed out after 0\.1s$"):
+        run(
+            {"type": "python", "function": "asyncio:sleep", "args": [30]}, make_ctx(deadline_in=0.1)
+        )
 
 
 def test_python_rejects_non_json_return() -> None:
@@ -380,7 +382,9 @@ def test_shell_output_is_capped_with_full_text_in_file(tmp_path: Path) -> None:
 
 def test_shell_cap_does_not_split_characters_and_replaces_bad_bytes(tmp_path: Path) -> None:
     # one ASCII byte then 2-byte characters: the cap falls in the middle of a character
-    code = "import sys; sys.stdout.write('a' + '\\u00e9' * 40000); sys.stderr.buffer.write(b'x\\xffy')"
+    code = (
+        "import sys; sys.stdout.write('a' + '\\u00e9' * 40000); sys.stderr.buffer.write(b'x\\xffy')"
+    )
     result = run(
         {"type": "shell", "argv": [sys.executable, "-c", code]},
         make_ctx(output_dir=tmp_path),
@@ -409,7 +413,10 @@ def test_shell_timeout_kills_the_whole_group(started_pids: list[int]) -> None:
     t0 = time.monotonic()
     try:
         with pytest.raises(TimeoutError, match=r"^shell task timed out after 0\.5s$"):
-            run({"type": "shell", "argv": ["sh", "-c", "sleep 30 & sleep 30"]}, make_ctx(deadline_in=0.5))
+            run(
+                {"type": "shell", "argv": ["sh", "-c", "sleep 30 & sleep 30"]},
+                make_ctx(deadline_in=0.5),
+            )
     finally:
         watcher.stop()
     assert time.monotonic() - t0 < 2.0  # SIGTERM was enough, no grace period needed
@@ -460,11 +467,18 @@ def test_shell_background_child_is_killed_after_normal_exit(started_pids: list[i
 
 
 def test_shell_child_in_another_group_of_the_session_is_killed(started_pids: list[int]) -> None:
-    # `set -m` (job control) puts the background job in its own process group, same session
-    result = run({"type": "shell", "argv": ["sh", "-mc", "sleep 30 & echo $!"]})
-    bg = int(result["stdout"])
-    assert alive_in_session(started_pids[0]) == []
+    # the child moves to a process group of its own but stays in the task's session
+    code = (
+        "import os, subprocess; "
+        "p = subprocess.Popen(['sleep', '30'], preexec_fn=os.setpgrp); "
+        "print(p.pid, os.getpgid(p.pid), os.getsid(p.pid))"
+    )
+    result = run({"type": "shell", "argv": [sys.executable, "-c", code]})
+    bg, bg_pgid, bg_sid = map(int, result["stdout"].split())
+    [leader] = started_pids
+    assert (bg_pgid, bg_sid) == (bg, leader)
     assert not pid_alive(bg)
+    assert alive_in_session(leader) == []
 
 
 def test_shell_past_deadline_or_cancelled_never_starts(started_pids: list[int]) -> None:
@@ -516,7 +530,7 @@ def test_registry_bad_type(payload: dict[str, Any], message: str) -> None:
         HandlerRegistry(load_entry_points=False).run(payload, make_ctx())
 
 
-PLUGIN_MODULE = '''
+PLUGIN_MODULE = """
 from __future__ import annotations
 
 def handle(payload, ctx):
@@ -526,7 +540,7 @@ def not_json(payload, ctx):
     return {1, 2}
 
 NOT_CALLABLE = 3
-'''
+"""
 
 
 @pytest.fixture
@@ -574,14 +588,14 @@ def test_registry_config_load_failures(plugin_path: Path) -> None:
         },
         load_entry_points=False,
     )
-    with pytest.raises(HandlerLoadError, match="handler 'missing'.*no_such_module_xyz"):
+    with pytest.raises(HandlerLoadError, match=r"handler 'missing'.*no_such_module_xyz"):
         reg.get("missing")
     with pytest.raises(UnknownHandler):  # remembered, and still an UnknownHandler
         reg.get("missing")
     with pytest.raises(HandlerLoadError, match="not callable"):
         reg.get("notcallable")
     assert len(reg.problems) == 2
-    with pytest.raises(TypeError, match="handler 'notjson' .*non-JSON value of type set"):
+    with pytest.raises(TypeError, match=r"handler 'notjson' .*non-JSON value of type set"):
         reg.run({"type": "notjson"}, make_ctx())
 
 
@@ -608,7 +622,7 @@ def test_registry_entry_points(plugin_path: Path) -> None:
     assert reg.get("configured").source == "config"
     assert any("'echo'" in p and "builtin" in p for p in reg.problems)
     assert any("'configured'" in p and "config" in p for p in reg.problems)
-    with pytest.raises(HandlerLoadError, match="handler 'broken' .*no_such_module_xyz"):
+    with pytest.raises(HandlerLoadError, match=r"handler 'broken' .*no_such_module_xyz"):
         reg.get("broken")
 
 

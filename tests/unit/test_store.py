@@ -499,7 +499,9 @@ def test_v1_database_migrates_forward_to_current(tmp_path: Path) -> None:
     """A database written by the v1 code (events only) gains the tasks table and keeps its rows."""
     db_path = tmp_path / "v1.db"
     with StateStore(db_path, migrations={1: MIGRATIONS[1]}) as old:
-        old.append_events([EventRecord(0, "task_submitted", "t1", {"class": "cpu_short"}, 5)]).result()
+        old.append_events(
+            [EventRecord(0, "task_submitted", "t1", {"class": "cpu_short"}, 5)]
+        ).result()
         assert old.schema_version == 1
     with StateStore(db_path) as new:
         assert new.schema_version == SCHEMA_VERSION

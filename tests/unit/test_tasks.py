@@ -56,9 +56,9 @@ def validate(raw: Mapping[str, Any], *, trusted: bool = False, limit: int = LIMI
 
 def test_constants() -> None:
     assert TASK_STATES == ("pending", "running", "completed", "failed", "cancelled")
-    assert TERMINAL_STATES == {"completed", "failed", "cancelled"}
-    assert TERMINAL_STATES < set(TASK_STATES)
-    assert TRUSTED_TYPES == {"shell", "python"}
+    assert {"completed", "failed", "cancelled"} == TERMINAL_STATES
+    assert set(TASK_STATES) > TERMINAL_STATES
+    assert {"shell", "python"} == TRUSTED_TYPES
 
 
 def test_invalid_argument_carries_field_and_pickles() -> None:
@@ -175,8 +175,15 @@ def test_trusted_types_need_a_trusted_caller(ptype: str) -> None:
     assert validate(raw, trusted=True).payload["type"] == ptype
 
 
+@pytest.mark.parametrize("ptype", ["Shell", " python", "PYTHON\n"])
+def test_trusted_gate_is_not_fooled_by_case_or_spaces(ptype: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate({"payload": {"type": ptype}}, trusted=False)
+    assert info.value.field == "payload.type"
+
+
 def test_untrusted_callers_may_submit_other_types() -> None:
-    for ptype in ("noop", "echo", "sleep", "Shell", "shell "):
+    for ptype in ("noop", "echo", "sleep", "shellish", "no-such-handler"):
         assert validate({"payload": {"type": ptype}}, trusted=False).payload["type"] == ptype
 
 
@@ -241,6 +248,25 @@ def test_every_rejection_names_its_field(raw: dict[str, Any], field: str, fragme
     assert info.value.field == field
     assert str(info.value).startswith(f"{field}: ")
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"priority": 10**5000},  # too many digits for str(): the message must still build
+        {"priority": "p" * 100_000},
+        {"task_class": "c" * 100_000},
+        {"task_id": "/" * 100_000},
+        {"timeout_s": "t" * 100_000},
+        {"k" * 100_000: 1},
+        {"payload": {"k" * 100_000: {"x": math.nan}}},
+        {"payload": {"type": "shell" + " " * 100_000}},
+    ],
+)
+def test_error_messages_stay_short_for_huge_input(raw: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate(raw)
+    assert len(str(info.value)) < 600
 
 
 def test_unknown_class_lists_classes_and_aliases_sorted() -> None:
@@ -483,7 +509,9 @@ DECODE_TABLE: list[tuple[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("wire", "expected"), DECODE_TABLE, ids=[repr(w)[:20] for w, _ in DECODE_TABLE])
+@pytest.mark.parametrize(
+    ("wire", "expected"), DECODE_TABLE, ids=[repr(w)[:20] for w, _ in DECODE_TABLE]
+)
 def test_decode_wire_values(wire: str, expected: Any) -> None:
     decoded = decode_wire_payload({"k": wire})
     assert decoded == {"k": expected}
@@ -562,7 +590,9 @@ def test_encode_rejects_non_json_results(bad: Any) -> None:
         encode_wire_result(bad)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0, None), (0.0, None), (-0.0, None), (1, 1.0), (2.5, 2.5)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0, None), (0.0, None), (-0.0, None), (1, 1.0), (2.5, 2.5)]
+)
 def test_decode_timeout_seconds(value: float, expected: float | None) -> None:
     assert decode_timeout_seconds(value) == expected
 
