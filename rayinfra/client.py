@@ -26,6 +26,7 @@ from rayinfra.scheduling.tasks import TERMINAL_STATES, InvalidArgument, encode_w
 T = TypeVar("T")
 FEED_POLL_S = 20.0
 FUTURE_SEQ = 2**62  # "from the future": the feed answers with its latest seq
+_RANK = {"pending": 0, "running": 1}  # terminal states rank 2: a task's states only move forward
 
 
 class TaskNotFound(KeyError):
@@ -346,14 +347,17 @@ class AgentInfra:
                     if st is None:
                         raise TaskNotFound(tid)
                     q.put_nowait(_client_status(st))
+            seen: dict[str, int] = {}  # task id -> rank of the last state yielded
             while remaining is None or remaining:
                 item = await q.get()
-                if remaining is not None and item["status"] in TERMINAL_STATES:
-                    if item["task_id"] not in remaining:
-                        continue
+                rank = _RANK.get(item["status"], 2)
+                if rank < seen.get(item["task_id"], -1) or (
+                    rank == 2 and item["task_id"] in seen and seen[item["task_id"]] == 2
+                ):
+                    continue  # a snapshot older than what the feed already delivered
+                seen[item["task_id"]] = rank
+                if remaining is not None and rank == 2:
                     remaining.discard(item["task_id"])
-                elif item["status"] in TERMINAL_STATES and not include_completed:
-                    continue
                 yield {
                     k: item[k]
                     for k in ("task_id", "status", "result", "error", "duration_ms", "completed_at")

@@ -201,3 +201,18 @@ def actor_errors() -> tuple[type[BaseException], ...]:
     import ray.exceptions as rex
 
     return (rex.RayActorError, rex.ActorUnavailableError, rex.ActorDiedError)
+
+
+def upload_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """Turn local ``py_modules`` / ``working_dir`` paths into ``gcs://`` package URIs.
+
+    Ray accepts local paths only in ``ray.init(runtime_env=...)``; an actor (the scheduler)
+    creating executors must upload them itself. Private API, confined to this wrapper.
+    """
+    if not runtime_env or ("py_modules" not in runtime_env and "working_dir" not in runtime_env):
+        return dict(runtime_env)
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    env = upload_py_modules_if_needed(dict(runtime_env), include_gitignore=True)
+    return dict(upload_working_dir_if_needed(env, include_gitignore=True))

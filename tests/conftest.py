@@ -76,7 +76,10 @@ class RuntimeSpec:
         return env
 
 
-def make_runtime_spec(prefix: str = "ri") -> RuntimeSpec:
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def make_runtime_spec(prefix: str = "ri", extra_toml: str = "") -> RuntimeSpec:
     # short path: Ray's unix sockets live under the temp dir and have a ~107 byte limit
     root = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
     ports = {k: free_port() for k in RAY_PORT_KEYS}
@@ -87,13 +90,13 @@ def make_runtime_spec(prefix: str = "ri") -> RuntimeSpec:
         f"min_worker_port = {lo}",
         f"max_worker_port = {hi}",
         f'temp_dir = "{root / "ray"}"',
-        "num_cpus = 2",
+        "num_cpus = 8",  # logical: executors of several classes hold CPUs on a 2-core machine
         "drain_timeout_s = 1",
         "[state]",
         f'dir = "{state_dir}"',
     ]
     config_path = root / "config.toml"
-    config_path.write_text("\n".join(lines) + "\n")
+    config_path.write_text("\n".join(lines) + "\n" + extra_toml)
     return RuntimeSpec(root=root, state_dir=state_dir, config_path=config_path, ports=ports)
 
 

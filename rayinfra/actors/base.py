@@ -114,7 +114,10 @@ class ControlActor:
                 poll=lambda: asyncio.to_thread(self.store.last_event_seq),
             )
             rows = await asyncio.to_thread(query)
-        last = rows[-1].seq if rows else max(after_seq, 0)
+        if rows:
+            last = rows[-1].seq
+        else:  # a cursor from "the future" (e.g. 2**62 to mean "from now on") becomes the latest
+            last = min(max(after_seq, 0), await asyncio.to_thread(self.store.last_event_seq))
         return last, [_event_dict(e) for e in rows]
 
     def _events(self) -> SeqNotifier:

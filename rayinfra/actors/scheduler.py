@@ -96,6 +96,8 @@ class SchedulerActor(ControlActor):
         self.executors: dict[str, list[_Executor]] = {c: [] for c in self.task_classes}
         self.active: dict[str, _Active] = {}
         self.unsat_since: dict[str, float] = {}
+        self.class_errors: dict[str, str] = {}  # an executor of the class could not start
+        self._runtime_envs: dict[str, dict[str, Any]] = {}  # class -> uploaded runtime_env
         self._node_cache: tuple[float, list[class_logic.NodeView]] = (0.0, [])
         self._executor_counter = int(self.store.kv_get("scheduler", "executor_counter", 0))
         self.metrics = SchedulerMetrics(
@@ -346,6 +348,11 @@ class SchedulerActor(ControlActor):
                 self.unsat_since.pop(cls, None)
             return
         self.unsat_since.pop(cls, None)
+        if cls in self.class_errors:
+            error = self.class_errors.pop(cls)
+            doomed = [self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())]
+            await self._finish([(a, "failed", None, error, "executor") for a in doomed])
+            return
         executors = await self._ready_executors(cls)
         if not executors:
             return
@@ -399,9 +406,20 @@ class SchedulerActor(ControlActor):
             self._executor_counter += 1
             self.store.kv_put("scheduler", "executor_counter", self._executor_counter)
             options = class_logic.executor_options(cls, klass, self._executor_counter, NAMESPACE)
-            handle = raywrap.create_actor(
-                ExecutorActor, options, [cls, self._config_dict(), klass.max_limit]
-            )
+            try:
+                if klass.runtime_env:
+                    if cls not in self._runtime_envs:
+                        self._runtime_envs[cls] = await asyncio.to_thread(
+                            raywrap.upload_runtime_env, klass.runtime_env
+                        )
+                    options["runtime_env"] = self._runtime_envs[cls]
+                handle = raywrap.create_actor(
+                    ExecutorActor, options, [cls, self._config_dict(), klass.max_limit]
+                )
+            except Exception as e:  # noqa: BLE001 - bad class options fail that class's tasks
+                self.class_errors[cls] = f"executor for class {cls!r} cannot be created: {e}"
+                self._wake.set()
+                return []
             ex = _Executor(options["name"], handle, asyncio.get_running_loop().create_future())
             pool.append(ex)
             ex.poller = asyncio.create_task(self._poll_executor(cls, ex))

@@ -3,71 +3,85 @@
 Public design followed
 ----------------------
 Netflix ``concurrency-limits``: the delay-gradient algorithm of ``Gradient2Limit``
-for the normal path, plus the multiplicative decrease of ``AIMDLimit`` for hard
+on the normal path, and the multiplicative decrease of ``AIMDLimit`` for hard
 failures.  Gradient2 in one paragraph: keep a long-term RTT (an exponential
-average over ``long_window`` samples) and a short-term RTT; the gradient
-``max(0.5, min(1.0, rtt_tolerance * long_rtt / short_rtt))`` is 1 while latency is
-flat and falls below 1 as requests start to queue; the new estimate is
-``estimated * gradient + queue_size(estimated)``, blended into the old one with
-``smoothing`` and clamped to ``[min_limit, max_limit]``.  The limit does not grow
-while the caller is app-limited (``inflight < estimated / 2``), and the long RTT is
-pulled down (times 0.95) while it is more than twice the short RTT, so the limiter
-recovers once a period of heavy load is over.  AIMD: a timeout or a
-resource-exhaustion outcome multiplies the estimate by ``backoff_ratio``.
+average over ``long_window`` samples, seeded by the mean of the first 10) and a
+short-term RTT; the gradient ``max(0.5, min(1.0, rtt_tolerance * long_rtt /
+short_rtt))`` is 1 while latency is flat and drops below 1 as tasks start to
+queue; the new estimate ``estimated * gradient + queue_size(estimated)`` is blended
+into the old one with ``smoothing`` and clamped to ``[min_limit, max_limit]``.  The
+limit does not move while the caller is app-limited (``inflight < estimated / 2``),
+and the long RTT is multiplied by 0.95 while it is more than twice the short RTT,
+so the limiter recovers once a period of heavy load is over.  AIMD: a timeout or
+a resource failure multiplies the estimate by ``backoff_ratio``.
 
 Where this module departs from Gradient2, and why
 -------------------------------------------------
-The scheduler runs a *closed loop*: it keeps ``limit`` tasks in flight, so every
-"round" (one task duration) delivers about ``limit`` samples that all describe the
-same concurrency.  Taken literally, Gradient2 fails on that loop (a simulation with
-Gradient2's own defaults, ``rtt_tolerance=1.5`` and ``sqrt`` headroom, pins the limit
-at ``max_limit`` whatever the downstream capacity), for three reasons that the
-changes below address:
+The scheduler runs a *closed loop*: it keeps ``limit`` tasks in flight, so each
+*round* (one task duration) delivers about ``limit`` samples that all describe
+the same concurrency.  Taken literally, Gradient2 fails on such a loop: in the
+closed-loop simulation of the tests, its tolerance 1.5 with a headroom of 4 or of
+``sqrt(limit)`` pins the limit at ``max_limit`` (or swings it between the knee and
+``max_limit``) whatever the capacity, and even with this module's defaults it
+swings over about +-30% of the capacity.  Hence:
 
-1. *Gain per round.*  Each sample moves the estimate by ``smoothing / estimated``
-   of the Gradient2 step, so ``smoothing`` is the weight of one round.  Per-sample
-   smoothing multiplies the loop gain by ``limit`` and makes the limit oscillate.
-2. *Short RTT* is an exponential average over about one round of samples (factor
-   ``2 / (estimated + 1)``), which removes per-task jitter from the gradient.
-3. *Long RTT creep.*  An average of all samples follows the latency the limiter
-   itself causes, so the estimate ratchets upward (the long RTT rises, the
-   gradient returns to 1, the limit grows, latency rises...).  Here the long RTT is
-   the latency of *uncongested* rounds: it moves toward the short RTT with factor
-   ``2 / (long_window + 1)`` only when the short RTT is below it or less than a
-   quarter of one queued task above it (``long * (1 + 0.25 / estimated)``).
+1. *Gain per round.*  A sample moves the estimate by ``smoothing / estimated`` of
+   the Gradient2 step, so ``smoothing`` is the weight of one round.  Per-sample
+   smoothing multiplies the loop gain by the limit and makes the loop oscillate.
+2. *Short RTT* is an exponential average over about one round (factor
+   ``2 / (estimated + 1)``), which takes per-task jitter out of the gradient.
+3. *Long RTT = latency of uncongested rounds.*  An average of all samples follows
+   the queueing the limiter itself causes, so the limit ratchets upward.  Here the
+   long RTT follows the short RTT down with the per-round weight ``smoothing``, and
+   up (factor ``2 / (long_window + 1)``) only from rounds at most a quarter of a
+   queued task above it (plus part of the noise allowance, capped at half a task).
+4. *Noise allowance.*  The tolerated latency is ``rtt_tolerance * long_rtt * (1 +
+   2 * d / sqrt(estimated))``, ``d`` being the mean absolute relative deviation of
+   single samples: jitter that survives the one-round average is not congestion.
+5. *Baseline check* (after Vegas' periodic no-load RTT probe and BBR's ProbeRTT).
+   A long RTT learned above the knee (``initial_limit`` above the capacity, or
+   latency falling faster than it is followed) is self-consistent: the loop never
+   sees a lower concurrency again.  So every ``long_window`` samples the limiter
+   holds the limit for two rounds, then holds it one task lower for two rounds,
+   and compares the second round of each.  If one task fewer lowered the latency
+   (by more than half a task's worth and the noise), the loop sat above the knee:
+   the long RTT takes the lower round's latency, the estimate steps down a task,
+   and the check repeats four rounds later until latency stops responding.
+6. *Latency regime change.*  If every task got slower, no limit helps: during one
+   continuous congestion episode the estimate falls to half its peak (or to
+   ``min_limit``) while the short RTT stays above 90% of its peak.  The long RTT is
+   then reset to the short RTT and the limiter starts over in slow start.
+7. *Slow start.*  At start, after such a reset, and whenever the estimate has
+   grown by two tasks since the last congestion (the downstream gained capacity),
+   each sample applies the plain per-sample Gradient2 increase ``estimated +
+   smoothing * queue_size`` (about ``smoothing * queue_size`` per round per task in
+   flight: exponential) until congestion has lasted one round.
 
-Regime changes.  Down: the long RTT follows lower latency at once, with
-Gradient2's decay when it is more than twice the short RTT.  Up (every task got
-slower, which no limit can fix): if the estimate has been halved, or sits at
-``min_limit``, during one continuous congestion episode and the short RTT has not
-dropped below 90% of its peak in that episode, the latency does not depend on our
-concurrency; the long RTT is reset to the short RTT and the limiter probes again.
+A round is *congested* when the short RTT exceeds the tolerated latency by more
+than half a queued task (``* (1 + 0.5 / estimated)``).
 
-Probing (a TCP-style slow start).  At start, after such a reset, and whenever the
-estimate has grown by two tasks without any congestion signal (the downstream
-gained capacity), uncongested samples apply the plain per-sample Gradient2 step
-(``estimated + smoothing * queue_size``: about ``smoothing * queue_size`` of growth
-per round *per task in flight*, i.e. exponential) until the first congested
-sample.  A sample is *congested* when the short RTT exceeds
-``rtt_tolerance * long_rtt * (1 + 0.5 / estimated)``: the latency half a queued task
-would add.
+Defaults
+--------
+With a downstream whose latency is flat up to ``N`` concurrent tasks and grows as
+``base * inflight / N`` beyond, the equilibrium is ``rtt_tolerance * N +
+queue_size``.  ``rtt_tolerance = 1.0``: every 0.01 above 1 parks the limit 1% of
+the capacity past the knee, and jitter is handled by points 2 and 4 instead.
+``queue_size = 0.5`` (constant): the limit dithers between ``N`` and ``N + 1`` (and
+``N - 1`` during a baseline check); one task or more would keep the loop above the
+knee, where it never sees an uncongested round again.  ``smoothing = 0.2`` and ``long_window = 600`` are
+Gradient2's; ``backoff_ratio = 0.9`` is AIMD's.
 
-Outcomes.  ``SUCCESS`` is a latency sample.  ``FAILURE`` (the task's own error) is
-counted but is neither a latency sample nor a congestion signal: a task that
-raised early says nothing about service time, and fast failures would drag the
-long RTT down and make every healthy task look congested.  ``TIMEOUT`` and
-``RESOURCE`` (out of memory, worker died, unschedulable) cut the estimate to
-``max(min_limit, estimated * backoff_ratio)``, independent of the gradient, and are
-not latency samples either (a timeout's duration is the timeout).
+Outcomes
+--------
+``SUCCESS`` is a latency sample.  ``FAILURE`` (the task's own error) is counted and
+otherwise ignored: a task that raised early says nothing about service time, and
+fast failures would drag the long RTT down and make healthy tasks look congested.
+``TIMEOUT`` and ``RESOURCE`` (out of memory, worker died, unschedulable) set the
+estimate to ``max(min_limit, estimated * backoff_ratio)``, independent of the
+gradient; their latency is not a sample either (a timeout lasts the timeout).
 
-The equilibrium with a downstream whose latency is flat up to ``N`` concurrent
-tasks and grows as ``base * inflight / N`` beyond it is ``rtt_tolerance * N +
-queue_size``; the defaults (``1.0`` and ``0.5``) therefore make the limit dither
-between ``N`` and ``N + 1``.  Headroom of one task or more would keep the loop
-permanently above the knee, where no uncongested round is ever seen again.
-
-Pure logic: no clock, no threads, no Ray.  The caller passes latencies in seconds
-and serialises calls (the object is not thread-safe).
+Pure logic: no clock, no threads, no Ray.  Callers pass latencies in seconds and
+serialise calls (the object is not thread-safe).
 """
 
 from __future__ import annotations
@@ -81,33 +95,47 @@ __all__ = ["AdaptiveLimiter", "LimiterConfig", "Outcome", "default_queue_size"]
 
 # Samples averaged (plain mean) to seed the long RTT, as Gradient2's warm-up.
 _WARMUP_SAMPLES = 10
-# Latencies below this (seconds) are treated as this, to keep ratios finite.
+# Latencies below this (seconds) count as this, to keep ratios finite.
 _MIN_RTT_S = 1e-9
+# The limit is floor(estimate + this): 4 + 10 * 0.1 must give 5, not 4.
+_ROUNDING_SLACK = 1e-9
 # Gradient2's recovery after prolonged load: long > 2 * short => long *= 0.95.
 _DECAY_RATIO = 2.0
 _DECAY_FACTOR = 0.95
-# The long RTT may absorb rounds at most this many queued tasks above it.
-_BASELINE_GATE_TASKS = 0.25
+# Noise allowance: this many mean absolute deviations of a one-round average.
+_NOISE_DEVIATIONS = 2.0
 # A round is congested beyond the latency of this many queued tasks.
 _CONGESTION_TASKS = 0.5
-# Re-probe once the estimate grew by this many tasks without congestion.
-_PROBE_AFTER_TASKS = 2.0
-# Latency-regime detection: the estimate fell to this fraction of the episode
-# peak (or to min_limit) and the short RTT is still above this fraction of its peak.
+# The long RTT rises only from rounds at most this many queued tasks above it,
+# plus this share of the noise allowance, capped at that many queued tasks.
+_BASELINE_GATE_TASKS = 0.25
+_BASELINE_GATE_NOISE = 0.5
+_BASELINE_GATE_NOISE_CAP_TASKS = 0.5
+# Congestion lasting this many rounds ends slow start.
+_CONFIRM_ROUNDS = 1.0
+# Slow start again once the estimate grew by this many tasks without congestion.
+_REPROBE_TASKS = 2.0
+# Regime change: within one congestion episode of at least _REGIME_MIN_ROUNDS the
+# estimate fell to _REGIME_CUT of its peak (or to min_limit) while the short RTT
+# stayed above _REGIME_KEEP of its peak.
 _REGIME_CUT = 0.5
 _REGIME_KEEP = 0.9
-# ...and the congestion episode lasted at least this many rounds.
 _REGIME_MIN_ROUNDS = 2.0
-# Noise allowance: this many mean absolute deviations of the short RTT.
-_NOISE_DEVIATIONS = 2.0
-GATE_NOISE = 0.0
+# Baseline check again this many rounds after one that lowered the baseline (and
+# after the first samples); otherwise every long_window samples.
+_RECHECK_ROUNDS = 4.0
+
+
+def _whole(estimate: float) -> int:
+    """Integer limit of an estimate."""
+    return int(estimate + _ROUNDING_SLACK)
 
 
 def default_queue_size(limit: int) -> float:
     """Default headroom: half a task at every limit.
 
-    Must stay below one task for the equilibrium to dither between the knee and
-    one task above it (see the module docstring).
+    It must stay below one task for the limit to dither between the knee and one
+    task above it (see the module docstring).
     """
     del limit
     return 0.5
@@ -117,9 +145,9 @@ class Outcome(enum.Enum):
     """How a task of the class ended, as far as the limiter is concerned."""
 
     SUCCESS = "success"
-    """Completed; its latency is a sample."""
+    """Completed: its latency is a sample."""
     FAILURE = "failure"
-    """The task's own error: counted, ignored by the limit."""
+    """The task's own error: counted, otherwise ignored."""
     TIMEOUT = "timeout"
     """Exceeded its deadline: multiplicative decrease."""
     RESOURCE = "resource"
@@ -131,23 +159,24 @@ class LimiterConfig:
     """Configuration of one :class:`AdaptiveLimiter`.
 
     Attributes:
-        initial_limit: starting limit; keep it at or below the expected capacity,
-            since the first samples seed the long (baseline) RTT.
+        initial_limit: starting limit.
         min_limit: floor of the limit (>= 1).
         max_limit: ceiling of the limit.
         smoothing: weight of one round (about ``estimated_limit`` samples) of the
-            Gradient2 estimate; also the per-sample weight while probing.
-        rtt_tolerance: accepted latency ratio short/long before the gradient drops
-            below 1 (>= 1).  The default 1.0 puts the equilibrium at the knee; every
-            0.01 above 1 moves it 1% of the capacity higher.  Raise it only for task
-            classes whose latency is noisy even when averaged over a round.
-        long_window: samples of the long-term RTT exponential average
-            (factor ``2 / (long_window + 1)``).
-        queue_size: headroom (tasks) allowed above the gradient estimate, as a
-            function of the current integer estimate; ``None`` selects
-            :func:`default_queue_size`.  Keep it below 1.
+            Gradient2 update; the per-sample weight of the increase in slow start.
+        rtt_tolerance: latency ratio short/long accepted before the gradient
+            drops below 1 (>= 1); the limit settles near ``rtt_tolerance`` times
+            the capacity.
+        long_window: samples of the long-term RTT average (factor
+            ``2 / (long_window + 1)``); also the period of the baseline check.
+        queue_size: headroom in tasks allowed above the gradient estimate, as a
+            function of the integer estimate; ``None`` selects
+            :func:`default_queue_size`.  Keep it below one task.
         backoff_ratio: multiplicative decrease on ``TIMEOUT`` / ``RESOURCE``.
-        slow_start: probe (grow exponentially) until the first congestion signal.
+        slow_start: grow exponentially at start, after a latency regime change and
+            after two tasks of growth without congestion.
+        baseline_check: periodically hold the limit one task lower to verify that
+            the long RTT was not learned above the knee.
     """
 
     initial_limit: int = 4
@@ -159,6 +188,7 @@ class LimiterConfig:
     queue_size: Callable[[int], float] | None = None
     backoff_ratio: float = 0.9
     slow_start: bool = True
+    baseline_check: bool = True
 
     def __post_init__(self) -> None:
         """Validate; raise ``ValueError`` naming the offending field."""
@@ -175,7 +205,7 @@ class LimiterConfig:
             )
         if not self.min_limit <= self.initial_limit <= self.max_limit:
             raise ValueError(
-                f"LimiterConfig.initial_limit must be within [min_limit, max_limit] = "
+                "LimiterConfig.initial_limit must be within [min_limit, max_limit] = "
                 f"[{self.min_limit}, {self.max_limit}], got {self.initial_limit}"
             )
         if self.long_window < 1:
@@ -201,45 +231,62 @@ class AdaptiveLimiter:
     """Adaptive concurrency limit of one task class (Gradient2 + AIMD).
 
     The scheduler calls :meth:`on_sample` whenever a task of the class finishes and
-    admits a new task only while :meth:`available` is positive.  ``inflight`` is the
-    number of the class's tasks in flight when the sample is reported (counting the
-    finishing one or not: the limiter only compares it with ``estimated_limit / 2``).
+    admits new tasks only while :meth:`available` is positive.  ``inflight`` is the
+    number of the class's tasks in flight when the sample is reported (the
+    finishing one included or not: the limiter only compares it with
+    ``estimated_limit / 2``).  The limit can drop below the number in flight (a
+    timeout, a bound change); the scheduler then admits nothing until enough tasks
+    have finished.  Gradient steps (with a headroom below one task) and baseline
+    checks move the limit by at most one task per sample, so they never cause that.
     """
 
     def __init__(self, config: LimiterConfig) -> None:
-        """Start at ``config.initial_limit``, probing if ``config.slow_start``."""
+        """Start at ``config.initial_limit``, in slow start if ``config.slow_start``."""
         self._config = config
         self._queue_size: Callable[[int], float] = config.queue_size or default_queue_size
         self._min_requested = config.min_limit
         self._max = config.max_limit
         self._estimate = float(config.initial_limit)
         self._long_factor = 2.0 / (config.long_window + 1)
-        self._short_rtt = 0.0  # 0.0 until the first latency sample
+        # Latency state, seconds; 0.0 until the first latency sample.
+        self._short_rtt = 0.0
         self._long_rtt = 0.0
         self._deviation = 0.0  # mean absolute relative deviation of one sample
-        self._warmup = 0
-        self._samples = 0
         self._latency_samples = 0
+        # Counters for snapshot().
+        self._samples = 0
         self._decreases = 0
         self._failures = 0
         self._rebaselines = 0
-        self._probing = config.slow_start
-        self._anchor = self._estimate  # estimate at the last congestion signal
-        self._episode_samples = 0  # consecutive congested samples
+        self._checks = 0
+        # Slow start; the anchor is the estimate at the last confirmed congestion.
+        self._slow_start = config.slow_start
+        self._anchor = self._estimate
+        # Current congestion episode (consecutive congested samples).
+        self._episode_samples = 0
         self._episode_peak_estimate = 0.0
         self._episode_peak_rtt = 0.0
+        # Baseline check: the limit is capped at _check_cap while it runs.
+        self._check_cap: int | None = None
+        self._check_skip = 0
+        self._check_left = 0
+        self._check_sum = 0.0
+        self._check_held = 0.0  # mean latency of the held round; 0.0 before it
+        self._since_check = 0
+        # The first check comes early: the warm-up may have seeded the long RTT
+        # above the knee (initial_limit above the capacity).
+        self._check_interval = _RECHECK_ROUNDS * config.initial_limit
 
     # ------------------------------------------------------------------ reading
 
     @property
     def config(self) -> LimiterConfig:
-        """The configuration this limiter was built with (bounds may differ, see
-        :meth:`set_bounds`)."""
+        """The configuration this limiter was built with (bounds: see set_bounds)."""
         return self._config
 
     @property
     def min_limit(self) -> int:
-        """Current floor (the requested minimum, capped by the current maximum)."""
+        """Current floor: the requested minimum, capped by the current maximum."""
         return min(self._min_requested, self._max)
 
     @property
@@ -250,34 +297,43 @@ class AdaptiveLimiter:
     @property
     def limit(self) -> int:
         """Current integer limit, always within ``[min_limit, max_limit]``."""
-        return max(self.min_limit, min(self._max, int(self._estimate)))
+        limit = _whole(self._estimate)
+        if self._check_cap is not None:
+            limit = min(limit, self._check_cap)
+        return max(self.min_limit, min(self._max, limit))
 
     @property
     def estimated_limit(self) -> float:
-        """Unrounded estimate behind :attr:`limit`."""
+        """Unrounded estimate behind :attr:`limit` (a baseline check may hold the
+        limit one task below it)."""
         return self._estimate
-
-    @property
-    def probing(self) -> bool:
-        """True while growing exponentially (slow start)."""
-        return self._probing
 
     def available(self, inflight: int) -> int:
         """How many more tasks may be admitted now: ``max(0, limit - inflight)``."""
+        if inflight < 0:
+            raise ValueError(f"inflight must be >= 0, got {inflight}")
         return max(0, self.limit - inflight)
 
     def snapshot(self) -> dict[str, float]:
-        """Internal state for metrics and logs (RTTs in seconds, 0 before any sample)."""
+        """State for metrics and logs (RTTs in seconds, 0.0 before any sample).
+
+        ``rtt_deviation`` is the mean absolute relative deviation of one sample
+        (the noise allowance uses it), ``decreases`` counts multiplicative
+        decreases (``TIMEOUT``/``RESOURCE``), ``rebaselines`` latency regime
+        changes, ``baseline_checks`` completed baseline checks.
+        """
         return {
             "limit": float(self.limit),
             "estimated_limit": self._estimate,
             "long_rtt": self._long_rtt,
             "short_rtt": self._short_rtt,
+            "rtt_deviation": self._deviation,
             "samples": float(self._samples),
             "decreases": float(self._decreases),
             "failures": float(self._failures),
             "rebaselines": float(self._rebaselines),
-            "probing": 1.0 if self._probing else 0.0,
+            "baseline_checks": float(self._checks),
+            "slow_start": 1.0 if self._slow_start else 0.0,
             "min_limit": float(self.min_limit),
             "max_limit": float(self._max),
         }
@@ -285,9 +341,9 @@ class AdaptiveLimiter:
     # ------------------------------------------------------------------ writing
 
     def set_bounds(self, min_limit: int | None = None, max_limit: int | None = None) -> None:
-        """Change the bounds (e.g. Ray reports fewer free CPUs) and clamp the estimate.
+        """Change the bounds (e.g. Ray reports fewer free CPUs); clamp the estimate.
 
-        A ``max_limit`` below the current minimum wins: the effective floor becomes
+        A ``max_limit`` below the requested minimum wins: the floor becomes
         ``min(min_limit, max_limit)`` until the ceiling rises again.  Passing both
         with ``min_limit > max_limit`` is an error.
         """
@@ -327,30 +383,48 @@ class AdaptiveLimiter:
             self._back_off()
             return self.limit
 
-        self._observe(max(latency_s, _MIN_RTT_S))
+        rtt = max(latency_s, _MIN_RTT_S)
+        self._observe(rtt)
+        if self._check_cap is not None:
+            self._check_step(rtt)
+            return self.limit
         if inflight < self._estimate / 2:
             return self.limit  # app-limited: the limit is not being exercised
 
         estimate = self._estimate
-        noise = _NOISE_DEVIATIONS * self._deviation / math.sqrt(max(1.0, estimate))
-        tolerated = self._config.rtt_tolerance * self._long_rtt * (1.0 + noise)
-        if self._short_rtt > tolerated * (1.0 + _CONGESTION_TASKS / max(1.0, estimate)):
-            self._probing = False
-            self._anchor = estimate
+        rounds = max(1.0, estimate)
+        tolerated = self._config.rtt_tolerance * self._long_rtt * (1.0 + self._noise(rounds))
+        if self._short_rtt > tolerated * (1.0 + _CONGESTION_TASKS / rounds):
             if self._regime_changed():
                 return self.limit
+            if self._episode_samples >= _CONFIRM_ROUNDS * rounds:
+                self._slow_start = False
+                self._anchor = estimate
         else:
             self._episode_samples = 0
-            if not self._probing and estimate >= self._anchor + _PROBE_AFTER_TASKS:
-                self._probing = True
+            if (
+                self._config.slow_start
+                and not self._slow_start
+                and estimate >= self._anchor + _REPROBE_TASKS
+            ):
+                self._slow_start = True
+            if (
+                self._config.baseline_check
+                and not self._slow_start
+                and self._since_check >= self._check_interval
+                and self._start_check()
+            ):
+                return self.limit
+        if not self._slow_start:
+            self._since_check += 1
 
         smoothing = self._config.smoothing
-        queue = float(self._queue_size(int(estimate)))
-        if self._probing:
+        queue = float(self._queue_size(_whole(estimate)))
+        if self._slow_start:
             new = estimate + smoothing * queue
         else:
             gradient = max(0.5, min(1.0, tolerated / self._short_rtt))
-            weight = smoothing / max(1.0, estimate)
+            weight = smoothing / rounds
             new = estimate * (1.0 - weight) + (estimate * gradient + queue) * weight
         self._estimate = self._clamp(new)
         return self.limit
@@ -360,40 +434,49 @@ class AdaptiveLimiter:
     def _clamp(self, value: float) -> float:
         return max(float(self.min_limit), min(float(self._max), value))
 
+    def _noise(self, samples: float) -> float:
+        """Relative noise allowance of an average over ``samples`` latencies."""
+        return _NOISE_DEVIATIONS * self._deviation / math.sqrt(max(1.0, samples))
+
     def _back_off(self) -> None:
-        """AIMD multiplicative decrease (TIMEOUT / RESOURCE)."""
+        """AIMD multiplicative decrease (TIMEOUT / RESOURCE); aborts a check."""
         self._estimate = self._clamp(self._estimate * self._config.backoff_ratio)
         self._decreases += 1
-        self._probing = False
+        self._slow_start = False
         self._anchor = self._estimate
         self._episode_samples = 0
+        self._check_cap = None
+        self._since_check = 0
 
     def _observe(self, rtt: float) -> None:
-        """Update the short RTT (about one round) and the long (baseline) RTT."""
+        """Update the short RTT, the sample deviation and the long (baseline) RTT."""
         rounds = max(1.0, self._estimate)
         self._latency_samples += 1
         if self._short_rtt == 0.0:
             self._short_rtt = rtt
         else:
             deviation = abs(rtt - self._short_rtt) / self._short_rtt
-            factor = max(self._long_factor, 1.0 / (self._latency_samples - 1))
-            self._deviation += (deviation - self._deviation) * factor
+            weight = max(self._long_factor, 1.0 / (self._latency_samples - 1))
+            self._deviation += (deviation - self._deviation) * weight
             self._short_rtt += (rtt - self._short_rtt) * 2.0 / (rounds + 1.0)
 
-        if self._warmup < _WARMUP_SAMPLES:
-            self._warmup += 1
-            self._long_rtt += (rtt - self._long_rtt) / self._warmup
+        if self._latency_samples <= _WARMUP_SAMPLES:
+            self._long_rtt += (rtt - self._long_rtt) / self._latency_samples
             return
         short, long = self._short_rtt, self._long_rtt
-        gate = _BASELINE_GATE_TASKS / rounds + GATE_NOISE * _NOISE_DEVIATIONS * self._deviation / math.sqrt(rounds)
-        if short <= long * (1.0 + gate):
+        gate = _BASELINE_GATE_TASKS / rounds + min(
+            _BASELINE_GATE_NOISE * self._noise(rounds), _BASELINE_GATE_NOISE_CAP_TASKS / rounds
+        )
+        if short < long:
+            long += (short - long) * max(self._long_factor, self._config.smoothing / rounds)
+        elif short <= long * (1.0 + gate):
             long += (short - long) * self._long_factor
         if long > _DECAY_RATIO * short:
             long *= _DECAY_FACTOR
         self._long_rtt = long
 
     def _regime_changed(self) -> bool:
-        """Track a congestion episode; re-baseline if cutting the limit did not help."""
+        """Track the congestion episode; re-baseline if cutting the limit did not help."""
         estimate, short = self._estimate, self._short_rtt
         if self._episode_samples == 0:
             self._episode_peak_estimate = estimate
@@ -403,15 +486,59 @@ class AdaptiveLimiter:
             self._episode_peak_rtt = max(self._episode_peak_rtt, short)
         self._episode_samples += 1
         cut = estimate <= max(float(self.min_limit), self._episode_peak_estimate * _REGIME_CUT)
-        if (
+        if not (
             cut
             and self._episode_samples >= _REGIME_MIN_ROUNDS * max(1.0, estimate)
             and short >= _REGIME_KEEP * self._episode_peak_rtt
         ):
-            self._long_rtt = short
-            self._rebaselines += 1
-            self._episode_samples = 0
-            self._probing = True
-            self._anchor = estimate
-            return True
-        return False
+            return False
+        self._long_rtt = short
+        self._rebaselines += 1
+        self._episode_samples = 0
+        self._slow_start = self._config.slow_start
+        self._anchor = estimate
+        return True
+
+    def _start_check(self) -> bool:
+        """Begin a baseline check: two rounds held at the limit, two one task lower."""
+        self._since_check = 0
+        level = _whole(self._estimate)
+        if level - 1 < self.min_limit:
+            return False
+        self._check_held = 0.0
+        self._check_phase(level)
+        return True
+
+    def _check_phase(self, cap: int) -> None:
+        self._check_cap = cap
+        self._check_skip = cap + 1  # tasks admitted before this phase, still finishing
+        self._check_left = cap
+        self._check_sum = 0.0
+
+    def _check_step(self, rtt: float) -> None:
+        """Average the second round of each phase, then compare the two."""
+        if self._check_skip > 0:
+            self._check_skip -= 1
+            return
+        self._check_sum += rtt
+        self._check_left -= 1
+        if self._check_left > 0:
+            return
+        cap = self._check_cap
+        assert cap is not None
+        measured = self._check_sum / cap
+        if self._check_held == 0.0:
+            self._check_held = measured
+            self._check_phase(cap - 1)
+            return
+        self._check_cap = None
+        self._checks += 1
+        level = cap + 1
+        noise = _NOISE_DEVIATIONS * self._deviation * math.sqrt(1.0 / level + 1.0 / cap)
+        if measured < self._check_held * (1.0 - max(noise, _CONGESTION_TASKS / level)):
+            # One task fewer lowered the latency: the loop sat above the knee.
+            self._long_rtt = min(self._long_rtt, measured)
+            self._estimate = self._clamp(float(cap))
+            self._check_interval = _RECHECK_ROUNDS * level
+        else:
+            self._check_interval = float(self._config.long_window)

@@ -11,7 +11,30 @@ import pytest
 from rayinfra import runtime
 from rayinfra.config import RayinfraConfig, load_config
 from rayinfra.connection import ConnectionInfo
-from tests.conftest import RuntimeSpec, make_runtime_spec
+from tests.conftest import FIXTURES, RuntimeSpec, make_runtime_spec
+
+# Test-only classes: `fixture` gets user code through its runtime_env (a shipped module and a
+# handler distribution on PYTHONPATH); `knee` runs the capacity-knee handler.
+SESSION_TOML = f"""
+[scheduler]
+unschedulable_timeout_s = 2.0
+queue_poll_interval_s = 0.2
+
+[classes.cpu_short]
+max_attempts = 1
+
+[classes.fixture]
+num_cpus = 0.5
+max_limit = 16
+runtime_env = {{py_modules = ["{FIXTURES / "shipped" / "rayinfra_shipped"}"], env_vars = {{PYTHONPATH = "{FIXTURES / "handlers"}"}}}}
+
+[classes.knee]
+num_cpus = 0.5
+min_limit = 1
+initial_limit = 2
+max_limit = 40
+runtime_env = {{env_vars = {{PYTHONPATH = "{FIXTURES / "handlers"}"}}}}
+"""
 
 
 @dataclass
@@ -27,7 +50,7 @@ def rt() -> Iterator[Runtime]:
 
     This test process is connected to it as a Ray driver.
     """
-    spec = make_runtime_spec("ris")
+    spec = make_runtime_spec("ris", SESSION_TOML)
     config = load_config(env=spec.env()).config
     report = runtime.start(config)
     assert report.launched_head

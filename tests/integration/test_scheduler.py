@@ -1,0 +1,381 @@
+"""The scheduler on a real Ray runtime, through the AgentInfra client (actor handles)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from rayinfra import AgentInfraSync, InvalidArgument, TaskNotFound
+from rayinfra.config import NAMESPACE
+from tests.integration.conftest import Runtime
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def infra(rt: Runtime) -> Iterator[AgentInfraSync]:
+    client = AgentInfraSync(config=rt.config).start()
+    try:
+        yield client
+    finally:
+        client.stop()
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def test_builtin_handlers(infra: AgentInfraSync) -> None:
+    ids = {k: uid(k) for k in ("noop", "echo", "sleep", "shell", "bad", "missing")}
+    infra.submit_tasks(
+        [
+            {"task_id": ids["noop"], "payload": {"type": "noop"}},
+            {"task_id": ids["echo"], "payload": {"type": "echo", "a": [1, {"b": None}], "s": "x"}},
+            {"task_id": ids["sleep"], "payload": {"type": "sleep", "seconds": 0.2}},
+            {
+                "task_id": ids["shell"],
+                "payload": {"type": "shell", "argv": '["sh", "-c", "echo out; echo err >&2"]'},
+            },
+            {"task_id": ids["bad"], "payload": {"type": "no-such-type"}},
+            {"task_id": ids["missing"], "payload": {"x": 1}},
+        ]
+    )
+    st = {k: infra.wait_task(v, timeout=60) for k, v in ids.items()}
+    assert st["noop"]["status"] == "completed" and st["noop"]["result_payload"] == {}
+    assert st["echo"]["result_payload"] == {"a": [1, {"b": None}], "s": "x"}
+    assert st["echo"]["result"] == {"a": '[1,{"b":null}]', "s": "x"}  # wire string map
+    assert st["sleep"]["result_payload"] == {"slept": 0.2} and st["sleep"]["duration_ms"] >= 190
+    assert st["shell"]["result_payload"] == {"exit_code": 0, "stdout": "out\n", "stderr": "err\n"}
+    assert (
+        st["bad"]["status"] == "failed" and "unknown task type 'no-such-type'" in st["bad"]["error"]
+    )
+    assert "noop" in st["bad"]["error"]  # the error lists the known types
+    assert st["missing"]["status"] == "failed" and "payload.type" in st["missing"]["error"]
+
+
+def test_thousand_mixed_priority_tasks(infra: AgentInfraSync) -> None:
+    batch = uid("mix")
+    tasks = [
+        {"task_id": f"{batch}-{i}", "payload": {"type": "echo", "i": i}, "priority": i % 7 - 3}
+        for i in range(1000)
+    ]
+    for chunk in range(0, 1000, 250):
+        infra.submit_tasks(tasks[chunk : chunk + 250])
+    done = infra.wait_tasks([t["task_id"] for t in tasks], timeout=120)
+    assert [d["status"] for d in done] == ["completed"] * 1000
+    assert [d["result_payload"]["i"] for d in done] == list(range(1000))
+
+
+def test_priorities_order_dispatch(rt: Runtime, infra: AgentInfraSync) -> None:
+    """With one slot, queued tasks start by priority, FIFO within a priority."""
+    gate = uid("gate")
+    infra.submit_task(gate, {"type": "sleep", "seconds": 1.0}, task_class="cpu_long")
+    time.sleep(0.3)  # the gate occupies cpu_long, whose limit starts at 2; add a second blocker
+    infra.submit_task(uid("gate2"), {"type": "sleep", "seconds": 1.0}, task_class="cpu_long")
+    time.sleep(0.2)
+    order = [(0, "a"), (5, "b"), (0, "c"), (9, "d"), (5, "e")]
+    ids = {name: uid(name) for _, name in order}
+    infra.submit_tasks(
+        [
+            {
+                "task_id": ids[n],
+                "payload": {"type": "noop"},
+                "priority": p,
+                "task_class": "cpu_long",
+            }
+            for p, n in order
+        ]
+    )
+    done = infra.wait_tasks(list(ids.values()), timeout=60)
+    started = sorted(done, key=lambda s: s["completed_at"])
+    status = {n: infra.get_task_status(ids[n]) for _, n in order}
+    assert all(s["status"] == "completed" for s in status.values())
+    _, events = ray.get(
+        ray.get_actor("scheduler", namespace=NAMESPACE).events.remote(
+            0, None, ["task_started"], 100000
+        )
+    )
+    seq_of = {e["resource_id"]: e["seq"] for e in events if e["resource_id"] in ids.values()}
+    by_start = sorted(ids, key=lambda n: seq_of[ids[n]])
+    assert by_start == ["d", "b", "e", "a", "c"], by_start
+    assert started  # keep the variable meaningful for debugging output
+
+
+def test_bad_inputs_name_the_field(infra: AgentInfraSync) -> None:
+    tid = uid("dup")
+    cases = [
+        ({"task_class": "tpu"}, "task_class"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": -1}, "timeout_s"),
+        ({"payload": {"type": "echo", "blob": "x" * (1024 * 1024)}}, "payload"),
+    ]
+    for kwargs, field in cases:
+        args = {"task_id": uid("bad"), "payload": {"type": "noop"}, **kwargs}
+        with pytest.raises(InvalidArgument) as e:
+            infra.submit_task(**args)
+        assert e.value.field == field, (kwargs, str(e.value))
+    assert "valid:" in str(
+        pytest.raises(InvalidArgument, infra.submit_task, uid("c"), {}, "tpu").value
+    )
+    infra.submit_task(tid, {"type": "noop"})
+    assert infra.submit_task(tid, {"type": "noop"})["success"] is True  # same spec: idempotent
+    with pytest.raises(InvalidArgument) as e:
+        infra.submit_task(tid, {"type": "echo"})
+    assert e.value.field == "task_id" and "different" in str(e.value)
+    # a batch is all or nothing, and the error names the item
+    good, bad = uid("good"), uid("bad")
+    with pytest.raises(InvalidArgument) as e:
+        infra.submit_tasks(
+            [
+                {"task_id": good, "payload": {"type": "noop"}},
+                {"task_id": bad, "payload": {}, "timeout_s": -5},
+            ]
+        )
+    assert e.value.field == "tasks[1].timeout_s"
+    with pytest.raises(TaskNotFound):
+        infra.get_task_status(good)
+    with pytest.raises(TaskNotFound):
+        infra.wait_task(uid("never"), timeout=1)
+
+
+def test_gpu_slurm_is_rejected_with_nothing_queued(infra: AgentInfraSync) -> None:
+    tid = uid("slurm")
+    with pytest.raises(RuntimeError, match="Slurm backend"):
+        infra.submit_task(tid, {"type": "noop"}, task_class="gpu_slurm")
+    with pytest.raises(TaskNotFound):
+        infra.get_task_status(tid)
+
+
+def test_unschedulable_class_fails_naming_the_resource(rt: Runtime, infra: AgentInfraSync) -> None:
+    tid = uid("gpu")
+    t0 = time.monotonic()
+    infra.submit_task(tid, {"type": "noop"}, task_class="gpu")  # alias of gpu_short; no GPU here
+    st = infra.wait_task(tid, timeout=30)
+    elapsed = time.monotonic() - t0
+    assert st["status"] == "failed"
+    assert "resource GPU=1" in st["error"] and "gpu_short" in st["error"]
+    assert elapsed < rt.config.scheduler.unschedulable_timeout_s + 10
+
+
+def _processes_of_task(task_id: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if f"RAYINFRA_TASK_ID={task_id}".encode() in environ.split(b"\0") and ") Z" not in stat:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_timed_out_and_cancelled_shell_tasks_leave_no_process(infra: AgentInfraSync) -> None:
+    slow = {"type": "shell", "argv": ["sh", "-c", "sleep 300 & sleep 300; wait"]}
+    timed, cancelled = uid("timeout"), uid("cancel")
+    infra.submit_task(timed, slow, timeout_s=1.5)
+    infra.submit_task(cancelled, slow, task_class="cpu_long")
+    deadline = time.monotonic() + 30
+    while not _processes_of_task(cancelled) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_of_task(cancelled), "the shell task never started"
+    res = infra.cancel_task(cancelled)
+    assert res == {"task_id": cancelled, "status": "cancelled", "cancelled": True}
+    st = infra.wait_task(timed, timeout=30)
+    assert st["status"] == "failed" and "timed out after 1.5s" in st["error"]
+    assert infra.get_task_status(cancelled)["status"] == "cancelled"
+    time.sleep(0.5)
+    assert _processes_of_task(timed) == [] and _processes_of_task(cancelled) == []
+    # cancelling a finished task changes nothing
+    assert infra.cancel_task(timed) == {"task_id": timed, "status": "failed", "cancelled": False}
+    with pytest.raises(TaskNotFound):
+        infra.cancel_task(uid("nope"))
+
+
+def test_cancel_pending_task(infra: AgentInfraSync) -> None:
+    blockers = [uid("blk") for _ in range(2)]
+    for b in blockers:
+        infra.submit_task(b, {"type": "sleep", "seconds": 1.5}, task_class="cpu_long")
+    waiting = uid("pending")
+    infra.submit_task(waiting, {"type": "noop"}, task_class="cpu_long", priority=-10)
+    assert infra.get_task_status(waiting)["status"] == "pending"
+    assert infra.cancel_task(waiting)["cancelled"] is True
+    assert infra.wait_task(waiting, timeout=10)["status"] == "cancelled"
+    infra.wait_tasks(blockers, timeout=30)
+    time.sleep(0.3)
+    assert infra.get_task_status(waiting)["status"] == "cancelled"  # never ran afterwards
+
+
+def test_hostile_argv_runs_literally(infra: AgentInfraSync, tmp_path: Path) -> None:
+    hostile = "; touch PWNED $(touch PWNED2) `touch PWNED3` && echo pwned | cat > PWNED4 'q\"x"
+    tid = uid("hostile")
+    infra.submit_task(
+        tid, {"type": "shell", "argv": ["printf", "%s", hostile], "cwd": str(tmp_path)}
+    )
+    st = infra.wait_task(tid, timeout=30)
+    assert st["status"] == "completed", st
+    assert st["result_payload"]["stdout"] == hostile
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_untrusted_callers_cannot_run_code(rt: Runtime) -> None:
+    sched = ray.get_actor("scheduler", namespace=NAMESPACE)
+    with pytest.raises(InvalidArgument) as e:
+        ray.get(
+            sched.submit.remote(
+                [{"task_id": uid("x"), "payload": {"type": "shell", "argv": ["id"]}}], False
+            )
+        )
+    assert e.value.field == "payload.type"
+
+
+def test_entry_point_handler_and_shipped_python_module(infra: AgentInfraSync) -> None:
+    ep, py = uid("ep"), uid("py")
+    infra.submit_tasks(
+        [
+            {
+                "task_id": ep,
+                "payload": {"type": "fixture_double", "value": 21},
+                "task_class": "fixture",
+            },
+            {
+                "task_id": py,
+                "payload": {
+                    "type": "python",
+                    "function": "rayinfra_shipped:greet",
+                    "args": ["ray"],
+                    "kwargs": {"punctuation": "?"},
+                },
+                "task_class": "fixture",
+            },
+        ]
+    )
+    a, b = infra.wait_tasks([ep, py], timeout=120)
+    assert a["status"] == "completed", a
+    assert a["result_payload"] == {"doubled": 42, "task_id": ep}
+    assert b["status"] == "completed", b
+    assert b["result_payload"] == "hello ray?" and b["result"] == {"result": "hello ray?"}
+    # the module is not importable here or by the default classes: only the runtime_env ships it
+    plain = uid("plain")
+    infra.submit_task(
+        plain, {"type": "python", "function": "rayinfra_shipped:greet", "args": ["x"]}
+    )
+    assert "rayinfra_shipped" in infra.wait_task(plain, timeout=30)["error"]
+
+
+def test_file_queue(rt: Runtime, infra: AgentInfraSync) -> None:
+    queue = rt.config.queue_dir
+    batch = uid("fq")
+    for i in range(49):
+        body = {"id": f"{batch}-{i}", "class": "cpu_short", "payload": {"type": "echo", "i": i}}
+        if i == 7:
+            body["payload"] = {"type": "shell", "argv": ["false"]}
+        (queue / "pending" / f"{batch}-{i}.json").write_text(json.dumps(body))
+    (queue / "pending" / f"{batch}-bad.json").write_text("{not json")
+    deadline = time.monotonic() + 60
+    expect_done = {f"{batch}-{i}.json" for i in range(49) if i != 7}
+    expect_failed = {f"{batch}-7.json", f"{batch}-bad.json"}
+    while time.monotonic() < deadline:
+        done = {p.name for p in (queue / "done").glob(f"{batch}-*.json")}
+        failed = {p.name for p in (queue / "failed").glob(f"{batch}-*.json")}
+        if done == expect_done and failed == expect_failed:
+            break
+        time.sleep(0.2)
+    assert done == expect_done and failed == expect_failed
+    assert not list((queue / "pending").glob(f"{batch}-*"))
+    rec = json.loads((queue / "done" / f"{batch}-3.json").read_text())
+    assert rec["status"] == "completed" and rec["result"] == {"i": 3}
+    assert (
+        "invalid JSON" in json.loads((queue / "failed" / f"{batch}-bad.json").read_text())["error"]
+    )
+    assert "exit code 1" in json.loads((queue / "failed" / f"{batch}-7.json").read_text())["error"]
+    assert infra.get_task_status(f"{batch}-3")["status"] == "completed"
+
+
+def test_events_and_metrics(infra: AgentInfraSync) -> None:
+    since = int(time.time())
+    tid = uid("ev")
+    infra.submit_task(tid, {"type": "noop"})
+    infra.wait_task(tid, timeout=30)
+    stream = infra.stream_events(["task_submitted", "task_started", "task_completed"], since)
+    seen = []
+    for ev in stream:
+        if ev["resource_id"] == tid:
+            seen.append(ev["event_type"])
+        if len(seen) == 3:
+            break
+    assert seen == ["task_submitted", "task_started", "task_completed"]
+    m = infra.get_metrics()
+    for name in ("env_queue_depth", "queue_depth", "gpu_wait_seconds", "env_error_rate",
+                 "queue_tasks_submitted_total", "queue_tasks_processed_total", "queue_tasks_completed_total"):  # fmt: skip
+        assert name in m, name
+    assert m['orchestrator_concurrency_limit{class="cpu_short"}'] >= 1
+    assert m["queue_tasks_completed_total"] >= 1
+
+
+def test_stream_task_results(infra: AgentInfraSync) -> None:
+    ids = [uid("st") for _ in range(3)]
+    infra.submit_tasks(
+        [
+            {"task_id": t, "payload": {"type": "sleep", "seconds": 0.1 * i}}
+            for i, t in enumerate(ids)
+        ]
+    )
+    final = {}
+    for item in infra.stream_task_results(ids):
+        assert set(item) == {"task_id", "status", "result", "error", "duration_ms", "completed_at"}
+        final[item["task_id"]] = item["status"]
+    assert final == dict.fromkeys(ids, "completed")
+
+
+def test_limit_settles_at_the_capacity_knee(rt: Runtime, infra: AgentInfraSync) -> None:
+    """A handler whose latency rises past N=8 concurrent calls: the live limit settles near 8."""
+    capacity = 8
+    sched = ray.get_actor("scheduler", namespace=NAMESPACE)
+    payload = {"type": "python", "function": "rayinfra_test_handlers:knee", "kwargs": {}}
+    stop = threading.Event()
+    submitted: list[str] = []
+
+    def feeder() -> None:
+        n = 0
+        while not stop.is_set():
+            st = ray.get(sched.status.remote())["classes"]["knee"]
+            backlog = st["pending"]
+            if backlog < 60:
+                batch = [
+                    {"task_id": f"knee-{uuid.uuid4().hex[:8]}-{n + i}",
+                     "payload": {"type": "python", "function": "rayinfra_test_handlers:knee",
+                                 "args": [{"capacity": capacity, "base_s": 0.02}, None]},
+                     "task_class": "knee"}
+                    for i in range(40)
+                ]  # fmt: skip
+                n += 40
+                infra.submit_tasks(batch)
+                submitted.extend(t["task_id"] for t in batch)
+            time.sleep(0.05)
+
+    del payload
+    thread = threading.Thread(target=feeder, daemon=True)
+    thread.start()
+    limits = []
+    try:
+        time.sleep(12)  # warm-up
+        for _ in range(40):
+            m = infra.get_metrics()
+            limits.append(m['orchestrator_concurrency_limit{class="knee"}'])
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert all(capacity - 2 <= lim <= capacity + 2 for lim in limits), limits
+    done = infra.wait_tasks(submitted[-40:], timeout=120)
+    assert max(d["result_payload"]["concurrency"] for d in done) <= capacity + 2
