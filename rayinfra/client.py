@@ -145,6 +145,7 @@ class AgentInfra:
         self._feed_task: asyncio.Task[None] | None = None
         self._feed_seq = 0
         self._feed_ready: asyncio.Event | None = None
+        self._feed_reset = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._streams: list[tuple[set[str] | None, asyncio.Queue[dict[str, Any]]]] = []
 
@@ -215,10 +216,26 @@ class AgentInfra:
         self._feed_seq = seq
         self._feed_ready.set()
         while True:
+            if not self._waiters and not self._streams:
+                # nobody is waiting: stay quiet; the durable cursor lets us catch up later
+                self._feed_reset.clear()
+                await self._feed_reset.wait()
+                continue
+            # Ask only for what someone waits for: with no stream open, finished states of the
+            # waited-for tasks; a new waiter or stream re-issues the poll (see _feed_reset).
+            self._feed_reset.clear()
+            ids = None if self._streams else list(self._waiters)
+            poll = asyncio.ensure_future(
+                t.call("scheduler", "changes", self._feed_seq, ids, FEED_POLL_S, not self._streams)
+            )
+            reset = asyncio.ensure_future(self._feed_reset.wait())
+            await asyncio.wait({poll, reset}, return_when=asyncio.FIRST_COMPLETED)
+            reset.cancel()
+            if not poll.done():
+                poll.cancel()
+                continue
             try:
-                seq, changes = await t.call(
-                    "scheduler", "changes", self._feed_seq, None, FEED_POLL_S
-                )
+                seq, changes = poll.result()
             except runtime.RuntimeFailure:
                 await asyncio.sleep(1.0)
                 continue
@@ -283,6 +300,7 @@ class AgentInfra:
             if tid not in futs:
                 futs[tid] = loop.create_future()
                 self._waiters.setdefault(tid, []).append(futs[tid])
+        self._feed_reset.set()  # the feed now has to watch these ids too
         current = await self._t().call("scheduler", "get", list(futs))
         for tid, st in current.items():
             if st is None:
@@ -339,6 +357,7 @@ class AgentInfra:
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         entry = (wanted, q)
         self._streams.append(entry)
+        self._feed_reset.set()
         remaining = set(wanted) if wanted else None
         try:
             if wanted and include_completed:

@@ -140,18 +140,24 @@ def _select_changes(
     ]
 
 
-def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
-    return [int(conn.execute(sql, r).lastrowid or 0) for r in rows]
-
-
 _EVENT_SQL = "INSERT INTO events (event_type, resource_id, data, ts) VALUES (?, ?, ?, ?)"
 _CHANGE_SQL = "INSERT INTO changes (stream, key, kind, data, ts) VALUES (?, ?, ?, ?, ?)"
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+    """executemany, then derive the rowids: inside the writer's IMMEDIATE transaction nobody
+    else inserts, so AUTOINCREMENT hands out consecutive ids ending at last_insert_rowid()."""
+    if not rows:
+        return []
+    conn.executemany(sql, rows)
+    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord], now: float) -> list[int]:
     """Insert events inside a caller's write op (``timestamp == 0`` means ``now``)."""
     rows = [(e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(now)) for e in events]
-    return _insert_rows(conn, _EVENT_SQL, rows)
+    return _insert_many(conn, _EVENT_SQL, rows)
 
 
 def insert_changes(
@@ -159,7 +165,7 @@ def insert_changes(
 ) -> list[int]:
     """Insert change rows inside a caller's write op (``ts == 0`` means ``now``)."""
     rows = [(c.stream, c.key, c.kind, _dumps(c.data), c.ts or now) for c in changes]
-    return _insert_rows(conn, _CHANGE_SQL, rows)
+    return _insert_many(conn, _CHANGE_SQL, rows)
 
 
 def _last_change_seq(conn: sqlite3.Connection, stream: str) -> int:
@@ -410,7 +416,7 @@ class StateStore:
         ]
 
         sql = "INSERT INTO events (event_type, resource_id, data, ts) VALUES (?, ?, ?, ?)"
-        return self.submit(partial(_insert_rows, sql=sql, rows=rows))
+        return self.submit(partial(_insert_many, sql=sql, rows=rows))
 
     def events(
         self,
@@ -419,9 +425,12 @@ class StateStore:
         since_ts: int | None = None,
         types: Collection[str] | None = None,
         limit: int = 1000,
+        resource_ids: Collection[str] | None = None,
     ) -> list[EventRecord]:
         """Events with ``seq > after_seq`` (and ``ts >= since_ts``), ascending by seq."""
         if limit <= 0 or (types is not None and not types):
+            return []
+        if resource_ids is not None and not resource_ids:
             return []
         sql = "SELECT seq, event_type, resource_id, data, ts FROM events WHERE seq > ?"
         params: list[Any] = [after_seq]
@@ -431,6 +440,9 @@ class StateStore:
         if types is not None:
             sql += " AND event_type IN (SELECT value FROM json_each(?))"
             params.append(_dumps(list(types)))
+        if resource_ids is not None:
+            sql += " AND resource_id IN (SELECT value FROM json_each(?))"
+            params.append(_dumps(list(resource_ids)))
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
 
@@ -455,7 +467,7 @@ class StateStore:
         ]
 
         sql = "INSERT INTO changes (stream, key, kind, data, ts) VALUES (?, ?, ?, ?, ?)"
-        return self.submit(partial(_insert_rows, sql=sql, rows=rows))
+        return self.submit(partial(_insert_many, sql=sql, rows=rows))
 
     def changes(
         self,

@@ -1,7 +1,10 @@
 """Task rows of the state store: the SQL the scheduler runs, as write ops and read functions.
 
-Every state change writes the task row, an ``events`` row and a ``changes`` row (the scheduler's
-feed) in the same transaction, so an acknowledged change is durable and visible together.
+Every state change writes the task row and an ``events`` row in one transaction. The events
+(``task_submitted``, ``task_started``, ``task_retrying``, ``task_completed``, ``task_failed``,
+``task_cancelled``) are also the scheduler's change feed: their data carries the new status, and
+for a finished task its result, error and timing (the original's ``task_completed`` carried the
+result too). One row per transition keeps the write path short.
 """
 
 from __future__ import annotations
@@ -13,9 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayinfra.scheduling.tasks import TaskSpec
-from rayinfra.store import ChangeRecord, EventRecord, insert_changes, insert_events
+from rayinfra.store import EventRecord, insert_events
 
-STREAM = "scheduler"
+STATUS_OF_EVENT = {
+    "task_submitted": "pending",
+    "task_retrying": "pending",
+    "task_started": "running",
+    "task_completed": "completed",
+    "task_failed": "failed",
+    "task_cancelled": "cancelled",
+}
+TASK_EVENTS = tuple(STATUS_OF_EVENT)
+TERMINAL_EVENTS = ("task_completed", "task_failed", "task_cancelled")
 
 _COLUMNS = (
     "id, identity, class, priority, workflow_id, timeout_s, payload, trusted, status, attempts,"
@@ -114,9 +126,19 @@ def _change_data(row: TaskRow) -> dict[str, Any]:
 
 
 def apply_transitions(
-    conn: sqlite3.Connection, transitions: Sequence[Transition], now: float, *, insert: bool = False
+    conn: sqlite3.Connection,
+    transitions: Sequence[Transition],
+    now: float,
+    *,
+    insert: bool = False,
+    update_rows: bool = True,
 ) -> int:
-    """Write op: upsert rows, append events and feed changes; returns the last change seq."""
+    """Write op: insert or update task rows and append their events; returns the last seq.
+
+    ``update_rows=False`` records only the events: used for ``task_started``, whose row update
+    would buy nothing (a task running when the scheduler died is re-queued either way, and the
+    scheduler answers for its active tasks from memory).
+    """
     if not transitions:
         return 0
     if insert:
@@ -144,7 +166,7 @@ def apply_transitions(
                 for t in transitions
             ],
         )
-    else:
+    elif update_rows:
         conn.executemany(
             "UPDATE tasks SET status=?, attempts=?, result=?, error=?, started_at=?, finished_at=?"
             " WHERE id=?",
@@ -163,29 +185,47 @@ def apply_transitions(
                 for t in transitions
             ],
         )
-    insert_events(
+    seqs = insert_events(
         conn,
         [
             EventRecord(
                 0,
                 t.event_type,
                 t.row.task_id,
-                {"class": t.row.spec.task_class, "priority": t.row.spec.priority, **t.event_data},
+                {
+                    "class": t.row.spec.task_class,
+                    "priority": t.row.spec.priority,
+                    **_change_data(t.row),
+                    **t.event_data,
+                },
                 0,
             )
             for t in transitions
         ],
         now,
     )
-    seqs = insert_changes(
-        conn,
-        [
-            ChangeRecord(0, STREAM, t.row.task_id, "state", _change_data(t.row), 0.0)
-            for t in transitions
-        ],
-        now,
-    )
     return seqs[-1]
+
+
+def change_from_event(event: EventRecord) -> dict[str, Any]:
+    """A task event as a change-feed item: ``{seq, key, kind, data}`` (data has ``status``)."""
+    if event.event_type in STATUS_OF_EVENT:
+        data = dict(event.data)
+        data.setdefault("status", STATUS_OF_EVENT[event.event_type])
+        return {
+            "seq": event.seq,
+            "key": event.resource_id,
+            "kind": "state",
+            "data": data,
+            "ts": event.timestamp,
+        }
+    return {
+        "seq": event.seq,
+        "key": event.resource_id,
+        "kind": "lifecycle",
+        "data": event.data,
+        "ts": event.timestamp,
+    }
 
 
 def load_unfinished(conn: sqlite3.Connection) -> list[TaskRow]:

@@ -14,7 +14,6 @@ import os
 import socket
 import time
 from collections.abc import Collection
-from functools import partial
 from typing import Any, ClassVar
 
 from rayinfra import __version__
@@ -99,26 +98,69 @@ class ControlActor:
         """Events from the shared events table (every producer), ascending by sequence number.
 
         ``since_ts`` (unix seconds, inclusive) is an alternative to ``after_seq``. With
-        ``timeout_s > 0`` this long-polls until an event after ``after_seq`` exists.
+        ``timeout_s > 0`` this long-polls until a matching event after ``after_seq`` exists.
+        The returned seq is the cursor to pass next time (a cursor "from the future", such as
+        ``2**62``, means "from now on" and comes back as the latest seq).
         """
-        type_set = set(types) if types else None
-        query = partial(
-            self.store.events, after_seq=after_seq, since_ts=since_ts, types=type_set, limit=limit
+        seq, rows = await self.poll_events(
+            after_seq, since_ts=since_ts, types=types, limit=limit, timeout_s=timeout_s
         )
-        rows = await asyncio.to_thread(query)
-        if not rows and timeout_s > 0:
-            await self._events().wait_beyond(
-                after_seq,
-                timeout_s,
+        return seq, [_event_dict(e) for e in rows]
+
+    async def poll_events(
+        self,
+        after_seq: int,
+        *,
+        since_ts: int | None = None,
+        types: Collection[str] | None = None,
+        resource_ids: Collection[str] | None = None,
+        limit: int = 1000,
+        timeout_s: float = 0.0,
+    ) -> tuple[int, list[EventRecord]]:
+        """Matching events after ``after_seq``, waiting up to ``timeout_s`` for the first one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        notifier = self._events()
+        type_set = set(types) if types else None
+        id_set = set(resource_ids) if resource_ids is not None else None
+        cursor = max(after_seq, 0)
+        while True:
+            latest, rows = await asyncio.to_thread(
+                self._scan_events, cursor, since_ts, type_set, id_set, limit
+            )
+            notifier.advance(latest)
+            if rows:
+                return rows[-1].seq, rows
+            cursor = latest  # nothing matched up to latest (also pulls a future cursor back)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return cursor, []
+            await notifier.wait_beyond(
+                cursor,
+                remaining,
                 poll_interval_s=EVENT_POLL_INTERVAL_S,
                 poll=lambda: asyncio.to_thread(self.store.last_event_seq),
             )
-            rows = await asyncio.to_thread(query)
-        if rows:
-            last = rows[-1].seq
-        else:  # a cursor from "the future" (e.g. 2**62 to mean "from now on") becomes the latest
-            last = min(max(after_seq, 0), await asyncio.to_thread(self.store.last_event_seq))
-        return last, [_event_dict(e) for e in rows]
+
+    def _scan_events(
+        self,
+        after_seq: int,
+        since_ts: int | None,
+        types: Collection[str] | None,
+        resource_ids: Collection[str] | None,
+        limit: int,
+    ) -> tuple[int, list[EventRecord]]:
+        """(high-water mark, matching rows). The mark is read first, so every event up to it
+        was visible to the query: a caller may skip to it when nothing matched."""
+        latest = self.store.last_event_seq()
+        rows = self.store.events(
+            after_seq=after_seq,
+            since_ts=since_ts,
+            types=types,
+            resource_ids=resource_ids,
+            limit=limit,
+        )
+        return latest, rows
 
     def _events(self) -> SeqNotifier:
         if self._events_notifier is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Collection
@@ -40,6 +41,8 @@ from rayinfra.taskstore import TaskRow, Transition
 log = logging.getLogger(__name__)
 
 RESULT_POLL_S = 10.0
+GIL_SWITCH_INTERVAL_S = 0.0005
+DISPATCH_AFTER_ACK_S = 0.002
 NODE_VIEW_TTL_S = 2.0
 TICK_S = 0.5
 SLURM_CLASS = "gpu_slurm"
@@ -78,6 +81,9 @@ class SchedulerActor(ControlActor):
     NAME = "scheduler"
 
     def __init__(self, config: dict[str, Any]) -> None:
+        # The event loop hands every commit to the store's writer thread and back; with the
+        # default 5 ms GIL switch interval that hand-off, not SQLite, dominates ack latency.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         super().__init__(config)
         cfg = self.config
         self.task_classes = {name for name in cfg.classes}
@@ -184,7 +190,7 @@ class SchedulerActor(ControlActor):
         ]
         new_ids, seq = await self.store.awrite(partial(_insert_new, rows=rows, now=now))
         if seq:
-            self.feed.notify(seq)
+            self._events().advance(seq)
         mono = time.monotonic()
         for row in rows:
             if row.task_id in new_ids:
@@ -194,7 +200,9 @@ class SchedulerActor(ControlActor):
                 )
                 self.metrics.submitted.inc()
         if new_ids:
-            self._wake.set()
+            # Wake the dispatcher only once this reply is on its way: Ray serialises the reply
+            # on its own thread, which needs the GIL that an immediate dispatch would hold.
+            asyncio.get_running_loop().call_later(DISPATCH_AFTER_ACK_S, self._wake.set)
         return [
             {
                 "success": True,
@@ -262,10 +270,33 @@ class SchedulerActor(ControlActor):
         return {"task_id": task_id, "status": state, "cancelled": state == "cancelled"}
 
     async def changes(
-        self, after_seq: int = 0, task_ids: Collection[str] | None = None, timeout_s: float = 30.0
+        self,
+        after_seq: int = 0,
+        task_ids: Collection[str] | None = None,
+        timeout_s: float = 30.0,
+        terminal_only: bool = False,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Long-poll task state changes after ``after_seq`` (optionally for ``task_ids``)."""
-        return await super().changes(after_seq, task_ids, timeout_s)
+        """Long-poll task state changes after ``after_seq``: ``(seq, changes)``.
+
+        Each change is ``{seq, key (task id), kind: "state", data: {status, ...}}``; a finished
+        task's data carries ``result``, ``error``, ``started_at``, ``finished_at``. This
+        actor's own restarts appear as ``kind: "lifecycle"``. The feed is the events table, so a
+        caller resumes from its last ``seq`` across scheduler restarts.
+        """
+        types: tuple[str, ...] = (
+            taskstore.TERMINAL_EVENTS
+            if terminal_only
+            else (*taskstore.TASK_EVENTS, "actor_started")
+        )
+        ids = None if task_ids is None else [*task_ids, self.NAME]
+        seq, rows = await self.poll_events(
+            after_seq, types=types, resource_ids=ids, timeout_s=timeout_s, limit=5000
+        )
+        return seq, [
+            taskstore.change_from_event(e)
+            for e in rows
+            if e.event_type != "actor_started" or e.resource_id == self.NAME
+        ]
 
     async def status(self) -> dict[str, Any]:
         counts = await self.store.aread(taskstore.count_by_status)
@@ -390,10 +421,12 @@ class SchedulerActor(ControlActor):
         self.inflight[cls] += len(batch)
         # ordered behind earlier writes by the single writer; no need to hold the batch for it
         fut = self.store.submit(
-            partial(taskstore.apply_transitions, transitions=transitions, now=now)
+            partial(
+                taskstore.apply_transitions, transitions=transitions, now=now, update_rows=False
+            )
         )
         fut.add_done_callback(
-            partial(_notify_from_thread, asyncio.get_running_loop(), self.feed.notify)
+            partial(_notify_from_thread, asyncio.get_running_loop(), self._events().advance)
         )
         # fire and forget: calls from one caller reach an actor in order, and a dead executor
         # is noticed by its result poller, which fails over everything it held
@@ -539,7 +572,7 @@ class SchedulerActor(ControlActor):
             partial(taskstore.apply_transitions, transitions=transitions, now=now)
         )
         if seq:
-            self.feed.notify(seq)
+            self._events().advance(seq)
         for t in transitions:
             if t.row.status in TERMINAL_STATES:
                 self.active.pop(t.row.task_id, None)

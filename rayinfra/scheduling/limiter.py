@@ -68,8 +68,8 @@ queue_size``.  ``rtt_tolerance = 1.0``: every 0.01 above 1 parks the limit 1% of
 the capacity past the knee, and jitter is handled by points 2 and 4 instead.
 ``queue_size = 0.5`` (constant): the limit dithers between ``N`` and ``N + 1`` (and
 ``N - 1`` during a baseline check); one task or more would keep the loop above the
-knee, where it never sees an uncongested round again.  ``smoothing = 0.2`` and ``long_window = 600`` are
-Gradient2's; ``backoff_ratio = 0.9`` is AIMD's.
+knee, where it never sees an uncongested round again.  ``smoothing = 0.2`` and
+``long_window = 600`` are Gradient2's; ``backoff_ratio = 0.9`` is AIMD's.
 
 Outcomes
 --------
@@ -189,6 +189,9 @@ class LimiterConfig:
     backoff_ratio: float = 0.9
     slow_start: bool = True
     baseline_check: bool = True
+    min_rtt_s: float = 0.001
+    """Latencies below this are treated as this: sub-millisecond differences between trivial
+    tasks are event-loop scheduling noise, not service time, and would read as congestion."""
 
     def __post_init__(self) -> None:
         """Validate; raise ``ValueError`` naming the offending field."""
@@ -210,6 +213,10 @@ class LimiterConfig:
             )
         if self.long_window < 1:
             raise ValueError(f"LimiterConfig.long_window must be >= 1, got {self.long_window}")
+        if not (math.isfinite(self.min_rtt_s) and self.min_rtt_s >= 0.0):
+            raise ValueError(
+                f"LimiterConfig.min_rtt_s must be a finite number >= 0, got {self.min_rtt_s}"
+            )
         if not 0.0 < self.smoothing <= 1.0:
             raise ValueError(f"LimiterConfig.smoothing must be in (0, 1], got {self.smoothing}")
         if not (math.isfinite(self.rtt_tolerance) and self.rtt_tolerance >= 1.0):
@@ -383,7 +390,7 @@ class AdaptiveLimiter:
             self._back_off()
             return self.limit
 
-        rtt = max(latency_s, _MIN_RTT_S)
+        rtt = max(latency_s, self._config.min_rtt_s, _MIN_RTT_S)
         self._observe(rtt)
         if self._check_cap is not None:
             self._check_step(rtt)

@@ -143,12 +143,12 @@ def test_connection_file_round_trip_and_staleness(tmp_path: Path) -> None:
 def test_control_actor_logic_without_ray(tmp_path: Path) -> None:
     """The actor shell is plain Python: restarts, lifecycle feed and events over a real store."""
     cfg = config_to_dict(_cfg(tmp_path, RAYINFRA_STATE_DIR=str(tmp_path / "s")))
-    cls = CONTROL_ACTORS["scheduler"]
+    cls = CONTROL_ACTORS["service_registry"]
 
     async def scenario() -> None:
         a = cls(cfg)
         pong = await a.ping()
-        assert pong["name"] == "scheduler" and pong["restarts"] == 0
+        assert pong["name"] == "service_registry" and pong["restarts"] == 0
         seq, items = await a.changes(0, timeout_s=0)
         assert [i["kind"] for i in items] == ["lifecycle"]
         await a.shutdown()

@@ -452,3 +452,14 @@ def test_initial_limit_above_capacity_is_corrected_by_baseline_checks() -> None:
     start = settles(trace.limits, 2, 6)
     assert start is not None and start <= 900, start  # measured: 220-420 samples
     assert lim.snapshot()["baseline_checks"] >= 1
+
+
+def test_sub_millisecond_latency_jitter_is_not_congestion() -> None:
+    """Trivial tasks (µs) whose latency doubles with concurrency must not collapse the limit."""
+    lim = AdaptiveLimiter(LimiterConfig(initial_limit=8, max_limit=256))
+    for i in range(3000):
+        inflight = lim.limit
+        lim.on_sample(2e-6 * (1 + inflight / 4) * (1 + (i % 7) / 10), inflight)
+    assert lim.limit >= 64
+    with pytest.raises(ValueError, match="min_rtt_s"):
+        LimiterConfig(min_rtt_s=-1.0)

@@ -1,0 +1,198 @@
+"""Scheduler benchmark: rayinfra vs raw Ray no-op tasks, measured in the same run.
+
+    .venv/bin/python bench/bench_scheduler.py [--tasks 20000] [--queued 100000]
+
+Starts a private runtime (own ports and state dir, loopback), then measures:
+- raw Ray: N no-op ``@ray.remote`` tasks, submitted and fetched (tasks/s);
+- rayinfra: N acknowledged no-op tasks through AgentInfra (``submit_tasks`` in batches of 1000,
+  then ``wait_tasks``), i.e. durable (committed) submit, dispatch, execution and result;
+- single-task ack latency p50/p99 (``submit_task`` returns once the task is committed): idle
+  (each submit meets a settled scheduler) and under load (back-to-back submits while another
+  client keeps 500-task batches flowing);
+- scheduler memory (RSS) with 100k tasks queued (a class no node can run, so they stay queued).
+Prints a markdown table; docs/benchmarks.md records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+import ray
+
+from rayinfra import AgentInfra, runtime
+from rayinfra.config import NAMESPACE, load_config
+from tests.conftest import make_runtime_spec
+
+BENCH_TOML = """
+[scheduler]
+unschedulable_timeout_s = 3600
+[classes.parked]
+num_cpus = 0
+label_selector = {"rayinfra.io/role" = "nowhere"}
+"""
+
+
+def raw_ray_noop(n: int) -> float:
+    @ray.remote
+    def noop() -> None:
+        return None
+
+    ray.get([noop.remote() for _ in range(200)])  # warm the workers
+    t0 = time.perf_counter()
+    ray.get([noop.remote() for _ in range(n)])
+    return n / (time.perf_counter() - t0)
+
+
+async def rayinfra_noop(infra: AgentInfra, n: int, batch: int = 1000) -> float:
+    run = uuid.uuid4().hex[:8]
+    warm = [{"task_id": f"w-{run}-{i}", "payload": {"type": "noop"}} for i in range(2000)]
+    await infra.submit_tasks(warm)
+    await infra.wait_tasks([t["task_id"] for t in warm], timeout=300)
+    ids = [f"b-{run}-{i}" for i in range(n)]
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        await infra.submit_tasks(
+            [{"task_id": t, "payload": {"type": "noop"}} for t in ids[i : i + batch]]
+        )
+    done = await infra.wait_tasks(ids, timeout=600)
+    elapsed = time.perf_counter() - t0
+    assert all(d["status"] == "completed" for d in done)
+    return n / elapsed
+
+
+async def ack_latencies(infra: AgentInfra, n: int, settle: bool) -> list[float]:
+    """Time ``submit_task`` (returns once committed). With ``settle`` each task is waited for
+    (untimed) before the next submit, so every submit meets an otherwise idle scheduler."""
+    out = []
+    run = uuid.uuid4().hex[:8]
+    for i in range(n):
+        t0 = time.perf_counter()
+        await infra.submit_task(f"a-{run}-{i}", {"type": "noop"})
+        out.append((time.perf_counter() - t0) * 1000)
+        if settle:
+            await infra.wait_task(f"a-{run}-{i}", timeout=60)
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def background_load(cfg, stop: threading.Event) -> None:
+    async def load() -> None:
+        async with AgentInfra.start(config=cfg) as other:
+            run = uuid.uuid4().hex[:8]
+            n = 0
+            while not stop.is_set():
+                ids = [f"l-{run}-{n + i}" for i in range(500)]
+                await other.submit_tasks([{"task_id": t, "payload": {"type": "noop"}} for t in ids])
+                n += 500
+                await other.wait_tasks(ids, timeout=300)
+
+    asyncio.run(load())
+
+
+def scheduler_rss() -> int:
+    pid = ray.get(ray.get_actor("scheduler", namespace=NAMESPACE).ping.remote())["pid"]
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+async def main(args: argparse.Namespace) -> None:
+    spec = make_runtime_spec("bench", BENCH_TOML)
+    cfg = load_config(env=spec.env()).config
+    runtime.start(cfg)
+    rows: list[tuple[str, str, str]] = []
+    try:
+        raw = raw_ray_noop(args.tasks)
+        async with AgentInfra.start(config=cfg) as infra:
+            ours = await rayinfra_noop(infra, args.tasks)
+            rows.append(("no-op throughput, raw Ray (tasks/s)", f"{raw:,.0f}", "baseline"))
+            rows.append(
+                (
+                    "no-op throughput, rayinfra acknowledged (tasks/s)",
+                    f"{ours:,.0f}",
+                    f"{ours / raw:.1f}x raw Ray",
+                )
+            )
+            idle = await ack_latencies(infra, args.acks, settle=True)
+            rows.append(
+                (
+                    "single-task ack p50 / p99, idle (ms)",
+                    f"{statistics.median(idle):.2f} / {pct(idle, 99):.2f}",
+                    "must p50 <= 3, aim <= 1",
+                )
+            )
+            stop = threading.Event()
+            loader = threading.Thread(target=background_load, args=(cfg, stop), daemon=True)
+            loader.start()
+            time.sleep(2.0)
+            busy = await ack_latencies(infra, args.acks, settle=False)
+            stop.set()
+            loader.join(timeout=120)
+            rows.append(
+                (
+                    "single-task ack p50 / p99, under load (ms)",
+                    f"{statistics.median(busy):.2f} / {pct(busy, 99):.2f}",
+                    "another client submitting 500-task batches",
+                )
+            )
+            rss0 = scheduler_rss()
+            run = uuid.uuid4().hex[:8]
+            t0 = time.perf_counter()
+            for i in range(0, args.queued, 5000):
+                await infra.submit_tasks(
+                    [
+                        {
+                            "task_id": f"q-{run}-{j}",
+                            "payload": {"type": "noop"},
+                            "task_class": "parked",
+                        }
+                        for j in range(i, min(args.queued, i + 5000))
+                    ]
+                )
+            queued_rate = args.queued / (time.perf_counter() - t0)
+            rss1 = scheduler_rss()
+            rows.append(
+                (
+                    f"scheduler RSS with {args.queued:,} queued (MiB)",
+                    f"{rss1 / 2**20:.0f}",
+                    f"{(rss1 - rss0) / args.queued:.0f} B/task over idle {rss0 / 2**20:.0f} MiB",
+                )
+            )
+            rows.append(
+                (
+                    "bulk submit rate into the queue (tasks/s)",
+                    f"{queued_rate:,.0f}",
+                    "batches of 5000, committed",
+                )
+            )
+    finally:
+        runtime.stop(cfg.state.dir, force=True)
+    cpu = psutil.cpu_count()
+    print(
+        f"\n## rayinfra scheduler benchmark ({cpu} CPUs, {time.strftime('%Y-%m-%d')}, ray {ray.__version__})\n"
+    )
+    print("| measure | value | note |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--tasks", type=int, default=20000)
+    p.add_argument("--acks", type=int, default=500)
+    p.add_argument("--queued", type=int, default=100000)
+    asyncio.run(main(p.parse_args()))
