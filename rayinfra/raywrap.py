@@ -216,3 +216,25 @@ def upload_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
 
     env = upload_py_modules_if_needed(dict(runtime_env), include_gitignore=True)
     return dict(upload_working_dir_if_needed(env, include_gitignore=True))
+
+
+class RayMetricsMirror:
+    """Mirror a ``name{k="v"} -> value`` snapshot into ``ray.util.metrics`` gauges, so the
+    Ray dashboard (and its Prometheus endpoint) shows rayinfra's metrics too."""
+
+    def __init__(self) -> None:
+        self._gauges: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def publish(self, snapshot: Mapping[str, float]) -> None:
+        from ray.util.metrics import Gauge
+
+        for key, value in snapshot.items():
+            name, _, rest = key.partition("{")
+            tags = dict(part.split("=", 1) for part in rest.rstrip("}").split(",") if "=" in part)
+            tags = {k: v.strip('"') for k, v in tags.items()}
+            ident = (name, tuple(sorted(tags)))
+            gauge = self._gauges.get(ident)
+            if gauge is None:
+                gauge = Gauge(f"rayinfra_{name}", description=name, tag_keys=ident[1])
+                self._gauges[ident] = gauge
+            gauge.set(value, tags=tags or None)

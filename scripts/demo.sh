@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent), start a local rayinfra runtime on 127.0.0.1 and show it working.
+# Set up (idempotent), start a local rayinfra runtime on 127.0.0.1 and show it working:
+# hardware, status, and one task of each built-in kind with its result.
 # It keeps running afterwards: `.venv/bin/rayinfra stop` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,10 +8,20 @@ source scripts/setup.sh
 rayinfra hardware
 rayinfra start --daemon
 rayinfra status
+for payload in \
+  '{"type": "noop"}' \
+  '{"type": "echo", "hello": "world", "n": [1, 2, 3]}' \
+  '{"type": "sleep", "seconds": 0.5}' \
+  '{"type": "shell", "argv": ["uname", "-sr"]}' \
+  '{"type": "python", "function": "platform:python_version"}'; do
+  echo "::: rayinfra submit --wait '$payload'"
+  rayinfra submit --wait "$payload"
+done
+rayinfra task list
 cat <<TXT
 
 rayinfra is running (dashboard above). Try:
+  .venv/bin/rayinfra submit --wait '{"type": "echo", "x": 1}'
   .venv/bin/rayinfra status --json
-  .venv/bin/rayinfra config show
   .venv/bin/rayinfra stop
 TXT

@@ -41,6 +41,7 @@ from rayinfra.taskstore import TaskRow, Transition
 log = logging.getLogger(__name__)
 
 RESULT_POLL_S = 10.0
+METRICS_PUBLISH_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
 DISPATCH_AFTER_ACK_S = 0.002
 NODE_VIEW_TTL_S = 2.0
@@ -110,6 +111,7 @@ class SchedulerActor(ControlActor):
             {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == SLURM_CLASS}
         )
         self.file_queue = FileQueue(cfg.queue_dir)
+        self._ray_metrics = raywrap.RayMetricsMirror()
         self._wake = asyncio.Event()
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._recover()
@@ -118,6 +120,7 @@ class SchedulerActor(ControlActor):
             loop.create_task(self._dispatch_loop()),
             loop.create_task(self._file_queue_loop()),
             loop.create_task(self._retention_loop()),
+            loop.create_task(self._metrics_loop()),
         ]
 
     # ------------------------------------------------------------------ recovery
@@ -289,14 +292,24 @@ class SchedulerActor(ControlActor):
             else (*taskstore.TASK_EVENTS, "actor_started")
         )
         ids = None if task_ids is None else [*task_ids, self.NAME]
-        seq, rows = await self.poll_events(
-            after_seq, types=types, resource_ids=ids, timeout_s=timeout_s, limit=5000
-        )
-        return seq, [
-            taskstore.change_from_event(e)
-            for e in rows
-            if e.event_type != "actor_started" or e.resource_id == self.NAME
-        ]
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            seq, rows = await self.poll_events(
+                after_seq,
+                types=types,
+                resource_ids=ids,
+                timeout_s=max(0.0, deadline - time.monotonic()),
+                limit=5000,
+            )
+            # other actors' restarts share the event type; they are not this feed's business
+            changes = [
+                taskstore.change_from_event(e)
+                for e in rows
+                if e.event_type != "actor_started" or e.resource_id == self.NAME
+            ]
+            if changes or not rows or time.monotonic() >= deadline:
+                return seq, changes
+            after_seq = seq
 
     async def status(self) -> dict[str, Any]:
         counts = await self.store.aread(taskstore.count_by_status)
@@ -620,6 +633,15 @@ class SchedulerActor(ControlActor):
         for tid, row in rows.items():
             if row.status in TERMINAL_STATES:
                 self.file_queue.finish(tid, row.status_dict(), row.spec)
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_PUBLISH_S)
+            try:
+                self._refresh_metrics()
+                self._ray_metrics.publish(self.metrics.snapshot())
+            except Exception:
+                log.exception("publishing metrics to Ray failed")
 
     async def _retention_loop(self) -> None:
         while True:

@@ -179,3 +179,62 @@ def test_hardware_and_config_commands(runtime_spec: RuntimeSpec, tmp_path: Path)
     }
     assert "ENV_RUNNER_URL" in values["ignored_env"]
     assert os.environ.get("ENV_RUNNER_URL") is None  # the test did not leak its env
+
+
+def test_submit_and_task_commands(runtime_spec: RuntimeSpec) -> None:
+    assert cli(runtime_spec, "start", "--daemon").returncode == 0
+    try:
+        res = cli(
+            runtime_spec, "submit", "--id", "cli-echo", "--wait", '{"type": "echo", "msg": "hi"}'
+        )
+        assert res.returncode == 0, res.stderr
+        st = json.loads(res.stdout)
+        assert st["status"] == "completed" and st["result_payload"] == {"msg": "hi"}
+
+        proc = subprocess.run(
+            [*RAYINFRA, "submit", "--class", "cpu_long", "--priority", "3", "--timeout", "5", "-"],
+            input='{"type": "shell", "argv": ["sh", "-c", "exit 4"]}',
+            env=runtime_spec.env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        tid = proc.stdout.strip()
+        failed = cli(
+            runtime_spec,
+            "submit",
+            "--id",
+            "cli-fail",
+            "--wait",
+            '{"type": "shell", "argv": ["false"]}',
+        )
+        assert failed.returncode == 1 and json.loads(failed.stdout)["status"] == "failed"
+
+        status = cli(runtime_spec, "task", "status", tid)
+        assert status.returncode == 0 and json.loads(status.stdout)["task_id"] == tid
+        listed = cli(runtime_spec, "task", "list", "--json", "--status", "completed")
+        assert listed.returncode == 0
+        assert "cli-echo" in [t["task_id"] for t in json.loads(listed.stdout)]
+        assert cli(runtime_spec, "task", "status", "nope").returncode == 1
+        assert cli(runtime_spec, "task", "cancel", "cli-echo").returncode == 0
+        purge = cli(runtime_spec, "task", "purge", "--older-than", "0")
+        assert purge.returncode == 0 and json.loads(purge.stdout)["tasks"] >= 2
+
+        bad_class = cli(runtime_spec, "submit", "--class", "tpu", '{"type": "noop"}')
+        assert (
+            bad_class.returncode == 2
+            and "task_class" in bad_class.stderr
+            and "cpu_short" in bad_class.stderr
+        )
+        bad_json = cli(runtime_spec, "submit", "{nope")
+        assert bad_json.returncode == 2 and "PAYLOAD" in bad_json.stderr
+        bad_timeout = cli(runtime_spec, "submit", "--timeout", "0", '{"type": "noop"}')
+        assert bad_timeout.returncode == 2 and "timeout_s" in bad_timeout.stderr
+        bad_status = cli(runtime_spec, "task", "list", "--status", "weird")
+        assert bad_status.returncode == 2 and "pending" in bad_status.stderr
+    finally:
+        assert cli(runtime_spec, "stop").returncode == 0
+
+
+def test_task_commands_when_not_running(runtime_spec: RuntimeSpec) -> None:
+    res = cli(runtime_spec, "submit", '{"type": "noop"}')
+    assert res.returncode == 1 and "not running" in res.stderr
+    assert not (runtime_spec.state_dir / "connection.json").exists()  # no runtime was started

@@ -353,7 +353,7 @@ def test_limit_settles_at_the_capacity_knee(rt: Runtime, infra: AgentInfraSync) 
                 batch = [
                     {"task_id": f"knee-{uuid.uuid4().hex[:8]}-{n + i}",
                      "payload": {"type": "python", "function": "rayinfra_test_handlers:knee",
-                                 "args": [{"capacity": capacity, "base_s": 0.02}, None]},
+                                 "args": [{"capacity": capacity, "base_s": 0.1}, None]},
                      "task_class": "knee"}
                     for i in range(40)
                 ]  # fmt: skip
@@ -367,7 +367,7 @@ def test_limit_settles_at_the_capacity_knee(rt: Runtime, infra: AgentInfraSync) 
     thread.start()
     limits = []
     try:
-        time.sleep(12)  # warm-up
+        time.sleep(20)  # warm-up: slow start, then the baseline checks settle it
         for _ in range(40):
             m = infra.get_metrics()
             limits.append(m['orchestrator_concurrency_limit{class="knee"}'])
@@ -378,3 +378,29 @@ def test_limit_settles_at_the_capacity_knee(rt: Runtime, infra: AgentInfraSync) 
     assert all(capacity - 2 <= lim <= capacity + 2 for lim in limits), limits
     done = infra.wait_tasks(submitted[-40:], timeout=120)
     assert max(d["result_payload"]["concurrency"] for d in done) <= capacity + 2
+
+
+def test_metrics_reach_the_ray_dashboard(rt: Runtime, infra: AgentInfraSync) -> None:
+    """ray.util.metrics mirrors: Ray's Prometheus endpoint serves rayinfra's gauges."""
+    import urllib.request
+
+    tid = uid("m")
+    infra.submit_task(tid, {"type": "noop"})
+    infra.wait_task(tid, timeout=30)
+    url = f"http://127.0.0.1:{rt.spec.ports['metrics_export_port']}/metrics"
+    deadline = time.monotonic() + 60
+    found: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+        for line in body.splitlines():
+            if line.startswith("ray_rayinfra_queue_tasks_completed_total{"):
+                found["completed"] = float(line.rsplit(" ", 1)[1])
+            if (
+                line.startswith("ray_rayinfra_orchestrator_concurrency_limit{")
+                and 'class="cpu_short"' in line
+            ):
+                found["limit"] = float(line.rsplit(" ", 1)[1])
+        if found.get("completed", 0) >= 1 and "limit" in found:
+            break
+        time.sleep(1)
+    assert found.get("completed", 0) >= 1 and found.get("limit", 0) >= 1, found
