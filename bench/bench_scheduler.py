@@ -81,6 +81,7 @@ async def ack_latencies(infra: AgentInfra, n: int, settle: bool) -> list[float]:
         out.append((time.perf_counter() - t0) * 1000)
         if settle:
             await infra.wait_task(f"a-{run}-{i}", timeout=60)
+            await asyncio.sleep(0.01)  # let the finished task's bookkeeping drain
     return out
 
 

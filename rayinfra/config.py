@@ -211,6 +211,16 @@ class ClassConfig(_Section):
     max_limit: int = Field(default=64, ge=1)
     initial_limit: int = Field(default=4, ge=1)
     executors: int = Field(default=1, ge=0)
+    slots_per_executor: int | None = Field(default=None, ge=1)
+    """Tasks one executor runs at once. Unset: unbounded for CPU-only classes (the adaptive
+    limit governs), 1 for classes that reserve GPUs or custom resources, whose executors then
+    scale out (one per free unit that Ray reports) up to ``max_limit`` tasks."""
+
+    @property
+    def slots(self) -> int | None:
+        if self.slots_per_executor is not None:
+            return self.slots_per_executor
+        return 1 if (self.num_gpus > 0 or self.resources) else None
 
     @model_validator(mode="after")
     def _bounds(self) -> ClassConfig:

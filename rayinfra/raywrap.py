@@ -238,3 +238,10 @@ class RayMetricsMirror:
                 gauge = Gauge(f"rayinfra_{name}", description=name, tag_keys=ident[1])
                 self._gauges[ident] = gauge
             gauge.set(value, tags=tags or None)
+
+
+def available_resources() -> dict[str, float]:
+    """What Ray reports free right now, cluster-wide (a GCS call: run it off the loop)."""
+    import ray
+
+    return {k: float(v) for k, v in ray.available_resources().items()}

@@ -106,6 +106,21 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _retry_locked(fn: Callable[[], T], timeout_s: float = BUSY_TIMEOUT_S) -> T:
+    """Run ``fn``, retrying while SQLite says the database is locked/busy, up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            text = str(e).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
@@ -212,8 +227,10 @@ class StateStore:
 
         self._wconn = self._connect()
         try:
-            self._wconn.execute("PRAGMA journal_mode = WAL")
-            self._schema_version = self._migrate(migs)
+            # Switching a fresh file to WAL may report "locked" at once, without the busy
+            # handler, while another process does the same; so may reading its schema version.
+            _retry_locked(lambda: self._wconn.execute("PRAGMA journal_mode = WAL").fetchone())
+            self._schema_version = _retry_locked(lambda: self._migrate(migs))
         except BaseException:
             self._wconn.close()
             raise

@@ -79,7 +79,9 @@ class RuntimeSpec:
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def make_runtime_spec(prefix: str = "ri", extra_toml: str = "") -> RuntimeSpec:
+def make_runtime_spec(
+    prefix: str = "ri", extra_toml: str = "", ray_lines: tuple[str, ...] = ()
+) -> RuntimeSpec:
     # short path: Ray's unix sockets live under the temp dir and have a ~107 byte limit
     root = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
     ports = {k: free_port() for k in RAY_PORT_KEYS}
@@ -92,6 +94,7 @@ def make_runtime_spec(prefix: str = "ri", extra_toml: str = "") -> RuntimeSpec:
         f'temp_dir = "{root / "ray"}"',
         "num_cpus = 8",  # logical: executors of several classes hold CPUs on a 2-core machine
         "drain_timeout_s = 1",
+        *ray_lines,
         "[state]",
         f'dir = "{state_dir}"',
     ]

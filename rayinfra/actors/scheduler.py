@@ -41,6 +41,7 @@ from rayinfra.taskstore import TaskRow, Transition
 log = logging.getLogger(__name__)
 
 RESULT_POLL_S = 10.0
+IDLE_EXECUTOR_S = 60.0  # a scaled-out executor idle this long gives its resources back
 METRICS_PUBLISH_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
 DISPATCH_AFTER_ACK_S = 0.002
@@ -68,6 +69,7 @@ class _Executor:
     ready: asyncio.Future[bool]
     tasks: set[str] = field(default_factory=set)
     poller: asyncio.Task[None] | None = None
+    busy_at: float = field(default_factory=time.monotonic)  # last time it had work
 
 
 @dataclass
@@ -401,11 +403,19 @@ class SchedulerActor(ControlActor):
         if not executors:
             return
         limiter = self.limiters[cls]
+        slots = klass.slots
         batch_size = self.config.scheduler.batch_size
-        while queue and (room := limiter.available(self.inflight[cls])) > 0:
-            now = time.monotonic()
-            picked = queue.pop_batch(min(room, batch_size), now)
+        while queue:
+            room = limiter.available(self.inflight[cls])
+            if slots is not None:  # bounded by the executors Ray could place
+                room = min(room, sum(max(0, slots - len(e.tasks)) for e in executors))
+            if room <= 0:
+                break
             target = min(executors, key=lambda e: len(e.tasks))
+            take = min(room, batch_size)
+            if slots is not None:
+                take = min(take, slots - len(target.tasks))
+            picked = queue.pop_batch(take, time.monotonic())
             await self._send(cls, target, [self.active[tid] for tid, _ in picked])
 
     async def _send(self, cls: str, target: _Executor, batch: list[_Active]) -> None:
@@ -420,6 +430,7 @@ class SchedulerActor(ControlActor):
             row.started_at = now
             act.executor = target
             target.tasks.add(row.task_id)
+            target.busy_at = mono
             self.metrics.on_dispatch(cls, mono - act.queued_at, now)
             timeout = row.spec.timeout_s or self.config.classes[cls].timeout_s
             items.append(
@@ -448,7 +459,20 @@ class SchedulerActor(ControlActor):
     async def _ready_executors(self, cls: str) -> list[_Executor]:
         klass = self.config.classes[cls]
         pool = self.executors[cls]
-        while len(pool) < max(1, klass.executors):
+        target = max(1, klass.executors)
+        if klass.slots is not None and all(e.ready.done() for e in pool):
+            request = class_logic.resource_request(klass)
+            free = await asyncio.to_thread(raywrap.available_resources) if pool else {}
+            target = class_logic.executor_target(
+                klass.slots,
+                klass.executors,
+                klass.max_limit,
+                len(pool),
+                len(self.queues[cls]),
+                self.inflight[cls],
+                class_logic.can_fit(request, free) if pool else True,
+            )
+        while len(pool) < target:
             self._executor_counter += 1
             self.store.kv_put("scheduler", "executor_counter", self._executor_counter)
             options = class_logic.executor_options(cls, klass, self._executor_counter, NAMESPACE)
@@ -460,13 +484,16 @@ class SchedulerActor(ControlActor):
                         )
                     options["runtime_env"] = self._runtime_envs[cls]
                 handle = raywrap.create_actor(
-                    ExecutorActor, options, [cls, self._config_dict(), klass.max_limit]
+                    ExecutorActor,
+                    options,
+                    [cls, self._config_dict(), klass.slots or klass.max_limit],
                 )
             except Exception as e:  # noqa: BLE001 - bad class options fail that class's tasks
                 self.class_errors[cls] = f"executor for class {cls!r} cannot be created: {e}"
                 self._wake.set()
                 return []
             ex = _Executor(options["name"], handle, asyncio.get_running_loop().create_future())
+            ex.busy_at = time.monotonic()
             pool.append(ex)
             ex.poller = asyncio.create_task(self._poll_executor(cls, ex))
         return [e for e in pool if e.ready.done() and e.ready.result()]
@@ -482,6 +509,7 @@ class SchedulerActor(ControlActor):
             while True:
                 results = await ex.handle.take_results.remote(RESULT_POLL_S)
                 if results:
+                    ex.busy_at = time.monotonic()
                     await self._on_results(cls, ex, results)
         except raywrap.actor_errors() as e:
             if not ex.ready.done():
@@ -638,10 +666,25 @@ class SchedulerActor(ControlActor):
         while True:
             await asyncio.sleep(METRICS_PUBLISH_S)
             try:
+                self._retire_idle_executors()
                 self._refresh_metrics()
                 self._ray_metrics.publish(self.metrics.snapshot())
             except Exception:
                 log.exception("publishing metrics to Ray failed")
+
+    def _retire_idle_executors(self) -> None:
+        """Give back what scaled-out executors hold once they have been idle a while."""
+        now = time.monotonic()
+        for cls, pool in self.executors.items():
+            floor = max(1, self.config.classes[cls].executors)
+            for ex in list(pool):
+                if len(pool) <= floor:
+                    break
+                if ex.ready.done() and not ex.tasks and now - ex.busy_at > IDLE_EXECUTOR_S:
+                    pool.remove(ex)
+                    if ex.poller is not None:
+                        ex.poller.cancel()
+                    raywrap.kill_actor(ex.handle)
 
     async def _retention_loop(self) -> None:
         while True:

@@ -117,3 +117,33 @@ def unsatisfiable_reason(
         + "; ".join(problems)
         + f" ({len(alive)} alive node{'s' if len(alive) != 1 else ''})"
     )
+
+
+def can_fit(request: Mapping[str, float], available: Mapping[str, float]) -> bool:
+    """Whether Ray's free resources hold one more executor's ``request``."""
+    return all(available.get(k, 0.0) + 1e-9 >= v for k, v in request.items())
+
+
+def executor_target(
+    slots: int | None,
+    min_executors: int,
+    max_limit: int,
+    current: int,
+    backlog: int,
+    inflight: int,
+    free_fits: bool,
+) -> int:
+    """How many executors a class should have (pure).
+
+    Unbounded slots: ``min_executors`` (at least 1). With slots: one more than now when there
+    is work beyond the current capacity, Ray has room for another executor, and the class is
+    below ``ceil(max_limit / slots)`` executors; never fewer than ``min_executors``.
+    """
+    floor = max(1, min_executors)
+    if slots is None:
+        return floor
+    ceiling = max(floor, -(-max_limit // slots))
+    capacity = current * slots
+    if backlog > 0 and inflight + backlog > capacity and free_fits and current < ceiling:
+        return current + 1
+    return max(floor, current)

@@ -28,6 +28,11 @@ num_cpus = 0.5
 max_limit = 16
 runtime_env = {{py_modules = ["{FIXTURES / "shipped" / "rayinfra_shipped"}"], env_vars = {{PYTHONPATH = "{FIXTURES / "handlers"}"}}}}
 
+[classes.widget]
+num_cpus = 0
+resources = {{widget = 1}}
+max_limit = 8
+
 [classes.knee]
 num_cpus = 0.5
 min_limit = 1
@@ -50,7 +55,7 @@ def rt() -> Iterator[Runtime]:
 
     This test process is connected to it as a Ray driver.
     """
-    spec = make_runtime_spec("ris", SESSION_TOML)
+    spec = make_runtime_spec("ris", SESSION_TOML, ray_lines=("resources = {widget = 2}",))
     config = load_config(env=spec.env()).config
     report = runtime.start(config)
     assert report.launched_head

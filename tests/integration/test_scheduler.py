@@ -404,3 +404,34 @@ def test_metrics_reach_the_ray_dashboard(rt: Runtime, infra: AgentInfraSync) -> 
             break
         time.sleep(1)
     assert found.get("completed", 0) >= 1 and found.get("limit", 0) >= 1, found
+
+
+def test_resource_bound_class_scales_to_what_ray_has_free(
+    rt: Runtime, infra: AgentInfraSync
+) -> None:
+    """Class `widget` needs resource widget=1 per executor slot; the head has widget=2. Its
+    limit could reach 8, but concurrency is bounded by what Ray reports free: 2 executors."""
+    ids = [uid("w") for _ in range(6)]
+    infra.submit_tasks(
+        [
+            {"task_id": t, "payload": {"type": "sleep", "seconds": 0.6}, "task_class": "widget"}
+            for t in ids
+        ]
+    )
+    done = infra.wait_tasks(ids, timeout=120)
+    assert [d["status"] for d in done] == ["completed"] * 6
+    st = ray.get(ray.get_actor("scheduler", namespace=NAMESPACE).status.remote())["classes"][
+        "widget"
+    ]
+    assert len(st["executors"]) == 2
+    _, events = ray.get(
+        ray.get_actor("scheduler", namespace=NAMESPACE).events.remote(
+            0, None, ["task_started", "task_completed"], 100000
+        )
+    )
+    running, peak = 0, 0
+    for e in events:
+        if e["resource_id"] in ids:
+            running += 1 if e["event_type"] == "task_started" else -1
+            peak = max(peak, running)
+    assert peak == 2, peak

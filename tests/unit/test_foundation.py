@@ -169,3 +169,19 @@ def test_control_actor_logic_without_ray(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert issubclass(cls, ControlActor)
+
+
+def test_executor_scaling_rule() -> None:
+    from rayinfra.scheduling.classes import can_fit, executor_target
+
+    # CPU-only classes: a fixed pool; the adaptive limit does the rest
+    assert executor_target(None, 1, 256, 1, 10_000, 50, True) == 1
+    # slot-bound classes grow one executor at a time while work exceeds capacity and Ray has room
+    assert executor_target(1, 1, 8, 1, 5, 1, True) == 2
+    assert executor_target(1, 1, 8, 2, 5, 2, False) == 2  # Ray has nothing free
+    assert executor_target(1, 1, 8, 8, 5, 8, True) == 8  # max_limit / slots reached
+    assert executor_target(1, 1, 8, 2, 0, 2, True) == 2  # no backlog
+    assert executor_target(2, 1, 8, 1, 1, 1, True) == 1  # capacity 2 covers 1 running + 1 queued
+    assert can_fit({"GPU": 1.0}, {"GPU": 1.0, "CPU": 2.0}) and not can_fit(
+        {"GPU": 1.0}, {"CPU": 2.0}
+    )
