@@ -614,6 +614,7 @@ class SchedulerActor(ControlActor):
         )
         if seq:
             self._events().advance(seq)
+        filed = []
         for t in transitions:
             if t.row.status in TERMINAL_STATES:
                 self.active.pop(t.row.task_id, None)
@@ -621,10 +622,16 @@ class SchedulerActor(ControlActor):
                     if not w.done():
                         w.set_result(None)
                 if t.row.source == "file":
-                    self.file_queue.finish(t.row.task_id, t.row.status_dict(), t.row.spec)
+                    filed.append((t.row.task_id, t.row.status_dict(), t.row.spec))
+        if filed:  # file I/O stays off the event loop
+            await asyncio.to_thread(self._file_finished, filed)
         for act, backoff in requeue:
             asyncio.get_running_loop().call_later(backoff, self._requeue, act)
         self._wake.set()
+
+    def _file_finished(self, filed: list[tuple[str, dict[str, Any], TaskSpec]]) -> None:
+        for task_id, status, spec in filed:
+            self.file_queue.finish(task_id, status, spec)
 
     def _requeue(self, act: _Active) -> None:
         row = act.row

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -27,18 +29,27 @@ from rayinfra.scheduling.tasks import TASK_STATES, InvalidArgument
 app = typer.Typer(help="Inspect and control tasks.", no_args_is_help=True)
 
 
-def _client(config: Path | None, state_dir: Path | None) -> AgentInfraSync:
-    loaded = load(config, state_dir)
-    cfg = loaded.config.model_copy(deep=True)
+@contextlib.contextmanager
+def _session(config: Path | None, state_dir: Path | None) -> Iterator[AgentInfraSync]:
+    """A connected client (never starting a runtime); errors become exit codes; always closed."""
+    cfg = load(config, state_dir).config.model_copy(deep=True)
     cfg.client.skip_start = True  # the CLI never starts a runtime as a side effect
     try:
-        return AgentInfraSync(config=cfg).start()
+        infra = AgentInfraSync(config=cfg).start()
     except RuntimeFailure as e:
         fail(str(e), EXIT_FAILURE)
-
-
-def _bad(e: InvalidArgument) -> NoReturn:
-    fail(str(e), EXIT_USAGE)
+    try:
+        yield infra
+    except typer.Exit:
+        raise
+    except InvalidArgument as e:
+        fail(str(e), EXIT_USAGE)
+    except TaskNotFound as e:
+        fail(str(e), EXIT_FAILURE)
+    except RuntimeError as e:
+        fail(str(e), EXIT_FAILURE)
+    finally:
+        infra.stop()
 
 
 def submit(
@@ -75,8 +86,7 @@ def submit(
         fail(f"PAYLOAD: not valid JSON: {e}", EXIT_USAGE)
     if not isinstance(body, dict):
         fail("PAYLOAD: must be a JSON object", EXIT_USAGE)
-    infra = _client(config, state_dir)
-    try:
+    with _session(config, state_dir) as infra:
         res = infra.submit_task(
             task_id=task_id,
             payload=body,
@@ -89,14 +99,8 @@ def submit(
             return
         st = infra.wait_task(res["task_id"])
         print_json(st)
-        if st["status"] != "completed":
-            raise typer.Exit(EXIT_FAILURE)
-    except InvalidArgument as e:
-        _bad(e)
-    except RuntimeError as e:
-        fail(str(e), EXIT_FAILURE)
-    finally:
-        infra.stop()
+    if st["status"] != "completed":
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @app.command("status")
@@ -106,13 +110,8 @@ def status(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Print a task's status as JSON (exit 1 if unknown)."""
-    infra = _client(config, state_dir)
-    try:
+    with _session(config, state_dir) as infra:
         print_json(infra.get_task_status(task_id))
-    except TaskNotFound as e:
-        fail(str(e), EXIT_FAILURE)
-    finally:
-        infra.stop()
 
 
 @app.command("cancel")
@@ -122,13 +121,8 @@ def cancel(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Cancel a pending or running task (a shell task's whole process group is killed)."""
-    infra = _client(config, state_dir)
-    try:
+    with _session(config, state_dir) as infra:
         print_json(infra.cancel_task(task_id))
-    except TaskNotFound as e:
-        fail(str(e), EXIT_FAILURE)
-    finally:
-        infra.stop()
 
 
 def _check_status(value: str | None) -> str | None:
@@ -152,11 +146,8 @@ def list_(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """List the newest tasks."""
-    infra = _client(config, state_dir)
-    try:
+    with _session(config, state_dir) as infra:
         rows: list[dict[str, Any]] = infra.list_tasks(state, task_class, limit)
-    finally:
-        infra.stop()
     if as_json:
         print_json(rows)
         return
@@ -181,8 +172,5 @@ def purge(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Delete finished tasks and events older than the retention period."""
-    infra = _client(config, state_dir)
-    try:
+    with _session(config, state_dir) as infra:
         print_json(infra.purge_tasks(older_than))
-    finally:
-        infra.stop()

@@ -340,7 +340,6 @@ def test_limit_settles_at_the_capacity_knee(rt: Runtime, infra: AgentInfraSync) 
     """A handler whose latency rises past N=8 concurrent calls: the live limit settles near 8."""
     capacity = 8
     sched = ray.get_actor("scheduler", namespace=NAMESPACE)
-    payload = {"type": "python", "function": "rayinfra_test_handlers:knee", "kwargs": {}}
     stop = threading.Event()
     submitted: list[str] = []
 
@@ -362,7 +361,6 @@ def test_limit_settles_at_the_capacity_knee(rt: Runtime, infra: AgentInfraSync) 
                 submitted.extend(t["task_id"] for t in batch)
             time.sleep(0.05)
 
-    del payload
     thread = threading.Thread(target=feeder, daemon=True)
     thread.start()
     limits = []
