@@ -41,6 +41,7 @@ from rayinfra.taskstore import TaskRow, Transition
 log = logging.getLogger(__name__)
 
 RESULT_POLL_S = 10.0
+LOST_EXECUTOR_ATTEMPTS = 3
 IDLE_EXECUTOR_S = 60.0  # a scaled-out executor idle this long gives its resources back
 METRICS_PUBLISH_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -116,6 +117,7 @@ class SchedulerActor(ControlActor):
         self._ray_metrics = raywrap.RayMetricsMirror()
         self._wake = asyncio.Event()
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._orphans: list[_Active] = []
         self._recover()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -132,14 +134,12 @@ class SchedulerActor(ControlActor):
             # running when we died: run again (at-least-once); pending: queue again
             row.status = "pending"
             self.active[row.task_id] = _Active(row=row, queued_at=now)
-            self.queues[self._queue_class(row.spec.task_class)].push(
-                row.task_id, row.spec.priority, row.task_id, now
-            )
+            if row.spec.task_class not in self.queues:  # its class left the config
+                self._orphans.append(self.active[row.task_id])
+                continue
+            self.queues[row.spec.task_class].push(row.task_id, row.spec.priority, row.task_id, now)
         if self.active:
             log.info("scheduler recovered %d unfinished tasks", len(self.active))
-
-    def _queue_class(self, name: str) -> str:
-        return name if name in self.queues else CLASS_ALIASES.get(name, name)
 
     # ------------------------------------------------------------------ submit
     async def submit(
@@ -357,6 +357,20 @@ class SchedulerActor(ControlActor):
 
     # ------------------------------------------------------------------ dispatch
     async def _dispatch_loop(self) -> None:
+        if self._orphans:
+            orphans, self._orphans = self._orphans, []
+            await self._finish(
+                [
+                    (
+                        a,
+                        "failed",
+                        None,
+                        f"task class {a.row.spec.task_class!r} is no longer configured",
+                        INVALID,
+                    )
+                    for a in orphans
+                ]
+            )
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
@@ -573,14 +587,20 @@ class SchedulerActor(ControlActor):
                 act.executor = None
                 if reason == "resource":
                     self.limiters[cls].on_sample(0.0, self.inflight[cls], Outcome.RESOURCE)
-            klass = self.config.classes[cls]
+            klass = self.config.classes.get(cls)  # None: the class left the config
+            max_attempts = klass.max_attempts if klass is not None else 1
+            # at-least-once: a task whose executor died runs again (within a small budget, so
+            # a task that kills its worker every time still ends), on top of the class's policy
+            budget = (
+                max(max_attempts, LOST_EXECUTOR_ATTEMPTS) if reason == "resource" else max_attempts
+            )
             retryable = (
                 status == "failed"
-                and reason not in (INVALID, "unschedulable")
+                and reason not in (INVALID, "unschedulable", "executor")
                 and not act.cancel_requested
-                and row.attempts < klass.max_attempts
+                and row.attempts < budget
             )
-            if retryable:
+            if retryable and klass is not None:
                 backoff = min(
                     klass.retry_backoff_max_s, klass.retry_backoff_s * 2 ** (row.attempts - 1)
                 )

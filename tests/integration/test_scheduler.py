@@ -433,3 +433,19 @@ def test_resource_bound_class_scales_to_what_ray_has_free(
             running += 1 if e["event_type"] == "task_started" else -1
             peak = max(peak, running)
     assert peak == 2, peak
+
+
+def test_a_task_whose_executor_dies_runs_again(infra: AgentInfraSync) -> None:
+    """At-least-once: killing the executor mid-task re-queues the task; it completes later."""
+    sched = ray.get_actor("scheduler", namespace=NAMESPACE)
+    tid = uid("lost")
+    infra.submit_task(tid, {"type": "sleep", "seconds": 3.0}, task_class="cpu_long")
+    deadline = time.monotonic() + 30
+    while infra.get_task_status(tid)["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (name,) = ray.get(sched.status.remote())["classes"]["cpu_long"]["executors"]
+    ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+    st = infra.wait_task(tid, timeout=90)
+    assert st["status"] == "completed" and st["attempts"] == 2, st
+    new = ray.get(sched.status.remote())["classes"]["cpu_long"]["executors"]
+    assert new and new != [name]  # a fresh executor took over
