@@ -236,6 +236,18 @@ def load_unfinished(conn: sqlite3.Connection) -> list[TaskRow]:
     return [_row(r) for r in rows]
 
 
+def identities(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
+    """``id -> identity`` of the given ids that exist (the submit path's duplicate check)."""
+    if len(ids) == 1:
+        rows = conn.execute("SELECT id, identity FROM tasks WHERE id = ?", (ids[0],)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT id, identity FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
 def get_tasks(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, TaskRow]:
     if not ids:
         return {}

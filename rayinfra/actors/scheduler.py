@@ -724,10 +724,10 @@ class SchedulerActor(ControlActor):
 
 def _insert_new(conn: Any, rows: list[TaskRow], now: float) -> tuple[set[str], int]:
     """Write op: insert tasks whose id is new; same id + same identity is an idempotent repeat."""
-    existing = taskstore.get_tasks(conn, [r.task_id for r in rows])
+    existing = taskstore.identities(conn, [r.task_id for r in rows])
     for r in rows:
         old = existing.get(r.task_id)
-        if old is not None and old.identity != r.identity:
+        if old is not None and old != r.identity:
             raise TaskConflict(
                 "task_id",
                 f"{r.task_id!r} already exists with a different class, payload, priority, "
