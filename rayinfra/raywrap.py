@@ -245,3 +245,25 @@ def available_resources() -> dict[str, float]:
     import ray
 
     return {k: float(v) for k, v in ray.available_resources().items()}
+
+
+def submit_function(fn: Any, args: Sequence[Any], runtime_env: dict[str, Any]) -> Any:
+    """Run ``fn(*args)`` as a Ray task in ``runtime_env`` (no CPU reserved: the calling executor
+    already holds its class's resources); returns the ObjectRef."""
+    import ray
+
+    return ray.remote(fn).options(num_cpus=0, max_retries=0, runtime_env=runtime_env).remote(*args)
+
+
+def cancel(ref: Any, force: bool = False) -> None:
+    import ray
+
+    ray.cancel(ref, force=force)
+
+
+def unwrap_task_error(e: BaseException) -> BaseException:
+    """The exception a Ray task raised, if ``e`` wraps one."""
+    import ray.exceptions as rex
+
+    cause = getattr(e, "cause", None) if isinstance(e, rex.RayTaskError) else None
+    return cause if isinstance(cause, BaseException) else e

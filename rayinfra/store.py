@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: int = 2
+SCHEMA_VERSION: int = 3
 BUSY_TIMEOUT_S = 10.0
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SAVEPOINT = "rayinfra_op"
@@ -98,7 +98,12 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migrate_v1, 2: _migrate_v2}
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Per-task Ray runtime_env (JSON), NULL for tasks without one."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN runtime_env TEXT")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}
 """version -> function bringing the database from ``version - 1`` to ``version``."""
 
 

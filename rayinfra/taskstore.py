@@ -31,7 +31,7 @@ TERMINAL_EVENTS = ("task_completed", "task_failed", "task_cancelled")
 
 _COLUMNS = (
     "id, identity, class, priority, workflow_id, timeout_s, payload, trusted, status, attempts,"
-    " result, error, submitted_at, started_at, finished_at, source"
+    " result, error, submitted_at, started_at, finished_at, source, runtime_env"
 )
 
 
@@ -89,7 +89,7 @@ class Transition:
 
 def _row(r: Sequence[Any]) -> TaskRow:
     (tid, identity, cls, prio, wf, timeout_s, payload, trusted, status, attempts, result, error,
-     sub, started, finished, source) = r  # fmt: skip
+     sub, started, finished, source, runtime_env) = r  # fmt: skip
     spec = TaskSpec(
         task_id=tid,
         task_class=cls,
@@ -97,6 +97,7 @@ def _row(r: Sequence[Any]) -> TaskRow:
         priority=int(prio),
         workflow_id=wf,
         timeout_s=timeout_s,
+        runtime_env=json.loads(runtime_env) if runtime_env else None,
     )
     return TaskRow(
         spec=spec,
@@ -143,7 +144,7 @@ def apply_transitions(
         return 0
     if insert:
         conn.executemany(
-            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     t.row.task_id,
@@ -162,6 +163,7 @@ def apply_transitions(
                     None,
                     None,
                     t.row.source,
+                    json.dumps(t.row.spec.runtime_env) if t.row.spec.runtime_env else None,
                 )
                 for t in transitions
             ],

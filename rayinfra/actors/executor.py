@@ -61,6 +61,7 @@ class ExecutorActor:
         self.results: list[dict[str, Any]] = []
         self.results_ready = asyncio.Event()
         self.pid = os.getpid()
+        self._envs: dict[str, dict[str, Any]] = {}  # task runtime_env -> uploaded form
 
     async def ping(self) -> dict[str, Any]:
         return {"task_class": self.task_class, "pid": self.pid, "running": len(self.running)}
@@ -80,17 +81,22 @@ class ExecutorActor:
                 deadline=time.monotonic() + timeout if timeout else None,
                 output_dir=self.output_dir,
             )
-            task = asyncio.create_task(self._run(ctx, item["payload"]))
+            task = asyncio.create_task(self._run(ctx, item["payload"], item.get("runtime_env")))
             self.running[tid] = (ctx, task)
         return len(self.running)
 
-    async def _run(self, ctx: TaskContext, payload: dict[str, Any]) -> None:
+    async def _run(
+        self, ctx: TaskContext, payload: dict[str, Any], runtime_env: dict[str, Any] | None
+    ) -> None:
         started = time.time()
         t0 = time.monotonic()
         result: Any = None
         error = ""
         try:
-            value = await self._call(ctx, payload)
+            if runtime_env:
+                value = await self._call_in_env(ctx, payload, runtime_env)
+            else:
+                value = await self._call(ctx, payload)
             json.dumps(value)  # a non-JSON return fails the task here, not in the scheduler
             status, outcome, result = "completed", SUCCESS, value
         except TaskCancelled:
@@ -141,6 +147,53 @@ class ExecutorActor:
         except asyncio.CancelledError:
             ctx.cancel_event.set()  # the thread sees it; we report cancelled
             raise TaskCancelled() from None
+
+    async def _call_in_env(
+        self, ctx: TaskContext, payload: dict[str, Any], runtime_env: dict[str, Any]
+    ) -> Any:
+        """A task with its own runtime_env runs as a Ray task in that environment; cancel and
+        deadline are forwarded as ``ray.cancel`` (which a shell handler turns into killing its
+        process group)."""
+        from rayinfra import raywrap
+        from rayinfra.handlers.remote import run_handler
+
+        key = json.dumps(runtime_env, sort_keys=True)
+        env = self._envs.get(key)
+        if env is None:
+            env = await asyncio.to_thread(raywrap.upload_runtime_env, runtime_env)
+            self._envs[key] = env
+        remaining = ctx.remaining()
+        ref = raywrap.submit_function(
+            run_handler,
+            [
+                dict(self.config.handlers),
+                payload,
+                ctx.task_id,
+                ctx.task_class,
+                ctx.attempt,
+                ctx.timeout_s,
+                remaining,
+            ],
+            env,
+        )
+        fut = asyncio.ensure_future(ref)
+        try:
+            while True:
+                done, _ = await asyncio.wait({fut}, timeout=0.1)
+                if done:
+                    try:
+                        return fut.result()
+                    except Exception as e:  # noqa: BLE001 - re-raised as the task's own error
+                        raise raywrap.unwrap_task_error(e) from None
+                if ctx.cancelled():
+                    raise TaskCancelled()
+                left = ctx.remaining()
+                if left is not None and left < -TIMEOUT_GRACE_S:
+                    raise TimeoutError(f"timed out after {ctx.timeout_s:g}s")
+        except BaseException:
+            if not fut.done():
+                raywrap.cancel(ref)
+            raise
 
     async def take_results(self, timeout_s: float) -> list[dict[str, Any]]:
         """Results finished since the last call; waits up to ``timeout_s`` for the first one."""

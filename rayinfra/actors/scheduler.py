@@ -447,14 +447,17 @@ class SchedulerActor(ControlActor):
             target.busy_at = mono
             self.metrics.on_dispatch(cls, mono - act.queued_at, now)
             timeout = row.spec.timeout_s or self.config.classes[cls].timeout_s
-            items.append(
-                {
-                    "task_id": row.task_id,
-                    "payload": row.spec.payload,
-                    "timeout_s": timeout,
-                    "attempt": row.attempts,
-                }
-            )
+            item = {
+                "task_id": row.task_id,
+                "payload": row.spec.payload,
+                "timeout_s": timeout,
+                "attempt": row.attempts,
+            }
+            if row.spec.runtime_env:
+                item["runtime_env"] = class_logic.merge_runtime_env(
+                    self.config.classes[cls].runtime_env, row.spec.runtime_env
+                )
+            items.append(item)
             transitions.append(Transition(row, "task_started", {"attempt": row.attempts}))
         self.inflight[cls] += len(batch)
         # ordered behind earlier writes by the single writer; no need to hold the batch for it

@@ -147,3 +147,11 @@ def executor_target(
     if backlog > 0 and inflight + backlog > capacity and free_fits and current < ceiling:
         return current + 1
     return max(floor, current)
+
+
+def merge_runtime_env(class_env: Mapping[str, Any], task_env: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's runtime_env over its class's: ``env_vars`` merge key by key, other keys replace."""
+    merged = {**class_env, **task_env}
+    if "env_vars" in class_env or "env_vars" in task_env:
+        merged["env_vars"] = {**class_env.get("env_vars", {}), **task_env.get("env_vars", {})}
+    return merged

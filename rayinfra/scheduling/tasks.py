@@ -48,7 +48,29 @@ TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 TRUSTED_TYPES = frozenset({"shell", "python"})
 
 #: The keys :func:`validate_spec` accepts (the Python client's keyword names).
-SPEC_FIELDS = ("task_id", "task_class", "payload", "priority", "workflow_id", "timeout_s")
+SPEC_FIELDS = (
+    "task_id",
+    "task_class",
+    "payload",
+    "priority",
+    "workflow_id",
+    "timeout_s",
+    "runtime_env",
+)
+#: Ray runtime_env keys a task may set (it runs code, so only trusted callers may set any)
+RUNTIME_ENV_KEYS = frozenset(
+    {
+        "py_modules",
+        "working_dir",
+        "env_vars",
+        "pip",
+        "uv",
+        "conda",
+        "excludes",
+        "config",
+        "py_executable",
+    }
+)
 #: Longest accepted task id (ids become file names elsewhere).
 MAX_TASK_ID_LEN = 256
 #: Inclusive priority bounds.
@@ -108,6 +130,7 @@ class TaskSpec:
     priority: int = 0
     workflow_id: str = ""
     timeout_s: float | None = None
+    runtime_env: dict[str, Any] | None = None  # per-task Ray runtime_env (over the class's)
 
     def __hash__(self) -> int:
         return hash(self.task_id)
@@ -126,6 +149,8 @@ class TaskSpec:
             "workflow_id": self.workflow_id,
             "timeout_s": self.timeout_s,
         }
+        if self.runtime_env is not None:  # absent from older identities, which stay valid
+            doc["runtime_env"] = self.runtime_env
         return hashlib.sha256(_dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +162,9 @@ class TaskSpec:
             "priority": self.priority,
             "workflow_id": self.workflow_id,
             "timeout_s": self.timeout_s,
+            "runtime_env": None
+            if self.runtime_env is None
+            else json.loads(_dumps(self.runtime_env)),
         }
 
     @classmethod
@@ -157,6 +185,9 @@ class TaskSpec:
         priority = d.get("priority", 0)
         workflow_id = d.get("workflow_id", "")
         timeout_s = d.get("timeout_s")
+        runtime_env = d.get("runtime_env")
+        if runtime_env is not None and not isinstance(runtime_env, dict):
+            raise ValueError(f"malformed task record {d.get('task_id')!r}: bad runtime_env")
         if not isinstance(task_id, str) or not task_id:
             raise ValueError(
                 f"malformed task record: task_id {task_id!r} is not a non-empty string"
@@ -180,6 +211,7 @@ class TaskSpec:
             priority=priority,
             workflow_id=workflow_id,
             timeout_s=None if timeout_s is None else float(timeout_s),
+            runtime_env=None if runtime_env is None else dict(runtime_env),
         )
 
 
@@ -401,6 +433,8 @@ def validate_spec(
             )
         timeout_s = float(timeout_s)
 
+    runtime_env = _validate_runtime_env(raw.get("runtime_env"), trusted)
+
     return TaskSpec(
         task_id=task_id,
         task_class=task_class,
@@ -408,7 +442,34 @@ def validate_spec(
         priority=priority,
         workflow_id=workflow_id,
         timeout_s=timeout_s,
+        runtime_env=runtime_env,
     )
+
+
+def _validate_runtime_env(value: Any, trusted: bool) -> dict[str, Any] | None:
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidArgument("runtime_env", f"must be an object, got {type(value).__name__}")
+    if not trusted:
+        raise InvalidArgument(
+            "runtime_env", "a runtime_env runs code and needs an authenticated caller"
+        )
+    unknown = sorted(str(k) for k in value if k not in RUNTIME_ENV_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            "runtime_env",
+            f"unknown key {', '.join(map(repr, unknown))}; valid: {', '.join(sorted(RUNTIME_ENV_KEYS))}",
+        )
+    env_vars = value.get("env_vars", {})
+    if not isinstance(env_vars, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
+    ):
+        raise InvalidArgument("runtime_env.env_vars", "must map strings to strings")
+    try:
+        return dict(json.loads(_dumps(value)))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument("runtime_env", f"not JSON: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import ray
 
 from rayinfra import AgentInfraSync, InvalidArgument, TaskNotFound
 from rayinfra.config import NAMESPACE
+from tests.conftest import FIXTURES
 from tests.integration.conftest import Runtime
 
 pytestmark = pytest.mark.integration
@@ -449,3 +450,57 @@ def test_a_task_whose_executor_dies_runs_again(infra: AgentInfraSync) -> None:
     assert st["status"] == "completed" and st["attempts"] == 2, st
     new = ray.get(sched.status.remote())["classes"]["cpu_long"]["executors"]
     assert new and new != [name]  # a fresh executor took over
+
+
+def test_per_task_runtime_env_ships_code_and_env(infra: AgentInfraSync) -> None:
+    """A task's own runtime_env (not its class's) reaches the worker that runs it."""
+    shipped, env, plain = uid("rte"), uid("rte-env"), uid("rte-plain")
+    module_dir = str(FIXTURES / "shipped" / "rayinfra_shipped")
+    infra.submit_tasks(
+        [
+            {
+                "task_id": shipped,
+                "payload": {
+                    "type": "python",
+                    "function": "rayinfra_shipped:greet",
+                    "args": ["task"],
+                },
+                "runtime_env": {"py_modules": [module_dir]},
+            },
+            {
+                "task_id": env,
+                "payload": {"type": "shell", "argv": ["sh", "-c", 'printf %s "$RI_MARK"']},
+                "runtime_env": {"env_vars": {"RI_MARK": "from-runtime-env"}},
+            },
+            {
+                "task_id": plain,
+                "payload": {"type": "shell", "argv": ["sh", "-c", 'printf %s "${RI_MARK:-unset}"']},
+            },
+        ]
+    )
+    a, b, c = infra.wait_tasks([shipped, env, plain], timeout=120)
+    assert a["status"] == "completed" and a["result_payload"] == "hello task!", a
+    assert b["result_payload"]["stdout"] == "from-runtime-env", b
+    assert c["result_payload"]["stdout"] == "unset"  # the class's executor does not have it
+
+
+def test_cancelled_runtime_env_shell_task_leaves_no_process(infra: AgentInfraSync) -> None:
+    tid = uid("rte-cancel")
+    infra.submit_tasks(
+        [
+            {
+                "task_id": tid,
+                "payload": {"type": "shell", "argv": ["sh", "-c", "sleep 300 & sleep 300; wait"]},
+                "runtime_env": {"env_vars": {"RI_MARK": "x"}},
+            }
+        ]
+    )
+    deadline = time.monotonic() + 60
+    while not _processes_of_task(tid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_of_task(tid), "the task never started"
+    assert infra.cancel_task(tid)["status"] == "cancelled"
+    deadline = time.monotonic() + 15
+    while _processes_of_task(tid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_of_task(tid) == []

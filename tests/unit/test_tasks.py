@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from rayinfra.scheduling.tasks import (
     MAX_PAYLOAD_DEPTH,
+    SPEC_FIELDS,
     TASK_STATES,
     TERMINAL_STATES,
     TRUSTED_TYPES,
@@ -443,7 +444,19 @@ def test_identity_same_for_alias_and_int_timeout_after_validation() -> None:
 
 def test_to_dict_from_dict_round_trip() -> None:
     d = BASE.to_dict()
-    assert set(d) == {"task_id", "task_class", "payload", "priority", "workflow_id", "timeout_s"}
+    assert (
+        set(d)
+        == set(SPEC_FIELDS)
+        == {
+            "task_id",
+            "task_class",
+            "payload",
+            "priority",
+            "workflow_id",
+            "timeout_s",
+            "runtime_env",
+        }
+    )
     assert json.loads(json.dumps(d)) == d
     assert TaskSpec.from_dict(d) == BASE
     assert TaskSpec.from_dict(json.loads(json.dumps(d))).identity() == BASE.identity()
@@ -636,3 +649,42 @@ def test_wire_round_trip(d: dict[str, Any]) -> None:
     wire = encode_wire_result(d)
     assert all(isinstance(v, str) for v in wire.values())
     assert decode_wire_payload(wire) == d
+
+
+def test_per_task_runtime_env() -> None:
+    kw = dict(
+        classes=["cpu_short"],
+        aliases={},
+        default_class="cpu_short",
+        payload_limit_bytes=1 << 20,
+        new_id=lambda: "x",
+    )
+    env = {"env_vars": {"A": "1"}, "py_modules": ["/x/mod"]}
+    spec = validate_spec({"task_id": "t", "payload": {}, "runtime_env": env}, trusted=True, **kw)
+    assert spec.runtime_env == env
+    plain = validate_spec({"task_id": "t", "payload": {}}, trusted=True, **kw)
+    assert spec.identity() != plain.identity()
+    # tasks without one keep the identity they always had
+    assert (
+        validate_spec(
+            {"task_id": "t", "payload": {}, "runtime_env": {}}, trusted=True, **kw
+        ).identity()
+        == plain.identity()
+    )
+    assert TaskSpec.from_dict(spec.to_dict()) == spec
+    for bad, field in (
+        ({"pip": ["x"]}, None),
+        ({"nope": 1}, "runtime_env"),
+        ({"env_vars": {"A": 1}}, "runtime_env.env_vars"),
+        ("str", "runtime_env"),
+    ):
+        if field is None:
+            with pytest.raises(InvalidArgument) as e:
+                validate_spec(
+                    {"task_id": "t", "payload": {}, "runtime_env": bad}, trusted=False, **kw
+                )
+            assert e.value.field == "runtime_env" and "authenticated" in str(e.value)
+            continue
+        with pytest.raises(InvalidArgument) as e:
+            validate_spec({"task_id": "t", "payload": {}, "runtime_env": bad}, trusted=True, **kw)
+        assert e.value.field == field
