@@ -311,8 +311,8 @@ class AgentInfra:
         try:
             done = await asyncio.wait_for(asyncio.gather(*futs.values()), timeout)
         except asyncio.TimeoutError:
+            pending = [t for t, f in futs.items() if f.cancelled() or not f.done()]
             self._drop_waiters(futs)
-            pending = [t for t, f in futs.items() if not f.done()]
             raise TimeoutError(
                 f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}"
             ) from None

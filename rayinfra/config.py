@@ -193,6 +193,9 @@ class SchedulerSection(_Section):
     aging_interval_s: float = Field(default=30.0, gt=0)
     batch_size: int = Field(default=64, ge=1)
     queue_poll_interval_s: float = Field(default=1.0, gt=0)
+    executor_start_timeout_s: float = Field(default=300.0, gt=0)
+    """An executor that has not started by then (e.g. its runtime_env never comes up) is
+    killed and its class's queued tasks fail with the reason (pip/conda envs can be slow)."""
 
 
 class ClassConfig(_Section):

@@ -22,14 +22,15 @@ import sys
 import time
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from rayinfra import raywrap, taskstore
 from rayinfra.actors.base import ControlActor
-from rayinfra.actors.executor import CANCELLED, INVALID, SUCCESS, TIMEOUT, ExecutorActor
-from rayinfra.config import CLASS_ALIASES, NAMESPACE
+from rayinfra.actors.executor import CANCELLED, INVALID, SUCCESS, TIMEOUT
+from rayinfra.actors.executor_pool import Executor, ExecutorPools
+from rayinfra.config import CLASS_ALIASES
 from rayinfra.scheduling import classes as class_logic
 from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.limiter import AdaptiveLimiter, LimiterConfig, Outcome
@@ -40,9 +41,7 @@ from rayinfra.taskstore import TaskRow, Transition
 
 log = logging.getLogger(__name__)
 
-RESULT_POLL_S = 10.0
 LOST_EXECUTOR_ATTEMPTS = 3
-IDLE_EXECUTOR_S = 60.0  # a scaled-out executor idle this long gives its resources back
 METRICS_PUBLISH_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
 DISPATCH_AFTER_ACK_S = 0.002
@@ -64,20 +63,10 @@ class TaskNotFoundError(KeyError):
 
 
 @dataclass
-class _Executor:
-    name: str
-    handle: Any
-    ready: asyncio.Future[bool]
-    tasks: set[str] = field(default_factory=set)
-    poller: asyncio.Task[None] | None = None
-    busy_at: float = field(default_factory=time.monotonic)  # last time it had work
-
-
-@dataclass
 class _Active:
     row: TaskRow
     queued_at: float  # monotonic, for queue-wait metrics
-    executor: _Executor | None = None
+    executor: Executor | None = None
     cancel_requested: bool = False
 
 
@@ -103,19 +92,18 @@ class SchedulerActor(ControlActor):
             for c, k in cfg.classes.items()
         }
         self.inflight: dict[str, int] = dict.fromkeys(self.task_classes, 0)
-        self.executors: dict[str, list[_Executor]] = {c: [] for c in self.task_classes}
         self.active: dict[str, _Active] = {}
         self.unsat_since: dict[str, float] = {}
-        self.class_errors: dict[str, str] = {}  # an executor of the class could not start
-        self._runtime_envs: dict[str, dict[str, Any]] = {}  # class -> uploaded runtime_env
         self._node_cache: tuple[float, list[class_logic.NodeView]] = (0.0, [])
-        self._executor_counter = int(self.store.kv_get("scheduler", "executor_counter", 0))
         self.metrics = SchedulerMetrics(
             {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == SLURM_CLASS}
         )
         self.file_queue = FileQueue(cfg.queue_dir)
         self._ray_metrics = raywrap.RayMetricsMirror()
         self._wake = asyncio.Event()
+        self.pools = ExecutorPools(
+            cfg, self.store, self._on_results, self._executor_lost, self._wake.set
+        )
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._orphans: list[_Active] = []
         self._recover()
@@ -322,7 +310,7 @@ class SchedulerActor(ControlActor):
                     "pending": len(self.queues[c]),
                     "inflight": self.inflight[c],
                     "limit": self.limiters[c].limit,
-                    "executors": [e.name for e in self.executors[c]],
+                    "executors": self.pools.names(c),
                     "unschedulable_since": self.unsat_since.get(c),
                 }
                 for c in sorted(self.task_classes)
@@ -408,12 +396,12 @@ class SchedulerActor(ControlActor):
                 self.unsat_since.pop(cls, None)
             return
         self.unsat_since.pop(cls, None)
-        if cls in self.class_errors:
-            error = self.class_errors.pop(cls)
+        error = self.pools.take_error(cls)
+        if error is not None:
             doomed = [self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())]
             await self._finish([(a, "failed", None, error, "executor") for a in doomed])
             return
-        executors = await self._ready_executors(cls)
+        executors = await self.pools.ready(cls, len(queue), self.inflight[cls])
         if not executors:
             return
         limiter = self.limiters[cls]
@@ -432,7 +420,7 @@ class SchedulerActor(ControlActor):
             picked = queue.pop_batch(take, time.monotonic())
             await self._send(cls, target, [self.active[tid] for tid, _ in picked])
 
-    async def _send(self, cls: str, target: _Executor, batch: list[_Active]) -> None:
+    async def _send(self, cls: str, target: Executor, batch: list[_Active]) -> None:
         now = time.time()
         mono = time.monotonic()
         items = []
@@ -473,74 +461,8 @@ class SchedulerActor(ControlActor):
         # is noticed by its result poller, which fails over everything it held
         target.handle.submit.remote(items)
 
-    async def _ready_executors(self, cls: str) -> list[_Executor]:
-        klass = self.config.classes[cls]
-        pool = self.executors[cls]
-        target = max(1, klass.executors)
-        if klass.slots is not None and all(e.ready.done() for e in pool):
-            request = class_logic.resource_request(klass)
-            free = await asyncio.to_thread(raywrap.available_resources) if pool else {}
-            target = class_logic.executor_target(
-                klass.slots,
-                klass.executors,
-                klass.max_limit,
-                len(pool),
-                len(self.queues[cls]),
-                self.inflight[cls],
-                class_logic.can_fit(request, free) if pool else True,
-            )
-        while len(pool) < target:
-            self._executor_counter += 1
-            self.store.kv_put("scheduler", "executor_counter", self._executor_counter)
-            options = class_logic.executor_options(cls, klass, self._executor_counter, NAMESPACE)
-            try:
-                if klass.runtime_env:
-                    if cls not in self._runtime_envs:
-                        self._runtime_envs[cls] = await asyncio.to_thread(
-                            raywrap.upload_runtime_env, klass.runtime_env
-                        )
-                    options["runtime_env"] = self._runtime_envs[cls]
-                handle = raywrap.create_actor(
-                    ExecutorActor,
-                    options,
-                    [cls, self._config_dict(), klass.slots or klass.max_limit],
-                )
-            except Exception as e:  # noqa: BLE001 - bad class options fail that class's tasks
-                self.class_errors[cls] = f"executor for class {cls!r} cannot be created: {e}"
-                self._wake.set()
-                return []
-            ex = _Executor(options["name"], handle, asyncio.get_running_loop().create_future())
-            ex.busy_at = time.monotonic()
-            pool.append(ex)
-            ex.poller = asyncio.create_task(self._poll_executor(cls, ex))
-        return [e for e in pool if e.ready.done() and e.ready.result()]
-
-    def _config_dict(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json")
-
-    async def _poll_executor(self, cls: str, ex: _Executor) -> None:
-        try:
-            await ex.handle.ping.remote()
-            ex.ready.set_result(True)
-            self._wake.set()
-            while True:
-                results = await ex.handle.take_results.remote(RESULT_POLL_S)
-                if results:
-                    ex.busy_at = time.monotonic()
-                    await self._on_results(cls, ex, results)
-        except raywrap.actor_errors() as e:
-            if not ex.ready.done():
-                ex.ready.set_result(False)
-            await self._executor_lost(cls, ex, e)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("result poller of %s failed", ex.name)
-            await self._executor_lost(cls, ex, RuntimeError("poller failed"))
-
-    async def _executor_lost(self, cls: str, ex: _Executor, err: BaseException) -> None:
-        if ex in self.executors[cls]:
-            self.executors[cls].remove(ex)
+    async def _executor_lost(self, cls: str, ex: Executor, err: BaseException) -> None:
+        """The pool lost ``ex``: what it was running fails over (and re-runs, see _finish)."""
         lost = [self.active[t] for t in ex.tasks if t in self.active]
         ex.tasks.clear()
         if lost:
@@ -553,7 +475,7 @@ class SchedulerActor(ControlActor):
             )
         self._wake.set()
 
-    async def _on_results(self, cls: str, ex: _Executor, results: list[dict[str, Any]]) -> None:
+    async def _on_results(self, cls: str, ex: Executor, results: list[dict[str, Any]]) -> None:
         finished = []
         limiter = self.limiters[cls]
         for r in results:
@@ -696,25 +618,11 @@ class SchedulerActor(ControlActor):
         while True:
             await asyncio.sleep(METRICS_PUBLISH_S)
             try:
-                self._retire_idle_executors()
+                self.pools.retire_idle()
                 self._refresh_metrics()
                 self._ray_metrics.publish(self.metrics.snapshot())
             except Exception:
                 log.exception("publishing metrics to Ray failed")
-
-    def _retire_idle_executors(self) -> None:
-        """Give back what scaled-out executors hold once they have been idle a while."""
-        now = time.monotonic()
-        for cls, pool in self.executors.items():
-            floor = max(1, self.config.classes[cls].executors)
-            for ex in list(pool):
-                if len(pool) <= floor:
-                    break
-                if ex.ready.done() and not ex.tasks and now - ex.busy_at > IDLE_EXECUTOR_S:
-                    pool.remove(ex)
-                    if ex.poller is not None:
-                        ex.poller.cancel()
-                    raywrap.kill_actor(ex.handle)
 
     async def _retention_loop(self) -> None:
         while True:

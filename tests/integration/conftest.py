@@ -19,6 +19,7 @@ SESSION_TOML = f"""
 [scheduler]
 unschedulable_timeout_s = 2.0
 queue_poll_interval_s = 0.2
+executor_start_timeout_s = 15.0
 
 [classes.cpu_short]
 max_attempts = 1
@@ -32,6 +33,14 @@ runtime_env = {{py_modules = ["{FIXTURES / "shipped" / "rayinfra_shipped"}"], en
 num_cpus = 0
 resources = {{widget = 1}}
 max_limit = 8
+
+[classes.brokenenv]
+num_cpus = 0
+runtime_env = {{py_modules = ["/nonexistent/rayinfra_no_such_module"]}}
+
+[classes.badinit]
+num_cpus = 0
+runtime_env = {{env_vars = {{PYTHONHOME = "/nonexistent-python-home"}}}}
 
 [classes.knee]
 num_cpus = 0.5

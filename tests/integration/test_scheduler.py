@@ -504,3 +504,27 @@ def test_cancelled_runtime_env_shell_task_leaves_no_process(infra: AgentInfraSyn
     while _processes_of_task(tid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_of_task(tid) == []
+
+
+def test_a_class_whose_executor_cannot_start_fails_its_tasks(
+    rt: Runtime, infra: AgentInfraSync
+) -> None:
+    """Class `brokenenv` points its runtime_env at a py_module that does not exist: its tasks
+    fail with the reason instead of waiting forever."""
+    tid = uid("broken")
+    infra.submit_task(tid, {"type": "noop"}, task_class="brokenenv")
+    st = infra.wait_task(tid, timeout=90)
+    assert st["status"] == "failed"
+    assert "executor for class 'brokenenv'" in st["error"], st["error"]
+
+
+def test_a_class_whose_executor_dies_in_init_fails_its_tasks(infra: AgentInfraSync) -> None:
+    """Class `badinit`'s executors never start (their runtime_env points PYTHONHOME nowhere, so
+    the worker's Python cannot boot): after scheduler.executor_start_timeout_s its tasks fail
+    naming the class, instead of waiting or re-creating executors forever."""
+    tid = uid("badinit")
+    infra.submit_task(tid, {"type": "noop"}, task_class="badinit")
+    st = infra.wait_task(tid, timeout=90)
+    assert (
+        st["status"] == "failed" and "executor for class 'badinit' failed to start" in st["error"]
+    )

@@ -55,6 +55,7 @@ def test_defaults_are_pinned(tmp_path: Path) -> None:
     # scheduler + classes (task model of DESIGN.md)
     assert cfg.scheduler.unschedulable_timeout_s == 10.0
     assert cfg.scheduler.payload_limit_bytes == 1024 * 1024
+    assert cfg.scheduler.executor_start_timeout_s == 300.0
     assert cfg.scheduler.default_class == "cpu_short"
     assert sorted(cfg.classes) == ["cpu_long", "cpu_short", "gpu_long", "gpu_short", "gpu_slurm"]
     assert cfg.classes["cpu_short"].timeout_s == 60.0
