@@ -59,9 +59,6 @@ class _ActorTransport:
         self.backoff_s = backoff_s
         self.handles: dict[str, Any] = {}
 
-    async def connect(self) -> None:
-        await asyncio.to_thread(runtime.connect, self.state_dir)
-
     def _handle(self, actor: str) -> Any:
         h = self.handles.get(actor)
         if h is None:
@@ -157,7 +154,20 @@ class AgentInfra:
 
     async def start_async(self) -> AgentInfra:
         """Connect to the runtime of the state dir; start a local one if none runs (unless
-        ``DSPY_AGENT_SKIP_START``). Only what this call started is stopped by :meth:`stop`."""
+        ``DSPY_AGENT_SKIP_START``). Only what this call started is stopped by :meth:`stop`.
+
+        Ray wants ``ray.init`` on the main thread (it installs signal handlers there), so on the
+        main thread the connect runs inline, blocking the loop for the start-up only.
+        """
+        if threading.current_thread() is threading.main_thread():
+            self._prepare()
+        else:
+            await asyncio.to_thread(self._prepare)
+        await self._start_feed()
+        return self
+
+    def _prepare(self) -> None:
+        """Blocking part of start: resolve config, start or find the runtime, connect Ray."""
         cfg = (
             self._config
             or load_config(
@@ -175,16 +185,17 @@ class AgentInfra:
                 raise runtime.RuntimeFailure(
                     f"rayinfra is not running (state dir {cfg.state.dir}) and DSPY_AGENT_SKIP_START is set"
                 )
-            await asyncio.to_thread(runtime.start, cfg)
+            runtime.start(cfg)
             self._started_runtime = True
+        runtime.connect(cfg.state.dir)
         self._transport = _ActorTransport(
             cfg.state.dir, cfg.client.service_timeout_s, cfg.client.reconnect_backoff_s
         )
-        await self._transport.connect()
+
+    async def _start_feed(self) -> None:
         self._feed_ready = asyncio.Event()
         self._feed_task = asyncio.create_task(self._follow_feed())
         await self._feed_ready.wait()
-        return self
 
     async def stop(self) -> None:
         """Stop the feed; stop the runtime only if this client started it."""
@@ -458,7 +469,8 @@ class AgentInfraSync:
         return asyncio.run_coroutine_threadsafe(_await(coro), self._loop).result()
 
     def start(self) -> AgentInfraSync:
-        self._run(self._infra.start_async())
+        self._infra._prepare()  # in the caller's thread: ray.init wants the main thread
+        self._run(self._infra._start_feed())
         return self
 
     def stop(self) -> None:
