@@ -58,9 +58,15 @@ def ray_executable() -> str:
 
 
 def port_in_use(port: int, host: str = LOOPBACK) -> bool:
-    """True if something listens on host:port (bind test without SO_REUSEADDR)."""
+    """True if something listens on host:port.
+
+    Binds with SO_REUSEADDR, as Ray's servers do: a port left in TIME_WAIT by a head that just
+    stopped is free for them, and must not read as busy (``stop && start`` would fail for a
+    minute); an active listener still makes the bind fail.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:

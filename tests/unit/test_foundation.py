@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,24 @@ def test_executor_scaling_rule() -> None:
     assert can_fit({"GPU": 1.0}, {"GPU": 1.0, "CPU": 2.0}) and not can_fit(
         {"GPU": 1.0}, {"CPU": 2.0}
     )
+
+
+def test_a_port_in_time_wait_is_not_busy() -> None:
+    """Right after a head stops its ports sit in TIME_WAIT; `stop && start` must still work.
+    (Ray's servers set SO_REUSEADDR, so their TIME_WAIT sockets carry it, as this listener's do.)"""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the server side closes first: its end of the connection enters TIME_WAIT
+    client.close()
+    listener.close()
+    time.sleep(0.2)  # let the FIN exchange finish: FIN_WAIT_2 -> TIME_WAIT
+    probe = socket.socket()
+    with pytest.raises(OSError):  # a plain bind still trips over the TIME_WAIT connection
+        probe.bind(("127.0.0.1", port))
+    probe.close()
+    assert head.port_in_use(port) is False
