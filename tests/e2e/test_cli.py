@@ -82,6 +82,10 @@ def test_start_status_second_start_stop(runtime_spec: RuntimeSpec) -> None:
     after = cli(runtime_spec, "status", "--json")
     assert after.returncode == 1 and json.loads(after.stdout)["running"] is False
     assert cli(runtime_spec, "stop").returncode == 0  # stopping a stopped runtime is fine
+    # right away again: the stopped head's ports in TIME_WAIT must not read as busy
+    again = cli(runtime_spec, "start", "--daemon")
+    assert again.returncode == 0, again.stderr
+    assert cli(runtime_spec, "stop").returncode == 0
 
 
 def test_start_with_a_busy_port_names_it(runtime_spec: RuntimeSpec) -> None:
