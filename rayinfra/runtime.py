@@ -239,6 +239,13 @@ def status(config: RayinfraConfig) -> dict[str, Any]:
             else:
                 actors[name] = {"state": "alive", **pings[name]}
         ray_info["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        if actors.get("scheduler", {}).get("state") == "alive":
+            live_classes = raywrap.call({"scheduler": live["scheduler"]}, "status", PING_TIMEOUT_S)
+            sched = live_classes["scheduler"]
+            if not isinstance(sched, Exception):
+                for name, live_state in sched["classes"].items():
+                    if name in classes:  # pending, inflight, current adaptive limit, executors
+                        classes[name]["live"] = live_state
     except raywrap.RayUnavailable as e:
         ray_info.update(running=False, error=str(e))
     healthy = ray_info.get("running", False) and all(

@@ -174,17 +174,24 @@ def status(
             "GPU",
             "timeout s",
             "limit",
+            "pending",
+            "running",
+            "limit now",
             box=None,
             title="task classes",
             title_justify="left",
         )
         for name, c in st["classes"].items():
+            live = c.get("live", {})
             classes.add_row(
                 name,
                 f"{c['num_cpus']:g}",
                 f"{c['num_gpus']:g}",
                 str(c["timeout_s"] or "-"),
                 f"{c['limit'][0]}-{c['limit'][1]}",
+                str(live.get("pending", "-")),
+                str(live.get("inflight", "-")),
+                str(live.get("limit", "-")),
             )
         console.print(classes)
     sys.stdout.flush()

@@ -68,6 +68,8 @@ def test_status_reports_ray_actors_and_classes(rt: Runtime) -> None:
     assert st["ray"]["nodes"][0]["labels"]["rayinfra.io/role"] == "head"
     assert {n: a["state"] for n, a in st["actors"].items()} == dict.fromkeys(CONTROL_NAMES, "alive")
     assert st["classes"]["gpu_short"]["num_gpus"] == 1.0
+    live = st["classes"]["cpu_short"]["live"]  # the scheduler's own view, merged in
+    assert {"pending", "inflight", "limit", "executors"} <= set(live) and live["limit"] >= 1
     assert st["dashboard_url"] == f"http://127.0.0.1:{rt.spec.ports['dashboard_port']}"
 
 
