@@ -53,8 +53,7 @@ def _unwrap(e: BaseException) -> BaseException:
 class _ActorTransport:
     """Calls the control actors through Ray handles, retrying across actor restarts."""
 
-    def __init__(self, state_dir: Path, retry_for_s: float, backoff_s: float) -> None:
-        self.state_dir = state_dir
+    def __init__(self, retry_for_s: float, backoff_s: float) -> None:
         self.retry_for_s = retry_for_s
         self.backoff_s = backoff_s
         self.handles: dict[str, Any] = {}
@@ -189,7 +188,7 @@ class AgentInfra:
             self._started_runtime = True
         runtime.connect(cfg.state.dir)
         self._transport = _ActorTransport(
-            cfg.state.dir, cfg.client.service_timeout_s, cfg.client.reconnect_backoff_s
+            cfg.client.service_timeout_s, cfg.client.reconnect_backoff_s
         )
 
     async def _start_feed(self) -> None:

@@ -645,13 +645,6 @@ class ChangeFeed:
         """Highest seq published (or found in the store at start-up)."""
         return self._notifier.latest
 
-    def notify(self, seq: int) -> None:
-        """Wake waiters for a change row the owner committed itself (e.g. with other rows).
-
-        Call from the feed's event loop thread.
-        """
-        self._notifier.advance(seq)
-
     async def publish(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
         """Persist ``(key, kind, data)`` items, wake waiters and return the last seq."""
         if not items:

@@ -108,8 +108,6 @@ class ExecutorActor:
             status, outcome, error, result = "failed", FAILURE, str(e), e.result
         except (HandlerError, UnknownHandler) as e:
             status, outcome, error = "failed", INVALID, str(e)
-        except (TypeError, ValueError) as e:
-            status, outcome, error = "failed", FAILURE, f"{type(e).__name__}: {e}"
         except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
             status, outcome, error = "failed", FAILURE, f"{type(e).__name__}: {e}"
         self.running.pop(ctx.task_id, None)

@@ -99,6 +99,7 @@ class SchedulerActor(ControlActor):
             {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == SLURM_CLASS}
         )
         self.file_queue = FileQueue(cfg.queue_dir)
+        self._pending_files = 0  # queue_depth, counted by the file-queue loop's thread
         self._ray_metrics = raywrap.RayMetricsMirror()
         self._wake = asyncio.Event()
         self.pools = ExecutorPools(
@@ -340,7 +341,7 @@ class SchedulerActor(ControlActor):
             {c: len(q) for c, q in self.queues.items()},
             dict(self.inflight),
             {c: lim.limit for c, lim in self.limiters.items()},
-            self.file_queue.pending_count(),
+            self._pending_files,
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -389,17 +390,13 @@ class SchedulerActor(ControlActor):
         if reason is not None:
             first = self.unsat_since.setdefault(cls, time.monotonic())
             if time.monotonic() - first >= self.config.scheduler.unschedulable_timeout_s:
-                doomed = [
-                    self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())
-                ]
-                await self._finish([(a, "failed", None, reason, "unschedulable") for a in doomed])
+                await self._fail_queue(cls, reason, "unschedulable")
                 self.unsat_since.pop(cls, None)
             return
         self.unsat_since.pop(cls, None)
         error = self.pools.take_error(cls)
         if error is not None:
-            doomed = [self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())]
-            await self._finish([(a, "failed", None, error, "executor") for a in doomed])
+            await self._fail_queue(cls, error, "executor")
             return
         executors = await self.pools.ready(cls, len(queue), self.inflight[cls])
         if not executors:
@@ -419,6 +416,12 @@ class SchedulerActor(ControlActor):
                 take = min(take, slots - len(target.tasks))
             picked = queue.pop_batch(take, time.monotonic())
             await self._send(cls, target, [self.active[tid] for tid, _ in picked])
+
+    async def _fail_queue(self, cls: str, error: str, reason: str) -> None:
+        """Fail everything queued for ``cls`` with ``error`` (a class that cannot run)."""
+        queue = self.queues[cls]
+        doomed = [self.active[tid] for tid, _ in queue.pop_batch(len(queue), time.monotonic())]
+        await self._finish([(a, "failed", None, error, reason) for a in doomed])
 
     async def _send(self, cls: str, target: Executor, batch: list[_Active]) -> None:
         now = time.time()
@@ -599,6 +602,7 @@ class SchedulerActor(ControlActor):
                     except (InvalidArgument, BackendUnavailable) as e:
                         await asyncio.to_thread(self.file_queue.reject, envelope["task_id"], str(e))
                 await asyncio.to_thread(self._reconcile_file_locks)
+                self._pending_files = await asyncio.to_thread(self.file_queue.pending_count)
             except Exception:
                 log.exception("file queue poll failed")
             await asyncio.sleep(self.config.scheduler.queue_poll_interval_s)

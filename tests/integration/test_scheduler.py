@@ -94,8 +94,7 @@ def test_priorities_order_dispatch(rt: Runtime, infra: AgentInfraSync) -> None:
             for p, n in order
         ]
     )
-    done = infra.wait_tasks(list(ids.values()), timeout=60)
-    started = sorted(done, key=lambda s: s["completed_at"])
+    infra.wait_tasks(list(ids.values()), timeout=60)
     status = {n: infra.get_task_status(ids[n]) for _, n in order}
     assert all(s["status"] == "completed" for s in status.values())
     _, events = ray.get(
@@ -106,7 +105,6 @@ def test_priorities_order_dispatch(rt: Runtime, infra: AgentInfraSync) -> None:
     seq_of = {e["resource_id"]: e["seq"] for e in events if e["resource_id"] in ids.values()}
     by_start = sorted(ids, key=lambda n: seq_of[ids[n]])
     assert by_start == ["d", "b", "e", "a", "c"], by_start
-    assert started  # keep the variable meaningful for debugging output
 
 
 def test_bad_inputs_name_the_field(infra: AgentInfraSync) -> None:
