@@ -240,8 +240,10 @@ class StateStore:
             self._wconn.close()
             raise
 
-        self._lock = threading.Lock()  # guards _closed, _read_conns and the stats
+        self._lock = threading.Lock()  # guards _closed, _queued, _read_conns and the stats
+        self._wconn_lock = threading.Lock()  # held while a batch runs on (or closes) _wconn
         self._closed = False
+        self._queued = 0  # ops handed to the writer thread and not yet finished
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()  # None = stop
@@ -307,12 +309,38 @@ class StateStore:
         with self._lock:
             if self._closed:
                 raise StoreError("closed")
+            self._queued += 1
             self._queue.put((op, fut))
         return fut
 
-    async def awrite(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Submit ``op`` and await its commit without blocking the event loop."""
+    async def awrite(self, op: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
+        """Submit ``op`` and await its commit without blocking the event loop.
+
+        ``inline=True`` is for small ops on a latency-sensitive path: when no earlier write is
+        queued or running, the op commits right here on the caller's thread, saving the two
+        thread hops (about 0.3 ms); otherwise it queues like any other. Order between ops of
+        one thread is kept either way, since an op only runs inline when nothing is queued.
+        """
+        if inline:
+            fut = self._write_inline(op)
+            if fut is not None:
+                return fut.result()
         return await asyncio.wrap_future(self.submit(op))
+
+    def _write_inline(
+        self, op: Callable[[sqlite3.Connection], T]
+    ) -> concurrent.futures.Future[T] | None:
+        """Run ``op`` as a batch of one on this thread if the writer is idle, else ``None``."""
+        with self._lock:
+            if self._closed or self._queued or not self._wconn_lock.acquire(blocking=False):
+                return None
+        try:
+            fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+            fut.set_running_or_notify_cancel()
+            self._run_batch([(op, fut)])
+            return fut
+        finally:
+            self._wconn_lock.release()
 
     def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Submit ``op`` and block until committed; returns the op's result."""
@@ -345,24 +373,31 @@ class StateStore:
                         break
                     batch.append(nxt)
                 live = [it for it in batch if it[1].set_running_or_notify_cancel()]
-                if live:
-                    try:
-                        self._run_batch(live)
-                    except BaseException as exc:  # never let the writer die silently
-                        log.exception("state store writer batch failed")
-                        for _, fut in live:
-                            if not fut.done():
-                                fut.set_exception(exc)
+                try:
+                    if live:
+                        with self._wconn_lock:
+                            self._run_batch(live)
+                except BaseException as exc:  # never let the writer die silently
+                    log.exception("state store writer batch failed")
+                    for _, fut in live:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                finally:
+                    with self._lock:
+                        self._queued -= len(batch)
         finally:
-            self._wconn.close()
+            with self._wconn_lock:
+                self._wconn.close()
 
     def _run_batch(self, batch: list[_Item]) -> None:
         conn = self._wconn
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            alone = len(batch) == 1  # a lone op needs no savepoint: its failure undoes the batch
             for op, fut in batch:
-                conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+                if not alone:
+                    conn.execute(f"SAVEPOINT {_SAVEPOINT}")
                 try:
                     value, ok = op(conn), True
                 except BaseException as exc:  # noqa: BLE001 - the op's own failure: undo just this op
@@ -372,11 +407,12 @@ class StateStore:
                         "transaction ended inside a write op (ops must not COMMIT or ROLLBACK, "
                         f"or SQLite aborted it: {value!r}); the outcome of the batch is unknown"
                     )
-                if not ok:
-                    conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                conn.execute(f"RELEASE {_SAVEPOINT}")
+                if not alone:
+                    if not ok:
+                        conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                    conn.execute(f"RELEASE {_SAVEPOINT}")
                 results.append((fut, ok, value))
-            conn.execute("COMMIT")
+            conn.execute("ROLLBACK" if alone and not results[0][1] else "COMMIT")
         except (sqlite3.Error, StoreError) as exc:  # BEGIN/SAVEPOINT/COMMIT: whole batch fails
             _rollback_quietly(conn)
             with self._lock:

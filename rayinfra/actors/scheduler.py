@@ -45,6 +45,7 @@ LOST_EXECUTOR_ATTEMPTS = 3
 METRICS_PUBLISH_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
 DISPATCH_AFTER_ACK_S = 0.002
+INLINE_SUBMIT_MAX = 16  # tasks per submit committed inline when the store's writer is idle
 NODE_VIEW_TTL_S = 2.0
 TICK_S = 0.5
 SLURM_CLASS = "gpu_slurm"
@@ -182,7 +183,11 @@ class SchedulerActor(ControlActor):
             )
             for s in by_id.values()
         ]
-        new_ids, seq = await self.store.awrite(partial(_insert_new, rows=rows, now=now))
+        # A small submit commits on the loop's thread when the writer is idle (the ack path's
+        # two thread hops cost more than the commit); big batches never block the loop.
+        new_ids, seq = await self.store.awrite(
+            partial(_insert_new, rows=rows, now=now), inline=len(rows) <= INLINE_SUBMIT_MAX
+        )
         if seq:
             self._events().advance(seq)
         mono = time.monotonic()

@@ -265,6 +265,48 @@ async def test_awrite_and_aread(store: StateStore) -> None:
         await store.aread(lambda c: c.execute("DELETE FROM kv"))
 
 
+async def test_inline_awrite_commits_on_the_callers_thread_when_idle(store: StateStore) -> None:
+    def where(conn: sqlite3.Connection) -> str:
+        insert_kv(threading.current_thread().name)(conn)
+        return threading.current_thread().name
+
+    assert await store.awrite(where, inline=True) == threading.current_thread().name
+    assert store.kv_get("t", threading.current_thread().name) == 1
+    assert (await store.awrite(where)).startswith("rayinfra-store-writer")
+
+
+async def test_inline_awrite_queues_behind_earlier_writes(store: StateStore) -> None:
+    gate, _ = block_writer(store)
+    queued = store.submit(insert_kv("first"))
+    order: list[str] = []
+
+    def second(conn: sqlite3.Connection) -> str:
+        order.append("second")
+        # the earlier op committed first: order between ops is kept
+        return str(conn.execute("SELECT count(*) FROM kv WHERE key='first'").fetchone()[0])
+
+    task = asyncio.ensure_future(store.awrite(second, inline=True))
+    await asyncio.sleep(0.05)
+    assert not task.done() and order == []  # did not jump the queue
+    gate.set()
+    assert await asyncio.wait_for(task, 5) == "1"
+    queued.result(5)
+
+
+async def test_inline_failing_op_rolls_back_and_raises(store: StateStore) -> None:
+    def bad(conn: sqlite3.Connection) -> None:
+        insert_kv("half")(conn)
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await store.awrite(bad, inline=True)
+    assert store.kv_get("t", "half") is None
+    assert await store.awrite(insert_kv("ok"), inline=True) == "ok"
+    store.close()
+    with pytest.raises(StoreError):
+        await store.awrite(insert_kv("late"), inline=True)
+
+
 def test_two_instances_write_concurrently(db_path: Path) -> None:
     a, b = StateStore(db_path), StateStore(db_path)
     try:
