@@ -268,12 +268,22 @@ class ServiceOverride(_Section):
 
 
 class ServicesSection(_Section):
-    """Service manager knobs (names follow the original env-manager config)."""
+    """Service manager knobs (names follow the original env-manager config).
+
+    The catalog is the ``profile``'s services (shipped in the package) with ``definitions``
+    deep-merged on top (user services, or fields of profile services); ``selected`` names what
+    ``rayinfra start`` starts (their dependencies are pulled in). Nothing is selected by default.
+    """
 
     profile: str = "dspy"
+    selected: list[str] = Field(default_factory=list)
+    definitions: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    cluster_name: str | None = None  # label on everything started; default: host + state dir
     max_concurrent_starts: int = Field(default=5, ge=0)  # ENV_MANAGER_MAX_CONCURRENT, 0 = unlimited
     health_timeout_s: float = Field(default=60.0, ge=0)  # ENV_MANAGER_HEALTH_TIMEOUT, 0 = none
     health_max_attempts: int = Field(default=30, ge=1)
+    stop_timeout_s: float = Field(default=10.0, ge=0)
+    start_attempts: int = Field(default=3, ge=1)  # driver create/start tries (jittered backoff)
     docker_host: str | None = None  # DOCKER_HOST
     verbose: bool = False  # ENV_MANAGER_VERBOSE
     overrides: list[ServiceOverride] = Field(default_factory=list)
@@ -471,6 +481,7 @@ ENV_MANAGER_TOML_KEYS: dict[str, str] = {
     "health_check_max_attempts": "services.health_max_attempts",
     "verbose_logging": "services.verbose",
     "service_overrides": "services.overrides",
+    "services": "services.definitions",  # rayinfra extension: [services.<name>] tables
 }
 
 #: dotted keys holding paths: resolved against the cwd of the resolving process, ``~`` expanded

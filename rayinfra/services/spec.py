@@ -99,6 +99,7 @@ class HealthCheck(_Model):
     url: str | None = None  # http: the URL, 2xx = healthy
     host: str = "127.0.0.1"  # tcp, redis, kafka
     port: int | None = Field(default=None, ge=1, le=65535)
+    send: str | None = None  # tcp: text to send after connecting (ZooKeeper: "srvr")
     command: list[str] | None = None  # command: argv; exit 0 = healthy
     in_container: bool = True  # command: run inside the container (docker) or on the host
     expect: str | None = None  # http body / command output must contain this text
@@ -113,6 +114,8 @@ class HealthCheck(_Model):
             raise ValueError("an http health check needs url")
         if self.kind in ("tcp", "redis", "kafka") and self.port is None:
             raise ValueError(f"a {self.kind} health check needs port")
+        if self.send is not None and self.kind != "tcp":
+            raise ValueError("send is for tcp health checks")
         if self.kind == "command" and not self.command:
             raise ValueError("a command health check needs command (an argv list)")
         return self
