@@ -565,6 +565,12 @@ class StateStore:
         row = self.read(lambda conn: conn.execute(sql, (namespace, key)).fetchone())
         return default if row is None else json.loads(row[0])
 
+    def kv_items(self, namespace: str) -> dict[str, Any]:
+        """Every ``key -> value`` of ``namespace``."""
+        sql = "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key"
+        rows = self.read(lambda conn: conn.execute(sql, (namespace,)).fetchall())
+        return {k: json.loads(v) for k, v in rows}
+
     # -- retention / lifecycle ------------------------------------------------------------
 
     def purge(self, older_than_ts: float) -> concurrent.futures.Future[dict[str, int]]:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from rayinfra.metrics import snapshot
+
 WINDOW_S = 60.0
 
 
@@ -120,17 +122,7 @@ class SchedulerMetrics:
 
     def snapshot(self) -> dict[str, float]:
         """``name -> value``; labelled series keyed ``name{k="v",...}`` (the original's shape)."""
-        out: dict[str, float] = {}
-        for family in self.registry.collect():
-            for s in family.samples:
-                if s.name.endswith("_created"):
-                    continue
-                name = s.name
-                if s.labels:
-                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-                    name = f"{name}{{{labels}}}"
-                out[name] = float(s.value)
-        return out
+        return snapshot(self.registry)
 
     def text(self) -> bytes:
         """Prometheus text exposition of this registry."""

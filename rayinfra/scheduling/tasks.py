@@ -21,6 +21,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rayinfra.errors import InvalidArgument
+
 __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_TASK_ID_LEN",
@@ -90,22 +92,6 @@ _FIELD_HINTS = {
     "timeout_seconds": "timeout_s",
     "timeout": "timeout_s",
 }
-
-
-class InvalidArgument(ValueError):
-    """A request field is invalid. ``str(e)`` is ``"<field>: <message>"``; ``e.field`` names it.
-
-    The gateway maps it to gRPC ``INVALID_ARGUMENT`` / HTTP 400. It pickles with its field intact,
-    so it survives a trip through Ray.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.field, self.message))
 
 
 def _dumps(value: Any, *, sort_keys: bool = False) -> str:

@@ -46,6 +46,9 @@ class SpecError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.message))
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,0 +1,618 @@
+"""The service manager: desired vs actual state, start/stop/restart operations, adoption.
+
+Plain asyncio, no Ray import: the ``service_registry`` actor is a thin shell around one
+:class:`ServiceManager`. Driver calls (Docker SDK, process supervisor) block, so they run in
+worker threads; the event loop never waits on them.
+
+Durable state (the ``services`` namespace of the state store's kv table): for each service
+the manager started, its effective spec (after per-call overrides), whether it is wanted
+running, and its instance id. A restarted manager lists what carries its cluster label,
+adopts what it still wants (same spec fingerprint) and removes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from rayinfra.errors import InvalidArgument
+from rayinfra.services import probes
+from rayinfra.services.drivers.base import Driver, DriverError, DriverUnavailable, Instance
+from rayinfra.services.graph import StartPlan, closure, stop_order
+from rayinfra.services.metrics import ServiceMetrics
+from rayinfra.services.spec import (
+    LABEL_CLUSTER,
+    LABEL_SERVICE,
+    LABEL_SPEC,
+    ServiceSpec,
+    SpecError,
+    apply_overrides,
+    parse_spec,
+    spec_table,
+)
+from rayinfra.store import EventRecord, StateStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KV_NAMESPACE = "services"
+#: statuses reported by status() (GetServicesStatus)
+STATUSES = ("running", "starting", "unhealthy", "stopped", "failed")
+OP_RETENTION_S = 600.0
+HEALTH_POLL_MIN_S = 0.1
+
+
+class UnknownOperation(KeyError):
+    pass
+
+
+@dataclass
+class ServiceState:
+    """What the manager knows about one service right now."""
+
+    name: str
+    spec: ServiceSpec
+    status: str = "stopped"  # one of STATUSES
+    message: str = ""
+    desired: bool = False  # wanted running
+    instance: Instance | None = None
+    started_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        inst = self.instance
+        return {
+            "name": self.name,
+            "status": self.status,
+            "message": self.message,
+            "driver": self.spec.driver,
+            "container_id": inst.id if inst else "",
+            "ports": list(self.spec.host_ports()),
+            "started_at": int(self.started_at or 0),
+            "desired": self.desired,
+            "required": self.spec.required,
+        }
+
+
+@dataclass
+class Operation:
+    """One StartServices call: its updates in order, and whether it has ended."""
+
+    id: str
+    names: list[str]
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+    success: bool = False
+    finished_at: float | None = None
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def emit(self, update: dict[str, Any]) -> None:
+        async with self.cond:
+            update["seq"] = len(self.updates) + 1
+            self.updates.append(update)
+            self.cond.notify_all()
+
+    async def finish(self, success: bool) -> None:
+        async with self.cond:
+            self.done, self.success, self.finished_at = True, success, time.time()
+            self.cond.notify_all()
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, DriverError) and not isinstance(exc, DriverUnavailable)
+
+
+class ServiceManager:
+    """Owns every service instance of one cluster name; see the module doc."""
+
+    def __init__(
+        self,
+        catalog: Mapping[str, ServiceSpec],
+        drivers: Mapping[str, Driver],
+        store: StateStore,
+        cluster: str,
+        *,
+        max_parallel: int = 5,
+        health_timeout_s: float = 60.0,
+        stop_timeout_s: float = 10.0,
+        start_attempts: int = 3,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 30.0,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.catalog = dict(catalog)
+        self.drivers = dict(drivers)
+        self.store = store
+        self.cluster = cluster
+        self.max_parallel = max_parallel
+        self.health_timeout_s = health_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.start_attempts = start_attempts
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.metrics = metrics or ServiceMetrics()
+        self.services: dict[str, ServiceState] = {
+            n: ServiceState(n, s) for n, s in self.catalog.items()
+        }
+        self.ops: dict[str, Operation] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._op_ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ helpers
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def labels(self, spec: ServiceSpec) -> dict[str, str]:
+        return {
+            LABEL_SERVICE: spec.name,
+            LABEL_CLUSTER: self.cluster,
+            LABEL_SPEC: spec.fingerprint(),
+        }
+
+    def driver(self, spec: ServiceSpec) -> Driver:
+        return self.drivers[spec.driver]
+
+    async def _call(self, op: str, fn: Callable[[], T]) -> T:
+        """Run a blocking driver call in a thread, timing it."""
+        t0 = time.perf_counter()
+        status = "success"
+        try:
+            return await asyncio.to_thread(fn)
+        except BaseException:
+            status = "error"
+            raise
+        finally:
+            self.metrics.driver_duration.labels(op, status).observe(time.perf_counter() - t0)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _event(self, kind: str, name: str, **data: Any) -> None:
+        rec = EventRecord(0, kind, name, {"service": name, **data}, int(time.time()))
+        await asyncio.wrap_future(self.store.append_events([rec]))
+
+    def _persist(self, st: ServiceState) -> None:
+        self.store.kv_put(
+            KV_NAMESPACE,
+            st.name,
+            {
+                "desired": st.desired,
+                "spec": spec_table(st.spec),
+                "instance_id": st.instance.id if st.instance else "",
+            },
+        )
+
+    def _refresh_active(self) -> None:
+        self.metrics.active.set(sum(1 for s in self.services.values() if s.status == "running"))
+
+    # ------------------------------------------------------------------ recovery
+    async def recover(self) -> dict[str, str]:
+        """Adopt owned instances this manager still wants; remove the others.
+
+        Returns ``name -> "adopted" | "removed" | "missing"`` for what it found or expected.
+        """
+        outcome: dict[str, str] = {}
+        saved = await asyncio.to_thread(self.store.kv_items, KV_NAMESPACE)
+        for name, rec in saved.items():
+            try:
+                spec = parse_spec(name, rec["spec"])
+            except (SpecError, KeyError, TypeError):
+                log.warning("dropping unreadable saved state of service %s", name)
+                continue
+            st = self.services.setdefault(name, ServiceState(name, spec))
+            st.spec, st.desired = spec, bool(rec.get("desired"))
+        for kind, drv in self.drivers.items():
+            try:
+                await self._call("check", drv.check)
+                owned = await self._call(
+                    "list", partial(drv.list_owned, {LABEL_CLUSTER: self.cluster})
+                )
+            except DriverError as e:
+                for st in self.services.values():
+                    if st.desired and st.spec.driver == kind:
+                        st.status, st.message = "failed", str(e)
+                continue
+            for inst in owned:
+                name = inst.labels.get(LABEL_SERVICE, "")
+                owner = self.services.get(name)
+                if (
+                    owner is not None
+                    and owner.desired
+                    and owner.spec.driver == kind
+                    and inst.labels.get(LABEL_SPEC) == owner.spec.fingerprint()
+                    and (owner.instance is None or owner.instance.id == inst.id)
+                ):
+                    owner.instance = inst
+                    owner.started_at = inst.started_at
+                    if inst.state == "running":
+                        owner.status, owner.message = "running", "adopted"
+                    else:
+                        owner.status = "failed"
+                        owner.message = f"adopted, but {inst.state} (exit code {inst.exit_code})"
+                    outcome[name] = "adopted"
+                    await self._event("service_adopted", name, instance_id=inst.id)
+                else:
+                    with contextlib.suppress(DriverError):
+                        await self._call("remove", partial(drv.remove, inst.id))
+                    outcome[name or inst.id] = "removed"
+                    await self._event("service_orphan_removed", name, instance_id=inst.id)
+        for st in self.services.values():
+            if st.desired and st.instance is None and st.name not in outcome:
+                st.status, st.message = "failed", "wanted running, but no instance was found"
+                outcome[st.name] = "missing"
+        self._refresh_active()
+        return outcome
+
+    # ------------------------------------------------------------------ start
+    def resolve(
+        self, names: Iterable[str], overrides: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, ServiceSpec], list[str]]:
+        """Specs with overrides applied and the start order (dependencies pulled in)."""
+        try:
+            specs = apply_overrides(self.catalog, overrides or {})
+            order = closure(specs, list(names) or list(specs))
+        except SpecError as e:
+            raise InvalidArgument(e.field, e.message) from None
+        return specs, order
+
+    async def start(
+        self,
+        names: Iterable[str] = (),
+        parallel: bool = True,
+        overrides: Mapping[str, str] | None = None,
+    ) -> str:
+        """Begin starting ``names`` (empty = the whole catalog) and their dependencies.
+
+        Returns an operation id; follow it with :meth:`op_updates`. Bad names/overrides raise
+        :class:`InvalidArgument` before anything starts.
+        """
+        specs, order = self.resolve(names, overrides)
+        self._reap_ops()
+        op = Operation(id=f"op-{next(self._op_ids)}-{uuid.uuid4().hex[:8]}", names=order)
+        self.ops[op.id] = op
+        self._spawn(self._run_start(op, specs, order, parallel))
+        return op.id
+
+    async def start_and_wait(
+        self,
+        names: Iterable[str] = (),
+        parallel: bool = True,
+        overrides: Mapping[str, str] | None = None,
+    ) -> Operation:
+        op_id = await self.start(names, parallel, overrides)
+        op = self.ops[op_id]
+        async with op.cond:
+            await op.cond.wait_for(lambda: op.done)
+        return op
+
+    async def op_updates(
+        self, op_id: str, after_seq: int = 0, timeout_s: float = 30.0
+    ) -> tuple[int, list[dict[str, Any]], bool]:
+        """Long-poll an operation: ``(seq, updates after after_seq, done)``."""
+        op = self.ops.get(op_id)
+        if op is None:
+            raise UnknownOperation(op_id)
+        async with op.cond:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    op.cond.wait_for(lambda: len(op.updates) > after_seq or op.done),
+                    timeout_s,
+                )
+            new = op.updates[after_seq:]
+            return len(op.updates), new, op.done and len(op.updates) == after_seq + len(new)
+
+    def _reap_ops(self) -> None:
+        cutoff = time.time() - OP_RETENTION_S
+        for op_id in [i for i, o in self.ops.items() if o.finished_at and o.finished_at < cutoff]:
+            del self.ops[op_id]
+
+    async def _run_start(
+        self, op: Operation, specs: dict[str, ServiceSpec], order: list[str], parallel: bool
+    ) -> None:
+        plan = StartPlan(specs, order, parallel=self.max_parallel if parallel else 1)
+        try:
+            for n in order:
+                await op.emit(_update(n, "starting", f"Preparing to start {n}", 0))
+            running: dict[str, asyncio.Task[None]] = {}
+            while True:
+                for n in plan.startable():
+                    running[n] = self._spawn(self._start_one(op, plan, specs[n]))
+                if plan.finished():
+                    break
+                if not running:  # nothing active, nothing startable: everything left is blocked
+                    plan.finished()
+                    break
+                done, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                for n in [n for n, t in running.items() if t in done]:
+                    running.pop(n)
+            ok = True
+            for n in order:
+                phase, reason = plan.phase(n), plan.reason(n)
+                spec = specs[n]
+                if phase == "blocked":
+                    st = self.services[n]
+                    if st.status not in ("running",):
+                        st.status, st.message = "stopped", f"blocked: {reason}"
+                    self.metrics.failed_starts.labels(n, "blocked").inc()
+                status, msg = _final(n, phase, reason, spec)
+                if spec.required and status in ("failed", "blocked", "unhealthy"):
+                    ok = False
+                await op.emit(_update(n, status, msg, 100))
+            await op.finish(ok)
+        except Exception as e:  # an operation must always end, with the cause
+            log.exception("start operation %s crashed", op.id)
+            for n in order:
+                await op.emit(_update(n, "failed", f"start operation failed: {e}", 100))
+            await op.finish(False)
+
+    async def _start_one(self, op: Operation, plan: StartPlan, spec: ServiceSpec) -> None:
+        name = spec.name
+        try:
+            async with self._lock(name):
+                await self._start_locked(op, plan, spec)
+        finally:
+            plan.finish(name)
+            self._refresh_active()
+
+    async def _start_locked(self, op: Operation, plan: StartPlan, spec: ServiceSpec) -> None:
+        name = spec.name
+        st = self.services.setdefault(name, ServiceState(name, spec))
+        st.spec, st.desired = spec, True
+        st.status, st.message = "starting", "creating"
+        await op.emit(_update(name, "starting", f"Starting {name} ({spec.driver})", 10))
+        try:
+            inst = await self._create(spec)
+        except DriverError as e:
+            st.status, st.message = "failed", str(e)
+            plan.mark(name, "failed", str(e))
+            self.metrics.starts.labels(name, "failed").inc()
+            self.metrics.failed_starts.labels(name, e.reason).inc()
+            await self._event("service_failed", name, error=str(e))
+            await asyncio.to_thread(self._persist, st)
+            return
+        st.instance, st.started_at = inst, inst.started_at or time.time()
+        await asyncio.to_thread(self._persist, st)
+        plan.mark(name, "started")
+        await self._event("service_started", name, instance_id=inst.id)
+        if spec.health is not None:
+            await op.emit(_update(name, "starting", f"{name} started; waiting for health", 50))
+            healthy, message = await self.wait_healthy(spec, inst)
+            if healthy:
+                st.status, st.message = "running", message
+                plan.mark(name, "healthy", message)
+                self.metrics.starts.labels(name, "success").inc()
+                await self._event("service_healthy", name, message=message)
+            else:
+                st.status, st.message = "unhealthy", message
+                plan.mark(name, "unhealthy", message)
+                self.metrics.starts.labels(name, "failed").inc()
+                self.metrics.failed_starts.labels(name, "health_check_failed").inc()
+                await self._event("service_unhealthy", name, message=message)
+            return
+        if "completed" in plan.awaited(name):
+            await op.emit(_update(name, "starting", f"{name} started; waiting for it to exit", 50))
+            code = await self._wait_exit(spec, inst)
+            if code == 0:
+                st.status, st.message = "stopped", "completed (exit 0)"
+                plan.mark(name, "completed")
+            else:
+                st.status, st.message = "failed", f"exited with code {code}"
+                plan.mark(name, "failed", st.message)
+            return
+        st.status, st.message = "running", "running (no health check)"
+        self.metrics.starts.labels(name, "success").inc()
+
+    async def _create(self, spec: ServiceSpec) -> Instance:
+        drv = self.driver(spec)
+        labels = self.labels(spec)
+        await self._call("check", drv.check)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.start_attempts),
+            wait=wait_exponential_jitter(initial=self.retry_initial_s, max=self.retry_max_s),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._call("create_and_start", partial(drv.start, spec, labels))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def wait_healthy(self, spec: ServiceSpec, inst: Instance) -> tuple[bool, str]:
+        """Probe until healthy, until the instance exits, or until ``health_timeout_s``."""
+        assert spec.health is not None
+        check = spec.health
+        drv = self.driver(spec)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.health_timeout_s if self.health_timeout_s else None
+        delay = HEALTH_POLL_MIN_S
+        attempts = 0
+        last = "no probe yet"
+        while True:
+            attempts += 1
+            container_health = None
+            if check.kind == "container":
+                container_health = (await self._call("inspect", partial(drv.inspect, inst.id))).health
+            res = await probes.run_probe(
+                check, exec_fn=self.exec_fn(spec, inst), container_health=container_health
+            )
+            self.metrics.health_duration.labels(
+                spec.name, "success" if res.healthy else "failed"
+            ).observe(res.latency_s)
+            if res.healthy:
+                return True, res.message
+            last = res.message
+            now = await self._call("inspect", partial(drv.inspect, inst.id))
+            if now.state != "running":
+                return False, f"{now.state} (exit code {now.exit_code}) before healthy: {last}"
+            if deadline is not None and loop.time() + delay > deadline:
+                return False, (
+                    f"not healthy after {self.health_timeout_s:g}s ({attempts} probes): {last}"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, check.interval_s, 2.0)
+
+    def exec_fn(self, spec: ServiceSpec, inst: Instance) -> probes.ExecFn:
+        check = spec.health
+        if check is not None and check.in_container and spec.driver == "docker":
+            return partial(self.driver(spec).exec, inst.id)
+        return probes.host_exec
+
+    async def _wait_exit(self, spec: ServiceSpec, inst: Instance) -> int | None:
+        drv = self.driver(spec)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.health_timeout_s or 3600.0)
+        while loop.time() < deadline:
+            now = await self._call("inspect", partial(drv.inspect, inst.id))
+            if now.state in ("exited", "missing"):
+                return now.exit_code
+            await asyncio.sleep(0.2)
+        return None
+
+    # ------------------------------------------------------------------ stop / restart
+    async def stop(self, names: Iterable[str] = (), timeout_s: float | None = None) -> dict[str, str]:
+        """Stop ``names`` (empty = everything this manager runs), dependants first.
+
+        Returns ``name -> result`` ("stopped", "not running", or "error: ..."); truthful per
+        service.
+        """
+        wanted = list(names)
+        for n in wanted:
+            if n not in self.services:
+                raise InvalidArgument(
+                    "service_names", f"unknown service {n!r}; known: {sorted(self.services)}"
+                )
+        if not wanted:
+            wanted = [n for n, s in self.services.items() if s.desired or s.instance]
+        timeout = self.stop_timeout_s if timeout_s is None or timeout_s <= 0 else timeout_s
+        specs = {n: s.spec for n, s in self.services.items()}
+        results: dict[str, str] = {}
+        for n in stop_order(specs, wanted):
+            results[n] = await self.stop_one(n, timeout)
+        return results
+
+    async def stop_one(self, name: str, timeout_s: float) -> str:
+        st = self.services[name]
+        async with self._lock(name):
+            st.desired = False
+            if st.instance is None:
+                await asyncio.to_thread(self._persist, st)
+                st.status = "stopped" if st.status != "failed" else st.status
+                return "not running"
+            drv = self.driver(st.spec)
+            try:
+                await self._call("stop", partial(drv.stop, st.instance.id, timeout_s))
+                await self._call("remove", partial(drv.remove, st.instance.id))
+            except DriverError as e:
+                self.metrics.stops.labels(name, "error").inc()
+                st.message = f"stop failed: {e}"
+                await asyncio.to_thread(self._persist, st)
+                return f"error: {e}"
+            st.instance, st.started_at = None, None
+            st.status, st.message = "stopped", "stopped"
+            self.metrics.stops.labels(name, "success").inc()
+            await asyncio.to_thread(self._persist, st)
+            await self._event("service_stopped", name)
+            self._refresh_active()
+            return "stopped"
+
+    async def restart(
+        self, name: str, timeout_s: float | None = None, reason: str = "requested"
+    ) -> tuple[bool, str]:
+        """Stop then start one service with its current spec (dependencies must run)."""
+        if name not in self.services:
+            raise InvalidArgument(
+                "service_name", f"unknown service {name!r}; known: {sorted(self.services)}"
+            )
+        st = self.services[name]
+        timeout = self.stop_timeout_s if timeout_s is None or timeout_s <= 0 else timeout_s
+        res = await self.stop_one(name, timeout)
+        if res.startswith("error"):
+            return False, f"Failed to stop service: {res}"
+        spec = st.spec
+        plan = StartPlan({name: spec.model_copy(update={"depends_on": []})}, [name], parallel=1)
+        plan.startable()
+        op = Operation(id=f"restart-{uuid.uuid4().hex[:8]}", names=[name])
+        await self._start_one(op, plan, spec.model_copy(update={"depends_on": []}))
+        await self._event("service_restarted", name, reason=reason)
+        if st.status == "running":
+            return True, f"Service {name} restarted successfully"
+        return False, f"Failed to start service: {st.message}"
+
+    # ------------------------------------------------------------------ status
+    def status(self, names: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+        wanted = list(names)
+        for n in wanted:
+            if n not in self.services:
+                raise InvalidArgument(
+                    "service_names", f"unknown service {n!r}; known: {sorted(self.services)}"
+                )
+        return {n: self.services[n].as_dict() for n in (wanted or sorted(self.services))}
+
+    async def refresh(self) -> None:
+        """Re-read every instance's state from its driver (exits, removals by hand)."""
+        for st in list(self.services.values()):
+            if st.instance is None or self._lock(st.name).locked():
+                continue
+            try:
+                inst = await self._call(
+                    "inspect", partial(self.driver(st.spec).inspect, st.instance.id)
+                )
+            except DriverError as e:
+                st.message = str(e)
+                continue
+            st.instance = inst
+            if inst.state != "running" and st.status in ("running", "unhealthy", "starting"):
+                st.status = "failed"
+                st.message = f"{inst.state} (exit code {inst.exit_code})"
+        self._refresh_active()
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+
+
+def _update(name: str, status: str, message: str, progress: int) -> dict[str, Any]:
+    return {
+        "service_name": name,
+        "status": status,
+        "message": message,
+        "progress": progress,
+        "ts": time.time(),
+    }
+
+
+def _final(name: str, phase: str, reason: str, spec: ServiceSpec) -> tuple[str, str]:
+    if phase == "healthy":
+        return "healthy", f"{name} is healthy" + (f": {reason}" if reason else "")
+    if phase == "started":
+        return "healthy", f"{name} is running (no health check)"
+    if phase == "completed":
+        return "stopped", f"{name} completed (exit 0)"
+    if phase == "unhealthy":
+        return "unhealthy", f"{name} is unhealthy: {reason}"
+    if phase == "blocked":
+        return "blocked", f"{name} not started: {reason}"
+    if phase == "failed":
+        return "failed", f"{name} failed: {reason}"
+    return "failed", f"{name} ended in phase {phase}"
