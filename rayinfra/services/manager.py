@@ -347,15 +347,14 @@ class ServiceManager:
             for n in order:
                 phase, reason = plan.phase(n), plan.reason(n)
                 spec = specs[n]
-                if phase == "blocked":
+                if phase == "blocked":  # never ran: its final update is sent now
                     st = self.services[n]
-                    if st.status not in ("running",):
+                    if st.status != "running":
                         st.status, st.message = "stopped", f"blocked: {reason}"
                     self.metrics.failed_starts.labels(n, "blocked").inc()
-                status, msg = _final(n, phase, reason, spec)
-                if spec.required and status in ("failed", "blocked", "unhealthy"):
+                    await op.emit(_update(n, *_final(n, phase, reason), 100))
+                if spec.required and phase in ("failed", "blocked", "unhealthy"):
                     ok = False
-                await op.emit(_update(n, status, msg, 100))
             await op.finish(ok)
         except Exception as e:  # an operation must always end, with the cause
             log.exception("start operation %s crashed", op.id)
@@ -371,6 +370,7 @@ class ServiceManager:
         finally:
             plan.finish(name)
             self._refresh_active()
+            await op.emit(_update(name, *_final(name, plan.phase(name), plan.reason(name)), 100))
 
     async def _start_locked(self, op: Operation, plan: StartPlan, spec: ServiceSpec) -> None:
         name = spec.name
@@ -418,6 +418,7 @@ class ServiceManager:
                 plan.mark(name, "failed", st.message)
             return
         st.status, st.message = "running", "running (no health check)"
+        plan.mark(name, "started")
         self.metrics.starts.labels(name, "success").inc()
 
     async def _create(self, spec: ServiceSpec) -> Instance:
@@ -426,7 +427,9 @@ class ServiceManager:
         await self._call("check", drv.check)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.start_attempts),
-            wait=wait_exponential_jitter(initial=self.retry_initial_s, max=self.retry_max_s),
+            wait=wait_exponential_jitter(
+                multiplier=self.retry_initial_s, max=self.retry_max_s, jitter=self.retry_initial_s
+            ),
             retry=retry_if_exception(_is_retryable),
             reraise=True,
         )
@@ -449,7 +452,9 @@ class ServiceManager:
             attempts += 1
             container_health = None
             if check.kind == "container":
-                container_health = (await self._call("inspect", partial(drv.inspect, inst.id))).health
+                container_health = (
+                    await self._call("inspect", partial(drv.inspect, inst.id))
+                ).health
             res = await probes.run_probe(
                 check, exec_fn=self.exec_fn(spec, inst), container_health=container_health
             )
@@ -487,7 +492,9 @@ class ServiceManager:
         return None
 
     # ------------------------------------------------------------------ stop / restart
-    async def stop(self, names: Iterable[str] = (), timeout_s: float | None = None) -> dict[str, str]:
+    async def stop(
+        self, names: Iterable[str] = (), timeout_s: float | None = None
+    ) -> dict[str, str]:
         """Stop ``names`` (empty = everything this manager runs), dependants first.
 
         Returns ``name -> result`` ("stopped", "not running", or "error: ..."); truthful per
@@ -602,9 +609,11 @@ def _update(name: str, status: str, message: str, progress: int) -> dict[str, An
     }
 
 
-def _final(name: str, phase: str, reason: str, spec: ServiceSpec) -> tuple[str, str]:
+def _final(name: str, phase: str, reason: str) -> tuple[str, str]:
     if phase == "healthy":
         return "healthy", f"{name} is healthy" + (f": {reason}" if reason else "")
+    if phase == "starting":
+        return "failed", f"{name} did not finish starting: {reason or 'interrupted'}"
     if phase == "started":
         return "healthy", f"{name} is running (no health check)"
     if phase == "completed":

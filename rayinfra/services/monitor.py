@@ -121,9 +121,8 @@ class HealthMonitor:
         wanted = await self._watch()
         now = self._clock()
         for name in [n for n in self.watched if n not in wanted]:
-            w = self.watched.pop(name)
-            if w.restart_task is not None:
-                w.restart_task.cancel()
+            if self.watched[name].restart_task is None:  # mid-restart it is briefly unwanted
+                del self.watched[name]
         for name, row in wanted.items():
             spec = ServiceSpec.model_validate(row["spec"])
             iid = str(row["instance_id"])
