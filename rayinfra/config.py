@@ -285,8 +285,18 @@ class ServicesSection(_Section):
     stop_timeout_s: float = Field(default=10.0, ge=0)
     start_attempts: int = Field(default=3, ge=1)  # driver create/start tries (jittered backoff)
     docker_host: str | None = None  # DOCKER_HOST
+    # containers with neither networks nor network_mode join this network (created if missing;
+    # default rayinfra-<cluster>); "host" or "none" also work. Never Docker's default bridge.
+    docker_network: str | None = None
     verbose: bool = False  # ENV_MANAGER_VERBOSE
     overrides: list[ServiceOverride] = Field(default_factory=list)
+
+    @field_validator("docker_network")
+    @classmethod
+    def _network(cls, v: str | None) -> str | None:
+        if v in ("bridge", "default"):
+            raise ValueError("Docker's default bridge network is not used: name your own")
+        return v
 
 
 class GatewaySection(_Section):

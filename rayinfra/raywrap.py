@@ -139,6 +139,16 @@ def call(handles: Mapping[str, Any], method: str, timeout_s: float) -> dict[str,
     return out
 
 
+def invoke(handle: Any, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+    """Call one actor method and wait for its result (Ray's wrapper errors unwrapped)."""
+    import ray
+
+    try:
+        return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
+    except Exception as e:  # noqa: BLE001 - re-raised as what the actor raised
+        raise unwrap_task_error(e) from None
+
+
 def kill_actor(handle: Any) -> None:
     """Kill an actor for good (no restart); a detached actor's name is released."""
     import ray

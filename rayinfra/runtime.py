@@ -172,6 +172,24 @@ def remove_actors(timeout_s: float = PING_TIMEOUT_S) -> tuple[list[str], dict[st
     return removed, errors
 
 
+def stop_services(state_dir: Path, *, timeout_s: float = 10.0) -> dict[str, str]:
+    """Stop every service the registry runs (dependants first): ``name -> result``.
+
+    An unreachable runtime or registry stops nothing and says so under ``"*"``.
+    """
+    try:
+        connect(state_dir)
+        handle = raywrap.get_actor("service_registry")
+        if handle is None:
+            return {}
+        result: dict[str, str] = raywrap.invoke(
+            handle, "stop", [], timeout_s, timeout_s=timeout_s * 20 + 30
+        )
+        return result
+    except Exception as e:  # noqa: BLE001 - reported; stopping the runtime goes on
+        return {"*": f"services not stopped: {type(e).__name__}: {e}"}
+
+
 def stop(state_dir: Path, *, timeout_s: float = 30.0, force: bool = False) -> StopReport:
     """Remove the control actors; stop the head only if rayinfra launched it."""
     info = read_connection(state_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from rayinfra import __version__
-from rayinfra.cli import config_cmd, hardware_cmd, runtime_cmd, task_cmd
+from rayinfra.cli import config_cmd, hardware_cmd, runtime_cmd, services_cmd, task_cmd
 
 app = typer.Typer(
     name="rayinfra",
@@ -21,6 +21,8 @@ app.command("hardware")(hardware_cmd.hardware_cmd)
 app.command("submit")(task_cmd.submit)
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(services_cmd.app, name="services")
+app.command("logs")(services_cmd.logs)
 
 
 def _version(value: bool) -> None:

@@ -14,8 +14,10 @@ from rich.live import Live
 from rich.table import Table
 
 from rayinfra import runtime
+from rayinfra.cli import services_cmd
 from rayinfra.cli.common import (
     EXIT_FAILURE,
+    EXIT_USAGE,
     ConfigOption,
     StateDirOption,
     console,
@@ -26,6 +28,9 @@ from rayinfra.cli.common import (
 )
 from rayinfra.connection import pid_alive
 from rayinfra.head import HeadError
+from rayinfra.services.catalog import build_catalog
+from rayinfra.services.graph import closure
+from rayinfra.services.spec import SpecError
 
 STATUS_REFRESH_S = 2.0
 
@@ -65,12 +70,32 @@ def start(
         False, "--gpu", help="Require a GPU: exit 1 with the probe report if none."
     ),
     daemon: bool = typer.Option(False, "--daemon", "-d", help="Return once the runtime is up."),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help="Service profile (dspy, local); without --services: start all of it.",
+    ),
+    services: str | None = typer.Option(
+        None, "--services", help="Comma-separated services to start (dependencies pulled in)."
+    ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Start the runtime (local Ray head on 127.0.0.1 + control actors), or report the running one."""
-    loaded = load(config, state_dir)
+    """Start the runtime (local Ray head on 127.0.0.1 + control actors), or report the running one.
+
+    Services start only when selected: --profile, --services, or services.selected in the config.
+    """
+    flags = {"services.profile": profile} if profile else {}
+    loaded = load(config, state_dir, **flags)
     cfg = loaded.config
+    selection = services_cmd.split_names([], services) or list(cfg.services.selected)
+    if profile and not services:
+        selection = ["*"]
+    if selection and selection != ["*"]:
+        try:
+            closure(build_catalog(cfg.services, cfg.state.dir), selection)
+        except SpecError as e:  # before anything starts
+            fail(str(e), EXIT_USAGE)
     try:
         report = runtime.start(cfg, address=address, require_gpu=gpu)
     except (runtime.RuntimeFailure, HeadError) as e:
@@ -87,6 +112,15 @@ def start(
         console.print(f"  actor {name}: {what}")
     if info.dashboard_url:
         console.print(f"  dashboard: {info.dashboard_url}")
+    if selection:
+        handle = services_cmd.registry(cfg)
+        names = [] if selection == ["*"] else selection
+        ok, final = services_cmd.run_start(handle, names, True, {})
+        console.print(services_cmd.final_table(final))
+        if not ok:
+            err_console.print("[red]a required service did not come up[/]")
+            if daemon or report.already_running:
+                raise typer.Exit(EXIT_FAILURE)
     if daemon or report.already_running:
         raise typer.Exit(0)
     _foreground(cfg.state.dir, report, cfg.ray.stop_timeout_s)
@@ -134,11 +168,18 @@ def stop(
     timeout: float = typer.Option(
         30.0, "--timeout", min=0.1, help="Seconds to wait for the head to exit."
     ),
+    keep_services: bool = typer.Option(
+        False, "--keep-services", help="Leave services running; the next start adopts them."
+    ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Remove the control actors and stop the Ray head if rayinfra launched it."""
+    """Stop services (unless --keep-services), remove the control actors, stop the Ray head."""
     cfg = load(config, state_dir).config
+    if not keep_services and runtime.recorded(cfg.state.dir) is not None:
+        stopped = runtime.stop_services(cfg.state.dir, timeout_s=cfg.services.stop_timeout_s)
+        for name, res in stopped.items():
+            console.print(f"  service {name}: {res}")
     try:
         report = runtime.stop(cfg.state.dir, timeout_s=timeout, force=force)
     except runtime.RuntimeFailure as e:

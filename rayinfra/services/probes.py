@@ -491,7 +491,10 @@ async def probe_tcp_exchange(
             _close(writer)
         text = data.decode("utf-8", errors="replace")
         if expect is None:
-            return (bool(text), f"{what}: replied {_short(text)!r}" if text else f"{what}: no reply")
+            return (
+                bool(text),
+                f"{what}: replied {_short(text)!r}" if text else f"{what}: no reply",
+            )
         if expect in text:
             return True, f"{what}: reply contains {expect!r}"
         return False, f"{what}: reply lacks {expect!r}: {_short(text)!r}"

@@ -245,6 +245,12 @@ class ServiceSpec(_Model):
                 raise ValueError("argv is for process services; docker services use command")
             if self.network_mode and self.networks:
                 raise ValueError("network_mode and networks exclude each other")
+            if self.network_mode in ("bridge", "default") or {"bridge", "default"} & set(
+                self.networks
+            ):
+                raise ValueError(
+                    "Docker's default bridge network is not used: name a network of your own"
+                )
         else:
             if not self.argv:
                 raise ValueError("a process service needs argv (a list, never a shell string)")
@@ -280,6 +286,8 @@ class ServiceSpec(_Model):
                 "labels",
             },
         )
+        if self.health is not None and self.health.kind == "container":
+            keep["health"] = self.health.model_dump(mode="json")  # it becomes the HEALTHCHECK
         raw = json.dumps(keep, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:16]
 

@@ -1,0 +1,914 @@
+"""The Docker engine driver: service containers through the docker SDK (one wrapper, no Ray).
+
+What it does with a :class:`~rayinfra.services.spec.ServiceSpec`:
+
+- **Name and ownership.** The container is ``rayinfra-<cluster>-<service>`` (sanitised) and
+  carries the caller's labels (``rayinfra.service``, ``rayinfra.cluster``, ``rayinfra.spec``)
+  over the spec's own. Existing instances are found by exact label filters, never by a Docker
+  ``name`` filter (a substring match): the same ``rayinfra.spec`` is reused (started if
+  stopped), another is removed and recreated.
+- **Networks.** ``network_mode`` (``host``, ``none``, ``container:<id>``) is used as given;
+  ``networks`` are user-defined bridge networks, created if missing (labelled with the cluster),
+  the container joining each with its service name as DNS alias (so ``redis://redis:6379``
+  works between services). With neither, the container joins the user-defined bridge
+  ``rayinfra-<cluster>`` (created if missing), or the constructor's ``default_network``
+  (a network name, ``"host"`` or ``"none"``). Docker's default ``bridge`` is never used: it has
+  no DNS between containers.
+- **Container settings.** Ports publish on ``Port.host_ip`` (127.0.0.1 by default); env; named
+  volumes (created if missing, labelled) and absolute binds with ``:ro``/``:rw``; command and
+  entrypoint; ``init=True`` (so SIGTERM reaches a shell PID 1 and stops are fast); ``nano_cpus``
+  and ``mem_limit``; GPU ``device_requests`` (a count, -1 = all, or device ids); a Docker
+  HEALTHCHECK when ``health.kind == "container"`` has a ``command``. No restart policy, ever: the
+  health checker owns restarts.
+- **Errors** from the engine become :class:`DriverError` with a message a person can act on
+  (image not found, registry unreachable, port already allocated, name taken) and a short
+  ``reason``; an engine that cannot be reached is :class:`DriverUnavailable` with a hint.
+
+The docker client is created lazily (constructing the driver never touches the engine) and is
+shared by all threads (the SDK's connection pool is thread-safe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import docker
+import docker.errors
+from docker.auth import resolve_repository_name
+from docker.types import CancellableStream, DeviceRequest
+from docker.utils import version_lt
+
+from rayinfra.services.drivers.base import (
+    DriverError,
+    DriverUnavailable,
+    Instance,
+    InstanceState,
+    LogLine,
+    PullProgress,
+    Usage,
+)
+from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, LABEL_SPEC, ServiceSpec
+
+# requests ships no type stubs here; only its exception classes are used
+_requests_exc: Any = importlib.import_module("requests.exceptions")
+
+DEFAULT_TIMEOUT_S = 60.0
+UNAVAILABLE_HINT = "hint: start dockerd or set DOCKER_HOST / services.docker_host"
+EXEC_TIMEOUT_EXIT = 124  # what coreutils `timeout` returns
+
+#: network names that mean Docker's default bridge, which rayinfra never uses
+DEFAULT_BRIDGE_NAMES = frozenset({"bridge", "default"})
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]+")
+_NS = 1_000_000_000
+
+# ------------------------------------------------------------------------------------------
+# Pure helpers (unit-testable without an engine)
+# ------------------------------------------------------------------------------------------
+
+
+def _sanitize(raw: str) -> str:
+    return _NAME_BAD.sub("-", raw).strip("-.") or "rayinfra"
+
+
+def container_name(cluster: str | None, service: str) -> str:
+    """``rayinfra-<cluster>-<service>`` with anything Docker rejects replaced by ``-``."""
+    return _sanitize(f"rayinfra-{cluster}-{service}" if cluster else f"rayinfra-{service}")
+
+
+def network_name(cluster: str | None) -> str:
+    """The per-cluster user-defined bridge network used when a spec names no network."""
+    return _sanitize(f"rayinfra-{cluster}" if cluster else "rayinfra")
+
+
+def plan_network(
+    spec: ServiceSpec, cluster: str | None, default_network: str | None = None
+) -> tuple[str | None, list[str]]:
+    """(network_mode, user networks to join, the first being the primary one).
+
+    Raises :class:`DriverError` for Docker's default bridge, which is never used.
+    """
+    for net in [spec.network_mode or "", *spec.networks]:
+        if net in DEFAULT_BRIDGE_NAMES:
+            raise DriverError(
+                f"{spec.name}: Docker's default bridge network ({net!r}) is not used by "
+                "rayinfra (no DNS between containers); hint: name a user network in "
+                "`networks`, set network_mode = 'host', or leave both empty for "
+                f"{network_name(cluster)!r}",
+                reason="invalid_spec",
+            )
+    if spec.network_mode:
+        return spec.network_mode, []
+    if spec.networks:
+        return None, list(spec.networks)
+    if default_network in ("host", "none"):
+        return default_network, []
+    return None, [default_network or network_name(cluster)]
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * _NS)
+
+
+def healthcheck_of(spec: ServiceSpec) -> dict[str, Any] | None:
+    """Docker HEALTHCHECK for ``health.kind == "container"`` with a command (times in ns)."""
+    h = spec.health
+    if h is None or h.kind != "container" or not h.command:
+        return None
+    return {
+        "test": ["CMD", *h.command],
+        "interval": _ns(h.interval_s),
+        "timeout": _ns(h.timeout_s),
+        "retries": h.retries,
+        "start_period": _ns(h.start_period_s),
+    }
+
+
+def device_requests_of(spec: ServiceSpec) -> list[Any]:
+    r = spec.resources
+    if r.gpu_device_ids:
+        return [DeviceRequest(device_ids=list(r.gpu_device_ids), capabilities=[["gpu"]])]
+    if r.gpus != 0:
+        return [DeviceRequest(count=r.gpus, capabilities=[["gpu"]])]
+    return []
+
+
+def create_kwargs(
+    spec: ServiceSpec,
+    labels: Mapping[str, str],
+    name: str,
+    network_mode: str | None,
+    networks: Sequence[str],
+) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.create`` (without ``networking_config``)."""
+    kw: dict[str, Any] = {
+        "image": spec.image,
+        "name": name,
+        "labels": dict(labels),
+        "environment": dict(spec.env),
+        "init": True,
+        "detach": True,
+    }
+    if spec.command is not None:
+        kw["command"] = list(spec.command)
+    if spec.entrypoint is not None:
+        kw["entrypoint"] = list(spec.entrypoint)
+    # host / none / container:<id> modes publish nothing (Docker rejects port bindings there):
+    # with host networking the service listens on its container ports on the host itself
+    if spec.ports and not network_mode:
+        ports: dict[str, list[tuple[str, int]]] = {}
+        for p in spec.ports:
+            ports.setdefault(f"{p.container}/{p.protocol}", []).append((p.host_ip, p.host))
+        kw["ports"] = {k: v[0] if len(v) == 1 else v for k, v in ports.items()}
+    if spec.volumes:
+        binds = []
+        for v in spec.volumes:
+            parts = v.split(":")
+            mode = parts[2] if len(parts) == 3 else "rw"
+            binds.append(f"{parts[0]}:{parts[1]}:{mode}")
+        kw["volumes"] = binds
+    if spec.resources.cpus is not None:
+        kw["nano_cpus"] = round(spec.resources.cpus * _NS)
+    if spec.resources.memory_bytes is not None:
+        kw["mem_limit"] = spec.resources.memory_bytes
+    gpus = device_requests_of(spec)
+    if gpus:
+        kw["device_requests"] = gpus
+    hc = healthcheck_of(spec)
+    if hc is not None:
+        kw["healthcheck"] = hc
+    if network_mode:
+        kw["network_mode"] = network_mode
+    elif networks:
+        kw["network"] = networks[0]
+    return kw
+
+
+def named_volumes(spec: ServiceSpec) -> list[str]:
+    """Volume sources that are names (not absolute host paths)."""
+    return [v.split(":")[0] for v in spec.volumes if not v.startswith("/")]
+
+
+_TS_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def parse_docker_time(text: str | None) -> float | None:
+    """RFC3339 / RFC3339Nano (``2024-05-01T10:00:00.123456789Z``) -> unix seconds, keeping the
+    fraction; Docker's zero time (year 1) and anything unparsable -> None."""
+    if not text:
+        return None
+    m = _TS_RE.match(text.strip())
+    if not m:
+        return None
+    year, mon, day, hh, mm, ss, frac, tz = m.groups()
+    if int(year) <= 1:
+        return None
+    offset = 0
+    if tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        offset = sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    base = datetime(
+        int(year), int(mon), int(day), int(hh), int(mm), int(ss), tzinfo=timezone.utc
+    ).timestamp()
+    return base - offset + (float("0." + frac) if frac else 0.0)
+
+
+def split_log_line(line: str) -> tuple[float | None, str]:
+    """``"<RFC3339Nano> message"`` (docker logs with timestamps) -> (unix seconds, message)."""
+    ts, sep, rest = line.partition(" ")
+    t = parse_docker_time(ts)
+    if t is None:
+        return None, line
+    return t, rest if sep else ""
+
+
+_STATES: dict[str, InstanceState] = {
+    "created": "created",
+    "running": "running",
+    "paused": "running",
+    "restarting": "running",
+    "removing": "exited",
+    "exited": "exited",
+    "dead": "exited",
+}
+
+
+def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
+    """An :class:`Instance` from ``docker inspect`` output."""
+    state = data.get("State") or {}
+    labels = dict((data.get("Config") or {}).get("Labels") or {})
+    st = _STATES.get(str(state.get("Status", "")), "exited")
+    health = (state.get("Health") or {}).get("Status") or None
+    ports: set[int] = set()
+    for bindings in ((data.get("NetworkSettings") or {}).get("Ports") or {}).values():
+        for b in bindings or ():
+            if b.get("HostPort"):
+                ports.add(int(b["HostPort"]))
+    if not ports:  # host mode keeps the requested bindings only here
+        for bindings in ((data.get("HostConfig") or {}).get("PortBindings") or {}).values():
+            for b in bindings or ():
+                if b.get("HostPort"):
+                    ports.add(int(b["HostPort"]))
+    pid = int(state.get("Pid") or 0)
+    return Instance(
+        id=str(data.get("Id", "")),
+        service=labels.get(LABEL_SERVICE, ""),
+        driver="docker",
+        state=st,
+        labels=labels,
+        started_at=parse_docker_time(state.get("StartedAt")),
+        exit_code=int(state.get("ExitCode", 0)) if st == "exited" else None,
+        health=health,
+        ports=tuple(sorted(ports)),
+        pid=pid if pid > 0 else None,
+    )
+
+
+def registry_of(image: str) -> str:
+    """The registry host an image reference pulls from (``docker.io`` for Docker Hub)."""
+    repo = image.split("@", 1)[0]
+    head, sep, tail = repo.rpartition(":")
+    if sep and "/" not in tail:
+        repo = head
+    try:
+        index, _ = resolve_repository_name(repo)
+    except docker.errors.DockerException:
+        return "?"
+    return "docker.io" if index in ("index.docker.io", "docker.io") else str(index)
+
+
+@dataclass
+class _Layer:
+    total: int = 0
+    downloaded: int = 0
+    extracted: int = 0
+    skipped: bool = False
+
+
+@dataclass
+class PullTracker:
+    """Folds ``docker pull`` JSON events into image-level byte progress.
+
+    Layers that already exist are not counted; a layer's size is known from its first
+    ``progressDetail.total``. ``downloading`` reports bytes downloaded over the summed layer
+    sizes; ``extracting`` bytes extracted over the same total; :meth:`complete` reports
+    ``current == total``.
+    """
+
+    image: str
+    layers: dict[str, _Layer] = field(default_factory=dict)
+    phase: Literal["downloading", "extracting"] = "downloading"
+    _last: tuple[str, int, int] | None = None
+
+    def total(self) -> int:
+        return sum(la.total for la in self.layers.values() if not la.skipped)
+
+    def feed(self, event: Mapping[str, Any]) -> PullProgress | None:
+        """Account for one event; a new :class:`PullProgress` when the numbers changed."""
+        status = str(event.get("status") or "")
+        lid = event.get("id")
+        detail = event.get("progressDetail") or {}
+        cur = int(detail.get("current") or 0)
+        tot = int(detail.get("total") or 0)
+        if not lid or not isinstance(lid, str):
+            return None
+        if status.startswith(("Pulling from", "Digest", "Status")):
+            return None
+        layer = self.layers.setdefault(lid, _Layer())
+        if status == "Already exists":
+            layer.skipped = True
+            return None
+        if status == "Downloading":
+            if tot > 0:
+                layer.total = tot
+            layer.downloaded = min(cur, layer.total) if layer.total else cur
+        elif status in ("Verifying Checksum", "Download complete"):
+            layer.downloaded = layer.total
+        elif status == "Extracting":
+            self.phase = "extracting"
+            if tot > 0 and not layer.total:
+                layer.total = tot
+            layer.downloaded = layer.total
+            layer.extracted = min(cur, layer.total) if layer.total else cur
+        elif status == "Pull complete":
+            layer.downloaded = layer.extracted = layer.total
+        else:  # "Pulling fs layer", "Waiting", ...
+            return None
+        return self._progress()
+
+    def _progress(self) -> PullProgress | None:
+        live = [la for la in self.layers.values() if not la.skipped]
+        total = sum(la.total for la in live)
+        if self.phase == "downloading":
+            current = sum(la.downloaded for la in live)
+        else:
+            current = sum(la.extracted for la in live)
+        key = (self.phase, current, total)
+        if key == self._last:
+            return None
+        self._last = key
+        return PullProgress(self.image, self.phase, current, total)
+
+    def complete(self, message: str = "") -> PullProgress:
+        total = self.total()
+        return PullProgress(self.image, "complete", total, total, message)
+
+
+def _explanation(e: BaseException) -> str:
+    text = getattr(e, "explanation", None)
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return str(text or e).strip()
+
+
+_UNREACHABLE = (
+    "connection refused",
+    "no such host",
+    "dial tcp",
+    "i/o timeout",
+    "timeout exceeded",
+    "tls handshake",
+    "http response to https client",
+    "network is unreachable",
+    "no route to host",
+)
+_UNKNOWN_IMAGE = (
+    "manifest unknown",
+    "not found",
+    "pull access denied",
+    "repository does not exist",
+    "name unknown",
+    "no such image",
+)
+
+
+def pull_error(image: str, e: BaseException | str) -> DriverError:
+    """A pull failure as an actionable :class:`DriverError` naming image and registry."""
+    msg = e if isinstance(e, str) else _explanation(e)
+    low = msg.lower()
+    registry = registry_of(image)
+    if any(s in low for s in _UNREACHABLE):
+        return DriverError(
+            f"cannot pull {image}: registry {registry} is unreachable ({msg}); hint: check that "
+            "the registry runs and the address is right (a plain-HTTP registry off loopback "
+            "must be in dockerd's insecure-registries), or build/load the image locally",
+            reason="registry_unreachable",
+        )
+    if any(s in low for s in _UNKNOWN_IMAGE):
+        return DriverError(
+            f"cannot pull {image}: not found in registry {registry} ({msg}); hint: check the "
+            "image name and tag (and `docker login` for a private repository)",
+            reason="image_not_found",
+        )
+    return DriverError(f"cannot pull {image} from {registry}: {msg}", reason="pull_failed")
+
+
+def api_error(action: str, e: BaseException) -> DriverError:
+    """An engine error as an actionable :class:`DriverError`."""
+    msg = _explanation(e)
+    low = msg.lower()
+    if "port is already allocated" in low or "address already in use" in low:
+        return DriverError(
+            f"{action}: a published port is already in use ({msg}); hint: stop what listens "
+            "on that port or change the service's `ports`",
+            reason="port_in_use",
+        )
+    if "is already in use by container" in low:
+        return DriverError(
+            f"{action}: the container name is taken ({msg}); hint: remove or rename that "
+            "container (rayinfra does not adopt containers without its labels)",
+            reason="name_conflict",
+        )
+    if "is not running" in low:
+        return DriverError(f"{action}: {msg}", reason="not_running")
+    if "no such image" in low:
+        return DriverError(f"{action}: {msg}", reason="image_not_found")
+    if isinstance(e, docker.errors.NotFound):
+        return DriverError(f"{action}: {msg}", reason="not_found")
+    return DriverError(f"{action}: {msg}", reason="docker_error")
+
+
+# ------------------------------------------------------------------------------------------
+# The driver
+# ------------------------------------------------------------------------------------------
+
+
+class DockerDriver:
+    """:class:`~rayinfra.services.drivers.base.Driver` on a Docker engine.
+
+    ``base_url`` (``unix:///run/docker.sock``, ``tcp://127.0.0.1:2375``...) defaults to
+    ``DOCKER_HOST`` / the SDK default; ``timeout_s`` bounds each API call (pulls and followed
+    logs are unbounded); ``default_network`` replaces ``rayinfra-<cluster>`` for specs that
+    name no network (a user network name, ``"host"`` or ``"none"``).
+    """
+
+    kind = "docker"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        default_network: str | None = None,
+    ) -> None:
+        if default_network in DEFAULT_BRIDGE_NAMES:
+            raise ValueError("default_network cannot be Docker's default bridge")
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.default_network = default_network
+        self._docker: Any = None
+        self._lock = threading.Lock()
+
+    # -- client and errors ---------------------------------------------------------------
+
+    def _where(self) -> str:
+        return self.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+    def _unavailable(self, e: BaseException) -> DriverUnavailable:
+        return DriverUnavailable(
+            f"docker unavailable: cannot reach the engine at {self._where()} "
+            f"({_explanation(e)}); {UNAVAILABLE_HINT}"
+        )
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._docker is None:
+                try:
+                    if self.base_url:
+                        self._docker = docker.DockerClient(
+                            base_url=self.base_url, timeout=self.timeout_s
+                        )
+                    else:
+                        self._docker = docker.from_env(timeout=self.timeout_s)
+                except (docker.errors.DockerException, _requests_exc.RequestException) as e:
+                    raise self._unavailable(e) from e
+            return self._docker
+
+    def _api(self) -> Any:
+        return self._client().api
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except DriverError:
+            raise
+        except docker.errors.APIError as e:
+            raise api_error(action, e) from e
+        except _requests_exc.ConnectionError as e:
+            raise self._unavailable(e) from e
+        except _requests_exc.Timeout as e:
+            raise DriverError(
+                f"{action}: the docker engine did not answer within {self.timeout_s:g}s",
+                reason="timeout",
+            ) from e
+        except (docker.errors.DockerException, _requests_exc.RequestException) as e:
+            raise DriverError(f"{action}: {_explanation(e)}", reason="docker_error") from e
+
+    def close(self) -> None:
+        """Close the client's connections (a later call reconnects)."""
+        with self._lock:
+            if self._docker is not None:
+                self._docker.close()
+                self._docker = None
+
+    # -- Driver ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        try:
+            self._client().ping()
+        except DriverUnavailable:
+            raise
+        except (docker.errors.DockerException, _requests_exc.RequestException, OSError) as e:
+            raise self._unavailable(e) from e
+
+    def start(self, spec: ServiceSpec, labels: Mapping[str, str]) -> Instance:
+        if spec.driver != "docker" or not spec.image:
+            raise DriverError(f"{spec.name} is not a docker service", reason="invalid_spec")
+        want = {**spec.labels, **labels}
+        want.setdefault(LABEL_SERVICE, spec.name)
+        want.setdefault(LABEL_SPEC, spec.fingerprint())
+        cluster = want.get(LABEL_CLUSTER)
+        name = container_name(cluster, spec.name)
+        mode, networks = plan_network(spec, cluster, self.default_network)
+        action = f"cannot start {spec.name}"
+        with self._errors(action):
+            adopted = self._adopt(spec.name, cluster, want[LABEL_SPEC], action)
+            if adopted is not None:
+                return adopted
+            self._ensure_image(spec, action)
+            owner = {LABEL_CLUSTER: cluster} if cluster else {}
+            for vol in named_volumes(spec):
+                self._ensure_volume(vol, owner)
+            for net in networks:
+                self._ensure_network(net, owner)
+            kw = create_kwargs(spec, want, name, mode, networks)
+            api = self._api()
+            if networks:
+                kw["networking_config"] = {
+                    networks[0]: api.create_endpoint_config(aliases=[spec.name])
+                }
+            try:
+                container = self._client().containers.create(**kw)
+            except docker.errors.APIError as e:
+                if e.status_code == 409:  # a concurrent start of the same spec won the race
+                    again = self._adopt(spec.name, cluster, want[LABEL_SPEC], action)
+                    if again is not None:
+                        return again
+                raise
+            cid = str(container.id)
+            try:
+                for net in networks[1:]:
+                    api.connect_container_to_network(cid, net, aliases=[spec.name])
+                api.start(cid)
+            except docker.errors.APIError as e:
+                with contextlib.suppress(docker.errors.APIError):
+                    api.remove_container(cid, force=True, v=False)
+                raise api_error(action, e) from e
+            return self.inspect(cid)
+
+    def _candidates(self, service: str, cluster: str | None) -> list[dict[str, Any]]:
+        filters = [f"{LABEL_SERVICE}={service}"]
+        if cluster:
+            filters.append(f"{LABEL_CLUSTER}={cluster}")
+        api = self._api()
+        out = []
+        for summary in api.containers(all=True, filters={"label": filters}):
+            with contextlib.suppress(docker.errors.NotFound):
+                out.append(api.inspect_container(summary["Id"]))
+        # without a cluster label, only containers that have none are ours
+        if not cluster:
+            out = [c for c in out if LABEL_CLUSTER not in (c["Config"].get("Labels") or {})]
+        return out
+
+    def _adopt(
+        self, service: str, cluster: str | None, spec_hash: str, action: str
+    ) -> Instance | None:
+        """Reuse the instance with this spec (started if stopped); remove every other one."""
+        api = self._api()
+        keep: dict[str, Any] | None = None
+        candidates = self._candidates(service, cluster)
+        # prefer a running match, then the newest
+        candidates.sort(key=lambda c: (c["State"].get("Running", False), c.get("Created", "")))
+        for c in reversed(candidates):
+            same = (c["Config"].get("Labels") or {}).get(LABEL_SPEC) == spec_hash
+            if keep is None and same and c["State"].get("Status") not in ("removing", "dead"):
+                keep = c
+            else:
+                with contextlib.suppress(docker.errors.NotFound):
+                    api.remove_container(c["Id"], force=True, v=False)
+        if keep is None:
+            return None
+        if not keep["State"].get("Running"):
+            try:
+                api.start(keep["Id"])
+            except docker.errors.APIError as e:
+                raise api_error(action, e) from e
+        return self.inspect(str(keep["Id"]))
+
+    def _ensure_image(self, spec: ServiceSpec, action: str) -> None:
+        image = str(spec.image)
+        try:
+            self._api().inspect_image(image)
+            return
+        except docker.errors.NotFound:
+            pass
+        try:
+            for _ in self.pull(image):
+                pass
+        except DriverUnavailable:
+            raise
+        except DriverError as e:
+            raise DriverError(f"{action}: {e}", reason=e.reason) from e
+
+    def _ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        api = self._api()
+        try:
+            api.inspect_volume(name)
+        except docker.errors.NotFound:
+            api.create_volume(name=name, labels=dict(labels))
+
+    def _ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+        api = self._api()
+        try:
+            found = api.inspect_network(name)
+            if found.get("Name") == name:
+                return
+        except docker.errors.NotFound:
+            pass
+        try:
+            api.create_network(name, driver="bridge", labels=dict(labels), check_duplicate=True)
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # created meanwhile by a concurrent start
+                raise
+
+    def stop(self, instance_id: str, timeout_s: float) -> None:
+        t = max(0, math.ceil(timeout_s))
+        with (
+            self._errors(f"cannot stop {instance_id[:12]}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self._api().stop(instance_id, timeout=t)
+
+    def remove(self, instance_id: str) -> None:
+        with self._errors(f"cannot remove {instance_id[:12]}"):
+            try:
+                self._api().remove_container(instance_id, force=True, v=False)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                if "already in progress" not in _explanation(e):
+                    raise
+
+    def inspect(self, instance_id: str) -> Instance:
+        with self._errors(f"cannot inspect {instance_id[:12]}"):
+            try:
+                data = self._api().inspect_container(instance_id)
+            except docker.errors.NotFound:
+                return Instance(id=instance_id, service="", driver="docker", state="missing")
+        return instance_from_inspect(data)
+
+    def list_owned(self, labels: Mapping[str, str]) -> list[Instance]:
+        if not labels:  # would list every container on the engine, ours or not
+            raise ValueError("list_owned needs at least one label to match")
+        filters = [f"{k}={v}" for k, v in labels.items()]
+        out = []
+        with self._errors("cannot list containers"):
+            api = self._api()
+            for summary in api.containers(all=True, filters={"label": filters}):
+                try:
+                    out.append(instance_from_inspect(api.inspect_container(summary["Id"])))
+                except docker.errors.NotFound:
+                    continue
+        return out
+
+    def usage(self, instance_id: str) -> Usage:
+        """One ``stats`` sample (one-shot; the engine samples once a second, so a call can
+        wait up to ~1 s). Memory excludes the page cache as ``docker stats`` does."""
+        with self._errors(f"cannot read stats of {instance_id[:12]}"):
+            api = self._api()
+            kwargs = {} if version_lt(api.api_version, "1.41") else {"one_shot": True}
+            s = api.stats(instance_id, stream=False, **kwargs)
+        at = time.monotonic()
+        sampled = parse_docker_time(s.get("read"))
+        if sampled is not None:  # when the engine took the sample, not when it reached us
+            at -= min(max(time.time() - sampled, 0.0), 2.0)
+        cpu_ns = int(((s.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0)
+        mem = s.get("memory_stats") or {}
+        used = int(mem.get("usage") or 0)
+        detail = mem.get("stats") or {}
+        # what `docker stats` shows: cgroup v2 inactive_file, v1 total_inactive_file, else cache
+        for key in ("inactive_file", "total_inactive_file", "cache"):
+            if key in detail:
+                used -= int(detail[key] or 0)
+                break
+        rx = tx = 0
+        for net in (s.get("networks") or {}).values():
+            rx += int(net.get("rx_bytes") or 0)
+            tx += int(net.get("tx_bytes") or 0)
+        return Usage(
+            at=at, cpu_time_s=cpu_ns / _NS, memory_bytes=max(0, used), rx_bytes=rx, tx_bytes=tx
+        )
+
+    def logs(
+        self, instance_id: str, *, follow: bool, tail: int | None, since: float | None
+    ) -> Iterator[LogLine]:
+        """Docker logs (stdout and stderr, demultiplexed), each line with its own timestamp.
+
+        ``tail=None`` is all lines, ``tail=n`` the last n; ``since`` is unix seconds. With
+        ``follow`` the iterator ends when the container stops; ``close()`` it to stop early.
+        """
+        action = f"cannot read logs of {instance_id[:12]}"
+        with self._errors(action):
+            api = self._api()
+            tty = bool((api.inspect_container(instance_id).get("Config") or {}).get("Tty"))
+            params: dict[str, Any] = {
+                "stdout": 1,
+                "stderr": 1,
+                "timestamps": 1,
+                "follow": 1 if follow else 0,
+                "tail": "all" if tail is None else str(max(0, tail)),
+            }
+            if since is not None and since > 0:
+                params["since"] = f"{since:.9f}"
+            url = api._url("/containers/{0}/logs", instance_id)
+            res = api._get(
+                url, params=params, stream=True, timeout=None if follow else self.timeout_s
+            )
+            sock = api._get_raw_response_socket(res)  # raises APIError for an HTTP error
+            if follow:
+                api._disable_socket_timeout(sock)
+        frames = _log_frames(res.raw, tty)
+        stream = CancellableStream(frames, res)
+        try:
+            yield from _log_lines(stream)
+        except (OSError, _requests_exc.RequestException, docker.errors.DockerException) as e:
+            if follow:  # closed from another thread, or the engine went away mid-stream
+                return
+            raise DriverError(f"{action}: {_explanation(e)}", reason="docker_error") from e
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()
+            with contextlib.suppress(Exception):
+                res.close()
+
+    def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
+        """Run ``argv`` in the container; (exit code, stdout+stderr in arrival order).
+
+        After ``timeout_s`` the process is killed (when this host sees the engine's pids) and
+        ``(124, output so far + a note)`` is returned, like coreutils ``timeout``.
+        """
+        action = f"cannot exec in {instance_id[:12]}"
+        with self._errors(action):
+            api = self._api()
+            exec_id = api.exec_create(instance_id, list(argv), stdout=True, stderr=True)["Id"]
+            stream = api.exec_start(exec_id, stream=True, demux=False)
+        chunks: list[bytes] = []
+        done = threading.Event()
+
+        def pump() -> None:
+            try:  # an error here means the stream was closed on timeout
+                with contextlib.suppress(
+                    OSError,
+                    ValueError,
+                    _requests_exc.RequestException,
+                    docker.errors.DockerException,
+                ):
+                    for chunk in stream:
+                        chunks.append(chunk)
+            finally:
+                done.set()
+
+        threading.Thread(target=pump, name=f"docker-exec-{exec_id[:8]}", daemon=True).start()
+        if not done.wait(timeout_s):
+            killed = self._kill_exec(exec_id, instance_id)
+            with contextlib.suppress(Exception):
+                stream.close()
+            done.wait(2.0)
+            note = "killed" if killed else "could not be killed from this host and may still run"
+            out = b"".join(chunks).decode(errors="replace")
+            if out and not out.endswith("\n"):
+                out += "\n"
+            return EXEC_TIMEOUT_EXIT, out + f"[rayinfra: timed out after {timeout_s:g}s; {note}]"
+        out = b"".join(chunks).decode(errors="replace")
+        with self._errors(action):
+            deadline = time.monotonic() + 5.0
+            while True:
+                info = api.exec_inspect(exec_id)
+                if not info.get("Running") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        code = info.get("ExitCode")
+        return (int(code) if code is not None else -1), out
+
+    def _kill_exec(self, exec_id: str, instance_id: str) -> bool:
+        """SIGKILL an exec's process, only if /proc shows it in the container's pid namespace."""
+        try:
+            api = self._api()
+            pid = int(api.exec_inspect(exec_id).get("Pid") or 0)
+            main = int((api.inspect_container(instance_id).get("State") or {}).get("Pid") or 0)
+            if pid <= 0 or main <= 0:
+                return False
+            if Path(f"/proc/{pid}/ns/pid").readlink() != Path(f"/proc/{main}/ns/pid").readlink():
+                return False
+            os.kill(pid, 9)
+            return True
+        except (OSError, docker.errors.DockerException, _requests_exc.RequestException):
+            return False
+
+    def pull(self, image: str) -> Iterator[PullProgress]:
+        tracker = PullTracker(image)
+        last_status = ""
+        try:
+            events = self._api().pull(image, stream=True, decode=True)
+            for event in events:
+                if "error" in event:
+                    detail = event.get("errorDetail") or {}
+                    raise pull_error(image, str(detail.get("message") or event["error"]))
+                last_status = str(event.get("status") or last_status)
+                progress = tracker.feed(event)
+                if progress is not None:
+                    yield progress
+        except DriverError:
+            raise
+        except _requests_exc.ConnectionError as e:  # between us and the engine
+            raise self._unavailable(e) from e
+        except (docker.errors.DockerException, _requests_exc.RequestException) as e:
+            raise pull_error(image, e) from e
+        yield tracker.complete(last_status)
+
+
+# ------------------------------------------------------------------------------------------
+# Log stream decoding
+# ------------------------------------------------------------------------------------------
+
+_STREAMS: dict[int, Literal["stdout", "stderr"]] = {1: "stdout", 2: "stderr"}
+
+
+def _read_full(raw: Any, n: int) -> bytes:
+    """Exactly ``n`` bytes from an HTTP response body (fewer only at EOF)."""
+    buf = b""
+    while len(buf) < n:
+        data = raw.read(n - len(buf))
+        if not data:
+            break
+        buf += data
+    return buf
+
+
+def _log_frames(raw: Any, tty: bool) -> Iterator[tuple[int, bytes]]:
+    """Whole multiplexed frames ``(stream id, payload)`` read from the logs response body
+    (urllib3 undoes the chunked transfer encoding); a TTY container's stream is all stdout."""
+    if tty:
+        while True:
+            data = raw.read(65536)
+            if not data:
+                return
+            yield 1, data
+    while True:
+        header = _read_full(raw, 8)
+        if len(header) < 8:
+            return
+        stream_id, size = struct.unpack(">BxxxL", header)
+        yield stream_id, _read_full(raw, size) if size else b""
+
+
+def _log_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
+    """Frames -> lines. Each docker log message is ``<timestamp> <text>\\n``; a message split
+    into several frames (no trailing newline: Docker's 16 KiB partial messages) is joined and
+    keeps its first timestamp."""
+    pending: dict[int, tuple[float, bytes]] = {}
+    last_ts = 0.0
+    for stream_id, payload in frames:
+        name = _STREAMS.get(stream_id, "stdout")
+        key = 2 if name == "stderr" else 1
+        pieces = payload.split(b"\n")
+        for i, raw in enumerate(pieces):
+            terminated = i < len(pieces) - 1
+            if not terminated and not raw:
+                break
+            ts, message = split_log_line(raw.decode(errors="replace"))
+            if ts is None:
+                ts = last_ts or time.time()
+            last_ts = ts
+            body = message.encode()
+            if key in pending:
+                first_ts, prefix = pending.pop(key)
+                ts, body = first_ts, prefix + body
+            if terminated:
+                yield LogLine(ts, name, body.decode(errors="replace").removesuffix("\r"))
+            else:
+                pending[key] = (ts, body)
+    for key, (ts, body) in pending.items():
+        yield LogLine(ts, "stderr" if key == 2 else "stdout", body.decode(errors="replace"))

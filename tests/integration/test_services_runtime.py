@@ -1,0 +1,226 @@
+"""The service_registry and health_checker actors in a real runtime (process services).
+
+Module-scoped runtime: these tests kill the registry. Docker is pointed at a socket that does
+not exist, so the docker service reads "docker unavailable" while everything else works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+
+from rayinfra import runtime
+from rayinfra.config import RayinfraConfig, load_config
+from rayinfra.raywrap import NAMESPACE
+from tests.conftest import free_port, make_runtime_spec
+
+pytestmark = pytest.mark.integration
+
+BURN = "import time\nwhile True:\n    sum(range(10000))\n"
+PORTS = {"kv": free_port(), "victim": free_port()}
+
+
+def services_toml(bogus_docker: str) -> str:
+    kv, victim = PORTS["kv"], PORTS["victim"]
+    return f"""
+[services]
+profile = "local"
+docker_host = "unix://{bogus_docker}"
+health_timeout_s = 20
+stop_timeout_s = 3
+
+[services.definitions.kv]
+driver = "process"
+argv = ["redis-server", "--port", "{kv}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+ports = [{kv}]
+required = true
+health = {{ kind = "redis", port = {kv}, interval_s = 0.5 }}
+
+[services.definitions.burner]
+driver = "process"
+argv = ["{sys.executable}", "-c", {json.dumps(BURN)}]
+depends_on = [{{ service = "kv", condition = "healthy" }}]
+
+[services.definitions.victim]
+driver = "process"
+argv = ["redis-server", "--port", "{victim}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+health = {{ kind = "redis", port = {victim}, interval_s = 0.3, timeout_s = 0.3, retries = 2 }}
+restart = {{ backoff_initial_s = 0.2, backoff_max_s = 0.5, max_attempts = 3, window_s = 60 }}
+
+[services.definitions.boxed]
+image = "rayinfra-test/busybox:1"
+command = ["sleep", "600"]
+"""
+
+
+@pytest.fixture(scope="module")
+def srt() -> Iterator[RayinfraConfig]:
+    spec = make_runtime_spec("rsv", "")
+    bogus = spec.root / "no-docker.sock"
+    spec.config_path.write_text(spec.config_path.read_text() + services_toml(str(bogus)))
+    env = spec.env()
+    env.pop("DOCKER_HOST", None)  # CI's engine would override the config's bogus socket
+    cfg = load_config(env=env).config
+    runtime.start(cfg)
+    try:
+        yield cfg
+    finally:
+        runtime.stop_services(cfg.state.dir, timeout_s=3)
+        runtime.stop(cfg.state.dir, timeout_s=30, force=True)
+        shutil.rmtree(spec.root, ignore_errors=True)
+
+
+def registry() -> Any:
+    return ray.get_actor("service_registry", namespace=NAMESPACE)
+
+
+def start(names: list[str], overrides: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    reg = registry()
+    op = ray.get(reg.start.remote(names, True, overrides or {}))
+    seq, out, done = 0, [], False
+    while not done:
+        seq, ups, done = ray.get(reg.op_updates.remote(op, seq, 10.0))
+        out += ups
+    return out
+
+
+def finals(updates: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {u["service_name"]: u for u in updates if u["progress"] == 100}
+
+
+def wait_for(pred: Any, timeout: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+def test_start_with_a_dependency_and_docker_unavailable(srt: RayinfraConfig) -> None:
+    f = finals(start(["burner", "boxed"]))
+    assert set(f) == {"kv", "burner", "boxed"}
+    assert f["kv"]["status"] == "healthy"
+    assert f["burner"]["status"] == "healthy"  # running, no health check
+    assert f["boxed"]["status"] == "failed"
+    assert "docker unavailable" in f["boxed"]["message"] and "hint" in f["boxed"]["message"]
+    st = ray.get(registry().status.remote([]))
+    assert st["kv"]["status"] == "running" and st["kv"]["ports"] == [PORTS["kv"]]
+    assert st["boxed"]["status"] == "failed"
+    assert st["prometheus"]["status"] == "stopped"  # the local profile's, never selected
+
+
+def test_health_checker_reports_probes_and_cpu(srt: RayinfraConfig) -> None:
+    start(["burner"])
+    reg = registry()
+    _, items = ray.get(reg.health_updates.remote(0, ["kv"], 10.0))
+    assert items and items[-1]["service"] == "kv" and items[-1]["healthy"] is True
+    assert "PONG" in items[-1]["message"]
+
+    def burner_cpu() -> float:
+        usage = ray.get(reg.status.remote(["burner"]))["burner"].get("health", {})
+        return float(usage.get("resource_usage", {}).get("cpu_percent", 0.0))
+
+    assert wait_for(lambda: burner_cpu() > 20, 20, "burner CPU%")
+    metrics = ray.get(reg.metrics_snapshot.remote())
+    assert metrics['env_manager_service_start_total{service_name="kv",status="success"}'] >= 1
+
+
+def test_logs_tail_and_follow(srt: RayinfraConfig) -> None:
+    start(["kv"])
+    reg = registry()
+    sid = ray.get(reg.open_logs.remote("kv", False, 3, None))
+    lines, done = [], False
+    while not done:
+        batch, done = ray.get(reg.read_logs.remote(sid, 5.0))
+        lines += batch
+    assert 0 < len(lines) <= 3
+    assert all(ln["timestamp"] > 1.7e9 and ln["stream"] in ("stdout", "stderr") for ln in lines)
+    with pytest.raises(Exception, match="unknown service"):
+        ray.get(reg.open_logs.remote("ghost", False, None, None))
+    follow = ray.get(reg.open_logs.remote("kv", True, 1, None))
+    batch, done = ray.get(reg.read_logs.remote(follow, 5.0))
+    assert batch and not done
+    assert ray.get(reg.close_logs.remote(follow)) is True
+
+
+def test_restart_on_unhealthy_through_the_actors(srt: RayinfraConfig) -> None:
+    assert finals(start(["victim"]))["victim"]["status"] == "healthy"
+    reg = registry()
+    first = ray.get(reg.status.remote(["victim"]))["victim"]["container_id"]
+    pid = int(first.split("-")[0])
+    os.kill(pid, signal.SIGSTOP)  # wedged: the port accepts, nothing answers
+    try:
+
+        def replaced() -> bool:
+            row = ray.get(reg.status.remote(["victim"]))["victim"]
+            return bool(row["container_id"] != first and row["status"] == "running")
+
+        wait_for(replaced, 30, "victim restarted")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # normally gone: it was replaced
+            os.kill(pid, signal.SIGCONT)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    hc = ray.get_actor("health_checker", namespace=NAMESPACE)
+    _, events = ray.get(hc.events.remote(0, None, ["service_restarted"], 100))
+    assert any(e["resource_id"] == "victim" and e["data"]["reason"] == "unhealthy" for e in events)
+
+
+def test_killed_registry_adopts_running_services(srt: RayinfraConfig) -> None:
+    start(["kv"])
+    reg = registry()
+    before = ray.get(reg.status.remote(["kv"]))["kv"]
+    pid_before = ray.get(reg.ping.remote())["pid"]
+    ray.kill(reg, no_restart=False)  # Ray restarts it (max_restarts=-1)
+
+    def new_incarnation() -> bool:
+        try:
+            return bool(ray.get(registry().ping.remote(), timeout=5)["pid"] != pid_before)
+        except Exception:  # noqa: BLE001 - restarting
+            return False
+
+    wait_for(new_incarnation, 60, "registry restart")
+    reg = registry()
+    recovered = ray.get(reg.recovered.remote())
+    assert recovered["kv"] == "adopted"
+    after = ray.get(reg.status.remote(["kv"]))["kv"]
+    assert after["container_id"] == before["container_id"]
+    assert after["status"] == "running"
+    f = finals(start(["kv"]))
+    assert f["kv"]["status"] == "healthy"
+    assert ray.get(reg.status.remote(["kv"]))["kv"]["container_id"] == before["container_id"]
+
+
+def test_bad_requests_name_the_field(srt: RayinfraConfig) -> None:
+    reg = registry()
+    with pytest.raises(Exception, match="unknown service 'nope'"):
+        ray.get(reg.start.remote(["nope"], True, {}))
+    with pytest.raises(Exception, match=r"kv\.bogus"):
+        ray.get(reg.start.remote(["kv"], True, {"kv.bogus": "1"}))
+    with pytest.raises(Exception, match="unknown service"):
+        ray.get(reg.restart.remote("nope"))
+
+
+def test_stop_reports_truthfully(srt: RayinfraConfig) -> None:
+    start(["burner"])
+    reg = registry()
+    pid = int(ray.get(reg.status.remote(["kv"]))["kv"]["container_id"].split("-")[0])
+    res = ray.get(reg.stop.remote(["burner", "kv"], 3))
+    assert list(res) == ["burner", "kv"]
+    assert res == {"burner": "stopped", "kv": "stopped"}
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert ray.get(reg.stop.remote(["kv"], 3)) == {"kv": "not running"}
