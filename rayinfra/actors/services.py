@@ -161,6 +161,11 @@ class ServiceRegistryActor(ControlActor):
         await self._wait_ready()
         return await self.manager.start(names or [], parallel, overrides or {})
 
+    async def pull(self, images: list[str] | None = None) -> str:
+        """Begin pulling images (empty = the catalog's docker images): an op id."""
+        await self._wait_ready()
+        return await self.manager.pull(images or [])
+
     async def op_updates(
         self, op_id: str, after_seq: int = 0, timeout_s: float = 30.0
     ) -> tuple[int, list[dict[str, Any]], bool]:

@@ -234,6 +234,43 @@ def status(
     console.print(table)
 
 
+@app.command("pull")
+def pull(
+    images: list[str] = typer.Argument(None, help="Images (default: the catalog's)."),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Pull images with byte progress; exit 1 if any pull failed."""
+    cfg = load(config, state_dir).config
+    handle = registry(cfg)
+    op_id = call(handle, "pull", images or [])
+    bars: dict[str, Any] = {}
+    failed: list[str] = []
+    seq, done = 0, False
+    with Progress(
+        TextColumn("{task.fields[name]:<40}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]:<12} {task.fields[detail]}"),
+        console=console,
+    ) as progress:
+        while not done:
+            seq, updates, done = call(handle, "op_updates", op_id, seq, 10.0)
+            for u in updates:
+                name = u["image_name"]
+                if name not in bars:
+                    bars[name] = progress.add_task("", total=100, name=name, status="", detail="")
+                detail = f"{_bytes(u['current'])} / {_bytes(u['total'])}" if u["total"] else ""
+                if u["status"] == "error":
+                    detail = u["message"][:100]
+                    failed.append(name)
+                progress.update(
+                    bars[name], completed=u["progress_percent"], status=u["status"], detail=detail
+                )
+    for name in failed:
+        err_console.print(f"[red]pull failed:[/] {name}")
+    raise typer.Exit(EXIT_FAILURE if failed else 0)
+
+
 def _bytes(n: int | None) -> str:
     if not n:
         return "-"

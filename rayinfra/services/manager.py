@@ -491,6 +491,67 @@ class ServiceManager:
             await asyncio.sleep(0.2)
         return None
 
+    # ------------------------------------------------------------------ pull
+    def images(self) -> list[str]:
+        """Images of the catalog's docker services (PullImages' default list)."""
+        return sorted({s.image for s in self.catalog.values() if s.driver == "docker" and s.image})
+
+    async def pull(self, images: Iterable[str] = ()) -> str:
+        """Begin pulling ``images`` (empty = the catalog's); follow with :meth:`op_updates`.
+
+        Updates: ``{image_name, status (downloading|extracting|complete|error), current,
+        total, progress_percent, message}``; one final ``complete`` or ``error`` per image.
+        """
+        wanted = list(images) or self.images()
+        for img in wanted:
+            if not img or any(c.isspace() for c in img):
+                raise InvalidArgument("image_names", f"{img!r} is not an image reference")
+        self._reap_ops()
+        op = Operation(id=f"pull-{next(self._op_ids)}-{uuid.uuid4().hex[:8]}", names=wanted)
+        self.ops[op.id] = op
+        self._spawn(self._run_pull(op, wanted))
+        return op.id
+
+    async def _run_pull(self, op: Operation, images: list[str]) -> None:
+        drv = self.drivers.get("docker")
+        ok = True
+        for image in images:
+            if drv is None:
+                await op.emit(_pull_update(image, "error", 0, 0, "no docker driver"))
+                ok = False
+                continue
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            t0 = time.perf_counter()
+            worker = asyncio.ensure_future(
+                asyncio.to_thread(_pull_into, drv, image, asyncio.get_running_loop(), queue)
+            )
+            last: tuple[str, int] = ("", -1)
+            current = total = 0
+            while True:
+                item = await queue.get()
+                if item is None:
+                    await op.emit(_pull_update(image, "complete", current, total, "pulled"))
+                    self.metrics.driver_duration.labels("pull", "success").observe(
+                        time.perf_counter() - t0
+                    )
+                    break
+                if isinstance(item, BaseException):
+                    ok = False
+                    await op.emit(_pull_update(image, "error", current, total, str(item)))
+                    self.metrics.driver_duration.labels("pull", "error").observe(
+                        time.perf_counter() - t0
+                    )
+                    break
+                current, total = item.current, item.total
+                pct = int(100 * current / total) if total else 0
+                if item.status == "complete":
+                    continue  # sent once the pull returned
+                if (item.status, pct) != last:  # one update per percent and phase
+                    last = (item.status, pct)
+                    await op.emit(_pull_update(image, item.status, current, total, item.message))
+            await worker
+        await op.finish(ok)
+
     # ------------------------------------------------------------------ stop / restart
     async def stop(
         self, names: Iterable[str] = (), timeout_s: float | None = None
@@ -605,6 +666,32 @@ def _update(name: str, status: str, message: str, progress: int) -> dict[str, An
         "status": status,
         "message": message,
         "progress": progress,
+        "ts": time.time(),
+    }
+
+
+def _pull_into(
+    drv: Driver, image: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]
+) -> None:
+    """Thread body: the driver's pull progress into ``queue``; then ``None`` or the error."""
+    try:
+        drv.check()
+        for p in drv.pull(image):
+            loop.call_soon_threadsafe(queue.put_nowait, p)
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+    except Exception as e:  # noqa: BLE001 - reported as this image's error update
+        loop.call_soon_threadsafe(queue.put_nowait, e)
+
+
+def _pull_update(image: str, status: str, current: int, total: int, message: str) -> dict[str, Any]:
+    pct = 100 if status == "complete" else (int(100 * current / total) if total else 0)
+    return {
+        "image_name": image,
+        "status": status,
+        "current": current,
+        "total": total,
+        "progress_percent": pct,
+        "message": message,
         "ts": time.time(),
     }
 
