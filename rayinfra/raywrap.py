@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from rayinfra.config import NAMESPACE
@@ -147,6 +147,28 @@ def invoke(handle: Any, method: str, *args: Any, timeout_s: float | None = None)
         return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
     except Exception as e:  # noqa: BLE001 - re-raised as what the actor raised
         raise unwrap_task_error(e) from None
+
+
+def actor_log(
+    gcs_address: str, name: str, *, stream: str = "err", tail: int = -1, follow: bool = False
+) -> Iterator[str]:
+    """Lines of a named actor's worker log (``err``: Python logging; ``out``: prints) from
+    Ray's session logs, through Ray's state API. Raises ``LookupError`` for an unknown actor."""
+    from ray.util.state import get_log
+
+    handle = get_actor(name)
+    if handle is None:
+        raise LookupError(f"no actor named {name!r} in namespace {NAMESPACE}")
+    actor_id = handle._actor_id.hex()
+    partial_line = ""
+    for chunk in get_log(
+        address=gcs_address, actor_id=actor_id, tail=tail, follow=follow, suffix=stream
+    ):
+        text = partial_line + chunk
+        *lines, partial_line = text.split("\n")
+        yield from lines
+    if partial_line:
+        yield partial_line
 
 
 def kill_actor(handle: Any) -> None:

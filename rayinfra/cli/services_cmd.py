@@ -282,6 +282,25 @@ def _bytes(n: int | None) -> str:
     return f"{value:.1f} TiB"
 
 
+COMPONENTS = ("scheduler", "service_registry", "health_checker", "gateway")
+
+
+def component_logs(cfg: RayinfraConfig, name: str, follow: bool, tail: int | None) -> None:
+    """A runtime component's log (its actor's stderr, where Python logging goes)."""
+    if runtime.recorded(cfg.state.dir) is None:
+        fail(f"rayinfra is not running (state dir {cfg.state.dir})")
+    info = runtime.connect(cfg.state.dir)
+    try:
+        for line in raywrap.actor_log(
+            info.gcs_address, name, tail=-1 if tail is None else tail, follow=follow
+        ):
+            typer.echo(line)
+    except LookupError as e:
+        fail(str(e), EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
+
+
 def parse_since(text: str | None, now: Callable[[], float] = time.time) -> float | None:
     """``--since``: unix seconds, an ISO time, or a duration like ``10m``/``2h``/``30s``."""
     if text is None:
@@ -311,8 +330,15 @@ def logs(
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Print a service's log lines, each with its own timestamp."""
+    """Print a service's log lines, each with its own timestamp.
+
+    SERVICE may also be a runtime component (scheduler, service_registry, health_checker,
+    gateway, executor-<class>-<n>): its lines come from Ray's session logs.
+    """
     cfg = load(config, state_dir).config
+    if service in COMPONENTS or service.startswith("executor-"):
+        component_logs(cfg, service, follow, tail)
+        return
     handle = registry(cfg)
     sid = call(handle, "open_logs", service, follow, tail, parse_since(since))
     try:
