@@ -244,11 +244,12 @@ class HealthMonitor:
             await asyncio.sleep(delay)
             w.expected_instance = True
             ok, message = await self._restart(name, reason)
-            await self._event(
-                "service_restarted" if ok else "service_restart_failed",
-                name,
-                {"reason": reason, "message": message, "delay_s": round(delay, 2)},
-            )
+            if not ok:  # a successful restart is recorded by the registry (service_restarted)
+                await self._event(
+                    "service_restart_failed",
+                    name,
+                    {"reason": reason, "message": message, "delay_s": round(delay, 2)},
+                )
             w.message = message
         except asyncio.CancelledError:
             raise

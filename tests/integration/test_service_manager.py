@@ -356,7 +356,6 @@ async def test_monitor_restarts_a_wedged_service_and_gives_up_after_its_budget(e
         cur = m.services["redis"].instance
         assert cur is not None and cur.id != first.id, events
         assert ("service_unhealthy", "redis") in events
-        assert ("service_restarted", "redis") in events
         # wedge the new one too: the budget (1 restart per minute) is used up -> failed
         assert cur.pid is not None
         os.kill(cur.pid, signal.SIGSTOP)
