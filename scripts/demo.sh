@@ -6,8 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 rayinfra hardware
-rayinfra start --daemon
+# the runtime plus the Docker-free `local` profile (redis-server and prometheus as supervised
+# processes, each with a real health check); --profile dspy would start the nine containers
+rayinfra start --daemon --profile local
 rayinfra status
+rayinfra services status
 for payload in \
   '{"type": "noop"}' \
   '{"type": "echo", "hello": "world", "n": [1, 2, 3]}' \
@@ -23,5 +26,6 @@ cat <<TXT
 rayinfra is running (dashboard above). Try:
   .venv/bin/rayinfra submit --wait '{"type": "echo", "x": 1}'
   .venv/bin/rayinfra status --json
-  .venv/bin/rayinfra stop
+  .venv/bin/rayinfra logs redis --tail 5
+  .venv/bin/rayinfra stop            # also stops the services (--keep-services leaves them)
 TXT
