@@ -19,3 +19,23 @@ class InvalidArgument(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.field, self.message))
+
+
+class TaskConflict(InvalidArgument):
+    """A task id already exists with a different spec (gRPC ALREADY_EXISTS, HTTP 409)."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The request needs a backend that is not available (gRPC FAILED_PRECONDITION, HTTP 503)."""
+
+
+class TaskNotFoundError(KeyError):
+    """No task with that id (gRPC NOT_FOUND, HTTP 404)."""
+
+
+class Unavailable(RuntimeError):
+    """A control actor cannot be reached right now (gRPC UNAVAILABLE, HTTP 503)."""
+
+
+class PermissionDenied(RuntimeError):
+    """The caller may not do this (gRPC PERMISSION_DENIED, HTTP 403)."""

@@ -31,6 +31,7 @@ from rayinfra.actors.base import ControlActor
 from rayinfra.actors.executor import CANCELLED, INVALID, SUCCESS, TIMEOUT
 from rayinfra.actors.executor_pool import Executor, ExecutorPools
 from rayinfra.config import CLASS_ALIASES
+from rayinfra.errors import BackendUnavailable, TaskConflict, TaskNotFoundError
 from rayinfra.scheduling import classes as class_logic
 from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.limiter import AdaptiveLimiter, LimiterConfig, Outcome
@@ -49,18 +50,6 @@ INLINE_SUBMIT_MAX = 16  # tasks per submit committed inline when the store's wri
 NODE_VIEW_TTL_S = 2.0
 TICK_S = 0.5
 SLURM_CLASS = "gpu_slurm"
-
-
-class TaskConflict(InvalidArgument):
-    """A task id already exists with a different spec (gRPC ALREADY_EXISTS)."""
-
-
-class BackendUnavailable(RuntimeError):
-    """The class needs a backend that is not available (gRPC FAILED_PRECONDITION, HTTP 503)."""
-
-
-class TaskNotFoundError(KeyError):
-    """No task with that id (gRPC NOT_FOUND)."""
 
 
 @dataclass

@@ -1,0 +1,107 @@
+"""What the gateway's gRPC and HTTP servers call: the control actors, with errors made typed.
+
+The gateway only translates (no state of its own). Every call goes to an actor handle; an
+actor that is missing or dying becomes :class:`~rayinfra.errors.Unavailable`, and the error an
+actor raised comes back as itself (``InvalidArgument``, ``TaskConflict``, ...), so each server
+maps one set of exceptions to its status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rayinfra import __version__
+from rayinfra.errors import Unavailable
+
+CONTROL_ACTORS = ("scheduler", "service_registry", "health_checker", "gateway")
+HEALTH_PING_TIMEOUT_S = 2.0
+
+
+class Backend:
+    """Async access to the control actors by name (handles cached, re-resolved on failure)."""
+
+    def __init__(
+        self,
+        get_actor: Callable[[str], Any | None],
+        remote_errors: tuple[type[BaseException], ...],
+        unwrap: Callable[[BaseException], BaseException],
+    ) -> None:
+        self._get_actor = get_actor
+        self._remote_errors = remote_errors
+        self._unwrap = unwrap
+        self._handles: dict[str, Any] = {}
+
+    def handle(self, actor: str) -> Any:
+        h = self._handles.get(actor)
+        if h is None:
+            h = self._get_actor(actor)
+            if h is None:
+                raise Unavailable(f"the {actor} actor is not running")
+            self._handles[actor] = h
+        return h
+
+    async def call(
+        self, actor: str, method: str, *args: Any, timeout_s: float | None = None
+    ) -> Any:
+        try:
+            ref = getattr(self.handle(actor), method).remote(*args)
+            if timeout_s is None:
+                return await ref
+            return await asyncio.wait_for(ref, timeout_s)
+        except self._remote_errors as e:
+            self._handles.pop(actor, None)
+            raise Unavailable(f"the {actor} actor is unavailable ({type(e).__name__})") from None
+        except asyncio.TimeoutError:
+            raise Unavailable(f"the {actor} actor did not answer within {timeout_s:g}s") from None
+        except Exception as e:  # noqa: BLE001 - re-raised as what the actor raised
+            raise self._unwrap(e) from None
+
+    # ------------------------------------------------------------------ tasks
+    async def submit(self, specs: Sequence[dict[str, Any]], trusted: bool, source: str) -> Any:
+        return await self.call("scheduler", "submit", list(specs), trusted, source)
+
+    async def get(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        result: dict[str, dict[str, Any] | None] = await self.call(
+            "scheduler", "get", list(task_ids)
+        )
+        return result
+
+    # ------------------------------------------------------------------ health
+    async def health(self, required_services: Sequence[str] = ()) -> tuple[bool, dict[str, str]]:
+        """(every control actor alive and every required selected service healthy, statuses)."""
+        services: dict[str, str] = {}
+
+        async def ping(name: str) -> None:
+            try:
+                await self.call(name, "ping", timeout_s=HEALTH_PING_TIMEOUT_S)
+                services[name] = "healthy"
+            except Unavailable as e:
+                services[name] = f"unavailable: {e}"
+
+        await asyncio.gather(*(ping(n) for n in CONTROL_ACTORS))
+        healthy = all(v == "healthy" for v in services.values())
+        if services.get("service_registry") == "healthy":
+            try:
+                st = await self.call("service_registry", "status", [], timeout_s=5.0)
+            except Exception as e:  # noqa: BLE001 - reported in the map
+                services["service_registry"] = f"error: {e}"
+                healthy = False
+            else:
+                for name, row in st.items():
+                    if not row.get("desired") and name not in required_services:
+                        continue
+                    services[name] = row["status"]
+                    if row.get("required") and row["status"] != "running":
+                        healthy = False
+        return healthy, services
+
+    @staticmethod
+    def version() -> str:
+        return __version__
+
+    @staticmethod
+    def now() -> int:
+        return int(time.time())

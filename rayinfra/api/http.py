@@ -1,0 +1,253 @@
+"""The HTTP APIs: the orchestrator's (:9097) and the env-manager's health/metrics (:50101).
+
+FastAPI apps that translate to the control actors through :class:`~rayinfra.api.backend.Backend`.
+Errors are JSON ``{"error": message, "field": name}`` with a 4xx naming the field; an actor that
+cannot be reached is 503. Served by ``uvicorn.Server.serve()`` on the gateway actor's loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from rayinfra import __version__
+from rayinfra.api.auth import Auth
+from rayinfra.api.backend import Backend
+from rayinfra.errors import (
+    BackendUnavailable,
+    InvalidArgument,
+    PermissionDenied,
+    TaskConflict,
+    TaskNotFoundError,
+    Unavailable,
+)
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+SUBMIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "task id (generated when missing)"},
+        "class": {"type": "string", "description": "task class (default cpu_short)"},
+        "payload": {"type": "object", "description": "JSON object; `type` picks the handler"},
+        "priority": {"type": "integer", "description": "higher runs first"},
+        "timeout_seconds": {"type": "number", "description": "> 0; absent = class default"},
+        "workflow_id": {"type": "string"},
+    },
+}
+
+
+def _error(status: int, message: str, field: str = "") -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if field:
+        body["field"] = field
+    return JSONResponse(body, status_code=status)
+
+
+def error_response(e: BaseException) -> JSONResponse:
+    """The HTTP answer for an error raised by the backend."""
+    if isinstance(e, TaskConflict):
+        return _error(409, e.message, e.field)
+    if isinstance(e, InvalidArgument):
+        return _error(400, e.message, e.field)
+    if isinstance(e, TaskNotFoundError):
+        return _error(404, f"unknown task {e.args[0] if e.args else ''!s}", "task_id")
+    if isinstance(e, PermissionDenied):
+        return _error(403, str(e))
+    if isinstance(e, BackendUnavailable | Unavailable):
+        return _error(503, str(e))
+    raise e
+
+
+def _install_common(app: FastAPI, auth: Auth) -> None:
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        denied = auth.check_http(request.headers.get("authorization"))
+        if denied is not None:
+            return JSONResponse(
+                {"error": denied}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return await call_next(request)
+
+    for exc in (
+        InvalidArgument,
+        TaskNotFoundError,
+        BackendUnavailable,
+        Unavailable,
+        PermissionDenied,
+    ):
+
+        async def handler(request: Request, e: Exception) -> JSONResponse:
+            return error_response(e)
+
+        app.add_exception_handler(exc, handler)
+
+
+def _submit_spec(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidArgument("body", "must be a JSON object")
+    known = set(SUBMIT_SCHEMA["properties"])
+    spec: dict[str, Any] = {"payload": {}}
+    for key, value in body.items():
+        if key not in known:
+            continue  # the original kept unknown keys in the envelope; they change nothing
+        if key == "id":
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument("id", "must be a string")
+            spec["task_id"] = value or None
+        elif key == "class":
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument("class", "must be a string")
+            spec["task_class"] = value or "cpu_short"
+        elif key == "payload":
+            if value is not None and not isinstance(value, dict):
+                raise InvalidArgument("payload", "must be a JSON object")
+            spec["payload"] = value or {}
+        elif key == "priority":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidArgument("priority", "must be an integer")
+            spec["priority"] = value
+        elif key == "timeout_seconds":
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InvalidArgument("timeout_seconds", "must be a number of seconds > 0")
+                spec["timeout_s"] = float(value)
+        elif key == "workflow_id":
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument("workflow_id", "must be a string")
+            spec["workflow_id"] = value or ""
+    return spec
+
+
+def orchestrator_app(backend: Backend, auth: Auth) -> FastAPI:
+    """Every route of reference/api.md's HTTP table (workflow routes answer 501 until the
+    workflow engine exists; they are left out of the OpenAPI document)."""
+    app = FastAPI(
+        title="rayinfra orchestrator API",
+        version=__version__,
+        description="Tasks, queue status and metrics of a rayinfra runtime.",
+    )
+    _install_common(app, auth)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        healthy, services = await backend.health()
+        return JSONResponse(
+            {"status": "ok" if healthy else "unhealthy", "healthy": healthy, "services": services},
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        text: bytes = await backend.call("scheduler", "metrics_text")
+        return Response(text, media_type=PROMETHEUS_TEXT)
+
+    @app.post(
+        "/queue/submit",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": SUBMIT_SCHEMA}},
+            }
+        },
+        responses={400: {"description": "bad JSON or a bad field (named)"}},
+    )
+    async def submit(request: Request) -> JSONResponse:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            return _error(400, f"invalid JSON: {e}", "body")
+        try:
+            spec = _submit_spec(body)
+            trusted = auth.trusted(request.headers.get("authorization"))
+            (res,) = await backend.submit([spec], trusted, "http")
+        except (InvalidArgument, BackendUnavailable, Unavailable, PermissionDenied) as e:
+            return error_response(e)
+        return JSONResponse({"ok": True, "id": res["task_id"]})
+
+    @app.get("/queue/status")
+    async def queue_status() -> JSONResponse:
+        m: dict[str, float] = await backend.call("scheduler", "metrics_snapshot")
+        st: dict[str, Any] = await backend.call("scheduler", "status")
+        counts = st.get("counts", {})
+        return JSONResponse(
+            {
+                "pending": int(m.get("env_queue_depth", 0)),
+                "running": int(counts.get("running", 0)),
+                "done": int(counts.get("completed", 0)),
+                "failed": int(counts.get("failed", 0)),
+                "submitted": m.get("queue_tasks_submitted_total", 0.0),
+                "processed": m.get("queue_tasks_processed_total", 0.0),
+                "completed": m.get("queue_tasks_completed_total", 0.0),
+                "queue_files_pending": int(m.get("queue_depth", 0)),
+            }
+        )
+
+    @app.get("/tasks/{task_id}", responses={404: {"description": "unknown task"}})
+    async def task_status(task_id: str) -> JSONResponse:
+        st = (await backend.get([task_id])).get(task_id)
+        if st is None:
+            return _error(404, f"unknown task {task_id!r}", "task_id")
+        return JSONResponse(st)
+
+    @app.get("/slurm/status/{task_id}", responses={404: {"description": "no Slurm job"}})
+    async def slurm_status(task_id: str) -> JSONResponse:
+        return _error(
+            404,
+            f"no Slurm job is tracked for task {task_id!r}: the Slurm backend is not "
+            "available in this runtime",
+            "task_id",
+        )
+
+    async def no_workflows(request: Request) -> JSONResponse:
+        return _error(
+            501,
+            "the workflow engine is not available in this runtime yet; nothing was stored",
+        )
+
+    for path, methods in (
+        ("/workflows", ["GET", "POST"]),
+        ("/workflows/{workflow_id}", ["GET", "PUT"]),
+        ("/workflows/{workflow_id}/history", ["GET"]),
+        ("/workflows/{workflow_id}/runs", ["GET", "POST"]),
+        ("/workflow-runs/{run_id}", ["GET"]),
+    ):
+        app.add_api_route(path, no_workflows, methods=methods, include_in_schema=False)
+    return app
+
+
+def env_manager_app(backend: Backend, auth: Auth) -> FastAPI:
+    """The env-manager's :50101: ``/health`` and ``/metrics`` (Prometheus text)."""
+    app = FastAPI(title="rayinfra env-manager API", version=__version__)
+    _install_common(app, auth)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        try:
+            await backend.call("service_registry", "ping", timeout_s=2.0)
+            ok = True
+        except Unavailable:
+            ok = False
+        return JSONResponse(
+            {
+                "status": "healthy" if ok else "unhealthy",
+                "service": "env-manager",
+                "timestamp": datetime.now(timezone.utc).isoformat(),
+            },
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        text: bytes = await backend.call("service_registry", "metrics_text")
+        return Response(text, media_type=PROMETHEUS_TEXT)
+
+    return app
