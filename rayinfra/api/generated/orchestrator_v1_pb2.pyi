@@ -1,0 +1,245 @@
+# mypy: ignore-errors
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubmitTaskRequest(_message.Message):
+    __slots__ = ("id", "payload", "priority", "workflow_id", "timeout_seconds")
+    class PayloadEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    payload: _containers.ScalarMap[str, str]
+    priority: int
+    workflow_id: str
+    timeout_seconds: float
+    def __init__(self, id: _Optional[str] = ..., payload: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., workflow_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., **kwargs) -> None: ...
+
+class SubmitTaskResponse(_message.Message):
+    __slots__ = ("success", "task_id", "error")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    task_id: str
+    error: str
+    def __init__(self, success: _Optional[bool] = ..., task_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StreamTaskResultsRequest(_message.Message):
+    __slots__ = ("task_ids", "include_completed")
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_completed: bool
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., include_completed: _Optional[bool] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task_id", "status", "result", "error", "duration_ms", "completed_at")
+    class ResultEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: str
+    result: _containers.ScalarMap[str, str]
+    error: str
+    duration_ms: float
+    completed_at: int
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ...) -> None: ...
+
+class GetTaskStatusRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class GetTaskStatusResponse(_message.Message):
+    __slots__ = ("task_id", "status", "result", "error")
+    class ResultEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: str
+    result: _containers.ScalarMap[str, str]
+    error: str
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class CreateWorkflowRequest(_message.Message):
+    __slots__ = ("id", "name", "description", "spec")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    description: str
+    spec: bytes
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., spec: _Optional[bytes] = ...) -> None: ...
+
+class CreateWorkflowResponse(_message.Message):
+    __slots__ = ("success", "workflow_id", "error")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    workflow_id: str
+    error: str
+    def __init__(self, success: _Optional[bool] = ..., workflow_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StartWorkflowRunRequest(_message.Message):
+    __slots__ = ("workflow_id", "idempotency_key", "input")
+    class InputEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    idempotency_key: str
+    input: _containers.ScalarMap[str, str]
+    def __init__(self, workflow_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., input: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class StartWorkflowRunResponse(_message.Message):
+    __slots__ = ("success", "run_id", "error")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    run_id: str
+    error: str
+    def __init__(self, success: _Optional[bool] = ..., run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StreamWorkflowStatusRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class WorkflowStatusUpdate(_message.Message):
+    __slots__ = ("run_id", "status", "current_step", "steps_completed", "total_steps", "output", "error")
+    class OutputEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: str
+    current_step: str
+    steps_completed: int
+    total_steps: int
+    output: _containers.ScalarMap[str, str]
+    error: str
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., current_step: _Optional[str] = ..., steps_completed: _Optional[int] = ..., total_steps: _Optional[int] = ..., output: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetMetricsRequest(_message.Message):
+    __slots__ = ("metric_names",)
+    METRIC_NAMES_FIELD_NUMBER: _ClassVar[int]
+    metric_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, metric_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MetricsResponse(_message.Message):
+    __slots__ = ("metrics", "timestamp")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.ScalarMap[str, float]
+    timestamp: int
+    def __init__(self, metrics: _Optional[_Mapping[str, float]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
+    __slots__ = ("event_types", "since_timestamp")
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    since_timestamp: int
+    def __init__(self, event_types: _Optional[_Iterable[str]] = ..., since_timestamp: _Optional[int] = ...) -> None: ...
+
+class SystemEvent(_message.Message):
+    __slots__ = ("event_type", "resource_id", "data", "timestamp")
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    resource_id: str
+    data: _containers.ScalarMap[str, str]
+    timestamp: int
+    def __init__(self, event_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., data: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthResponse(_message.Message):
+    __slots__ = ("healthy", "version", "services")
+    class ServicesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    healthy: bool
+    version: str
+    services: _containers.ScalarMap[str, str]
+    def __init__(self, healthy: _Optional[bool] = ..., version: _Optional[str] = ..., services: _Optional[_Mapping[str, str]] = ...) -> None: ...
