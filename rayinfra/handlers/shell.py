@@ -93,8 +93,9 @@ def run_command(
     child_env.update(env or {})
     child_env["RAYINFRA_TASK_ID"] = ctx.task_id
     child_env["RAYINFRA_TASK_ATTEMPT"] = str(ctx.attempt)
+    spawned: list[subprocess.Popen[bytes]] = []
     try:
-        proc = _start(list(argv), cwd, child_env, paths["stdout"], paths["stderr"])
+        proc = _start(list(argv), cwd, child_env, paths["stdout"], paths["stderr"], spawned)
         log.debug("task %s: started pid %d: %r", ctx.task_id, proc.pid, list(argv))
         rc = _supervise(proc, ctx, started)
         result: dict[str, Any] = {"exit_code": rc}
@@ -106,6 +107,15 @@ def run_command(
                 truncated_paths[f"{name}_path"] = str(path)
         result.update(truncated_paths)
         keep_files = keep_files or bool(truncated_paths)
+    except BaseException:
+        # An interrupt (Ray's cancel raises KeyboardInterrupt in the worker) can land after the
+        # fork but before _supervise owns the child: inside Popen while it waits for exec, or
+        # just after. An unreaped child's pid cannot have been reused, so its group is ours.
+        for child in spawned:
+            if child.returncode is None and getattr(child, "pid", None):
+                kill_process_group(child.pid)
+                child.wait()
+        raise
     finally:
         if own_dir and not keep_files:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -174,12 +184,31 @@ def _wait_gone(sid: int, timeout_s: float) -> None:
         time.sleep(0.02)
 
 
+class _TrackedPopen(subprocess.Popen[bytes]):
+    """A Popen that records itself before forking, so a caller interrupted inside ``__init__``
+    (after the fork, while Popen waits for the exec) still knows the child's pid."""
+
+    def __init__(self, spawned: list[subprocess.Popen[bytes]], *args: Any, **kwargs: Any) -> None:
+        self._spawned = spawned
+        super().__init__(*args, **kwargs)
+
+    def _execute_child(self, *args: Any, **kwargs: Any) -> None:
+        self._spawned.append(self)
+        super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+
+
 def _start(
-    argv: list[str], cwd: str | None, env: dict[str, str], stdout: Path, stderr: Path
+    argv: list[str],
+    cwd: str | None,
+    env: dict[str, str],
+    stdout: Path,
+    stderr: Path,
+    spawned: list[subprocess.Popen[bytes]],
 ) -> subprocess.Popen[bytes]:
     with stdout.open("wb") as out, stderr.open("wb") as err:
         try:
-            return subprocess.Popen(
+            return _TrackedPopen(
+                spawned,
                 argv,
                 shell=False,
                 start_new_session=True,

