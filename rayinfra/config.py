@@ -307,8 +307,14 @@ class GatewaySection(_Section):
     orchestrator_http_addr: str = "127.0.0.1:9097"  # ORCHESTRATOR_HTTP_ADDR
     env_manager_grpc_addr: str = "127.0.0.1:50100"  # ENV_MANAGER_GRPC_ADDR
     env_manager_http_addr: str = "127.0.0.1:50101"  # ENV_MANAGER_METRICS_ADDR
-    token_file: Path | None = None  # RAYINFRA_TOKEN_FILE
+    token_file: Path | None = None  # RAYINFRA_TOKEN_FILE; default <state dir>/gateway.token
+    # "auto": required when auth_token is set or a server listens beyond loopback, else off
+    auth: Literal["auto", "required", "off"] = "auto"
+    auth_token: str | None = None  # RAYINFRA_AUTH_TOKEN; default: the token file's token
     allow_untrusted_code: bool = False  # let unauthenticated callers run shell/python tasks
+    tls_cert_file: Path | None = None  # both set: gRPC and HTTP serve TLS
+    tls_key_file: Path | None = None
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # gRPC message / HTTP body cap
 
     @field_validator(
         "orchestrator_grpc_addr",
@@ -329,15 +335,34 @@ class GatewaySection(_Section):
             "env_manager_http_addr": self.env_manager_http_addr,
         }
 
+    def exposed(self) -> list[str]:
+        """Servers configured to listen beyond loopback."""
+        return [
+            f"{name}={addr!r}"
+            for name, addr in self.addresses().items()
+            if not is_loopback_host(parse_listen_addr(addr)[0])
+        ]
+
+    def auth_required(self) -> bool:
+        if self.auth == "auto":
+            return self.auth_token is not None or bool(self.exposed())
+        return self.auth == "required"
+
     @model_validator(mode="after")
-    def _exposed_needs_token(self) -> GatewaySection:
-        for name, addr in self.addresses().items():
-            host, _ = parse_listen_addr(addr)
-            if not is_loopback_host(host) and self.token_file is None:
-                raise ValueError(
-                    f"{name}={addr!r} listens beyond loopback and needs a token: "
-                    "set gateway.token_file (or RAYINFRA_TOKEN_FILE)"
-                )
+    def _exposed_needs_auth(self) -> GatewaySection:
+        exposed = self.exposed()
+        if exposed and self.auth_token is None and self.token_file is None:
+            raise ValueError(
+                f"{', '.join(exposed)} listens beyond loopback and needs a token: set "
+                "RAYINFRA_AUTH_TOKEN or gateway.token_file (RAYINFRA_TOKEN_FILE)"
+            )
+        if exposed and self.auth == "off":
+            raise ValueError(
+                f"{', '.join(exposed)} listens beyond loopback, which needs auth: "
+                'gateway.auth cannot be "off" (set RAYINFRA_AUTH_TOKEN or keep auth "auto")'
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("gateway.tls_cert_file and gateway.tls_key_file go together")
         return self
 
 
@@ -459,6 +484,7 @@ ENV_VARS: dict[str, str] = {
     "ENV_MANAGER_GRPC_ADDR": "gateway.env_manager_grpc_addr",
     "ENV_MANAGER_METRICS_ADDR": "gateway.env_manager_http_addr",
     "RAYINFRA_TOKEN_FILE": "gateway.token_file",
+    "RAYINFRA_AUTH_TOKEN": "gateway.auth_token",
     "DOCKER_HOST": "services.docker_host",
     "ENV_MANAGER_MAX_CONCURRENT": "services.max_concurrent_starts",
     "ENV_MANAGER_HEALTH_TIMEOUT": "services.health_timeout_s",
@@ -503,6 +529,8 @@ PATH_KEYS = (
     "ray.temp_dir",
     "ray.token_path",
     "gateway.token_file",
+    "gateway.tls_cert_file",
+    "gateway.tls_key_file",
     "events.spool_dir",
     "client.cli_path",
 )
@@ -713,7 +741,9 @@ def save_effective(config: RayinfraConfig, state_dir: Path | None = None) -> Pat
     target_dir.mkdir(parents=True, exist_ok=True)
     path = target_dir / EFFECTIVE_CONFIG_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold the auth token
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
     tmp.replace(path)
     return path
 

@@ -21,6 +21,10 @@ class InvalidArgument(ValueError):
         return (type(self), (self.field, self.message))
 
 
+class NotTrusted(InvalidArgument):
+    """The request runs code and the caller is not trusted (gRPC PERMISSION_DENIED, HTTP 403)."""
+
+
 class TaskConflict(InvalidArgument):
     """A task id already exists with a different spec (gRPC ALREADY_EXISTS, HTTP 409)."""
 

@@ -70,6 +70,7 @@ class TaskRow:
             "task_class": self.spec.task_class,
             "priority": self.spec.priority,
             "workflow_id": self.spec.workflow_id,
+            "timeout_s": self.spec.timeout_s,
             "attempts": self.attempts,
             "submitted_at": self.submitted_at,
             "started_at": self.started_at,

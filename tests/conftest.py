@@ -77,6 +77,12 @@ class RuntimeSpec:
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
+GATEWAY_ADDR_KEYS = (
+    "orchestrator_grpc_addr",
+    "orchestrator_http_addr",
+    "env_manager_grpc_addr",
+    "env_manager_http_addr",
+)
 
 
 def make_runtime_spec(
@@ -97,6 +103,8 @@ def make_runtime_spec(
         *ray_lines,
         "[state]",
         f'dir = "{state_dir}"',
+        "[gateway]",  # every test runtime serves on ports of its own
+        *(f'{k} = "127.0.0.1:{free_port()}"' for k in GATEWAY_ADDR_KEYS),
     ]
     config_path = root / "config.toml"
     config_path.write_text("\n".join(lines) + "\n" + extra_toml)

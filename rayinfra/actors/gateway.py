@@ -1,13 +1,213 @@
-"""The ``gateway`` control actor: gRPC and HTTP servers, translating to the other actors (issue: gateway).
+"""The ``gateway`` control actor: the documented gRPC and HTTP APIs in front of the other actors.
 
-Today it carries what every control actor has (:class:`~rayinfra.actors.base.ControlActor`):
-config, state store, lifecycle events, its change feed and ping.
+It serves, on its own event loop: ``orchestrator.v1.OrchestratorService`` (+ gRPC health and
+reflection) on ``gateway.orchestrator_grpc_addr`` (:50052), ``env_manager.v1.EnvManagerService``
+on ``gateway.env_manager_grpc_addr`` (:50100), the orchestrator HTTP API on
+``gateway.orchestrator_http_addr`` (:9097) and the env-manager's ``/health`` and ``/metrics`` on
+``gateway.env_manager_http_addr`` (:50101). It only translates: no state of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+from rayinfra import hardware, raywrap
 from rayinfra.actors.base import ControlActor
+from rayinfra.api import stubs
+from rayinfra.api.auth import Auth, read_or_create_token
+from rayinfra.api.backend import Backend
+from rayinfra.api.fanout import Fanout
+from rayinfra.api.grpc_common import AuthInterceptor
+from rayinfra.api.grpc_env_manager import EnvManagerServicer, health_feed
+from rayinfra.api.grpc_orchestrator import OrchestratorServicer, event_feed, task_feed
+from rayinfra.api.http import env_manager_app, orchestrator_app
+from rayinfra.config import parse_listen_addr
+
+log = logging.getLogger(__name__)
+
+TOKEN_FILE = "gateway.token"  # noqa: S105 - a file name, not a secret
+GRPC_GRACE_S = 2.0
+
+
+def token_path(config: Any) -> Path:
+    return Path(config.gateway.token_file or Path(config.state.dir) / TOKEN_FILE)
 
 
 class GatewayActor(ControlActor):
     NAME = "gateway"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        gw = self.config.gateway
+        local_token = read_or_create_token(token_path(self.config))
+        self.auth = Auth(
+            required=gw.auth_required(),
+            token=gw.auth_token or local_token,
+            local_token=local_token,
+            allow_untrusted_code=gw.allow_untrusted_code,
+        )
+        self.backend = Backend(raywrap.get_actor, raywrap.actor_errors(), raywrap.unwrap_task_error)
+        self.feeds: dict[str, Fanout] = {
+            "tasks": task_feed(self.backend),
+            "events": event_feed(self.backend),
+            "health": health_feed(self.backend),
+        }
+        self.servers: dict[str, str] = {}  # name -> "serving" or the error that stopped it
+        self._grpc: list[Any] = []
+        self._http: list[Any] = []
+        self._ready = asyncio.get_running_loop().create_task(self._serve())
+
+    # ------------------------------------------------------------------ serving
+    async def _serve(self) -> None:
+        gw = self.config.gateway
+        if not gw.enabled:
+            return
+        await self._serve_grpc("orchestrator_grpc", gw.orchestrator_grpc_addr, orchestrator=True)
+        await self._serve_grpc("env_manager_grpc", gw.env_manager_grpc_addr, orchestrator=False)
+        await self._serve_http(
+            "orchestrator_http",
+            gw.orchestrator_http_addr,
+            orchestrator_app(self.backend, self.auth),
+        )
+        await self._serve_http(
+            "env_manager_http", gw.env_manager_http_addr, env_manager_app(self.backend, self.auth)
+        )
+
+    async def _serve_grpc(self, name: str, addr: str, *, orchestrator: bool) -> None:
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        gw = self.config.gateway
+        try:
+            server = grpc.aio.server(
+                interceptors=[AuthInterceptor(self.auth)],
+                options=[
+                    ("grpc.so_reuseport", 0),
+                    ("grpc.max_receive_message_length", gw.max_request_bytes),
+                ],
+            )
+            health_servicer = health.aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+            if orchestrator:
+                _, pb2_grpc = stubs.orchestrator()
+                pb2_grpc.add_OrchestratorServiceServicer_to_server(
+                    OrchestratorServicer(
+                        self.backend, self.auth, self.feeds["tasks"], self.feeds["events"]
+                    ),
+                    server,
+                )
+                full = stubs.ORCHESTRATOR_SERVICE
+            else:
+                _, pb2_grpc = stubs.env_manager()
+                pb2_grpc.add_EnvManagerServiceServicer_to_server(
+                    EnvManagerServicer(
+                        self.backend,
+                        self.auth,
+                        self.feeds["health"],
+                        hardware.detect,
+                        list(self.config.classes),
+                    ),
+                    server,
+                )
+                full = stubs.ENV_MANAGER_SERVICE
+            reflection.enable_server_reflection(
+                (full, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+            host, port = parse_listen_addr(addr)
+            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if gw.tls_cert_file and gw.tls_key_file:
+                creds = grpc.ssl_server_credentials(
+                    [(Path(gw.tls_key_file).read_bytes(), Path(gw.tls_cert_file).read_bytes())]
+                )
+                bound = server.add_secure_port(target, creds)
+            else:
+                bound = server.add_insecure_port(target)
+            if bound != port:
+                raise RuntimeError(f"could not bind {target}")
+            await server.start()
+            serving = health_pb2.HealthCheckResponse.SERVING
+            await health_servicer.set(full, serving)
+            await health_servicer.set("", serving)
+            self._grpc.append(server)
+            self.servers[name] = f"serving on {target}"
+        except Exception as e:
+            log.exception("gateway: %s on %s failed", name, addr)
+            self.servers[name] = f"failed on {addr}: {e}"
+
+    async def _serve_http(self, name: str, addr: str, app: Any) -> None:
+        import uvicorn
+
+        gw = self.config.gateway
+        host, port = parse_listen_addr(addr)
+        try:
+            cfg = uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                ssl_certfile=str(gw.tls_cert_file) if gw.tls_cert_file else None,
+                ssl_keyfile=str(gw.tls_key_file) if gw.tls_key_file else None,
+            )
+            # Bind here: uvicorn answers a busy port with sys.exit, which would escape the task
+            # and stop this actor's event loop.
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+            sock.listen(2048)
+            sock.setblocking(False)
+            server = uvicorn.Server(cfg)
+            task = asyncio.ensure_future(server.serve(sockets=[sock]))
+            while not server.started and not task.done():
+                await asyncio.sleep(0.02)
+            if task.done():
+                raise RuntimeError(f"could not serve {host}:{port}: {task.exception()!r}")
+            self._http.append((server, task))
+            self.servers[name] = f"serving on {host}:{port}"
+        except Exception as e:  # reported by ping/servers, the others still run
+            log.exception("gateway: %s on %s failed", name, addr)
+            self.servers[name] = f"failed on {addr}: {e}"
+
+    # ------------------------------------------------------------------ introspection
+    async def ping(self) -> dict[str, Any]:
+        out = await super().ping()
+        out["servers"] = dict(self.servers)
+        return out
+
+    async def serving(self) -> dict[str, str]:
+        """Each server and its state, once all have tried to start."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._ready)
+        return dict(self.servers)
+
+    async def watchers(self) -> dict[str, Any]:
+        """Open streams per feed and whether each feed polls (leak checks)."""
+        return {
+            "subscribers": {n: f.subscribers for n, f in self.feeds.items()},
+            "polling": {n: f.polling for n, f in self.feeds.items()},
+            "tasks": len(asyncio.all_tasks()),
+        }
+
+    async def shutdown(self) -> bool:
+        for server in self._grpc:
+            with contextlib.suppress(Exception):
+                await server.stop(GRPC_GRACE_S)
+        for server, task in self._http:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5.0)
+        for feed in self.feeds.values():
+            await feed.close()
+        return await super().shutdown()

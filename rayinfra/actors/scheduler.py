@@ -145,7 +145,7 @@ class SchedulerActor(ControlActor):
                 )
             except InvalidArgument as e:
                 field_name = e.field if len(specs) == 1 else f"tasks[{i}].{e.field}"
-                raise InvalidArgument(field_name, e.message) from None
+                raise type(e)(field_name, e.message) from None  # keeps NotTrusted
             if spec.task_class == SLURM_CLASS:
                 raise BackendUnavailable(
                     "task_class gpu_slurm needs the Slurm backend, which is not available in this "

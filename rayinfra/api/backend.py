@@ -9,6 +9,7 @@ maps one set of exceptions to its status codes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,6 +69,13 @@ class Backend:
             "scheduler", "get", list(task_ids)
         )
         return result
+
+    async def metrics(self) -> dict[str, float]:
+        """Every actor's metrics in one map (the scheduler's are required, others best effort)."""
+        out: dict[str, float] = dict(await self.call("scheduler", "metrics_snapshot"))
+        with contextlib.suppress(Unavailable):
+            out.update(await self.call("service_registry", "metrics_snapshot", timeout_s=5.0))
+        return out
 
     # ------------------------------------------------------------------ health
     async def health(self, required_services: Sequence[str] = ()) -> tuple[bool, dict[str, str]]:

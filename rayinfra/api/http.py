@@ -21,6 +21,7 @@ from rayinfra.api.backend import Backend
 from rayinfra.errors import (
     BackendUnavailable,
     InvalidArgument,
+    NotTrusted,
     PermissionDenied,
     TaskConflict,
     TaskNotFoundError,
@@ -53,6 +54,8 @@ def error_response(e: BaseException) -> JSONResponse:
     """The HTTP answer for an error raised by the backend."""
     if isinstance(e, TaskConflict):
         return _error(409, e.message, e.field)
+    if isinstance(e, NotTrusted):
+        return _error(403, e.message, e.field)
     if isinstance(e, InvalidArgument):
         return _error(400, e.message, e.field)
     if isinstance(e, TaskNotFoundError):

@@ -28,7 +28,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,8 @@ def run_command(
         # just after. An unreaped child's pid cannot have been reused, so its group is ours.
         for child in spawned:
             if child.returncode is None and getattr(child, "pid", None):
-                kill_process_group(child.pid)
-                child.wait()
+                _despite_interrupts(partial(kill_process_group, child.pid))
+                _despite_interrupts(child.wait)
         raise
     finally:
         if own_dir and not keep_files:
@@ -256,10 +257,27 @@ def _supervise(proc: subprocess.Popen[bytes], ctx: TaskContext, started: float) 
         _signal_session(pgid, signal.SIGKILL)
         _wait_gone(pgid, _REAP_WAIT_S)
     finally:
-        if proc.returncode is None and not _exited(proc):
-            kill_process_group(pgid)  # an unexpected error or interrupt: never leave it running
-        proc.wait()
+        # an unexpected error or interrupt: never leave it running, even if more interrupts come
+        _despite_interrupts(partial(_kill_unless_exited, proc, pgid))
+        _despite_interrupts(proc.wait)
     return proc.returncode
+
+
+def _kill_unless_exited(proc: subprocess.Popen[bytes], pgid: int) -> None:
+    if not _exited(proc):
+        kill_process_group(pgid)
+
+
+def _despite_interrupts(step: Callable[[], object]) -> None:
+    """Run a cleanup step to its end. Ray's cancel raises KeyboardInterrupt in the worker and
+    repeats it every couple of seconds while the task runs; one landing inside a cleanup step
+    must not abort it (the step simply starts over)."""
+    while True:
+        try:
+            step()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> bool:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rayinfra.errors import InvalidArgument
+from rayinfra.errors import InvalidArgument, NotTrusted
 
 __all__ = [
     "MAX_PAYLOAD_DEPTH",
@@ -383,7 +383,7 @@ def validate_spec(
         raise InvalidArgument("payload.type", f"must be a string, got {type(ptype).__name__}")
     # Compared loosely ("Shell", " python") so no handler lookup quirk can turn into a bypass.
     if isinstance(ptype, str) and ptype.strip().lower() in TRUSTED_TYPES and not trusted:
-        raise InvalidArgument(
+        raise NotTrusted(
             "payload.type", f"{_short(ptype)} tasks run code and need an authenticated caller"
         )
 
@@ -438,9 +438,7 @@ def _validate_runtime_env(value: Any, trusted: bool) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidArgument("runtime_env", f"must be an object, got {type(value).__name__}")
     if not trusted:
-        raise InvalidArgument(
-            "runtime_env", "a runtime_env runs code and needs an authenticated caller"
-        )
+        raise NotTrusted("runtime_env", "a runtime_env runs code and needs an authenticated caller")
     unknown = sorted(str(k) for k in value if k not in RUNTIME_ENV_KEYS)
     if unknown:
         raise InvalidArgument(

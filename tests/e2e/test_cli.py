@@ -177,10 +177,10 @@ def test_hardware_and_config_commands(runtime_spec: RuntimeSpec, tmp_path: Path)
         "source": "env:ENV_MANAGER_HEALTH_TIMEOUT",
     }
     assert values["values"]["ray.gcs_port"]["source"] == f"file:{runtime_spec.config_path}"
-    assert values["values"]["gateway.orchestrator_grpc_addr"] == {
-        "value": "127.0.0.1:50052",
-        "source": "default",
-    }
+    assert values["values"]["gateway.auth"] == {"value": "auto", "source": "default"}
+    assert values["values"]["gateway.orchestrator_grpc_addr"]["source"] == (
+        f"file:{runtime_spec.config_path}"  # test runtimes serve on ports of their own
+    )
     assert "ENV_RUNNER_URL" in values["ignored_env"]
     assert os.environ.get("ENV_RUNNER_URL") is None  # the test did not leak its env
 

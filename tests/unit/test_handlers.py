@@ -464,6 +464,39 @@ def test_an_interrupt_inside_popen_after_the_fork_leaves_no_process(
     assert alive_in_session(leader) == []
 
 
+def test_a_repeated_interrupt_during_cleanup_does_not_leave_the_group_running(
+    started_pids: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray cancels a running task by raising KeyboardInterrupt in it, and repeats that every
+    couple of seconds while the task runs: a second one landing in the cleanup (before the
+    first kill signal went out) must not abort it."""
+
+    class InterruptingEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            if time.monotonic() - t0 > 0.4:
+                raise KeyboardInterrupt  # Ray's first cancel
+            return super().wait(timeout)
+
+    calls: list[int] = []
+    real = shell_mod.kill_process_group
+
+    def interrupted_once(pgid: int, grace_s: float | None = None) -> None:
+        calls.append(pgid)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the repeat, before any signal was sent
+        real(pgid, grace_s)
+
+    monkeypatch.setattr(shell_mod, "kill_process_group", interrupted_once)
+    ctx = make_ctx()
+    ctx.cancel_event = InterruptingEvent()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run({"type": "shell", "argv": ["sh", "-c", "sleep 30 & sleep 30"]}, ctx)
+    [leader] = started_pids
+    assert len(calls) == 2
+    assert alive_in_session(leader) == []
+
+
 def test_shell_sigkill_after_grace_for_processes_ignoring_sigterm(
     started_pids: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,340 @@
+"""``env_manager.v1.EnvManagerService``: the service registry and health checker over gRPC,
+plus ExecuteTask and GetResourceAvailability through the scheduler. Every RPC does real work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from rayinfra.api import stubs
+from rayinfra.api.auth import Auth
+from rayinfra.api.backend import Backend
+from rayinfra.api.fanout import Fanout
+from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
+from rayinfra.config import CLASS_ALIASES
+from rayinfra.errors import InvalidArgument
+from rayinfra.hardware import HardwareInfo
+from rayinfra.scheduling.tasks import TERMINAL_STATES, decode_wire_payload, encode_wire_result
+
+FUTURE_SEQ = 2**62
+FEED_POLL_S = 10.0
+OP_POLL_S = 10.0
+LOG_READ_S = 5.0
+EXECUTE_DEFAULT_TIMEOUT_S = 300.0
+
+
+def health_feed(backend: Backend) -> Fanout:
+    async def poll(after: int) -> tuple[int, list[Any]]:
+        seq, items = await backend.call(
+            "service_registry", "health_updates", after, None, FEED_POLL_S
+        )
+        return seq, items
+
+    async def start() -> int:
+        seq, _ = await backend.call("service_registry", "health_updates", FUTURE_SEQ, None, 0.0)
+        return int(seq)
+
+    return Fanout(poll, start)
+
+
+class EnvManagerServicer:
+    """Registered with ``add_EnvManagerServiceServicer_to_server``."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        auth: Auth,
+        health: Fanout,
+        hardware: Callable[[], HardwareInfo],
+        class_names: list[str],
+    ) -> None:
+        self.backend = backend
+        self.auth = auth
+        self.health = health
+        self.hardware = hardware
+        self.class_names = class_names
+        self.pb2, _ = stubs.env_manager()
+
+    async def _op_stream(
+        self, op_id: str, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[dict[str, Any]]:
+        seq, done = 0, False
+        while not done:
+            try:
+                seq, updates, done = await self.backend.call(
+                    "service_registry", "op_updates", op_id, seq, OP_POLL_S
+                )
+            except Exception as e:
+                await abort_for(context, e)
+                raise
+            for u in updates:
+                yield u
+
+    # ------------------------------------------------------------------ services
+    async def StartServices(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        try:
+            op_id = await self.backend.call(
+                "service_registry",
+                "start",
+                list(request.service_names),
+                request.parallel,
+                dict(request.overrides),
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        async for u in self._op_stream(op_id, context):
+            yield self.pb2.ServiceStatusUpdate(
+                service_name=u["service_name"],
+                status=u["status"],
+                message=u["message"],
+                progress=int(u["progress"]),
+            )
+
+    async def StopServices(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            results: dict[str, str] = await self.backend.call(
+                "service_registry",
+                "stop",
+                list(request.service_names),
+                float(request.timeout_seconds) if request.timeout_seconds > 0 else None,
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        ok = all(r in ("stopped", "not running") for r in results.values())
+        return self.pb2.StopServicesResponse(success=ok, service_results=results)
+
+    async def RestartService(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            if not request.service_name:
+                raise InvalidArgument("service_name", "is required")
+            ok, message = await self.backend.call(
+                "service_registry",
+                "restart",
+                request.service_name,
+                float(request.timeout_seconds) if request.timeout_seconds > 0 else None,
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.RestartServiceResponse(success=ok, message=message)
+
+    async def GetServicesStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            rows: dict[str, dict[str, Any]] = await self.backend.call(
+                "service_registry", "status", list(request.service_names)
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        out = {}
+        for name, row in rows.items():
+            health = row.get("health") or {}
+            probe = health.get("probe") or {}
+            checks = {}
+            if probe:
+                checks = string_map(
+                    {
+                        "kind": probe.get("kind", ""),
+                        "healthy": probe.get("healthy", False),
+                        "message": probe.get("message", ""),
+                        "latency_ms": round(float(probe.get("latency_s", 0.0)) * 1000, 2),
+                        "status": health.get("status", ""),
+                    }
+                )
+            usage = health.get("resource_usage") or {}
+            out[name] = self.pb2.ServiceStatus(
+                name=name,
+                status=row["status"],
+                container_id=row.get("container_id", ""),
+                ports=[int(p) for p in row.get("ports", [])],
+                health_checks=checks,
+                started_at=int(row.get("started_at") or 0),
+                resource_usage=self.pb2.ResourceUsage(
+                    cpu_percent=float(usage.get("cpu_percent", 0.0)),
+                    memory_bytes=int(usage.get("memory_bytes", 0)),
+                    network_rx_bytes=int(usage.get("network_rx_bytes", 0)),
+                    network_tx_bytes=int(usage.get("network_tx_bytes", 0)),
+                )
+                if usage
+                else None,
+            )
+        return self.pb2.ServicesStatusResponse(services=out)
+
+    async def StreamHealth(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        """Real probe results as the health checker makes them; ends when the caller goes."""
+        names = set(request.service_names)
+        if names:
+            try:  # unknown names are an error, not an empty stream
+                await self.backend.call("service_registry", "status", sorted(names))
+            except Exception as e:
+                await abort_for(context, e)
+                raise
+        sub = await self.health.subscribe(lambda u: not names or u["service"] in names)
+        try:
+            while True:
+                u = await sub.get()
+                yield self.pb2.HealthUpdate(
+                    service_name=u["service"],
+                    healthy=bool(u["healthy"]),
+                    message=u["message"],
+                    timestamp=int(u["timestamp"]),
+                    details=string_map(u.get("details") or {}),
+                )
+        finally:
+            self.health.unsubscribe(sub)
+
+    async def PullImages(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        try:
+            op_id = await self.backend.call("service_registry", "pull", list(request.image_names))
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        async for u in self._op_stream(op_id, context):
+            yield self.pb2.ImagePullProgress(
+                image_name=u["image_name"],
+                status=u["status"],
+                current=int(u["current"]),
+                total=int(u["total"]),
+                progress_percent=int(u["progress_percent"]),
+            )
+
+    async def StreamLogs(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        if not request.service_name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "service_name: is required")
+        try:
+            sid = await self.backend.call(
+                "service_registry",
+                "open_logs",
+                request.service_name,
+                request.follow,
+                request.tail if request.tail > 0 else None,
+                float(request.since_timestamp) if request.since_timestamp > 0 else None,
+            )
+        except InvalidArgument as e:
+            if "unknown service" in e.message:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await abort_for(context, e)
+            raise
+        except Exception as e:
+            if type(e).__name__ == "LogStreamNotFound":
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await abort_for(context, e)
+            raise
+        try:
+            done = False
+            while not done:
+                lines, done = await self.backend.call(
+                    "service_registry", "read_logs", sid, LOG_READ_S
+                )
+                for ln in lines:
+                    yield self.pb2.LogEntry(
+                        service_name=ln["service_name"],
+                        container_id=ln["container_id"],
+                        stream=ln["stream"],
+                        message=ln["message"],
+                        timestamp=int(ln["timestamp"]),
+                    )
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.backend.call("service_registry", "close_logs", sid))
+
+    # ------------------------------------------------------------------ tasks and resources
+    def _class(self, name: str) -> str:
+        cls = CLASS_ALIASES.get(name, name) if name else "cpu_short"
+        if cls not in self.class_names:
+            raise InvalidArgument(
+                "workload_class", f"unknown class {name!r}; known: {sorted(self.class_names)}"
+            )
+        return cls
+
+    async def GetResourceAvailability(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            cls = self._class(request.workload_class)
+            st = await self.backend.call("scheduler", "status")
+            hw = await asyncio.to_thread(self.hardware)
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        live = st["classes"].get(cls, {})
+        capacity, in_use = int(live.get("limit", 0)), int(live.get("inflight", 0))
+        available = capacity > in_use and live.get("unschedulable_since") is None
+        return self.pb2.ResourceAvailabilityResponse(
+            available=available,
+            capacity=capacity,
+            in_use=in_use,
+            hardware=self.pb2.HardwareInfo(
+                cpu_cores=hw.cpu_count,
+                memory_bytes=hw.memory_bytes,
+                gpus=[
+                    self.pb2.GPU(
+                        index=g.index,
+                        name=g.name,
+                        memory_bytes=g.memory_bytes,
+                        utilization_percent=g.utilization_percent,
+                    )
+                    for g in hw.gpus
+                ],
+            ),
+        )
+
+    async def ExecuteTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Submit through the scheduler and wait for the result; success = completed."""
+        t0 = time.perf_counter()
+        try:
+            if request.timeout_seconds < 0:
+                raise InvalidArgument("timeout_seconds", "must be >= 0 (0 = class default)")
+            spec = {
+                "task_id": request.task_id or f"exec-{uuid.uuid4().hex}",
+                "task_class": self._class(request.workload_class),
+                "payload": decode_wire_payload(dict(request.payload)),
+                "timeout_s": float(request.timeout_seconds) or None,
+            }
+            (res,) = await self.backend.submit([spec], is_trusted(self.auth, context), "grpc")
+            tid = res["task_id"]
+            wait = float(request.timeout_seconds) + 5.0 if request.timeout_seconds else None
+            deadline = time.monotonic() + (wait or EXECUTE_DEFAULT_TIMEOUT_S)
+            st = await self._wait_terminal(tid, deadline)
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        if st is None:
+            return self.pb2.ExecuteTaskResponse(
+                success=False, error=f"task {tid} did not finish in time", latency_ms=latency_ms
+            )
+        result = st.get("result")
+        return self.pb2.ExecuteTaskResponse(
+            success=st["status"] == "completed",
+            result=encode_wire_result(result) if result is not None else {},
+            error=st.get("error") or "",
+            latency_ms=latency_ms,
+        )
+
+    async def _wait_terminal(self, task_id: str, deadline: float) -> dict[str, Any] | None:
+        seq = 0
+        while True:
+            st = (await self.backend.get([task_id])).get(task_id)
+            if st is not None and st["status"] in TERMINAL_STATES:
+                return st
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            seq, _ = await self.backend.call(
+                "scheduler", "changes", seq, [task_id], min(left, FEED_POLL_S), True
+            )
