@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -175,6 +176,32 @@ def _processes_of_task(task_id: str) -> list[int]:
         if f"RAYINFRA_TASK_ID={task_id}".encode() in environ.split(b"\0") and ") Z" not in stat:
             pids.append(int(entry.name))
     return pids
+
+
+def _describe(pids: list[int]) -> list[dict[str, str]]:
+    """What a leftover process is: its parent, group, session and signal dispositions."""
+    out = []
+    for pid in pids:
+        info: dict[str, str] = {"pid": str(pid)}
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            info.update(
+                {
+                    k: v.strip()
+                    for k, v in (line.split(":", 1) for line in status)
+                    if k in ("PPid", "SigBlk", "SigIgn", "SigCgt", "State")
+                }
+            )
+            info["cmd"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            info["pgid"], info["sid"] = str(os.getpgid(pid)), str(os.getsid(pid))
+            ppid = int(info["PPid"])
+            info["parent"] = (
+                Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+            )
+        except OSError as e:
+            info["error"] = str(e)
+        out.append(info)
+    return out
 
 
 def test_timed_out_and_cancelled_shell_tasks_leave_no_process(infra: AgentInfraSync) -> None:
@@ -501,7 +528,8 @@ def test_cancelled_runtime_env_shell_task_leaves_no_process(infra: AgentInfraSyn
     deadline = time.monotonic() + 15
     while _processes_of_task(tid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _processes_of_task(tid) == []
+    left = _processes_of_task(tid)
+    assert left == [], (_describe(left), infra.get_task_status(tid))
 
 
 def test_a_class_whose_executor_cannot_start_fails_its_tasks(
