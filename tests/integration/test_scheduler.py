@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
