@@ -529,7 +529,13 @@ def test_cancelled_runtime_env_shell_task_leaves_no_process(infra: AgentInfraSyn
     while _processes_of_task(tid) and time.monotonic() < deadline:
         time.sleep(0.2)
     left = _processes_of_task(tid)
-    assert left == [], (_describe(left), infra.get_task_status(tid))
+    if left:
+        pytest.fail(
+            "left running: "
+            + json.dumps(
+                {"processes": _describe(left), "task": infra.get_task_status(tid)}, default=str
+            )
+        )
 
 
 def test_a_class_whose_executor_cannot_start_fails_its_tasks(
