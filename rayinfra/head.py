@@ -295,6 +295,23 @@ def stop_head(pid: int, timeout_s: float, force: bool) -> list[int]:
     return left
 
 
+def describe_pids(pids: list[int]) -> str:
+    """``pid (command line)`` for each pid, for messages about processes that would not exit."""
+    parts = []
+    for p in pids:
+        try:
+            cmd = (
+                Path(f"/proc/{p}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
+        except OSError:
+            cmd = "?"
+        parts.append(f"{p} ({cmd.strip()[:120]})")
+    return ", ".join(parts)
+
+
 def _reap(pid: int) -> None:
     """Collect the head's exit status if it is our child (avoids a zombie looking alive)."""
     with contextlib.suppress(ChildProcessError, OSError):

@@ -212,8 +212,8 @@ def stop(state_dir: Path, *, timeout_s: float = 30.0, force: bool = False) -> St
         report.head_stopped = not report.leftover_pids
         if report.leftover_pids:
             raise RuntimeFailure(
-                f"head (pid {info.head_pid}) still has processes {report.leftover_pids} after "
-                f"{timeout_s:.0f}s; rerun with --force"
+                f"head (pid {info.head_pid}) still has processes after {timeout_s:.0f}s: "
+                f"{head.describe_pids(report.leftover_pids)}; rerun with --force"
             )
     remove_connection(state_dir)
     return report

@@ -6,12 +6,29 @@ here instead, in a worker Ray starts with that environment. No Ray import: ``ray
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from rayinfra.handlers.context import TaskContext
 from rayinfra.handlers.registry import HandlerRegistry
+
+
+def _make_interruptible() -> None:
+    """Let Ray's cancel reach this task.
+
+    Ray cancels a running task with ``_thread.interrupt_main()``, which does nothing while
+    SIGINT is ignored or left at its default. A worker inherits SIGINT ignored when the head was
+    started from a background shell job (``cmd &`` in a script ignores SIGINT): then a cancelled
+    shell task kept running. Python's own handler makes the interrupt a KeyboardInterrupt, which
+    the shell handler turns into killing its process group.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_handler(
@@ -24,6 +41,7 @@ def run_handler(
     remaining_s: float | None,
 ) -> Any:
     """Build a registry in this worker and run ``payload`` through it (deadline carried over)."""
+    _make_interruptible()
     ctx = TaskContext(
         task_id=task_id,
         task_class=task_class,

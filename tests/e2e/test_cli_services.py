@@ -56,6 +56,17 @@ def cli(spec: RuntimeSpec, *args: str, timeout: float = 180) -> subprocess.Compl
     )
 
 
+def dspy_agent(spec: RuntimeSpec, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**spec.env(), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "rayinfra.cli.dspy_agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def kv_pid(spec: RuntimeSpec) -> int:
     st = cli(spec, "services", "status", "kv", "--json")
     assert st.returncode == 0, st.stderr
@@ -99,11 +110,20 @@ def test_services_lifecycle_through_the_cli(svc_spec: RuntimeSpec) -> None:
         assert kept.returncode == 0, kept.stderr
         assert alive(pid)  # outlived the whole runtime
 
-        again = cli(svc_spec, "start", "--daemon", "--services", "kv")
+        # the original CLI's spelling: returns once ready (the old Python client blocks on it)
+        again = dspy_agent(svc_spec, "start", "--workspace", str(svc_spec.root), "--services", "kv")
         assert again.returncode == 0, again.stdout + again.stderr
         assert kv_pid(svc_spec) == pid  # adopted, not duplicated
+        st = dspy_agent(svc_spec, "status")
+        assert st.returncode == 0 and "🟢 kv" in st.stdout, st.stdout
+        lg = dspy_agent(svc_spec, "logs", "--service", "kv", "-n", "1")
+        assert lg.returncode == 0 and len(lg.stdout.splitlines()) == 1, lg.stdout
     finally:
-        stopped = cli(svc_spec, "stop")
+        stopped = dspy_agent(svc_spec, "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert "service kv: stopped" in stopped.stdout
     assert not alive(pid)
+    after = dspy_agent(svc_spec, "status")
+    assert after.returncode == 0 and "Services not running" in after.stdout
+    bad = dspy_agent(svc_spec, "start", "--workspace", "/nonexistent/ws")
+    assert bad.returncode == 2

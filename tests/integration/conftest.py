@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,7 +110,13 @@ def rt() -> Iterator[Runtime]:
     """
     spec = make_runtime_spec("ris", SESSION_TOML, ray_lines=("resources = {widget = 2}",))
     config = load_config(env=spec.env()).config
-    report = runtime.start(config)
+    # Start the head the way a background job in a script would (`cmd &` ignores SIGINT, and
+    # every Ray process inherits that), so tests see what CI and daemonised users get.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        report = runtime.start(config)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert report.launched_head
     try:
         yield Runtime(spec=spec, config=config, info=report.info)
