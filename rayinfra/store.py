@@ -669,13 +669,21 @@ class SeqNotifier:
         return self._latest
 
 
-class ChangeFeed:
-    """A durable, sequence-numbered long-poll feed owned by one actor: ``(seq, changes)``."""
+READER_POLL_S = 0.2
 
-    def __init__(self, store: StateStore, stream: str) -> None:
+
+class ChangeFeed:
+    """A durable, sequence-numbered long-poll feed owned by one actor: ``(seq, changes)``.
+
+    ``reader=True`` follows a stream another process publishes (it polls the store for new
+    commits every :data:`READER_POLL_S` while waiting).
+    """
+
+    def __init__(self, store: StateStore, stream: str, *, reader: bool = False) -> None:
         self._store = store
         self._stream = stream
         self._notifier = SeqNotifier(store.last_change_seq(stream))
+        self._reader = reader
 
     @property
     def stream(self) -> str:
@@ -725,4 +733,12 @@ class ChangeFeed:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return cursor, []
-            await self._notifier.wait_beyond(cursor, remaining)
+            if self._reader:  # another process publishes: look for its commits
+                await self._notifier.wait_beyond(
+                    cursor,
+                    remaining,
+                    poll_interval_s=READER_POLL_S,
+                    poll=lambda: asyncio.to_thread(self._store.last_change_seq, self._stream),
+                )
+            else:
+                await self._notifier.wait_beyond(cursor, remaining)

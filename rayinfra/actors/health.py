@@ -48,7 +48,7 @@ class HealthCheckerActor(ControlActor):
         return self._registry
 
     async def _watch(self) -> dict[str, dict[str, Any]]:
-        h = self._handle()
+        h = self._registry or await asyncio.to_thread(self._handle)  # a GCS lookup blocks
         if h is None:
             return {}
         try:
@@ -59,7 +59,7 @@ class HealthCheckerActor(ControlActor):
         return result
 
     async def _restart(self, name: str, reason: str) -> tuple[bool, str]:
-        h = self._handle()
+        h = self._registry or await asyncio.to_thread(self._handle)
         if h is None:
             return False, "service registry not running"
         result: tuple[bool, str] = await h.restart_unhealthy.remote(name, reason)

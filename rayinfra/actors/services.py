@@ -27,6 +27,7 @@ from rayinfra.services.drivers.docker import DockerDriver
 from rayinfra.services.drivers.process import ProcessDriver
 from rayinfra.services.manager import ServiceManager
 from rayinfra.services.spec import SpecError
+from rayinfra.store import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class ServiceRegistryActor(ControlActor):
             start_attempts=svc.start_attempts,
         )
         self._logs: dict[str, _LogStream] = {}
+        self._health_feed = ChangeFeed(self.store, HEALTH_STREAM, reader=True)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_task(self.manager.recover())
         self._loops = [loop.create_task(self._refresh_loop())]
@@ -220,10 +222,9 @@ class ServiceRegistryActor(ControlActor):
         self, after_seq: int = 0, names: list[str] | None = None, timeout_s: float = 30.0
     ) -> tuple[int, list[dict[str, Any]]]:
         """Probe results published by the health checker (its change feed), by sequence."""
-        from rayinfra.store import ChangeFeed
-
-        feed = ChangeFeed(self.store, HEALTH_STREAM)
-        seq, items = await feed.wait(after_seq, keys=names or None, timeout_s=timeout_s)
+        seq, items = await self._health_feed.wait(
+            after_seq, keys=names or None, timeout_s=timeout_s
+        )
         return seq, [{"seq": c.seq, "service": c.key, **c.data} for c in items if c.kind == "probe"]
 
     async def metrics_snapshot(self) -> dict[str, float]:

@@ -48,7 +48,8 @@ class Backend:
         self, actor: str, method: str, *args: Any, timeout_s: float | None = None
     ) -> Any:
         try:
-            ref = getattr(self.handle(actor), method).remote(*args)
+            h = self._handles.get(actor) or await asyncio.to_thread(self.handle, actor)
+            ref = getattr(h, method).remote(*args)
             if timeout_s is None:
                 return await ref
             return await asyncio.wait_for(ref, timeout_s)

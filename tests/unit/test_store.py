@@ -518,6 +518,24 @@ async def test_feed_keys_filter(store: StateStore) -> None:
     assert seq == 6 and [r.data for r in rows] == [{"n": 7}]
 
 
+async def test_a_reader_feed_wakes_for_another_process_publishing(db_path: Path) -> None:
+    owner_store, reader_store = StateStore(db_path), StateStore(db_path)
+    try:
+        owner = ChangeFeed(owner_store, "health_checker")
+        reader = ChangeFeed(reader_store, "health_checker", reader=True)
+        start = reader.latest
+        waiting = asyncio.ensure_future(reader.wait(start, timeout_s=20.0))
+        await asyncio.sleep(0.3)
+        await owner.publish([("redis", "probe", {"healthy": True})])
+        t0 = time.monotonic()
+        seq, items = await asyncio.wait_for(waiting, 5.0)  # not the 20 s timeout
+        assert [i.key for i in items] == ["redis"] and seq > start
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        owner_store.close()
+        reader_store.close()
+
+
 async def test_feed_resume_after_restart(db_path: Path) -> None:
     s1 = StateStore(db_path)
     feed = ChangeFeed(s1, "sched")
