@@ -35,7 +35,7 @@ from tests.conftest import make_runtime_spec
 pb2, pb2_grpc = stubs.orchestrator()
 
 
-class Echo:
+class Echo(pb2_grpc.OrchestratorServiceServicer):  # type: ignore[misc]
     async def Health(self, request: Any, context: Any) -> Any:
         return pb2.HealthResponse(healthy=True, version="echo")
 
