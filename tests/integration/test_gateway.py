@@ -411,3 +411,22 @@ def test_http_routes(gw: Runtime) -> None:
         h = c.get("/health").json()
         assert h["status"] == "healthy" and h["service"] == "env-manager"
         assert "env_manager_active_services" in c.get("/metrics").text
+
+
+async def test_killing_the_scheduler_shows_in_health(orch: Any) -> None:
+    sched = ray.get_actor("scheduler", namespace=NAMESPACE)
+    ray.kill(sched, no_restart=False)  # Ray restarts it (max_restarts=-1)
+    seen_down: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not seen_down:
+        h = await orch.Health(opb.HealthRequest())
+        if not h.healthy:
+            seen_down = dict(h.services)
+        await asyncio.sleep(0.05)
+    assert seen_down and seen_down["scheduler"].startswith("unavailable"), seen_down
+    while time.monotonic() < deadline:  # and back once Ray restarted it
+        h = await orch.Health(opb.HealthRequest())
+        if h.healthy:
+            break
+        await asyncio.sleep(0.2)
+    assert h.healthy and h.services["scheduler"] == "healthy"
