@@ -193,7 +193,13 @@ async def test_stream_task_results_sends_each_final_state_once(orch: Any) -> Non
 
 async def test_cancelled_streams_leave_no_watchers(gw: Runtime, orch: Any) -> None:
     gateway = ray.get_actor("gateway", namespace=NAMESPACE)
+    # streams cancelled by earlier tests unsubscribe asynchronously: start from a settled gateway
+    deadline = time.monotonic() + 10
     before = ray.get(gateway.watchers.remote())
+    while any(before["subscribers"].values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        before = ray.get(gateway.watchers.remote())
+    assert not any(before["subscribers"].values()), before
     calls = [orch.StreamTaskResults(opb.StreamTaskResultsRequest()) for _ in range(25)]
     calls += [orch.StreamEvents(opb.StreamEventsRequest()) for _ in range(25)]
     await asyncio.sleep(1.0)
