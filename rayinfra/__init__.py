@@ -15,9 +15,10 @@ __version__ = "0.1.0"
 if "ray" not in _sys.modules and not _os.environ.get("RAY_ADDRESS"):
     _os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from rayinfra.client import AgentInfra, AgentInfraSync, TaskNotFound
+from rayinfra.client import AgentInfra, AgentInfraSync
 from rayinfra.config import ConfigError, RayinfraConfig, load_config
 from rayinfra.connection import ConnectionInfo
+from rayinfra.errors import TaskNotFound
 from rayinfra.hardware import HardwareInfo
 from rayinfra.hardware import detect as detect_hardware
 from rayinfra.scheduling.tasks import InvalidArgument

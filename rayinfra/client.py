@@ -5,6 +5,10 @@ scheduler's change feed resolves ``wait_task`` / ``wait_tasks`` and feeds ``stre
 every call retries transparently across a scheduler restart (actor died or unavailable) for up to
 ``DSPY_AGENT_SERVICE_TIMEOUT`` seconds, which is safe because task ids make submits idempotent.
 
+Over gRPC (``orchestrator_addr=``, or a gateway answering at ``ORCHESTRATOR_GRPC_ADDR`` when no
+runtime is recorded in the state dir) the same methods go through the gateway (:mod:`rayinfra.grpc_client`); which
+transport is in use is ``infra.transport`` (``"actors"`` or ``"grpc"``).
+
 ``AgentInfraSync`` has the same methods without ``async`` (it runs its own event loop thread).
 """
 
@@ -17,23 +21,21 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from rayinfra import raywrap, runtime
-from rayinfra.config import RayinfraConfig, load_config
+from rayinfra import detached, raywrap, runtime
+from rayinfra.config import RayinfraConfig, dial_addr, load_config
+from rayinfra.errors import TaskNotFound, Unavailable
 from rayinfra.scheduling.tasks import TERMINAL_STATES, InvalidArgument, encode_wire_result
+
+if TYPE_CHECKING:
+    from rayinfra.grpc_client import GrpcTasks
 
 T = TypeVar("T")
 FEED_POLL_S = 20.0
+DETACHED_START_TIMEOUT_S = 180.0
 FUTURE_SEQ = 2**62  # "from the future": the feed answers with its latest seq
 _RANK = {"pending": 0, "running": 1}  # terminal states rank 2: a task's states only move forward
-
-
-class TaskNotFound(KeyError):
-    """No task with that id."""
-
-    def __str__(self) -> str:
-        return f"task {self.args[0]!r} not found" if self.args else "task not found"
 
 
 def _remote_errors() -> tuple[type[BaseException], ...]:
@@ -137,6 +139,8 @@ class AgentInfra:
         self.auto_start_services = auto_start_services
         self.cli_path = cli_path
         self._transport: _ActorTransport | None = None
+        self._grpc: GrpcTasks | None = None
+        self._grpc_addr: str | None = None
         self._started_runtime = False
         self._feed_task: asyncio.Task[None] | None = None
         self._feed_seq = 0
@@ -165,8 +169,13 @@ class AgentInfra:
         await self._start_feed()
         return self
 
+    @property
+    def transport(self) -> str:
+        """``"grpc"`` through a gateway, ``"actors"`` through Ray actor handles."""
+        return "grpc" if self._grpc_addr is not None else "actors"
+
     def _prepare(self) -> None:
-        """Blocking part of start: resolve config, start or find the runtime, connect Ray."""
+        """Blocking part of start: resolve config, pick the transport, start what is missing."""
         cfg = (
             self._config
             or load_config(
@@ -174,12 +183,20 @@ class AgentInfra:
             ).config
         )
         self._config = cfg
-        if self.orchestrator_addr and runtime.recorded(cfg.state.dir) is None:
-            raise runtime.RuntimeFailure(
-                f"no rayinfra runtime is recorded in {cfg.state.dir}; connecting over gRPC "
-                f"({self.orchestrator_addr}) needs the gateway, which this runtime does not run yet"
-            )
-        if runtime.recorded(cfg.state.dir) is None:
+        recorded = runtime.recorded(cfg.state.dir) is not None
+        # An explicit address means gRPC. Otherwise the runtime of this state dir, by actor
+        # handles; with none recorded here, a gateway answering at the configured address
+        # (ORCHESTRATOR_GRPC_ADDR: another user's or another host's runtime) over gRPC; with
+        # neither, a local runtime is started.
+        addr = self.orchestrator_addr
+        if addr is None and not recorded:
+            dial = cfg.orchestrator_dial_addr
+            if _listening(dial, cfg.client.connect_timeout_s):
+                addr = dial
+        if addr is not None:
+            self._prepare_grpc(cfg, addr)
+            return
+        if not recorded:
             if cfg.client.skip_start:
                 raise runtime.RuntimeFailure(
                     f"rayinfra is not running (state dir {cfg.state.dir}) and DSPY_AGENT_SKIP_START is set"
@@ -191,7 +208,82 @@ class AgentInfra:
             cfg.client.service_timeout_s, cfg.client.reconnect_backoff_s
         )
 
+    def _prepare_grpc(self, cfg: RayinfraConfig, addr: str) -> None:
+        """Nothing listening at ``addr``: start the local runtime if it would serve there."""
+        self._grpc_addr = addr
+        if _listening(addr, cfg.client.connect_timeout_s):
+            return
+        local = dial_addr(cfg.gateway.orchestrator_grpc_addr)
+        if cfg.client.skip_start:
+            raise runtime.RuntimeFailure(
+                f"no gateway answered at {addr} within {cfg.client.connect_timeout_s:g}s and "
+                "DSPY_AGENT_SKIP_START is set"
+            )
+        if addr != local:
+            raise runtime.RuntimeFailure(
+                f"no gateway answered at {addr} within {cfg.client.connect_timeout_s:g}s (a "
+                f"runtime started here would serve {local}, so none was started)"
+            )
+        # in a child process: a gRPC client never joins the Ray cluster itself
+        try:
+            detached.run(
+                "start",
+                cfg,
+                timeout_s=max(cfg.client.service_timeout_s, DETACHED_START_TIMEOUT_S),
+                workspace=self.workspace,
+                cli_path=cfg.client.cli_path,
+            )
+        except detached.DetachedFailure as e:
+            raise runtime.RuntimeFailure(str(e)) from None
+        self._started_runtime = True
+
+    async def _connect_grpc(self) -> None:
+        from rayinfra.grpc_client import GrpcTasks
+
+        cfg, addr = self._config, self._grpc_addr
+        assert cfg is not None and addr is not None
+        token = cfg.gateway.auth_token or _read_token(cfg.gateway_token_path)
+        self._grpc = GrpcTasks(
+            addr,
+            token=token,
+            connect_timeout_s=cfg.client.connect_timeout_s,
+            retry_for_s=cfg.client.service_timeout_s,
+            backoff_s=cfg.client.reconnect_backoff_s,
+        )
+        try:
+            # a runtime started just now may still be binding its servers
+            await self._grpc.connect(
+                cfg.client.service_timeout_s if self._started_runtime else None
+            )
+            await self._wait_until_serving(cfg.client.service_timeout_s)
+        except BaseException:
+            await self._grpc.close()
+            self._grpc = None
+            raise
+
+    async def _wait_until_serving(self, timeout_s: float) -> None:
+        """Until the gateway's Health says the task path (scheduler, gateway) is up; services
+        still starting do not hold the client back (their state is in ``health_check()``)."""
+        assert self._grpc is not None and self._config is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                h = await self._grpc.health()
+                if all(h["services"].get(a) == "healthy" for a in ("scheduler", "gateway")):
+                    return
+                why = f"not ready: {h['services']}"
+            except Unavailable as e:
+                why = str(e)
+            if time.monotonic() >= deadline:
+                raise runtime.RuntimeFailure(
+                    f"the gateway at {self._grpc_addr} did not become ready in {timeout_s:g}s ({why})"
+                )
+            await asyncio.sleep(min(self._config.client.reconnect_backoff_s, 0.5))
+
     async def _start_feed(self) -> None:
+        if self._grpc_addr is not None:
+            await self._connect_grpc()  # waits and streams ride StreamTaskResults: no feed here
+            return
         self._feed_ready = asyncio.Event()
         self._feed_task = asyncio.create_task(self._follow_feed())
         await self._feed_ready.wait()
@@ -208,8 +300,21 @@ class AgentInfra:
                 if not f.done():
                     f.cancel()
         self._waiters.clear()
+        if self._grpc is not None:
+            await self._grpc.close()
+            self._grpc = None
         if self._started_runtime and self._config is not None:
-            await asyncio.to_thread(runtime.stop, self._config.state.dir, force=True)
+            if self._grpc_addr is not None:
+                cfg = self._config
+                await asyncio.to_thread(
+                    detached.run,
+                    "stop",
+                    cfg,
+                    timeout_s=DETACHED_START_TIMEOUT_S,
+                    cli_path=cfg.client.cli_path,
+                )
+            else:
+                await asyncio.to_thread(runtime.stop, self._config.state.dir, force=True)
             self._started_runtime = False
         self._transport = None
 
@@ -217,6 +322,14 @@ class AgentInfra:
         if self._transport is None:
             raise RuntimeError("Infrastructure not started: call start_async() first")
         return self._transport
+
+    def _g(self) -> GrpcTasks | None:
+        """The gRPC transport when that is the one in use (``None``: actor handles)."""
+        if self._grpc_addr is None:
+            return None
+        if self._grpc is None:
+            raise RuntimeError("Infrastructure not started: call start_async() first")
+        return self._grpc
 
     # ------------------------------------------------------------------ feed
     async def _follow_feed(self) -> None:
@@ -281,17 +394,26 @@ class AgentInfra:
             "timeout_s": timeout_s,
             "workflow_id": workflow_id,
         }
+        if g := self._g():
+            return (await g.submit_tasks([spec]))[0]
         (res,) = await self._t().call("scheduler", "submit", [spec])
         return {"success": res["success"], "task_id": res["task_id"], "error": res["error"]}
 
     async def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Submit many tasks in one round trip (all or nothing); results in order."""
+        if g := self._g():
+            return await g.submit_tasks(tasks)
         res = await self._t().call("scheduler", "submit", list(tasks))
         return [
             {"success": r["success"], "task_id": r["task_id"], "error": r["error"]} for r in res
         ]
 
     async def get_task_status(self, task_id: str) -> dict[str, Any]:
+        if g := self._g():
+            got = (await g.get([task_id]))[task_id]
+            if got is None:
+                raise TaskNotFound(task_id)
+            return got
         st = (await self._t().call("scheduler", "get", [task_id]))[task_id]
         if st is None:
             raise TaskNotFound(task_id)
@@ -304,6 +426,12 @@ class AgentInfra:
     async def wait_tasks(
         self, task_ids: list[str], timeout: float | None = None
     ) -> list[dict[str, Any]]:
+        if g := self._g():
+            try:
+                final = await asyncio.wait_for(g.wait(task_ids), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"tasks not finished after {timeout}s: {task_ids[:5]}") from None
+            return [final[t] for t in task_ids]
         loop = asyncio.get_running_loop()
         futs: dict[str, asyncio.Future[dict[str, Any]]] = {}
         for tid in task_ids:
@@ -338,6 +466,8 @@ class AgentInfra:
                 self._waiters.pop(tid, None)
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
+        if g := self._g():
+            return await g.cancel(task_id)
         try:
             return dict(await self._t().call("scheduler", "cancel", task_id))
         except KeyError:
@@ -346,12 +476,16 @@ class AgentInfra:
     async def list_tasks(
         self, status: str | None = None, task_class: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
+        if g := self._g():
+            return await g.list_tasks(status, task_class, limit)
         return [
             _client_status(s)
             for s in await self._t().call("scheduler", "list_tasks", status, task_class, limit)
         ]
 
     async def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
+        if g := self._g():
+            return await g.purge(older_than_s)
         return dict(await self._t().call("scheduler", "purge", older_than_s))
 
     async def stream_task_results(
@@ -363,6 +497,10 @@ class AgentInfra:
         already finished included). Ends when every named task has finished; unfiltered, it
         runs until the caller stops iterating.
         """
+        if g := self._g():
+            async for item in self._stream_grpc(g, task_ids, include_completed):
+                yield item
+            return
         wanted = set(task_ids) if task_ids else None
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         entry = (wanted, q)
@@ -399,6 +537,10 @@ class AgentInfra:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield ``{event_type, resource_id, data, timestamp}``: the past from ``since_timestamp``
         (inclusive) first, then live events, until the caller stops iterating."""
+        if g := self._g():
+            async for ev in g.events(event_types, since_timestamp):
+                yield ev
+            return
         t = self._t()
         seq, events = await t.call(
             "scheduler", "events", 0, since_timestamp or None, event_types, 1000
@@ -411,13 +553,51 @@ class AgentInfra:
             )
 
     # ------------------------------------------------------------------ health, metrics
+    async def _stream_grpc(
+        self, g: GrpcTasks, task_ids: list[str] | None, include_completed: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``stream_task_results`` over gRPC: same dedupe and end as over actors."""
+        remaining = set(task_ids) if task_ids else None
+        if remaining:
+            current = await g.get(sorted(remaining))
+            for tid, st in current.items():
+                if st is None:
+                    raise TaskNotFound(tid)
+        seen: dict[str, int] = {}
+        stream = g.results(task_ids, include_completed)
+        try:
+            async for item in stream:
+                rank = _RANK.get(item["status"], 2)
+                if rank < seen.get(item["task_id"], -1) or (
+                    rank == 2 and seen.get(item["task_id"]) == 2
+                ):
+                    continue
+                seen[item["task_id"]] = rank
+                yield {
+                    k: item[k]
+                    for k in ("task_id", "status", "result", "error", "duration_ms", "completed_at")
+                }
+                if remaining is not None and rank == 2:
+                    remaining.discard(item["task_id"])
+                    if not remaining:
+                        return
+        finally:
+            await stream.aclose()
+
     async def get_metrics(self) -> dict[str, float]:
+        if g := self._g():
+            return await g.metrics()
         return dict(await self._t().call("scheduler", "metrics_snapshot"))
 
     async def health_check(self) -> dict[str, Any]:
         from rayinfra import __version__
         from rayinfra.actors import CONTROL_ACTORS
 
+        if self._grpc is not None:
+            try:
+                return await self._grpc.health()
+            except Exception as e:  # noqa: BLE001 - reported, as the original client did
+                return {"healthy": False, "error": str(e), "version": __version__, "services": {}}
         if self._transport is None:
             return {
                 "healthy": False,
@@ -547,3 +727,22 @@ class AgentInfraSync:
 
 async def _await(aw: Awaitable[T]) -> T:
     return await aw
+
+
+def _listening(addr: str, timeout_s: float) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    import socket
+
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None

@@ -39,6 +39,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 NAMESPACE = "rayinfra"
 EFFECTIVE_CONFIG_FILE = "config.effective.json"
 CONNECTION_FILE = "connection.json"
+GATEWAY_TOKEN_FILE = "gateway.token"  # noqa: S105 - a file name, not a secret
 DEFAULT_HOME = Path("~/.rayinfra")
 DEFAULT_CONFIG_PATH = DEFAULT_HOME / "config.toml"
 
@@ -384,6 +385,7 @@ class ClientSection(_Section):
     service_timeout_s: float = Field(default=60.0, gt=0)  # DSPY_AGENT_SERVICE_TIMEOUT
     reconnect_backoff_s: float = Field(default=2.0, gt=0)  # DSPY_AGENT_RECONNECT_BACKOFF
     cli_path: Path | None = None  # DSPY_AGENT_CLI_PATH
+    connect_timeout_s: float = Field(default=5.0, gt=0)  # dialling a gateway over gRPC
 
 
 _HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -440,6 +442,11 @@ class RayinfraConfig(_Section):
     @property
     def ray_token_path(self) -> Path:
         return self.ray.token_path or self.state.dir / "ray_auth_token"
+
+    @property
+    def gateway_token_path(self) -> Path:
+        """The gateway's local token file (0600, created at the gateway's first start)."""
+        return self.gateway.token_file or self.state.dir / GATEWAY_TOKEN_FILE
 
     @property
     def ray_temp_dir(self) -> Path:

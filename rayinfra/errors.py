@@ -37,6 +37,13 @@ class TaskNotFoundError(KeyError):
     """No task with that id (gRPC NOT_FOUND, HTTP 404)."""
 
 
+class TaskNotFound(KeyError):
+    """No task with that id: what the Python client raises (exported as ``rayinfra.TaskNotFound``)."""
+
+    def __str__(self) -> str:
+        return f"task {self.args[0]!r} not found" if self.args else "task not found"
+
+
 class Unavailable(RuntimeError):
     """A control actor cannot be reached right now (gRPC UNAVAILABLE, HTTP 503)."""
 

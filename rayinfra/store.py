@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: int = 3
 BUSY_TIMEOUT_S = 10.0
+BEGIN_RETRY_FIRST_S = 0.00005
+BEGIN_RETRY_MAX_S = 0.002
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SAVEPOINT = "rayinfra_op"
 
@@ -124,6 +126,39 @@ def _retry_locked(fn: Callable[[], T], timeout_s: float = BUSY_TIMEOUT_S) -> T:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+def _begin_immediate(conn: sqlite3.Connection, timeout_s: float) -> bool:
+    """``BEGIN IMMEDIATE`` (take the write lock), waiting up to ``timeout_s`` while another
+    process holds it; ``False`` if it is still held then (``timeout_s=0``: try once).
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between tries, so a lock held for 50 us
+    by another process cost a whole millisecond; here the waits start at 50 us and double up to
+    2 ms. In WAL mode taking the lock is the only place a writer waits on another.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + timeout_s
+        delay = BEGIN_RETRY_FIRST_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as e:
+                remaining = deadline - time.monotonic()
+                if not _is_busy(e) or remaining <= 0:
+                    if _is_busy(e) and timeout_s == 0:
+                        return False
+                    raise
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, BEGIN_RETRY_MAX_S)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
@@ -335,9 +370,14 @@ class StateStore:
             if self._closed or self._queued or not self._wconn_lock.acquire(blocking=False):
                 return None
         try:
+            try:
+                if not _begin_immediate(self._wconn, 0.0):
+                    return None  # another process writes: wait on the writer thread, not here
+            except sqlite3.Error:
+                return None  # the writer thread reports it
             fut: concurrent.futures.Future[T] = concurrent.futures.Future()
             fut.set_running_or_notify_cancel()
-            self._run_batch([(op, fut)])
+            self._run_batch([(op, fut)], begun=True)
             return fut
         finally:
             self._wconn_lock.release()
@@ -389,11 +429,12 @@ class StateStore:
             with self._wconn_lock:
                 self._wconn.close()
 
-    def _run_batch(self, batch: list[_Item]) -> None:
+    def _run_batch(self, batch: list[_Item], *, begun: bool = False) -> None:
         conn = self._wconn
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if not begun:
+                _begin_immediate(conn, BUSY_TIMEOUT_S)
             alone = len(batch) == 1  # a lone op needs no savepoint: its failure undoes the batch
             for op, fut in batch:
                 if not alone:

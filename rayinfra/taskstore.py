@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayinfra.errors import TaskConflict
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.store import EventRecord, insert_events
 
@@ -249,6 +250,52 @@ def identities(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
             (json.dumps(list(ids)),),
         ).fetchall()
     return {r[0]: r[1] for r in rows}
+
+
+def insert_new(
+    conn: sqlite3.Connection, rows: Sequence[TaskRow], now: float
+) -> tuple[set[str], int]:
+    """Write op: insert the tasks whose id is new, with their ``task_submitted`` events.
+
+    Returns ``(ids inserted, last event seq)``. An existing id with the same identity is an
+    idempotent repeat; with a different one the whole op fails with :class:`TaskConflict`.
+    """
+    existing = identities(conn, [r.task_id for r in rows])
+    for r in rows:
+        old = existing.get(r.task_id)
+        if old is not None and old != r.identity:
+            raise TaskConflict(
+                "task_id",
+                f"{r.task_id!r} already exists with a different class, payload, priority, "
+                "workflow_id or timeout",
+            )
+    fresh = [r for r in rows if r.task_id not in existing]
+    seq = apply_transitions(
+        conn,
+        [
+            Transition(
+                r,
+                "task_submitted",
+                {"workflow_id": r.spec.workflow_id} if r.spec.workflow_id else {},
+            )
+            for r in fresh
+        ],
+        now,
+        insert=True,
+    )
+    return {r.task_id for r in fresh}, seq
+
+
+def submitted_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[tuple[int, str]]:
+    """``(seq, task id)`` of ``task_submitted`` events after ``after_seq``, oldest first."""
+    return [
+        (int(seq), str(tid))
+        for seq, tid in conn.execute(
+            "SELECT seq, resource_id FROM events WHERE event_type = 'task_submitted' AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+    ]
 
 
 def get_tasks(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, TaskRow]:

@@ -26,16 +26,15 @@ from rayinfra.api.grpc_common import AuthInterceptor
 from rayinfra.api.grpc_env_manager import EnvManagerServicer, health_feed
 from rayinfra.api.grpc_orchestrator import OrchestratorServicer, event_feed, task_feed
 from rayinfra.api.http import env_manager_app, orchestrator_app
-from rayinfra.config import parse_listen_addr
+from rayinfra.config import RayinfraConfig, parse_listen_addr
 
 log = logging.getLogger(__name__)
 
-TOKEN_FILE = "gateway.token"  # noqa: S105 - a file name, not a secret
 GRPC_GRACE_S = 2.0
 
 
-def token_path(config: Any) -> Path:
-    return Path(config.gateway.token_file or Path(config.state.dir) / TOKEN_FILE)
+def token_path(config: RayinfraConfig) -> Path:
+    return config.gateway_token_path
 
 
 class GatewayActor(ControlActor):
@@ -51,7 +50,13 @@ class GatewayActor(ControlActor):
             local_token=local_token,
             allow_untrusted_code=gw.allow_untrusted_code,
         )
-        self.backend = Backend(raywrap.get_actor, raywrap.actor_errors(), raywrap.unwrap_task_error)
+        self.backend = Backend(
+            raywrap.get_actor,
+            raywrap.actor_errors(),
+            raywrap.unwrap_task_error,
+            store=self.store,
+            config=self.config,
+        )
         self.feeds: dict[str, Fanout] = {
             "tasks": task_feed(self.backend),
             "events": event_feed(self.backend),
@@ -72,7 +77,7 @@ class GatewayActor(ControlActor):
         await self._serve_http(
             "orchestrator_http",
             gw.orchestrator_http_addr,
-            orchestrator_app(self.backend, self.auth),
+            orchestrator_app(self.backend, self.auth, max_request_bytes=gw.max_request_bytes),
         )
         await self._serve_http(
             "env_manager_http", gw.env_manager_http_addr, env_manager_app(self.backend, self.auth)

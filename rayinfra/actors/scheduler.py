@@ -18,26 +18,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 import time
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from rayinfra import raywrap, taskstore
+from rayinfra import admission, doorbell, raywrap, taskstore
 from rayinfra.actors.base import ControlActor
 from rayinfra.actors.executor import CANCELLED, INVALID, SUCCESS, TIMEOUT
 from rayinfra.actors.executor_pool import Executor, ExecutorPools
-from rayinfra.config import CLASS_ALIASES
-from rayinfra.errors import BackendUnavailable, TaskConflict, TaskNotFoundError
+from rayinfra.errors import BackendUnavailable, InvalidArgument, TaskNotFoundError
 from rayinfra.scheduling import classes as class_logic
 from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.limiter import AdaptiveLimiter, LimiterConfig, Outcome
 from rayinfra.scheduling.metrics import SchedulerMetrics
 from rayinfra.scheduling.queue import TaskQueue
-from rayinfra.scheduling.tasks import TERMINAL_STATES, InvalidArgument, TaskSpec, validate_spec
+from rayinfra.scheduling.tasks import TERMINAL_STATES, TaskSpec
 from rayinfra.taskstore import TaskRow, Transition
 
 log = logging.getLogger(__name__)
@@ -46,10 +45,10 @@ LOST_EXECUTOR_ATTEMPTS = 3
 METRICS_PUBLISH_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
 DISPATCH_AFTER_ACK_S = 0.002
-INLINE_SUBMIT_MAX = 16  # tasks per submit committed inline when the store's writer is idle
 NODE_VIEW_TTL_S = 2.0
+ADOPT_SWEEP_S = 2.0
+ADOPT_SWEEP_BATCH = 5000
 TICK_S = 0.5
-SLURM_CLASS = "gpu_slurm"
 
 
 @dataclass
@@ -86,7 +85,7 @@ class SchedulerActor(ControlActor):
         self.unsat_since: dict[str, float] = {}
         self._node_cache: tuple[float, list[class_logic.NodeView]] = (0.0, [])
         self.metrics = SchedulerMetrics(
-            {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == SLURM_CLASS}
+            {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == admission.SLURM_CLASS}
         )
         self.file_queue = FileQueue(cfg.queue_dir)
         self._pending_files = 0  # queue_depth, counted by the file-queue loop's thread
@@ -97,13 +96,18 @@ class SchedulerActor(ControlActor):
         )
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._orphans: list[_Active] = []
+        # everything submitted up to here is recovered below; the sweep looks after it
+        self._sweep_cursor = self.store.last_event_seq()
         self._recover()
+        self._bell: socket.socket | None = None
+        self._open_doorbell()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._dispatch_loop()),
             loop.create_task(self._file_queue_loop()),
             loop.create_task(self._retention_loop()),
             loop.create_task(self._metrics_loop()),
+            loop.create_task(self._adopt_sweep_loop()),
         ]
 
     # ------------------------------------------------------------------ recovery
@@ -130,76 +134,108 @@ class SchedulerActor(ControlActor):
         workflow_id, timeout_s``). Raises :class:`InvalidArgument` (field named, ``tasks[i].``
         prefixed for batches), :class:`TaskConflict` or :class:`BackendUnavailable`.
         """
-        cfg = self.config
-        validated: list[TaskSpec] = []
-        for i, raw in enumerate(specs):
-            try:
-                spec = validate_spec(
-                    raw,
-                    classes=list(cfg.classes),
-                    aliases=CLASS_ALIASES,
-                    default_class=cfg.scheduler.default_class,
-                    payload_limit_bytes=cfg.scheduler.payload_limit_bytes,
-                    new_id=lambda: uuid.uuid4().hex,
-                    trusted=trusted,
-                )
-            except InvalidArgument as e:
-                field_name = e.field if len(specs) == 1 else f"tasks[{i}].{e.field}"
-                raise type(e)(field_name, e.message) from None  # keeps NotTrusted
-            if spec.task_class == SLURM_CLASS:
-                raise BackendUnavailable(
-                    "task_class gpu_slurm needs the Slurm backend, which is not available in this "
-                    "runtime; nothing was queued"
-                )
-            validated.append(spec)
-        by_id: dict[str, TaskSpec] = {}
-        for spec in validated:
-            prev = by_id.get(spec.task_id)
-            if prev is not None and prev.identity() != spec.identity():
-                raise TaskConflict(
-                    "task_id", f"{spec.task_id!r} appears twice with different specs"
-                )
-            by_id[spec.task_id] = spec
-        now = time.time()
-        rows = [
-            TaskRow(
-                spec=s,
-                identity=s.identity(),
-                trusted=trusted,
-                status="pending",
-                submitted_at=now,
-                source=source,
-            )
-            for s in by_id.values()
-        ]
-        # A small submit commits on the loop's thread when the writer is idle (the ack path's
-        # two thread hops cost more than the commit); big batches never block the loop.
-        new_ids, seq = await self.store.awrite(
-            partial(_insert_new, rows=rows, now=now), inline=len(rows) <= INLINE_SUBMIT_MAX
+        admitted = await admission.admit(
+            self.store, self.config, specs, trusted=trusted, source=source
         )
+        if admitted.seq:
+            self._events().advance(admitted.seq)
+        self._enqueue(admitted.fresh_rows)
+        return admitted.replies()
+
+    async def adopt(self, task_ids: list[str], seq: int = 0) -> int:
+        """Queue tasks another actor (the gateway) committed; returns how many were new here.
+
+        Fire-and-forget from the submitter's side: a lost call costs nothing, since a restart
+        recovers every pending row anyway. The rows are read and queued without yielding, so a
+        task that finished in between (it would be in ``active`` until its terminal state was
+        committed) can never be queued twice.
+        """
         if seq:
             self._events().advance(seq)
+        return self._adopt_committed(task_ids)
+
+    def _adopt_committed(self, task_ids: Collection[str]) -> int:
+        unknown = [t for t in task_ids if t not in self.active]
+        if not unknown:
+            return 0
+        rows = self.store.read(partial(taskstore.get_tasks, ids=unknown))
+        fresh = [r for r in rows.values() if r.status == "pending" and r.task_id not in self.active]
+        self._enqueue(fresh)
+        return len(fresh)
+
+    def _open_doorbell(self) -> None:
+        """Bind this runtime's scheduler doorbell: the gateway rings it after committing."""
+        try:
+            self._bell = doorbell.open_receiver(
+                doorbell.address(self.config.state.db_path, self.NAME)
+            )
+        except OSError as e:  # another process holds it: the gateway falls back to adopt()
+            log.warning("scheduler doorbell unavailable (%s); gateway submits use actor calls", e)
+            self._bell = None
+        if self._bell is not None:
+            asyncio.get_running_loop().add_reader(self._bell.fileno(), self._on_ring)
+
+    def _on_ring(self) -> None:
+        assert self._bell is not None
+        doorbell.drain(self._bell)
+        try:
+            self._catch_up()
+        except Exception:
+            log.exception("catching up with committed tasks failed")
+
+    def _catch_up(self) -> None:
+        """Queue every committed task not known here: each ``task_submitted`` event after the
+        cursor names one. Runs on a doorbell ring and every ``ADOPT_SWEEP_S`` (for a gateway
+        that died between its commit and its ring). Reads and queues without yielding (see
+        :meth:`adopt`)."""
+        while True:
+            found = self.store.read(
+                partial(
+                    taskstore.submitted_after,
+                    after_seq=self._sweep_cursor,
+                    limit=ADOPT_SWEEP_BATCH,
+                )
+            )
+            if not found:
+                return
+            self._sweep_cursor = found[-1][0]
+            self._events().advance(self._sweep_cursor)
+            unknown = [tid for _, tid in found if tid not in self.active]
+            if unknown:
+                self._adopt_committed(unknown)
+            if len(found) < ADOPT_SWEEP_BATCH:
+                return
+
+    async def shutdown(self) -> bool:
+        if self._bell is not None:
+            asyncio.get_running_loop().remove_reader(self._bell.fileno())
+            self._bell.close()
+            self._bell = None
+        return await super().shutdown()
+
+    async def _adopt_sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ADOPT_SWEEP_S)
+            try:
+                self._catch_up()
+            except Exception:
+                log.exception("sweep for committed tasks failed")
+
+    def _enqueue(self, rows: list[TaskRow]) -> None:
+        if not rows:
+            return
         mono = time.monotonic()
         for row in rows:
-            if row.task_id in new_ids:
-                self.active[row.task_id] = _Active(row=row, queued_at=mono)
-                self.queues[row.spec.task_class].push(
-                    row.task_id, row.spec.priority, row.task_id, mono
-                )
-                self.metrics.submitted.inc()
-        if new_ids:
-            # Wake the dispatcher only once this reply is on its way: Ray serialises the reply
-            # on its own thread, which needs the GIL that an immediate dispatch would hold.
-            asyncio.get_running_loop().call_later(DISPATCH_AFTER_ACK_S, self._wake.set)
-        return [
-            {
-                "success": True,
-                "task_id": s.task_id,
-                "error": "",
-                "duplicate": s.task_id not in new_ids,
-            }
-            for s in validated
-        ]
+            act = _Active(row=row, queued_at=mono)
+            self.active[row.task_id] = act
+            if row.spec.task_class not in self.queues:  # its class left the config
+                self._orphans.append(act)
+                continue
+            self.queues[row.spec.task_class].push(row.task_id, row.spec.priority, row.task_id, mono)
+            self.metrics.submitted.inc()
+        # Wake the dispatcher only once this reply is on its way: Ray serialises the reply on
+        # its own thread, which needs the GIL that an immediate dispatch would hold.
+        asyncio.get_running_loop().call_later(DISPATCH_AFTER_ACK_S, self._wake.set)
 
     # ------------------------------------------------------------------ queries
     async def get(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -234,6 +270,8 @@ class SchedulerActor(ControlActor):
 
     async def cancel(self, task_id: str, wait_s: float = 10.0) -> dict[str, Any]:
         """Cancel a pending or running task; a running shell task loses its whole process group."""
+        if task_id not in self.active:
+            self._adopt_committed([task_id])  # committed by the gateway, its adopt() not here yet
         act = self.active.get(task_id)
         if act is None:
             rows = await self.store.aread(partial(taskstore.get_tasks, ids=[task_id]))
@@ -629,34 +667,6 @@ class SchedulerActor(ControlActor):
                 await self.purge()
             except Exception:
                 log.exception("retention purge failed")
-
-
-def _insert_new(conn: Any, rows: list[TaskRow], now: float) -> tuple[set[str], int]:
-    """Write op: insert tasks whose id is new; same id + same identity is an idempotent repeat."""
-    existing = taskstore.identities(conn, [r.task_id for r in rows])
-    for r in rows:
-        old = existing.get(r.task_id)
-        if old is not None and old != r.identity:
-            raise TaskConflict(
-                "task_id",
-                f"{r.task_id!r} already exists with a different class, payload, priority, "
-                "workflow_id or timeout",
-            )
-    fresh = [r for r in rows if r.task_id not in existing]
-    seq = taskstore.apply_transitions(
-        conn,
-        [
-            Transition(
-                r,
-                "task_submitted",
-                {"workflow_id": r.spec.workflow_id} if r.spec.workflow_id else {},
-            )
-            for r in fresh
-        ],
-        now,
-        insert=True,
-    )
-    return {r.task_id for r in fresh}, seq
 
 
 def _notify_from_thread(loop: asyncio.AbstractEventLoop, notify: Any, fut: Any) -> None:

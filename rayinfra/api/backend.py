@@ -4,18 +4,30 @@ The gateway only translates (no state of its own). Every call goes to an actor h
 actor that is missing or dying becomes :class:`~rayinfra.errors.Unavailable`, and the error an
 actor raised comes back as itself (``InvalidArgument``, ``TaskConflict``, ...), so each server
 maps one set of exceptions to its status codes.
+
+Submits are the exception to "every call goes to an actor": given the state store, the backend
+admits a batch itself (:func:`rayinfra.admission.admit`: validate, commit) and acknowledges it
+once committed, after ringing the scheduler's doorbell (:mod:`rayinfra.doorbell`; without one,
+an ``adopt`` actor call it does not wait for). The ack costs one local SQLite transaction
+instead of an actor round trip, and submits keep being accepted while the scheduler restarts
+(it queues every committed task when it comes back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rayinfra import __version__
+from rayinfra import __version__, admission, doorbell
+from rayinfra.config import RayinfraConfig
 from rayinfra.errors import Unavailable
+from rayinfra.store import StateStore
+
+log = logging.getLogger(__name__)
 
 CONTROL_ACTORS = ("scheduler", "service_registry", "health_checker", "gateway")
 HEALTH_PING_TIMEOUT_S = 2.0
@@ -29,11 +41,24 @@ class Backend:
         get_actor: Callable[[str], Any | None],
         remote_errors: tuple[type[BaseException], ...],
         unwrap: Callable[[BaseException], BaseException],
+        *,
+        store: StateStore | None = None,
+        config: RayinfraConfig | None = None,
     ) -> None:
         self._get_actor = get_actor
         self._remote_errors = remote_errors
         self._unwrap = unwrap
         self._handles: dict[str, Any] = {}
+        self._store = store
+        self._config = config
+        self._announce_ids: list[str] = []  # committed here, not yet told to the scheduler
+        self._announce_seq = 0
+        self._announcer: asyncio.Task[None] | None = None
+        self._bell = (
+            doorbell.Bell(doorbell.address(config.state.db_path, "scheduler"))
+            if store is not None and config is not None
+            else None
+        )
 
     def handle(self, actor: str) -> Any:
         h = self._handles.get(actor)
@@ -62,8 +87,45 @@ class Backend:
             raise self._unwrap(e) from None
 
     # ------------------------------------------------------------------ tasks
-    async def submit(self, specs: Sequence[dict[str, Any]], trusted: bool, source: str) -> Any:
-        return await self.call("scheduler", "submit", list(specs), trusted, source)
+    async def submit(
+        self, specs: Sequence[dict[str, Any]], trusted: bool, source: str
+    ) -> list[dict[str, Any]]:
+        """Admit a batch (all or nothing); replies once it is durable."""
+        if self._store is None or self._config is None:
+            replies: list[dict[str, Any]] = await self.call(
+                "scheduler", "submit", list(specs), trusted, source
+            )
+            return replies
+        admitted = await admission.admit(
+            self._store, self._config, specs, trusted=trusted, source=source
+        )
+        if admitted.new_ids and not (self._bell is not None and self._bell.ring()):
+            # no doorbell here (or nobody bound to it right now): tell the scheduler by call
+            self._announce_ids.extend(admitted.new_ids)
+            self._announce_seq = max(self._announce_seq, admitted.seq)
+            if self._announcer is None:  # else the one in flight sends these when it returns
+                self._announcer = asyncio.get_running_loop().create_task(self._announce())
+        return admitted.replies()
+
+    async def _announce(self) -> None:
+        """Tell the scheduler which committed tasks to queue: one ``adopt`` call in flight at a
+        time, carrying every id committed since the previous one (so a burst of submits costs a
+        few actor calls, not one each). Runs after the submit's reply is on its way."""
+        try:
+            await asyncio.sleep(0)
+            while self._announce_ids:
+                ids, seq = self._announce_ids, self._announce_seq
+                self._announce_ids, self._announce_seq = [], 0
+                try:
+                    await self.call("scheduler", "adopt", ids, seq)
+                except Exception as e:  # noqa: BLE001 - committed: the scheduler's sweep queues them
+                    log.info(
+                        "scheduler not told of %d new task(s) (%s); its sweep queues them",
+                        len(ids),
+                        e,
+                    )
+        finally:
+            self._announcer = None
 
     async def get(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         result: dict[str, dict[str, Any] | None] = await self.call(

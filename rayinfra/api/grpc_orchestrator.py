@@ -6,8 +6,9 @@ one :class:`~rayinfra.api.fanout.Fanout` each, shared by every open stream.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -17,8 +18,9 @@ from rayinfra.api.auth import Auth
 from rayinfra.api.backend import Backend
 from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
-from rayinfra.errors import InvalidArgument, TaskNotFoundError
+from rayinfra.errors import InvalidArgument, PermissionDenied, TaskNotFoundError
 from rayinfra.scheduling.tasks import (
+    TASK_STATES,
     TERMINAL_STATES,
     decode_timeout_seconds,
     decode_wire_payload,
@@ -28,6 +30,8 @@ from rayinfra.scheduling.tasks import (
 FUTURE_SEQ = 2**62  # "from now on": the feed answers with its latest seq
 FEED_POLL_S = 10.0
 EVENT_BATCH = 1000
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 10_000
 WORKFLOWS_UNIMPLEMENTED = (
     "the workflow engine is not available in this runtime yet; nothing was stored or run"
 )
@@ -59,6 +63,10 @@ def event_feed(backend: Backend) -> Fanout:
     return Fanout(poll, start)
 
 
+def _result_json(result: Any) -> str:
+    return json.dumps(result, separators=(",", ":")) if result is not None else ""
+
+
 def _task_result(pb2: Any, st: dict[str, Any]) -> Any:
     started, finished = st.get("started_at"), st.get("finished_at")
     duration_ms = 0.0
@@ -72,7 +80,39 @@ def _task_result(pb2: Any, st: dict[str, Any]) -> Any:
         error=st.get("error") or "",
         duration_ms=duration_ms,
         completed_at=int(finished) if finished else 0,
+        result_json=_result_json(result),
+        attempts=int(st.get("attempts") or 0),
     )
+
+
+def _task_status(pb2: Any, st: dict[str, Any]) -> Any:
+    """A scheduler status dict as ``GetTaskStatusResponse`` (original fields + additions)."""
+    result, finished = st.get("result"), st.get("finished_at")
+    return pb2.GetTaskStatusResponse(
+        task_id=st["task_id"],
+        status=st["status"],
+        result=encode_wire_result(result) if result is not None else {},
+        error=st.get("error") or "",
+        result_json=_result_json(result),
+        attempts=int(st.get("attempts") or 0),
+        duration_ms=float(st.get("duration_ms") or 0.0),
+        completed_at=int(finished) if finished else 0,
+        task_class=st.get("task_class") or "",
+        priority=int(st.get("priority") or 0),
+        submitted_at=float(st.get("submitted_at") or 0.0),
+    )
+
+
+def _submit_spec(request: Any) -> dict[str, Any]:
+    """A ``SubmitTaskRequest`` in the scheduler's spec keys (payload strings decoded)."""
+    return {
+        "task_id": request.id or None,
+        "task_class": getattr(request, "class") or "cpu_short",
+        "payload": decode_wire_payload(dict(request.payload)),
+        "priority": request.priority,
+        "workflow_id": request.workflow_id,
+        "timeout_s": decode_timeout_seconds(request.timeout_seconds),
+    }
 
 
 def _system_event(pb2: Any, e: dict[str, Any]) -> Any:
@@ -81,6 +121,7 @@ def _system_event(pb2: Any, e: dict[str, Any]) -> Any:
         resource_id=e["resource_id"],
         data=string_map(e.get("data") or {}),
         timestamp=int(e["timestamp"]),
+        data_json=json.dumps(e.get("data") or {}, separators=(",", ":"), default=str),
     )
 
 
@@ -97,19 +138,33 @@ class OrchestratorServicer:
     # ------------------------------------------------------------------ tasks
     async def SubmitTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            spec = {
-                "task_id": request.id or None,
-                "task_class": getattr(request, "class") or "cpu_short",
-                "payload": decode_wire_payload(dict(request.payload)),
-                "priority": request.priority,
-                "workflow_id": request.workflow_id,
-                "timeout_s": decode_timeout_seconds(request.timeout_seconds),
-            }
+            spec = _submit_spec(request)
             (res,) = await self.backend.submit([spec], is_trusted(self.auth, context), "grpc")
         except Exception as e:
             await abort_for(context, e)
             raise
         return self.pb2.SubmitTaskResponse(success=True, task_id=res["task_id"], error="")
+
+    async def SubmitTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            specs = []
+            for i, t in enumerate(request.tasks):
+                try:
+                    specs.append(_submit_spec(t))
+                except InvalidArgument as e:
+                    raise type(e)(f"tasks[{i}].{e.field}", e.message) from None
+            if not specs:
+                raise InvalidArgument("tasks", "is empty: submit at least one task")
+            res = await self.backend.submit(specs, is_trusted(self.auth, context), "grpc")
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.SubmitTasksResponse(
+            results=[
+                self.pb2.SubmitTaskResponse(success=True, task_id=r["task_id"], error="")
+                for r in res
+            ]
+        )
 
     async def GetTaskStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -121,13 +176,74 @@ class OrchestratorServicer:
         except Exception as e:
             await abort_for(context, e)
             raise
-        result = st.get("result")
-        return self.pb2.GetTaskStatusResponse(
-            task_id=st["task_id"],
-            status=st["status"],
-            result=encode_wire_result(result) if result is not None else {},
-            error=st.get("error") or "",
+        return _task_status(self.pb2, st)
+
+    async def GetTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            ids = _distinct(request.task_ids)
+            if not ids:
+                raise InvalidArgument("task_ids", "is empty: name at least one task")
+            found = await self.backend.get(ids)
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.GetTasksResponse(
+            tasks=[_task_status(self.pb2, st) for st in found.values() if st is not None],
+            not_found=[tid for tid, st in found.items() if st is None],
         )
+
+    async def CancelTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            if not request.task_id:
+                raise InvalidArgument("task_id", "is required")
+            self._require_trust(context, "cancelling a task")
+            res = await self.backend.call("scheduler", "cancel", request.task_id)
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.CancelTaskResponse(
+            task_id=res["task_id"], status=res["status"], cancelled=res["cancelled"]
+        )
+
+    async def ListTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            if request.limit < 0 or request.limit > LIST_LIMIT_MAX:
+                raise InvalidArgument("limit", f"must be between 0 and {LIST_LIMIT_MAX}")
+            if request.status and request.status not in TASK_STATES:
+                raise InvalidArgument(
+                    "status", f"unknown status {request.status!r}; valid: {', '.join(TASK_STATES)}"
+                )
+            rows = await self.backend.call(
+                "scheduler",
+                "list_tasks",
+                request.status or None,
+                request.task_class or None,
+                request.limit or LIST_LIMIT_DEFAULT,
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.ListTasksResponse(tasks=[_task_status(self.pb2, st) for st in rows])
+
+    async def PurgeTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            if request.older_than_seconds < 0:
+                raise InvalidArgument("older_than_seconds", "must be >= 0 (0 = the retention)")
+            self._require_trust(context, "purging tasks")
+            deleted = await self.backend.call(
+                "scheduler", "purge", request.older_than_seconds or None
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.PurgeTasksResponse(deleted={k: int(v) for k, v in deleted.items()})
+
+    def _require_trust(self, context: grpc.aio.ServicerContext, what: str) -> None:
+        if not is_trusted(self.auth, context):
+            raise PermissionDenied(
+                f"{what} needs the runtime's token (authorization: Bearer <token>, from the "
+                "gateway token file)"
+            )
 
     async def StreamTaskResults(
         self, request: Any, context: grpc.aio.ServicerContext
@@ -172,6 +288,7 @@ class OrchestratorServicer:
                         "error": data.get("error", ""),
                         "started_at": data.get("started_at"),
                         "finished_at": data.get("finished_at"),
+                        "attempts": data.get("attempts", 0),
                     },
                 )
         finally:
@@ -254,3 +371,7 @@ class OrchestratorServicer:
     ) -> AsyncIterator[Any]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, WORKFLOWS_UNIMPLEMENTED)
         yield  # pragma: no cover - makes this a server-streaming handler
+
+
+def _distinct(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ids))

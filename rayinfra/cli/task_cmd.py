@@ -22,7 +22,8 @@ from rayinfra.cli.common import (
     load,
     print_json,
 )
-from rayinfra.client import AgentInfraSync, TaskNotFound
+from rayinfra.client import AgentInfraSync
+from rayinfra.errors import TaskNotFound
 from rayinfra.runtime import RuntimeFailure
 from rayinfra.scheduling.tasks import TASK_STATES, InvalidArgument
 

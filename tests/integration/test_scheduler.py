@@ -560,3 +560,44 @@ def test_a_class_whose_executor_dies_in_init_fails_its_tasks(infra: AgentInfraSy
     assert (
         st["status"] == "failed" and "executor for class 'badinit' failed to start" in st["error"]
     )
+
+
+def _commit_unannounced(rt: Runtime, specs: list[dict[str, object]]) -> None:
+    """Commit tasks the way the gateway does, but never tell the scheduler (a gateway that
+    died between its commit and its ``adopt`` call)."""
+    import asyncio
+
+    from rayinfra import admission
+    from rayinfra.store import StateStore
+
+    store = StateStore(rt.config.state.db_path)
+    try:
+        asyncio.run(admission.admit(store, rt.config, specs, trusted=False, source="grpc"))
+    finally:
+        store.close()
+
+
+def test_committed_but_unannounced_tasks_still_run(rt: Runtime, infra: AgentInfraSync) -> None:
+    ids = [uid("orphan") for _ in range(3)]
+    _commit_unannounced(rt, [{"task_id": t, "payload": {"type": "echo", "t": t}} for t in ids])
+    assert {infra.get_task_status(t)["status"] for t in ids} <= {"pending", "running", "completed"}
+    done = infra.wait_tasks(ids, timeout=30)  # the scheduler's sweep finds them
+    assert [d["result_payload"] for d in done] == [{"t": t} for t in ids]
+    assert all(d["attempts"] == 1 for d in done)
+
+
+def test_cancel_reaches_a_task_not_yet_announced(rt: Runtime, infra: AgentInfraSync) -> None:
+    tid = uid("early-cancel")
+    _commit_unannounced(rt, [{"task_id": tid, "payload": {"type": "sleep", "seconds": 30}}])
+    assert infra.cancel_task(tid) == {"task_id": tid, "status": "cancelled", "cancelled": True}
+    time.sleep(3.0)  # past a sweep: the cancelled task must not be queued again
+    st = infra.get_task_status(tid)
+    assert st["status"] == "cancelled" and st["attempts"] == 0
+    from rayinfra.store import StateStore
+
+    store = StateStore(rt.config.state.db_path)
+    try:
+        events = store.events(after_seq=0, resource_ids=[tid])
+    finally:
+        store.close()
+    assert [e.event_type for e in events] == ["task_submitted", "task_cancelled"]

@@ -146,12 +146,69 @@ ENV_MANAGER: dict[str, Any] = {
         "4 string message; 5 int64 timestamp",
     },
 }
-# field added by rayinfra on top of the original layout: message -> "number type name"
-NEW_FIELDS = {"orchestrator.v1": {"SubmitTaskRequest": {"6 double timeout_seconds"}}}
+# What rayinfra adds on top of the original layout (api.md: "adding new RPCs or new fields with
+# new numbers is fine"): fields per message, and whole RPCs with their new messages. They give
+# AgentInfra over gRPC the surface it has over actor handles (rayinfra/grpc_client.py).
+NEW_FIELDS: dict[str, dict[str, set[str]]] = {
+    "orchestrator.v1": {
+        "SubmitTaskRequest": {"6 double timeout_seconds"},
+        "TaskResult": {"7 string result_json", "8 int32 attempts"},
+        "GetTaskStatusResponse": {
+            "5 string result_json",
+            "6 int32 attempts",
+            "7 double duration_ms",
+            "8 int64 completed_at",
+            "9 string task_class",
+            "10 int32 priority",
+            "11 double submitted_at",
+        },
+        "SystemEvent": {"5 string data_json"},
+    }
+}
+NEW_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
+    "orchestrator.v1": {
+        "SubmitTasks": ("SubmitTasksRequest", "SubmitTasksResponse", False),
+        "GetTasks": ("GetTasksRequest", "GetTasksResponse", False),
+        "CancelTask": ("CancelTaskRequest", "CancelTaskResponse", False),
+        "ListTasks": ("ListTasksRequest", "ListTasksResponse", False),
+        "PurgeTasks": ("PurgeTasksRequest", "PurgeTasksResponse", False),
+    }
+}
+NEW_MESSAGES: dict[str, dict[str, str]] = {
+    "orchestrator.v1": {
+        "SubmitTasksRequest": "1 repeated SubmitTaskRequest tasks",
+        "SubmitTasksResponse": "1 repeated SubmitTaskResponse results",
+        "GetTasksRequest": "1 repeated string task_ids",
+        "GetTasksResponse": "1 repeated GetTaskStatusResponse tasks; 2 repeated string not_found",
+        "CancelTaskRequest": "1 string task_id",
+        "CancelTaskResponse": "1 string task_id; 2 string status; 3 bool cancelled",
+        "ListTasksRequest": "1 string status; 2 string task_class; 3 int32 limit",
+        "ListTasksResponse": "1 repeated GetTaskStatusResponse tasks",
+        "PurgeTasksRequest": "1 double older_than_seconds",
+        "PurgeTasksResponse": "1 map<string,int64> deleted",
+    }
+}
+
+
+def _with_additions(contract: dict[str, Any]) -> dict[str, Any]:
+    """The contract as rayinfra serves it: api.md's plus the additions above."""
+    pkg = contract["package"]
+    messages = dict(contract["messages"])
+    for name, fields in NEW_FIELDS.get(pkg, {}).items():
+        have = [f for f in messages[name].split("; ") if f]
+        extra = sorted(fields - set(have), key=lambda f: int(f.split()[0]))
+        messages[name] = "; ".join(have + extra)
+    messages.update(NEW_MESSAGES.get(pkg, {}))
+    return {
+        **contract,
+        "rpcs": {**contract["rpcs"], **NEW_RPCS.get(pkg, {})},
+        "messages": messages,
+    }
+
 
 CONTRACTS = {
-    "orchestrator": (ORCHESTRATOR, orchestrator_v1_pb2),
-    "env_manager": (ENV_MANAGER, env_manager_v1_pb2),
+    "orchestrator": (_with_additions(ORCHESTRATOR), orchestrator_v1_pb2),
+    "env_manager": (_with_additions(ENV_MANAGER), env_manager_v1_pb2),
 }
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -388,8 +445,8 @@ class _RecordingServer:
 @pytest.mark.parametrize(
     ("contract", "pb2", "pb2_grpc"),
     [
-        (ORCHESTRATOR, orchestrator_v1_pb2, orchestrator_v1_pb2_grpc),
-        (ENV_MANAGER, env_manager_v1_pb2, env_manager_v1_pb2_grpc),
+        (_with_additions(ORCHESTRATOR), orchestrator_v1_pb2, orchestrator_v1_pb2_grpc),
+        (_with_additions(ENV_MANAGER), env_manager_v1_pb2, env_manager_v1_pb2_grpc),
     ],
     ids=["orchestrator", "env_manager"],
 )

@@ -307,6 +307,46 @@ async def test_inline_failing_op_rolls_back_and_raises(store: StateStore) -> Non
         await store.awrite(insert_kv("late"), inline=True)
 
 
+async def test_inline_awrite_never_waits_for_another_process_lock(
+    store: StateStore, db_path: Path
+) -> None:
+    """Another connection (as another process would) holds the write lock: the inline op is
+    handed to the writer thread, so the caller's event loop keeps running, and commits as soon
+    as the lock is released."""
+    other = raw(db_path)
+    other.isolation_level = None
+    other.execute("BEGIN IMMEDIATE")
+
+    def where(conn: sqlite3.Connection) -> str:
+        insert_kv("waited")(conn)
+        return threading.current_thread().name
+
+    task = asyncio.ensure_future(store.awrite(where, inline=True))
+    ticks = 0
+    for _ in range(10):  # the loop is free while the op waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 10 and not task.done()
+    other.execute("COMMIT")
+    other.close()
+    assert (await asyncio.wait_for(task, 5)).startswith("rayinfra-store-writer")
+    assert store.kv_get("t", "waited") == 1
+
+
+def test_a_write_waits_for_another_process_lock_then_commits(
+    store: StateStore, db_path: Path
+) -> None:
+    other = raw(db_path)
+    other.isolation_level = None
+    other.execute("BEGIN IMMEDIATE")
+    fut = store.submit(insert_kv("after"))
+    time.sleep(0.05)
+    assert not fut.done()
+    other.execute("COMMIT")
+    other.close()
+    assert fut.result(5) == "after"
+
+
 def test_two_instances_write_concurrently(db_path: Path) -> None:
     a, b = StateStore(db_path), StateStore(db_path)
     try:

@@ -3,7 +3,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -48,7 +48,7 @@ class StreamTaskResultsRequest(_message.Message):
     def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., include_completed: _Optional[bool] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "status", "result", "error", "duration_ms", "completed_at")
+    __slots__ = ("task_id", "status", "result", "error", "duration_ms", "completed_at", "result_json", "attempts")
     class ResultEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,13 +62,17 @@ class TaskResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     status: str
     result: _containers.ScalarMap[str, str]
     error: str
     duration_ms: float
     completed_at: int
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ...) -> None: ...
+    result_json: str
+    attempts: int
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ..., result_json: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class GetTaskStatusRequest(_message.Message):
     __slots__ = ("task_id",)
@@ -77,7 +81,7 @@ class GetTaskStatusRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class GetTaskStatusResponse(_message.Message):
-    __slots__ = ("task_id", "status", "result", "error")
+    __slots__ = ("task_id", "status", "result", "error", "result_json", "attempts", "duration_ms", "completed_at", "task_class", "priority", "submitted_at")
     class ResultEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,11 +93,102 @@ class GetTaskStatusResponse(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     status: str
     result: _containers.ScalarMap[str, str]
     error: str
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ...) -> None: ...
+    result_json: str
+    attempts: int
+    duration_ms: float
+    completed_at: int
+    task_class: str
+    priority: int
+    submitted_at: float
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., result_json: _Optional[str] = ..., attempts: _Optional[int] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ..., task_class: _Optional[str] = ..., priority: _Optional[int] = ..., submitted_at: _Optional[float] = ...) -> None: ...
+
+class SubmitTasksRequest(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[SubmitTaskRequest]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[SubmitTaskRequest, _Mapping]]] = ...) -> None: ...
+
+class SubmitTasksResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SubmitTaskResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[SubmitTaskResponse, _Mapping]]] = ...) -> None: ...
+
+class GetTasksRequest(_message.Message):
+    __slots__ = ("task_ids",)
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetTasksResponse(_message.Message):
+    __slots__ = ("tasks", "not_found")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[GetTaskStatusResponse]
+    not_found: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[GetTaskStatusResponse, _Mapping]]] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CancelTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class CancelTaskResponse(_message.Message):
+    __slots__ = ("task_id", "status", "cancelled")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: str
+    cancelled: bool
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., cancelled: _Optional[bool] = ...) -> None: ...
+
+class ListTasksRequest(_message.Message):
+    __slots__ = ("status", "task_class", "limit")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    task_class: str
+    limit: int
+    def __init__(self, status: _Optional[str] = ..., task_class: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[GetTaskStatusResponse]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[GetTaskStatusResponse, _Mapping]]] = ...) -> None: ...
+
+class PurgeTasksRequest(_message.Message):
+    __slots__ = ("older_than_seconds",)
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    older_than_seconds: float
+    def __init__(self, older_than_seconds: _Optional[float] = ...) -> None: ...
+
+class PurgeTasksResponse(_message.Message):
+    __slots__ = ("deleted",)
+    class DeletedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: _containers.ScalarMap[str, int]
+    def __init__(self, deleted: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class CreateWorkflowRequest(_message.Message):
     __slots__ = ("id", "name", "description", "spec")
@@ -205,7 +300,7 @@ class StreamEventsRequest(_message.Message):
     def __init__(self, event_types: _Optional[_Iterable[str]] = ..., since_timestamp: _Optional[int] = ...) -> None: ...
 
 class SystemEvent(_message.Message):
-    __slots__ = ("event_type", "resource_id", "data", "timestamp")
+    __slots__ = ("event_type", "resource_id", "data", "timestamp", "data_json")
     class DataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,11 +312,13 @@ class SystemEvent(_message.Message):
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    DATA_JSON_FIELD_NUMBER: _ClassVar[int]
     event_type: str
     resource_id: str
     data: _containers.ScalarMap[str, str]
     timestamp: int
-    def __init__(self, event_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., data: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+    data_json: str
+    def __init__(self, event_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., data: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[int] = ..., data_json: _Optional[str] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()

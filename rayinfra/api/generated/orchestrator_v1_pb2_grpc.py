@@ -80,6 +80,31 @@ class OrchestratorServiceStub:
                 request_serializer=orchestrator__v1__pb2.HealthRequest.SerializeToString,
                 response_deserializer=orchestrator__v1__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.SubmitTasks = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/SubmitTasks',
+                request_serializer=orchestrator__v1__pb2.SubmitTasksRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.SubmitTasksResponse.FromString,
+                _registered_method=True)
+        self.GetTasks = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/GetTasks',
+                request_serializer=orchestrator__v1__pb2.GetTasksRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.GetTasksResponse.FromString,
+                _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/CancelTask',
+                request_serializer=orchestrator__v1__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.CancelTaskResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/ListTasks',
+                request_serializer=orchestrator__v1__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.PurgeTasks = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/PurgeTasks',
+                request_serializer=orchestrator__v1__pb2.PurgeTasksRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.PurgeTasksResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -139,6 +164,43 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitTasks(self, request, context):
+        """rayinfra additions (new RPCs; the ones above are the original contract). They give the
+        Python client over gRPC the same surface it has over actor handles.
+        Many tasks in one call, all or nothing (INVALID_ARGUMENT names "tasks[i].<field>").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTasks(self, request, context):
+        """Status of many tasks; unknown ids are listed in not_found (no error).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTask(self, request, context):
+        """Cancel a pending or running task (a running shell task loses its whole process group).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """Most recently submitted tasks first, optionally filtered by status and class.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeTasks(self, request, context):
+        """Delete finished tasks (and their events) older than older_than_seconds (0 = the retention).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +248,31 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=orchestrator__v1__pb2.HealthRequest.FromString,
                     response_serializer=orchestrator__v1__pb2.HealthResponse.SerializeToString,
+            ),
+            'SubmitTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTasks,
+                    request_deserializer=orchestrator__v1__pb2.SubmitTasksRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.SubmitTasksResponse.SerializeToString,
+            ),
+            'GetTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTasks,
+                    request_deserializer=orchestrator__v1__pb2.GetTasksRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.GetTasksResponse.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=orchestrator__v1__pb2.CancelTaskRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=orchestrator__v1__pb2.ListTasksRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'PurgeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeTasks,
+                    request_deserializer=orchestrator__v1__pb2.PurgeTasksRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.PurgeTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +518,141 @@ class OrchestratorService:
             '/orchestrator.v1.OrchestratorService/Health',
             orchestrator__v1__pb2.HealthRequest.SerializeToString,
             orchestrator__v1__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/SubmitTasks',
+            orchestrator__v1__pb2.SubmitTasksRequest.SerializeToString,
+            orchestrator__v1__pb2.SubmitTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/GetTasks',
+            orchestrator__v1__pb2.GetTasksRequest.SerializeToString,
+            orchestrator__v1__pb2.GetTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/CancelTask',
+            orchestrator__v1__pb2.CancelTaskRequest.SerializeToString,
+            orchestrator__v1__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/ListTasks',
+            orchestrator__v1__pb2.ListTasksRequest.SerializeToString,
+            orchestrator__v1__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/PurgeTasks',
+            orchestrator__v1__pb2.PurgeTasksRequest.SerializeToString,
+            orchestrator__v1__pb2.PurgeTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,125 @@
+"""Admitting tasks: validate a submitted batch and commit it, before anyone acknowledges it.
+
+Shared by the ``scheduler`` actor (Python client, file queue) and the ``gateway`` (gRPC, HTTP):
+the gateway commits a submit to the state store itself and only then tells the scheduler, so a
+remote submit is acknowledged after one local SQLite transaction instead of an actor round trip,
+and keeps being accepted while the scheduler restarts. A batch is all or nothing: any invalid
+spec rejects it before anything is written. Ids make a repeat idempotent: the same id with the
+same spec is acknowledged again (``duplicate``), with a different spec it is a conflict.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from rayinfra import taskstore
+from rayinfra.config import CLASS_ALIASES, RayinfraConfig
+from rayinfra.errors import BackendUnavailable, InvalidArgument, TaskConflict
+from rayinfra.scheduling.tasks import TaskSpec, validate_spec
+from rayinfra.store import StateStore
+from rayinfra.taskstore import TaskRow
+
+SLURM_CLASS = "gpu_slurm"
+INLINE_SUBMIT_MAX = 16  # tasks per submit committed on the caller's thread when the writer idles
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A committed batch: ``specs`` in request order, ``rows`` distinct, ``new_ids`` first seen."""
+
+    specs: list[TaskSpec]
+    rows: list[TaskRow]
+    new_ids: frozenset[str]
+    seq: int  # last event seq the commit wrote (0 when every task was a repeat)
+
+    def replies(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "success": True,
+                "task_id": s.task_id,
+                "error": "",
+                "duplicate": s.task_id not in self.new_ids,
+            }
+            for s in self.specs
+        ]
+
+    @property
+    def fresh_rows(self) -> list[TaskRow]:
+        return [r for r in self.rows if r.task_id in self.new_ids]
+
+
+def validate_batch(
+    raw_specs: Sequence[Mapping[str, Any]], config: RayinfraConfig, *, trusted: bool
+) -> list[TaskSpec]:
+    """Validate every spec (errors name ``tasks[i].<field>`` in a batch of more than one)."""
+    out: list[TaskSpec] = []
+    by_id: dict[str, TaskSpec] = {}
+    for i, raw in enumerate(raw_specs):
+        try:
+            spec = validate_spec(
+                raw,
+                classes=list(config.classes),
+                aliases=CLASS_ALIASES,
+                default_class=config.scheduler.default_class,
+                payload_limit_bytes=config.scheduler.payload_limit_bytes,
+                new_id=lambda: uuid.uuid4().hex,
+                trusted=trusted,
+            )
+        except InvalidArgument as e:
+            field_name = e.field if len(raw_specs) == 1 else f"tasks[{i}].{e.field}"
+            raise type(e)(field_name, e.message) from None  # keeps NotTrusted
+        if spec.task_class == SLURM_CLASS:
+            raise BackendUnavailable(
+                "task_class gpu_slurm needs the Slurm backend, which is not available in this "
+                "runtime; nothing was queued"
+            )
+        prev = by_id.get(spec.task_id)
+        if prev is not None and prev.identity() != spec.identity():
+            raise TaskConflict("task_id", f"{spec.task_id!r} appears twice with different specs")
+        by_id[spec.task_id] = spec
+        out.append(spec)
+    return out
+
+
+def new_rows(specs: Sequence[TaskSpec], *, trusted: bool, source: str, now: float) -> list[TaskRow]:
+    """One pending row per distinct id (the first spec of a repeated id wins; they are equal)."""
+    rows: dict[str, TaskRow] = {}
+    for s in specs:
+        if s.task_id not in rows:
+            rows[s.task_id] = TaskRow(
+                spec=s,
+                identity=s.identity(),
+                trusted=trusted,
+                status="pending",
+                submitted_at=now,
+                source=source,
+            )
+    return list(rows.values())
+
+
+async def admit(
+    store: StateStore,
+    config: RayinfraConfig,
+    raw_specs: Sequence[Mapping[str, Any]],
+    *,
+    trusted: bool,
+    source: str,
+) -> Admitted:
+    """Validate and commit a batch; returns once the transaction is durable.
+
+    A small batch commits on the calling thread when the store's writer is idle (two thread hops
+    cost more than the commit); a big one goes through the writer's group commit, so the event
+    loop never blocks on it.
+    """
+    specs = validate_batch(raw_specs, config, trusted=trusted)
+    now = time.time()
+    rows = new_rows(specs, trusted=trusted, source=source, now=now)
+    fresh, seq = await store.awrite(
+        partial(taskstore.insert_new, rows=rows, now=now), inline=len(rows) <= INLINE_SUBMIT_MAX
+    )
+    return Admitted(specs=specs, rows=rows, new_ids=frozenset(fresh), seq=seq)

@@ -1,0 +1,308 @@
+"""The Python client's tasks API over gRPC: ``AgentInfra(orchestrator_addr=...)``.
+
+Same methods and dict shapes as over actor handles (:mod:`rayinfra.client`), through the
+gateway's ``orchestrator.v1`` service (the original RPCs plus rayinfra's ``SubmitTasks``,
+``GetTasks``, ``CancelTask``, ``ListTasks`` and ``PurgeTasks``). Waits and result streams ride
+``StreamTaskResults``; the gateway fans one scheduler feed out to every stream.
+
+Every call carries ``authorization: Bearer <token>`` when a token is known (the configured auth
+token, else this user's local gateway token file), so auth-required gateways and ``shell`` /
+``python`` tasks work without extra setup. ``UNAVAILABLE`` (gateway or scheduler restarting) is
+retried for up to ``DSPY_AGENT_SERVICE_TIMEOUT`` seconds; submits stay idempotent because the
+client fills in a missing task id before the first try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from rayinfra.api import stubs
+from rayinfra.errors import (
+    BackendUnavailable,
+    InvalidArgument,
+    NotTrusted,
+    PermissionDenied,
+    TaskConflict,
+    TaskNotFound,
+    Unavailable,
+)
+from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES
+
+RETRY_FIRST_S = 0.05
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ConnectError(ConnectionError):
+    """Nothing answered at the gateway's address within the connect timeout."""
+
+
+def _field_error(cls: type[InvalidArgument], details: str) -> InvalidArgument:
+    """``"field: message"`` (how the gateway words INVALID_ARGUMENT) back into the exception."""
+    field_name, sep, message = details.partition(": ")
+    if not sep or " " in field_name:
+        return cls("request", details)
+    return cls(field_name, message)
+
+
+def error_from_rpc(e: grpc.aio.AioRpcError) -> BaseException:
+    """The typed error a gateway status stands for (the same ones the actor path raises)."""
+    code, details = e.code(), e.details() or ""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return _field_error(InvalidArgument, details)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return _field_error(TaskConflict, details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return TaskNotFound(details.removeprefix("unknown task "))
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        field_name = details.partition(": ")[0]
+        if field_name.startswith("payload") or field_name.startswith("tasks["):
+            return _field_error(NotTrusted, details.split(": present the token")[0])
+        return PermissionDenied(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return BackendUnavailable(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return PermissionDenied(
+            f"the gateway refused the token ({details}); set RAYINFRA_AUTH_TOKEN to its token"
+        )
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"gateway unavailable: {details}")
+    return RuntimeError(f"gateway error {code.name}: {details}")
+
+
+def _status(m: Any) -> dict[str, Any]:
+    """A ``GetTaskStatusResponse`` as the client's status dict."""
+    return {
+        "task_id": m.task_id,
+        "status": m.status,
+        "result": dict(m.result),
+        "result_payload": json.loads(m.result_json) if m.result_json else None,
+        "error": m.error,
+        "attempts": m.attempts,
+        "duration_ms": m.duration_ms,
+        "completed_at": m.completed_at,
+    }
+
+
+def _result(m: Any) -> dict[str, Any]:
+    """A ``TaskResult`` as the client's status dict (no ``result_payload`` for unfinished)."""
+    return {
+        "task_id": m.task_id,
+        "status": m.status,
+        "result": dict(m.result),
+        "result_payload": json.loads(m.result_json) if m.result_json else None,
+        "error": m.error,
+        "attempts": m.attempts,
+        "duration_ms": m.duration_ms,
+        "completed_at": m.completed_at,
+    }
+
+
+class GrpcTasks:
+    """The tasks half of ``AgentInfra`` over one gRPC channel to the gateway."""
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        token: str | None,
+        connect_timeout_s: float,
+        retry_for_s: float,
+        backoff_s: float,
+    ) -> None:
+        self.addr = addr
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_for_s = retry_for_s
+        self.backoff_s = backoff_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.pb2, pb2_grpc = stubs.orchestrator()
+        self._channel = grpc.aio.insecure_channel(
+            addr,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = pb2_grpc.OrchestratorServiceStub(self._channel)
+
+    async def connect(self, timeout_s: float | None = None) -> None:
+        """Wait for the channel to connect (``timeout_s`` defaults to the connect timeout)."""
+        wait = self.connect_timeout_s if timeout_s is None else timeout_s
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), wait)
+        except asyncio.TimeoutError:
+            raise ConnectError(f"no gateway answered at {self.addr} within {wait:g}s") from None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        """Call ``method``; UNAVAILABLE is retried (with back-off) for ``retry_for_s``."""
+        deadline = time.monotonic() + self.retry_for_s
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await getattr(self._stub, method)(request, metadata=self._metadata)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() + delay < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.backoff_s)
+                    continue
+                raise error_from_rpc(e) from None
+
+    # ------------------------------------------------------------------ tasks
+    def _request(self, spec: Mapping[str, Any]) -> Any:
+        unknown = sorted(
+            set(spec) - {"task_id", "payload", "task_class", "priority", "timeout_s", "workflow_id"}
+        )
+        if unknown:
+            raise InvalidArgument(unknown[0], "unknown task field")
+        payload = spec.get("payload") or {}
+        if not isinstance(payload, Mapping):
+            raise InvalidArgument("payload", f"must be an object, got {type(payload).__name__}")
+        timeout_s = spec.get("timeout_s")
+        if timeout_s is not None and (not isinstance(timeout_s, int | float) or timeout_s <= 0):
+            raise InvalidArgument("timeout_s", f"must be a number > 0, got {timeout_s!r}")
+        priority = spec.get("priority", 0)
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+        ):
+            raise InvalidArgument(
+                "priority",
+                f"must be an integer in [{PRIORITY_MIN}, {PRIORITY_MAX}], got {priority!r}",
+            )
+        try:  # one JSON document: native types survive the string map exactly
+            payload_json = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgument("payload", f"must be JSON: {e}") from None
+        return self.pb2.SubmitTaskRequest(
+            id=spec.get("task_id") or uuid.uuid4().hex,  # fixed now: a retried submit is a repeat
+            **{"class": spec.get("task_class") or "cpu_short"},
+            payload={"payload_json": payload_json},
+            priority=priority,
+            workflow_id=spec.get("workflow_id") or "",
+            timeout_seconds=float(timeout_s or 0.0),
+        )
+
+    async def submit_tasks(self, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        requests = []
+        for i, spec in enumerate(specs):
+            try:
+                requests.append(self._request(spec))
+            except InvalidArgument as e:
+                if len(specs) == 1:
+                    raise
+                raise InvalidArgument(f"tasks[{i}].{e.field}", e.message) from None
+        if len(requests) == 1:
+            r = await self._unary("SubmitTask", requests[0])
+            return [{"success": r.success, "task_id": r.task_id, "error": r.error}]
+        res = await self._unary("SubmitTasks", self.pb2.SubmitTasksRequest(tasks=requests))
+        return [{"success": r.success, "task_id": r.task_id, "error": r.error} for r in res.results]
+
+    async def get(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        res = await self._unary("GetTasks", self.pb2.GetTasksRequest(task_ids=list(task_ids)))
+        found: dict[str, dict[str, Any] | None] = {m.task_id: _status(m) for m in res.tasks}
+        return {tid: found.get(tid) for tid in task_ids}
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        r = await self._unary("CancelTask", self.pb2.CancelTaskRequest(task_id=task_id))
+        return {"task_id": r.task_id, "status": r.status, "cancelled": r.cancelled}
+
+    async def list_tasks(
+        self, status: str | None, task_class: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        res = await self._unary(
+            "ListTasks",
+            self.pb2.ListTasksRequest(
+                status=status or "", task_class=task_class or "", limit=limit
+            ),
+        )
+        return [_status(m) for m in res.tasks]
+
+    async def purge(self, older_than_s: float | None) -> dict[str, int]:
+        res = await self._unary(
+            "PurgeTasks", self.pb2.PurgeTasksRequest(older_than_seconds=older_than_s or 0.0)
+        )
+        return dict(res.deleted)
+
+    async def results(
+        self, task_ids: Sequence[str] | None, include_completed: bool
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """``StreamTaskResults`` as status dicts, until the caller stops (resumes after a
+        gateway restart, starting again from the named tasks' current state)."""
+        request = self.pb2.StreamTaskResultsRequest(
+            task_ids=list(task_ids or ()), include_completed=include_completed
+        )
+        deadline = time.monotonic() + self.retry_for_s
+        while True:
+            call = self._stub.StreamTaskResults(request, metadata=self._metadata)
+            try:
+                async for m in call:
+                    deadline = time.monotonic() + self.retry_for_s
+                    yield _result(m)
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise error_from_rpc(e) from None
+                await asyncio.sleep(RETRY_FIRST_S)
+            finally:
+                call.cancel()
+
+    async def events(
+        self, event_types: Sequence[str] | None, since_timestamp: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        call = self._stub.StreamEvents(
+            self.pb2.StreamEventsRequest(
+                event_types=list(event_types or ()), since_timestamp=since_timestamp
+            ),
+            metadata=self._metadata,
+        )
+        try:
+            async for m in call:
+                yield {
+                    "event_type": m.event_type,
+                    "resource_id": m.resource_id,
+                    "data": json.loads(m.data_json) if m.data_json else dict(m.data),
+                    "timestamp": m.timestamp,
+                }
+        except grpc.aio.AioRpcError as e:
+            raise error_from_rpc(e) from None
+        finally:
+            call.cancel()
+
+    async def wait(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Final status of every id (``KeyError`` subclass for an unknown one)."""
+        wanted = list(dict.fromkeys(task_ids))
+        known = await self.get(wanted)
+        missing = [tid for tid, st in known.items() if st is None]
+        if missing:
+            raise TaskNotFound(missing[0])
+        done = {tid: st for tid, st in known.items() if st and st["status"] in TERMINAL_STATES}
+        if len(done) == len(wanted):
+            return done
+        stream = self.results([t for t in wanted if t not in done], include_completed=True)
+        try:
+            async for st in stream:
+                if st["status"] in TERMINAL_STATES:
+                    done[st["task_id"]] = st
+                    if len(done) == len(wanted):
+                        break
+        finally:
+            await stream.aclose()
+        return done
+
+    async def metrics(self) -> dict[str, float]:
+        res = await self._unary("GetMetrics", self.pb2.GetMetricsRequest())
+        return dict(res.metrics)
+
+    async def health(self) -> dict[str, Any]:
+        res = await self._unary("Health", self.pb2.HealthRequest())
+        return {"healthy": res.healthy, "version": res.version, "services": dict(res.services)}

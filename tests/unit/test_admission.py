@@ -1,0 +1,84 @@
+"""Admission (validate + commit) on a real SQLite state store, without Ray."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rayinfra import admission, taskstore
+from rayinfra.config import RayinfraConfig
+from rayinfra.errors import BackendUnavailable, InvalidArgument, NotTrusted, TaskConflict
+from rayinfra.store import StateStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    s = StateStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+CFG = RayinfraConfig()
+
+
+def admit(
+    store: StateStore, specs: list[dict[str, Any]], trusted: bool = True
+) -> admission.Admitted:
+    return asyncio.run(admission.admit(store, CFG, specs, trusted=trusted, source="test"))
+
+
+def test_commits_rows_and_events_before_returning(store: StateStore) -> None:
+    a = admit(store, [{"task_id": "a", "payload": {"type": "noop"}}, {"payload": {"x": 1}}])
+    generated = a.specs[1].task_id
+    assert a.new_ids == {"a", generated} and len(generated) == 32
+    rows = store.read(lambda c: taskstore.get_tasks(c, ["a", generated]))
+    assert {r.status for r in rows.values()} == {"pending"}
+    assert rows["a"].source == "test" and rows["a"].trusted
+    found = store.read(lambda c: taskstore.submitted_after(c, 0, 10))
+    assert [tid for _, tid in found] == ["a", generated] and a.seq == found[-1][0]
+    assert [r["duplicate"] for r in a.replies()] == [False, False]
+
+
+def test_repeat_is_idempotent_and_conflict_names_the_field(store: StateStore) -> None:
+    spec = {"task_id": "t", "payload": {"type": "echo", "v": 1}, "priority": 2}
+    first = admit(store, [spec])
+    again = admit(store, [spec])
+    assert again.new_ids == frozenset() and again.seq == 0
+    assert again.replies() == [{"success": True, "task_id": "t", "error": "", "duplicate": True}]
+    with pytest.raises(TaskConflict) as e:
+        admit(store, [{**spec, "payload": {"type": "echo", "v": 2}}])
+    assert e.value.field == "task_id" and "different" in e.value.message
+    assert store.read(lambda c: taskstore.submitted_after(c, 0, 10)) == [(first.seq, "t")]
+
+
+def test_batch_is_all_or_nothing(store: StateStore) -> None:
+    good = {"task_id": "ok", "payload": {"type": "noop"}}
+    with pytest.raises(InvalidArgument) as e:
+        admit(store, [good, {"task_id": "bad", "payload": {}, "timeout_s": -1}])
+    assert e.value.field == "tasks[1].timeout_s"
+    with pytest.raises(TaskConflict) as c:
+        admit(store, [good, {"task_id": "ok", "payload": {"type": "echo"}}])
+    assert "appears twice" in c.value.message
+    with pytest.raises(BackendUnavailable, match="gpu_slurm"):
+        admit(store, [good, {"task_id": "s", "payload": {}, "task_class": "gpu_slurm"}])
+    assert store.read(lambda c: taskstore.get_tasks(c, ["ok", "bad", "s"])) == {}
+
+
+def test_untrusted_code_is_refused(store: StateStore) -> None:
+    shell = {"task_id": "sh", "payload": {"type": "shell", "argv": '["true"]'}}
+    with pytest.raises(NotTrusted) as e:
+        admit(store, [shell], trusted=False)
+    assert e.value.field == "payload.type"
+    assert admit(store, [shell], trusted=True).new_ids == {"sh"}
+    assert store.read(lambda c: taskstore.get_tasks(c, ["sh"]))["sh"].trusted
+
+
+def test_repeated_id_within_a_batch_is_one_row(store: StateStore) -> None:
+    spec = {"task_id": "same", "payload": {"type": "noop"}}
+    a = admit(store, [spec, spec])
+    assert [s.task_id for s in a.specs] == ["same", "same"] and len(a.rows) == 1
+    assert [r["duplicate"] for r in a.replies()] == [False, False]
