@@ -343,6 +343,10 @@ def _py_client(o: Out, e: Env) -> None:
     assert o.ok().stdout == "completed {'n': 1}\n"
 
 
+def _py_client_grpc(o: Out, e: Env) -> None:
+    assert o.ok().stdout == "grpc [0, 1, 2]\n"
+
+
 @dataclass
 class Checker:
     pattern: str  # a regex searched in the command (or python block) as docs/api.md writes it
@@ -373,6 +377,7 @@ CHECKERS = [
     Checker(r"curl -s 127\.0\.0\.1:50101/health$", _env_health),
     Checker(r"stubs\.orchestrator\(\)", _py_stubs),
     Checker(r"AgentInfra\.start\(\)", _py_client),
+    Checker(r"AgentInfra\(orchestrator_addr=", _py_client_grpc),
 ]
 
 
