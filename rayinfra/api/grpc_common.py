@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from rayinfra.api.auth import Auth, bearer
 from rayinfra.errors import (
@@ -71,26 +74,108 @@ def string_map(data: Mapping[str, Any]) -> dict[str, str]:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """UNAUTHENTICATED for every call without the right bearer token when auth is required
-    (gRPC health checks included: a monitoring system gets the token too)."""
+    (gRPC health checks included: a monitoring system gets the token too).
+
+    Every handler it lets through decodes its request itself (:func:`decoding_handler`), so a
+    request that is not valid protobuf is INVALID_ARGUMENT rather than grpcio's UNKNOWN.
+    """
 
     def __init__(self, auth: Auth) -> None:
         self.auth = auth
+        # method -> (the handler the server resolved, its decoding twin); built once per method
+        self._decoding: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if not self.auth.required:
-            return await continuation(handler_call_details)
-        header = None
-        for k, v in handler_call_details.invocation_metadata or ():
-            if k == "authorization":
-                header = v if isinstance(v, str) else v.decode()
-        denied = self.auth.check(bearer(header), header is not None)
-        if denied is None:
-            return await continuation(handler_call_details)
-        return _deny(denied)
+    ) -> grpc.RpcMethodHandler | None:
+        if self.auth.required:
+            header = None
+            for k, v in handler_call_details.invocation_metadata or ():
+                if k == "authorization":
+                    header = v if isinstance(v, str) else v.decode()
+            denied = self.auth.check(bearer(header), header is not None)
+            if denied is not None:
+                return _deny(denied)
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: grpcio answers UNIMPLEMENTED
+            return None
+        cached = self._decoding.get(handler_call_details.method)
+        if cached is None or cached[0] is not handler:
+            cached = handler, decoding_handler(handler)
+            self._decoding[handler_call_details.method] = cached
+        return cached[1]
+
+
+def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler``, deserializing its request inside the call: a request that is not a valid
+    message is aborted with INVALID_ARGUMENT naming the message type.
+
+    grpcio's aio server decodes before the handler runs, and a DecodeError there answers
+    UNKNOWN ("Unexpected DecodeError"). Here the server is given no deserializer (so it passes
+    the received bytes through as they are) and the behaviour decodes them: the same single
+    decode, plus one call. Async unary-unary and unary-stream handlers (async generator or
+    ``context.write`` style) are wrapped; any other handler is returned unchanged.
+    """
+    decode = handler.request_deserializer
+    if decode is None or handler.request_streaming:
+        return handler
+    owner = getattr(decode, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    name = getattr(descriptor, "full_name", None) or getattr(owner, "__name__", "request message")
+    prefix = f"request is not a valid {name}: "
+
+    async def invalid(e: DecodeError, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}{e}")
+
+    serialize = handler.response_serializer
+    if not handler.response_streaming:
+        unary = handler.unary_unary
+        if not inspect.iscoroutinefunction(unary):
+            return handler
+
+        async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = decode(raw)
+            except DecodeError as e:
+                await invalid(e, context)
+                raise  # not reached: abort raises
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=None, response_serializer=serialize
+        )
+    stream = handler.unary_stream
+    if inspect.isasyncgenfunction(stream):
+
+        async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                request = decode(raw)
+            except DecodeError as e:
+                await invalid(e, context)
+                raise  # not reached: abort raises
+            async with contextlib.aclosing(stream(request, context)) as responses:
+                async for response in responses:
+                    yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, request_deserializer=None, response_serializer=serialize
+        )
+    if inspect.iscoroutinefunction(stream):  # writes with context.write (grpc health's Watch)
+
+        async def unary_stream_writer(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+            try:
+                request = decode(raw)
+            except DecodeError as e:
+                await invalid(e, context)
+                raise  # not reached: abort raises
+            await stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream_writer, request_deserializer=None, response_serializer=serialize
+        )
+    return handler
 
 
 def _deny(message: str) -> grpc.RpcMethodHandler:

@@ -239,9 +239,13 @@ class EnvManagerServicer:
         try:
             done = False
             while not done:
-                lines, done = await self.backend.call(
-                    "service_registry", "read_logs", sid, LOG_READ_S
-                )
+                try:
+                    lines, done = await self.backend.call(
+                        "service_registry", "read_logs", sid, LOG_READ_S
+                    )
+                except Exception as e:
+                    await self._abort_read(context, request.service_name, e)
+                    raise
                 for ln in lines:
                     yield self.pb2.LogEntry(
                         service_name=ln["service_name"],
@@ -253,6 +257,22 @@ class EnvManagerServicer:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.backend.call("service_registry", "close_logs", sid))
+
+    @staticmethod
+    async def _abort_read(
+        context: grpc.aio.ServicerContext, service: str, e: BaseException
+    ) -> None:
+        """Abort an open log stream whose next read failed: the registry lost the stream (it
+        restarted, or dropped the stream as idle) is UNAVAILABLE (open it again); anything
+        else maps as usual (an actor that cannot be reached: UNAVAILABLE; a driver error:
+        INTERNAL with its message)."""
+        if type(e).__name__ == "LogStreamNotFound":
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the log stream of {service!r} was lost (the service registry restarted or "
+                "dropped it); open it again",
+            )
+        await abort_for(context, e)
 
     # ------------------------------------------------------------------ tasks and resources
     def _class(self, name: str) -> str:

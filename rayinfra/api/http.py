@@ -2,7 +2,9 @@
 
 FastAPI apps that translate to the control actors through :class:`~rayinfra.api.backend.Backend`.
 Errors are JSON ``{"error": message, "field": name}`` with a 4xx naming the field; an actor that
-cannot be reached is 503. Served by ``uvicorn.Server.serve()`` on the gateway actor's loop.
+cannot be reached is 503; a body over ``gateway.max_request_bytes`` is 413 (``field: "body"``).
+Every status a route can answer is in its OpenAPI document. Served by ``uvicorn.Server.serve()``
+on the gateway actor's loop.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rayinfra.errors import (
     TaskNotFoundError,
     Unavailable,
 )
+from rayinfra.scheduling.tasks import decode_timeout_seconds
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -37,10 +40,73 @@ SUBMIT_SCHEMA: dict[str, Any] = {
         "class": {"type": "string", "description": "task class (default cpu_short)"},
         "payload": {"type": "object", "description": "JSON object; `type` picks the handler"},
         "priority": {"type": "integer", "description": "higher runs first"},
-        "timeout_seconds": {"type": "number", "description": "> 0; absent = class default"},
+        "timeout_seconds": {
+            "type": "number",
+            "description": "seconds, > 0; absent or null = the class default",
+        },
         "workflow_id": {"type": "string"},
     },
 }
+
+
+#: every error answer: what is wrong and, when one request field is to blame, which
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "field": {"type": "string", "description": "the offending field, when one is to blame"},
+    },
+}
+SUBMIT_REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ok", "id"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "id": {"type": "string", "description": "the task id (generated when none was given)"},
+    },
+}
+ORCHESTRATOR_HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "healthy", "services"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unhealthy"]},
+        "healthy": {"type": "boolean"},
+        "services": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "each control actor and selected service: its state",
+        },
+    },
+}
+ENV_MANAGER_HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "service", "timestamp"],
+    "properties": {
+        "status": {"type": "string", "enum": ["healthy", "unhealthy"]},
+        "service": {"type": "string"},
+        "timestamp": {"type": "string", "description": "ISO 8601, UTC"},
+    },
+}
+#: documented on every route: the auth middleware answers it before any route runs
+UNAUTHORIZED = "auth is required and the request has no valid `authorization: Bearer <token>`"
+ACTOR_DOWN = "a control actor cannot be reached right now"
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _responses(
+    errors: dict[int, str | dict[str, Any]], ok: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI ``responses`` map: each error status with its description (a JSON error body)
+    or its full entry, the 401 every route can answer, and ``ok`` for 200 when given. (Error
+    bodies are JSON on every route, ``/metrics`` included, so each names its content type.)"""
+    out: dict[int | str, dict[str, Any]] = {} if ok is None else {200: ok}
+    for status, entry in {401: UNAUTHORIZED, **errors}.items():
+        out[status] = _json(entry, ERROR_SCHEMA) if isinstance(entry, str) else entry
+    return out
 
 
 def _error(status: int, message: str, field: str = "") -> JSONResponse:
@@ -119,9 +185,7 @@ def _submit_spec(body: Any) -> dict[str, Any]:
             spec["priority"] = value
         elif key == "timeout_seconds":
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise InvalidArgument("timeout_seconds", "must be a number of seconds > 0")
-                spec["timeout_s"] = float(value)
+                spec["timeout_s"] = _timeout_s(value)
         elif key == "workflow_id":
             if value is not None and not isinstance(value, str):
                 raise InvalidArgument("workflow_id", "must be a string")
@@ -129,9 +193,56 @@ def _submit_spec(body: Any) -> dict[str, Any]:
     return spec
 
 
-def orchestrator_app(backend: Backend, auth: Auth) -> FastAPI:
+def _timeout_s(value: Any) -> float:
+    """The body's ``timeout_seconds`` as the spec's ``timeout_s``, errors naming the body key.
+
+    The checks are gRPC's (:func:`decode_timeout_seconds`: a real number, finite, not negative);
+    0, which gRPC's field 6 must read as "not set", is refused here, where a JSON body leaves
+    the key out (or sends null) for the class default.
+    """
+    try:
+        timeout_s = decode_timeout_seconds(value)
+    except (InvalidArgument, OverflowError):  # OverflowError: an int too large for a float
+        timeout_s = None
+    if timeout_s is None:
+        shown = repr(value)
+        raise InvalidArgument(
+            "timeout_seconds",
+            "must be a finite number of seconds > 0 (leave it out, or null, for the class "
+            f"default); got {shown if len(shown) <= 40 else shown[:37] + '...'}",
+        )
+    return timeout_s
+
+
+async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
+    """The request body, or a 413 once it is known to be over ``limit`` bytes: by its
+    Content-Length before anything is read, else while it streams in (reading stops there)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        return _error(
+            413,
+            f"request body is {int(declared)} bytes, over the limit of {limit} bytes "
+            "(gateway.max_request_bytes)",
+            "body",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return _error(
+                413,
+                f"request body is over the limit of {limit} bytes (gateway.max_request_bytes)",
+                "body",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def orchestrator_app(backend: Backend, auth: Auth, *, max_request_bytes: int) -> FastAPI:
     """Every route of reference/api.md's HTTP table (workflow routes answer 501 until the
-    workflow engine exists; they are left out of the OpenAPI document)."""
+    workflow engine exists; they are left out of the OpenAPI document). A ``/queue/submit``
+    body over ``max_request_bytes`` (``gateway.max_request_bytes``) is 413."""
     app = FastAPI(
         title="rayinfra orchestrator API",
         version=__version__,
@@ -139,7 +250,13 @@ def orchestrator_app(backend: Backend, auth: Auth) -> FastAPI:
     )
     _install_common(app, auth)
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        responses=_responses(
+            {503: _json("something is not healthy", ORCHESTRATOR_HEALTH_SCHEMA)},
+            _json("every control actor is healthy", ORCHESTRATOR_HEALTH_SCHEMA),
+        ),
+    )
     async def health() -> JSONResponse:
         healthy, services = await backend.health()
         return JSONResponse(
@@ -147,7 +264,7 @@ def orchestrator_app(backend: Backend, auth: Auth) -> FastAPI:
             status_code=200 if healthy else 503,
         )
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
     async def metrics() -> Response:
         text: bytes = await backend.call("scheduler", "metrics_text")
         return Response(text, media_type=PROMETHEUS_TEXT)
@@ -160,10 +277,21 @@ def orchestrator_app(backend: Backend, auth: Auth) -> FastAPI:
                 "content": {"application/json": {"schema": SUBMIT_SCHEMA}},
             }
         },
-        responses={400: {"description": "bad JSON or a bad field (named)"}},
+        responses=_responses(
+            {
+                400: "bad JSON or a bad field (named)",
+                403: "the task runs code (payload type shell/python); the caller is not trusted",
+                409: "the id exists with a different spec",
+                413: "the body is over gateway.max_request_bytes",
+                503: f"the class needs a backend that is not available (gpu_slurm); {ACTOR_DOWN}",
+            },
+            _json("accepted (durable), or already there with the same spec", SUBMIT_REPLY_SCHEMA),
+        ),
     )
     async def submit(request: Request) -> JSONResponse:
-        raw = await request.body()
+        raw = await _read_body(request, max_request_bytes)
+        if isinstance(raw, JSONResponse):
+            return raw
         try:
             body = json.loads(raw) if raw else {}
         except (ValueError, UnicodeDecodeError) as e:
@@ -176,7 +304,7 @@ def orchestrator_app(backend: Backend, auth: Auth) -> FastAPI:
             return error_response(e)
         return JSONResponse({"ok": True, "id": res["task_id"]})
 
-    @app.get("/queue/status")
+    @app.get("/queue/status", responses=_responses({503: ACTOR_DOWN}))
     async def queue_status() -> JSONResponse:
         m: dict[str, float] = await backend.call("scheduler", "metrics_snapshot")
         st: dict[str, Any] = await backend.call("scheduler", "status")
@@ -194,14 +322,14 @@ def orchestrator_app(backend: Backend, auth: Auth) -> FastAPI:
             }
         )
 
-    @app.get("/tasks/{task_id}", responses={404: {"description": "unknown task"}})
+    @app.get("/tasks/{task_id}", responses=_responses({404: "unknown task", 503: ACTOR_DOWN}))
     async def task_status(task_id: str) -> JSONResponse:
         st = (await backend.get([task_id])).get(task_id)
         if st is None:
             return _error(404, f"unknown task {task_id!r}", "task_id")
         return JSONResponse(st)
 
-    @app.get("/slurm/status/{task_id}", responses={404: {"description": "no Slurm job"}})
+    @app.get("/slurm/status/{task_id}", responses=_responses({404: "no Slurm job"}))
     async def slurm_status(task_id: str) -> JSONResponse:
         return _error(
             404,
@@ -232,7 +360,13 @@ def env_manager_app(backend: Backend, auth: Auth) -> FastAPI:
     app = FastAPI(title="rayinfra env-manager API", version=__version__)
     _install_common(app, auth)
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        responses=_responses(
+            {503: _json("the service registry does not answer", ENV_MANAGER_HEALTH_SCHEMA)},
+            _json("the service registry answers", ENV_MANAGER_HEALTH_SCHEMA),
+        ),
+    )
     async def health() -> JSONResponse:
         try:
             await backend.call("service_registry", "ping", timeout_s=2.0)
@@ -248,7 +382,7 @@ def env_manager_app(backend: Backend, auth: Auth) -> FastAPI:
             status_code=200 if ok else 503,
         )
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
     async def metrics() -> Response:
         text: bytes = await backend.call("service_registry", "metrics_text")
         return Response(text, media_type=PROMETHEUS_TEXT)
