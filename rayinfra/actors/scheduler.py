@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 
 LOST_EXECUTOR_ATTEMPTS = 3
 METRICS_PUBLISH_S = 5.0
-GIL_SWITCH_INTERVAL_S = 0.0005
 DISPATCH_AFTER_ACK_S = 0.002
 NODE_VIEW_TTL_S = 2.0
 ADOPT_SWEEP_S = 2.0
@@ -63,9 +61,6 @@ class SchedulerActor(ControlActor):
     NAME = "scheduler"
 
     def __init__(self, config: dict[str, Any]) -> None:
-        # The event loop hands every commit to the store's writer thread and back; with the
-        # default 5 ms GIL switch interval that hand-off, not SQLite, dominates ack latency.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         super().__init__(config)
         cfg = self.config
         self.task_classes = {name for name in cfg.classes}
@@ -222,6 +217,9 @@ class SchedulerActor(ControlActor):
                 log.exception("sweep for committed tasks failed")
 
     def _enqueue(self, rows: list[TaskRow]) -> None:
+        """Queue committed rows not known here yet. A submit's rows can already be known: the
+        catch-up may have read its commit while the submit was still awaiting it."""
+        rows = [r for r in rows if r.task_id not in self.active]
         if not rows:
             return
         mono = time.monotonic()

@@ -601,3 +601,38 @@ def test_cancel_reaches_a_task_not_yet_announced(rt: Runtime, infra: AgentInfraS
     finally:
         store.close()
     assert [e.event_type for e in events] == ["task_submitted", "task_cancelled"]
+
+
+def test_submits_racing_the_catch_up_queue_each_task_once(
+    rt: Runtime, infra: AgentInfraSync
+) -> None:
+    """The scheduler's catch-up (doorbell rings, periodic sweep) can read a batch's commit while
+    the submit that made it still awaits the commit: the task must be queued once, the submit
+    must succeed. A thread rings the doorbell nonstop while big batches are submitted."""
+    from rayinfra import doorbell
+
+    bell = doorbell.Bell(doorbell.address(rt.config.state.db_path, "scheduler"))
+    assert bell.ring(), "the scheduler's doorbell is not bound"
+    stop = threading.Event()
+
+    def ring() -> None:
+        while not stop.is_set():
+            bell.ring()
+            time.sleep(0.0001)
+
+    ringer = threading.Thread(target=ring)
+    ringer.start()
+    batch = uid("race")
+    ids = [f"{batch}-{i}" for i in range(12000)]
+    try:
+        for chunk in range(0, len(ids), 2000):
+            infra.submit_tasks(
+                [{"task_id": t, "payload": {"type": "noop"}} for t in ids[chunk : chunk + 2000]]
+            )
+    finally:
+        stop.set()
+        ringer.join()
+        bell.close()
+    done = infra.wait_tasks(ids, timeout=300)
+    assert {d["status"] for d in done} == {"completed"}
+    assert {d["attempts"] for d in done} == {1}
