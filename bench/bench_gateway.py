@@ -116,6 +116,13 @@ async def main(args: argparse.Namespace) -> None:
                     f"{gp50 / ep50:.1f}x the echo p50 (must <= 6x, aim <= 3x)",
                 )
             )
+            rows.append(
+                (
+                    "plain echo / gateway SubmitTask throughput, 1 caller (calls/s)",
+                    f"{len(e) / (sum(e) / 1000):,.0f} / {len(g) / (sum(g) / 1000):,.0f}",
+                    "one call after another",
+                )
+            )
             et = await concurrent(echo_call, args.calls * 2, args.concurrency)
             gt = await concurrent(gw_call, args.calls * 2, args.concurrency)
             rows.append(

@@ -636,3 +636,20 @@ def test_submits_racing_the_catch_up_queue_each_task_once(
     done = infra.wait_tasks(ids, timeout=300)
     assert {d["status"] for d in done} == {"completed"}
     assert {d["attempts"] for d in done} == {1}
+
+
+def test_the_scheduler_actor_admits_too(rt: Runtime, infra: AgentInfraSync) -> None:
+    """Clients off the head's host (cluster mode) and the file queue submit through the
+    scheduler actor itself: same validation, same idempotency, same results."""
+    assert infra._infra._local is not None  # this client admits locally (the head is here)
+    sched = ray.get_actor("scheduler", namespace=NAMESPACE)
+    tid = uid("actor-submit")
+    spec = {"task_id": tid, "payload": {"type": "echo", "via": "actor"}}
+    (res,) = ray.get(sched.submit.remote([spec]))
+    assert res == {"success": True, "task_id": tid, "error": "", "duplicate": False}
+    (again,) = ray.get(sched.submit.remote([spec]))
+    assert again["duplicate"] is True
+    assert infra.wait_task(tid, timeout=30)["result_payload"] == {"via": "actor"}
+    with pytest.raises(InvalidArgument) as e:
+        ray.get(sched.submit.remote([spec, {"payload": {}, "priority": "high"}]))
+    assert e.value.field == "tasks[1].priority"
