@@ -54,6 +54,7 @@ class Backend:
         self._announce_ids: list[str] = []  # committed here, not yet told to the scheduler
         self._announce_seq = 0
         self._announcer: asyncio.Task[None] | None = None
+        self._ring_scheduled = False
         self._bell = (
             doorbell.Bell(doorbell.address(config.state.db_path, "scheduler"))
             if store is not None and config is not None
@@ -99,13 +100,24 @@ class Backend:
         admitted = await admission.admit(
             self._store, self._config, specs, trusted=trusted, source=source
         )
-        if admitted.new_ids and not (self._bell is not None and self._bell.ring()):
-            # no doorbell here (or nobody bound to it right now): tell the scheduler by call
+        if admitted.new_ids:
             self._announce_ids.extend(admitted.new_ids)
             self._announce_seq = max(self._announce_seq, admitted.seq)
-            if self._announcer is None:  # else the one in flight sends these when it returns
-                self._announcer = asyncio.get_running_loop().create_task(self._announce())
+            if not self._ring_scheduled:  # once per loop pass, after the replies are sent
+                self._ring_scheduled = True
+                asyncio.get_running_loop().call_soon(self._ring)
         return admitted.replies()
+
+    def _ring(self) -> None:
+        """Tell the scheduler about every task committed since the last ring: its doorbell, or
+        without one (or nobody bound to it right now) an ``adopt`` call."""
+        self._ring_scheduled = False
+        if not self._announce_ids:
+            return
+        if self._bell is not None and self._bell.ring():
+            self._announce_ids, self._announce_seq = [], 0
+        elif self._announcer is None:  # else the one in flight sends these when it returns
+            self._announcer = asyncio.get_running_loop().create_task(self._announce())
 
     async def _announce(self) -> None:
         """Tell the scheduler which committed tasks to queue: one ``adopt`` call in flight at a
