@@ -6,8 +6,9 @@ every call retries transparently across a scheduler restart (actor died or unava
 ``DSPY_AGENT_SERVICE_TIMEOUT`` seconds, which is safe because task ids make submits idempotent.
 
 Over gRPC (``orchestrator_addr=``, or a gateway answering at ``ORCHESTRATOR_GRPC_ADDR`` when no
-runtime is recorded in the state dir) the same methods go through the gateway (:mod:`rayinfra.grpc_client`); which
-transport is in use is ``infra.transport`` (``"actors"`` or ``"grpc"``).
+runtime is recorded in the state dir) the same methods go through the gateway
+(:mod:`rayinfra.grpc_client`); ``infra.transport`` says which (``"actors"`` or ``"grpc"``). On the
+head's host, submits are admitted in this process (see :class:`_LocalAdmission`).
 
 ``AgentInfraSync`` has the same methods without ``async`` (it runs its own event loop thread).
 """
@@ -167,8 +168,16 @@ class AgentInfra:
             self._prepare()
         else:
             await asyncio.to_thread(self._prepare)
-        await self._start_feed()
+        await self._finish_start()
         return self
+
+    async def _finish_start(self) -> None:
+        """Connect the transport; on failure stop what this client started (no leaked runtime)."""
+        try:
+            await self._start_feed()
+        except BaseException:
+            await self.stop()
+            raise
 
     @property
     def transport(self) -> str:
@@ -234,11 +243,14 @@ class AgentInfra:
                 cfg,
                 timeout_s=max(cfg.client.service_timeout_s, DETACHED_START_TIMEOUT_S),
                 workspace=self.workspace,
-                cli_path=cfg.client.cli_path,
+                cli_path=self._cli_path(cfg),
             )
         except detached.DetachedFailure as e:
             raise runtime.RuntimeFailure(str(e)) from None
         self._started_runtime = True
+
+    def _cli_path(self, cfg: RayinfraConfig) -> Path | None:
+        return Path(self.cli_path) if self.cli_path is not None else cfg.client.cli_path
 
     async def _connect_grpc(self) -> None:
         from rayinfra.grpc_client import GrpcTasks
@@ -246,12 +258,18 @@ class AgentInfra:
         cfg, addr = self._config, self._grpc_addr
         assert cfg is not None and addr is not None
         token = cfg.gateway.auth_token or _read_token(cfg.gateway_token_path)
+        ca_file = cfg.client.tls_ca_file or cfg.gateway.tls_cert_file
+        try:
+            tls_ca = ca_file.read_bytes() if ca_file is not None else None
+        except OSError as e:
+            raise runtime.RuntimeFailure(f"cannot read the TLS CA file {ca_file}: {e}") from None
         self._grpc = GrpcTasks(
             addr,
             token=token,
             connect_timeout_s=cfg.client.connect_timeout_s,
             retry_for_s=cfg.client.service_timeout_s,
             backoff_s=cfg.client.reconnect_backoff_s,
+            tls_ca=tls_ca,
         )
         try:
             # a runtime started just now may still be binding its servers
@@ -317,7 +335,7 @@ class AgentInfra:
                     "stop",
                     cfg,
                     timeout_s=DETACHED_START_TIMEOUT_S,
-                    cli_path=cfg.client.cli_path,
+                    cli_path=self._cli_path(cfg),
                 )
             else:
                 await asyncio.to_thread(runtime.stop, self._config.state.dir, force=True)
@@ -718,7 +736,7 @@ class AgentInfraSync:
 
     def start(self) -> AgentInfraSync:
         self._infra._prepare()  # in the caller's thread: ray.init wants the main thread
-        self._run(self._infra._start_feed())
+        self._run(self._infra._finish_start())
         return self
 
     def stop(self) -> None:

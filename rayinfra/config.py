@@ -386,6 +386,8 @@ class ClientSection(_Section):
     reconnect_backoff_s: float = Field(default=2.0, gt=0)  # DSPY_AGENT_RECONNECT_BACKOFF
     cli_path: Path | None = None  # DSPY_AGENT_CLI_PATH
     connect_timeout_s: float = Field(default=5.0, gt=0)  # dialling a gateway over gRPC
+    # CA (PEM) to verify a TLS gateway; default gateway.tls_cert_file (a self-signed local one)
+    tls_ca_file: Path | None = None  # RAYINFRA_TLS_CA_FILE
 
 
 _HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -505,6 +507,7 @@ ENV_VARS: dict[str, str] = {
     "DSPY_AGENT_SERVICE_TIMEOUT": "client.service_timeout_s",
     "DSPY_AGENT_RECONNECT_BACKOFF": "client.reconnect_backoff_s",
     "DSPY_AGENT_CLI_PATH": "client.cli_path",
+    "RAYINFRA_TLS_CA_FILE": "client.tls_ca_file",
 }
 
 #: Documented env vars of the original that have no meaning here, and why (shown by config show).

@@ -77,21 +77,8 @@ def error_from_rpc(e: grpc.aio.AioRpcError) -> BaseException:
 
 
 def _status(m: Any) -> dict[str, Any]:
-    """A ``GetTaskStatusResponse`` as the client's status dict."""
-    return {
-        "task_id": m.task_id,
-        "status": m.status,
-        "result": dict(m.result),
-        "result_payload": json.loads(m.result_json) if m.result_json else None,
-        "error": m.error,
-        "attempts": m.attempts,
-        "duration_ms": m.duration_ms,
-        "completed_at": m.completed_at,
-    }
-
-
-def _result(m: Any) -> dict[str, Any]:
-    """A ``TaskResult`` as the client's status dict (no ``result_payload`` for unfinished)."""
+    """A ``GetTaskStatusResponse`` or ``TaskResult`` as the client's status dict (both carry
+    these fields; ``result_json`` is empty until the task finished)."""
     return {
         "task_id": m.task_id,
         "status": m.status,
@@ -115,6 +102,7 @@ class GrpcTasks:
         connect_timeout_s: float,
         retry_for_s: float,
         backoff_s: float,
+        tls_ca: bytes | None = None,
     ) -> None:
         self.addr = addr
         self.connect_timeout_s = connect_timeout_s
@@ -122,12 +110,16 @@ class GrpcTasks:
         self.backoff_s = backoff_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.pb2, pb2_grpc = stubs.orchestrator()
-        self._channel = grpc.aio.insecure_channel(
-            addr,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        self._channel = (
+            grpc.aio.secure_channel(
+                addr, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=options
+            )
+            if tls_ca is not None
+            else grpc.aio.insecure_channel(addr, options=options)
         )
         self._stub = pb2_grpc.OrchestratorServiceStub(self._channel)
 
@@ -163,6 +155,10 @@ class GrpcTasks:
         )
         if unknown:
             raise InvalidArgument(unknown[0], "unknown task field")
+        for key in ("task_id", "task_class", "workflow_id"):
+            value = spec.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument(key, f"must be a string, got {type(value).__name__}")
         payload = spec.get("payload") or {}
         if not isinstance(payload, Mapping):
             raise InvalidArgument("payload", f"must be an object, got {type(payload).__name__}")
@@ -193,6 +189,8 @@ class GrpcTasks:
         )
 
     async def submit_tasks(self, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if not specs:
+            return []
         requests = []
         for i, spec in enumerate(specs):
             try:
@@ -247,7 +245,7 @@ class GrpcTasks:
             try:
                 async for m in call:
                     deadline = time.monotonic() + self.retry_for_s
-                    yield _result(m)
+                    yield _status(m)
                 return
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:

@@ -347,7 +347,9 @@ class EnvManagerServicer:
         )
 
     async def _wait_terminal(self, task_id: str, deadline: float) -> dict[str, Any] | None:
-        seq = 0
+        # the feed's head first (a cursor "from the future" comes back as the latest seq), then
+        # the status: a finish after that read is after the cursor, so the long-poll sees it
+        seq, _ = await self.backend.call("scheduler", "changes", FUTURE_SEQ, [task_id], 0.0, True)
         while True:
             st = (await self.backend.get([task_id])).get(task_id)
             if st is not None and st["status"] in TERMINAL_STATES:

@@ -142,6 +142,10 @@ def test_errors_are_the_same_types(infra: AgentInfraSync) -> None:
     with pytest.raises(InvalidArgument) as e:
         infra.submit_tasks([{"task_id": uid("ok"), "payload": {}}, {"payload": [1]}])
     assert e.value.field == "tasks[1].payload"
+    with pytest.raises(InvalidArgument) as e:
+        infra.submit_task(task_id=5, payload={})  # type: ignore[arg-type]
+    assert e.value.field == "task_id"
+    assert infra.submit_tasks([]) == []
     tid = uid("g-dup")
     infra.submit_task(task_id=tid, payload={"type": "noop", "v": 1})
     with pytest.raises(TaskConflict) as c:
