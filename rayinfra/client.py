@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 FEED_POLL_S = 20.0
+FEED_FILTER_MAX = 256  # waited-for ids sent with each feed poll; more: poll unfiltered
 DETACHED_START_TIMEOUT_S = 180.0
 FUTURE_SEQ = 2**62  # "from the future": the feed answers with its latest seq
 _RANK = {"pending": 0, "running": 1}  # terminal states rank 2: a task's states only move forward
@@ -371,7 +372,12 @@ class AgentInfra:
             # Ask only for what someone waits for: with no stream open, finished states of the
             # waited-for tasks; a new waiter or stream re-issues the poll (see _feed_reset).
             self._feed_reset.clear()
-            ids = None if self._streams else list(self._waiters)
+            # (a large id set is cheaper filtered here than sent, and matched, on every poll)
+            ids = (
+                None
+                if self._streams or len(self._waiters) > FEED_FILTER_MAX
+                else list(self._waiters)
+            )
             poll = asyncio.ensure_future(
                 t.call("scheduler", "changes", self._feed_seq, ids, FEED_POLL_S, not self._streams)
             )
