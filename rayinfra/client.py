@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -676,8 +677,8 @@ class _LocalAdmission:
                 synchronous=config.state.synchronous,
                 group_commit_max=config.state.group_commit_max,
             )
-        except (ConfigError, StoreError, OSError):
-            return None  # not readable here: submits go to the scheduler actor
+        except (ConfigError, StoreError, OSError, sqlite3.Error):
+            return None  # not readable here (another user's runtime): submits go to the actor
         return cls(
             store, config, doorbell.Bell(doorbell.address(config.state.db_path, "scheduler"))
         )
