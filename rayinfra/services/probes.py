@@ -24,13 +24,9 @@ no I/O, the clock and the random source are injected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
 import random
-import signal
 import struct
-import subprocess
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from rayinfra.services.drivers.process import communicate_or_kill, popen_session
 from rayinfra.services.spec import HealthCheck, RestartPolicy
 
 #: ``(argv, timeout_s) -> (exit_code, combined output)``: what a command probe runs through
@@ -530,33 +527,16 @@ def host_exec(argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
     if not argv:
         return 127, "empty command"
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = popen_session(argv)
     except FileNotFoundError:
         return 127, f"command not found: {argv[0]}"
     except PermissionError:
         return 126, f"permission denied: {argv[0]}"
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            out, _ = proc.communicate(timeout=1.0)
-        except subprocess.TimeoutExpired:  # a descendant left the group and holds the pipe
-            proc.kill()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-            out = b""
-        text = out[-MAX_OUTPUT:].decode("utf-8", errors="replace")
+    code, out = communicate_or_kill(proc, timeout_s)
+    text = out[-MAX_OUTPUT:].decode("utf-8", errors="replace")
+    if code is None:
         return 124, text + f"\n[timed out after {timeout_s:g}s]"
-    return proc.returncode, out[-MAX_OUTPUT:].decode("utf-8", errors="replace")
+    return code, text
 
 
 async def probe_command(

@@ -29,16 +29,18 @@ import pytest
 from rayinfra.services.drivers.base import DriverError, DriverUnavailable, cpu_percent
 from rayinfra.services.drivers.docker import (
     DockerDriver,
+    api_error,
+    create_kwargs,
+    pull_error,
+    registry_of,
+)
+from rayinfra.services.drivers.docker_format import (
     PullTracker,
     _log_frames,
     _log_lines,
-    api_error,
     container_name,
-    create_kwargs,
     parse_docker_time,
     plan_network,
-    pull_error,
-    registry_of,
 )
 from rayinfra.services.spec import (
     LABEL_CLUSTER,

@@ -24,6 +24,10 @@ What it does with a :class:`~rayinfra.services.spec.ServiceSpec`:
   (image not found, registry unreachable, port already allocated, name taken) and a short
   ``reason``; an engine that cannot be reached is :class:`DriverUnavailable` with a hint.
 
+The pure half (names, network plan, create arguments, inspect/timestamp/pull/log decoding) is
+:mod:`rayinfra.services.drivers.docker_format`; this module is the SDK edge: the driver, the
+SDK-typed create arguments and the translation of engine errors.
+
 The docker client is created lazily (constructing the driver never touches the engine) and is
 shared by all threads (the SDK's connection pool is thread-safe).
 """
@@ -31,18 +35,15 @@ shared by all threads (the SDK's connection pool is thread-safe).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
 import os
-import re
-import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import docker
 import docker.errors
@@ -54,10 +55,22 @@ from rayinfra.services.drivers.base import (
     DriverError,
     DriverUnavailable,
     Instance,
-    InstanceState,
     LogLine,
     PullProgress,
     Usage,
+)
+from rayinfra.services.drivers.docker_format import (
+    _NS,
+    DEFAULT_BRIDGE_NAMES,
+    PullTracker,
+    _log_frames,
+    _log_lines,
+    container_config,
+    container_name,
+    instance_from_inspect,
+    named_volumes,
+    parse_docker_time,
+    plan_network,
 )
 from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, LABEL_SPEC, ServiceSpec
 
@@ -68,211 +81,15 @@ DEFAULT_TIMEOUT_S = 60.0
 UNAVAILABLE_HINT = "hint: start dockerd or set DOCKER_HOST / services.docker_host"
 EXEC_TIMEOUT_EXIT = 124  # what coreutils `timeout` returns
 
-#: network names that mean Docker's default bridge, which rayinfra never uses
-DEFAULT_BRIDGE_NAMES = frozenset({"bridge", "default"})
-_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]+")
-_NS = 1_000_000_000
-
 # ------------------------------------------------------------------------------------------
-# Pure helpers (unit-testable without an engine)
+# SDK-typed arguments and engine errors (the pure helpers are in docker_format)
 # ------------------------------------------------------------------------------------------
 
 
-def _sanitize(raw: str) -> str:
-    return _NAME_BAD.sub("-", raw).strip("-.") or "rayinfra"
-
-
-def container_name(cluster: str | None, service: str) -> str:
-    """``rayinfra-<cluster>-<service>`` with anything Docker rejects replaced by ``-``."""
-    return _sanitize(f"rayinfra-{cluster}-{service}" if cluster else f"rayinfra-{service}")
-
-
-def network_name(cluster: str | None) -> str:
-    """The per-cluster user-defined bridge network used when a spec names no network."""
-    return _sanitize(f"rayinfra-{cluster}" if cluster else "rayinfra")
-
-
-def plan_network(
-    spec: ServiceSpec, cluster: str | None, default_network: str | None = None
-) -> tuple[str | None, list[str]]:
-    """(network_mode, user networks to join, the first being the primary one).
-
-    Raises :class:`DriverError` for Docker's default bridge, which is never used.
-    """
-    for net in [spec.network_mode or "", *spec.networks]:
-        if net in DEFAULT_BRIDGE_NAMES:
-            raise DriverError(
-                f"{spec.name}: Docker's default bridge network ({net!r}) is not used by "
-                "rayinfra (no DNS between containers); hint: name a user network in "
-                "`networks`, set network_mode = 'host', or leave both empty for "
-                f"{network_name(cluster)!r}",
-                reason="invalid_spec",
-            )
-    if spec.network_mode:
-        return spec.network_mode, []
-    if spec.networks:
-        return None, list(spec.networks)
-    if default_network in ("host", "none"):
-        return default_network, []
-    return None, [default_network or network_name(cluster)]
-
-
-def _ns(seconds: float) -> int:
-    return round(seconds * _NS)
-
-
-def healthcheck_of(spec: ServiceSpec) -> dict[str, Any] | None:
-    """Docker HEALTHCHECK for ``health.kind == "container"`` with a command (times in ns)."""
-    h = spec.health
-    if h is None or h.kind != "container" or not h.command:
-        return None
-    return {
-        "test": ["CMD", *h.command],
-        "interval": _ns(h.interval_s),
-        "timeout": _ns(h.timeout_s),
-        "retries": h.retries,
-        "start_period": _ns(h.start_period_s),
-    }
-
-
-def device_requests_of(spec: ServiceSpec) -> list[Any]:
-    r = spec.resources
-    if r.gpu_device_ids:
-        return [DeviceRequest(device_ids=list(r.gpu_device_ids), capabilities=[["gpu"]])]
-    if r.gpus != 0:
-        return [DeviceRequest(count=r.gpus, capabilities=[["gpu"]])]
-    return []
-
-
-def create_kwargs(
-    spec: ServiceSpec,
-    labels: Mapping[str, str],
-    name: str,
-    network_mode: str | None,
-    networks: Sequence[str],
-) -> dict[str, Any]:
-    """Keyword arguments for ``client.containers.create`` (without ``networking_config``)."""
-    kw: dict[str, Any] = {
-        "image": spec.image,
-        "name": name,
-        "labels": dict(labels),
-        "environment": dict(spec.env),
-        "init": True,
-        "detach": True,
-    }
-    if spec.command is not None:
-        kw["command"] = list(spec.command)
-    if spec.entrypoint is not None:
-        kw["entrypoint"] = list(spec.entrypoint)
-    # host / none / container:<id> modes publish nothing (Docker rejects port bindings there):
-    # with host networking the service listens on its container ports on the host itself
-    if spec.ports and not network_mode:
-        ports: dict[str, list[tuple[str, int]]] = {}
-        for p in spec.ports:
-            ports.setdefault(f"{p.container}/{p.protocol}", []).append((p.host_ip, p.host))
-        kw["ports"] = {k: v[0] if len(v) == 1 else v for k, v in ports.items()}
-    if spec.volumes:
-        binds = []
-        for v in spec.volumes:
-            parts = v.split(":")
-            mode = parts[2] if len(parts) == 3 else "rw"
-            binds.append(f"{parts[0]}:{parts[1]}:{mode}")
-        kw["volumes"] = binds
-    if spec.resources.cpus is not None:
-        kw["nano_cpus"] = round(spec.resources.cpus * _NS)
-    if spec.resources.memory_bytes is not None:
-        kw["mem_limit"] = spec.resources.memory_bytes
-    gpus = device_requests_of(spec)
-    if gpus:
-        kw["device_requests"] = gpus
-    hc = healthcheck_of(spec)
-    if hc is not None:
-        kw["healthcheck"] = hc
-    if network_mode:
-        kw["network_mode"] = network_mode
-    elif networks:
-        kw["network"] = networks[0]
-    return kw
-
-
-def named_volumes(spec: ServiceSpec) -> list[str]:
-    """Volume sources that are names (not absolute host paths)."""
-    return [v.split(":")[0] for v in spec.volumes if not v.startswith("/")]
-
-
-_TS_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
-
-
-def parse_docker_time(text: str | None) -> float | None:
-    """RFC3339 / RFC3339Nano (``2024-05-01T10:00:00.123456789Z``) -> unix seconds, keeping the
-    fraction; Docker's zero time (year 1) and anything unparsable -> None."""
-    if not text:
-        return None
-    m = _TS_RE.match(text.strip())
-    if not m:
-        return None
-    year, mon, day, hh, mm, ss, frac, tz = m.groups()
-    if int(year) <= 1:
-        return None
-    offset = 0
-    if tz != "Z":
-        sign = 1 if tz[0] == "+" else -1
-        offset = sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
-    base = datetime(
-        int(year), int(mon), int(day), int(hh), int(mm), int(ss), tzinfo=timezone.utc
-    ).timestamp()
-    return base - offset + (float("0." + frac) if frac else 0.0)
-
-
-def split_log_line(line: str) -> tuple[float | None, str]:
-    """``"<RFC3339Nano> message"`` (docker logs with timestamps) -> (unix seconds, message)."""
-    ts, sep, rest = line.partition(" ")
-    t = parse_docker_time(ts)
-    if t is None:
-        return None, line
-    return t, rest if sep else ""
-
-
-_STATES: dict[str, InstanceState] = {
-    "created": "created",
-    "running": "running",
-    "paused": "running",
-    "restarting": "running",
-    "removing": "exited",
-    "exited": "exited",
-    "dead": "exited",
-}
-
-
-def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
-    """An :class:`Instance` from ``docker inspect`` output."""
-    state = data.get("State") or {}
-    labels = dict((data.get("Config") or {}).get("Labels") or {})
-    st = _STATES.get(str(state.get("Status", "")), "exited")
-    health = (state.get("Health") or {}).get("Status") or None
-    ports: set[int] = set()
-    for bindings in ((data.get("NetworkSettings") or {}).get("Ports") or {}).values():
-        for b in bindings or ():
-            if b.get("HostPort"):
-                ports.add(int(b["HostPort"]))
-    if not ports:  # host mode keeps the requested bindings only here
-        for bindings in ((data.get("HostConfig") or {}).get("PortBindings") or {}).values():
-            for b in bindings or ():
-                if b.get("HostPort"):
-                    ports.add(int(b["HostPort"]))
-    pid = int(state.get("Pid") or 0)
-    return Instance(
-        id=str(data.get("Id", "")),
-        service=labels.get(LABEL_SERVICE, ""),
-        driver="docker",
-        state=st,
-        labels=labels,
-        started_at=parse_docker_time(state.get("StartedAt")),
-        exit_code=int(state.get("ExitCode", 0)) if st == "exited" else None,
-        health=health,
-        ports=tuple(sorted(ports)),
-        pid=pid if pid > 0 else None,
-    )
+#: keyword arguments for ``client.containers.create`` (without ``networking_config``):
+#: :func:`~rayinfra.services.drivers.docker_format.container_config` with GPU requests as the
+#: SDK's ``DeviceRequest``
+create_kwargs = functools.partial(container_config, device_request=DeviceRequest)
 
 
 def registry_of(image: str) -> str:
@@ -286,83 +103,6 @@ def registry_of(image: str) -> str:
     except docker.errors.DockerException:
         return "?"
     return "docker.io" if index in ("index.docker.io", "docker.io") else str(index)
-
-
-@dataclass
-class _Layer:
-    total: int = 0
-    downloaded: int = 0
-    extracted: int = 0
-    skipped: bool = False
-
-
-@dataclass
-class PullTracker:
-    """Folds ``docker pull`` JSON events into image-level byte progress.
-
-    Layers that already exist are not counted; a layer's size is known from its first
-    ``progressDetail.total``. ``downloading`` reports bytes downloaded over the summed layer
-    sizes; ``extracting`` bytes extracted over the same total; :meth:`complete` reports
-    ``current == total``.
-    """
-
-    image: str
-    layers: dict[str, _Layer] = field(default_factory=dict)
-    phase: Literal["downloading", "extracting"] = "downloading"
-    _last: tuple[str, int, int] | None = None
-
-    def total(self) -> int:
-        return sum(la.total for la in self.layers.values() if not la.skipped)
-
-    def feed(self, event: Mapping[str, Any]) -> PullProgress | None:
-        """Account for one event; a new :class:`PullProgress` when the numbers changed."""
-        status = str(event.get("status") or "")
-        lid = event.get("id")
-        detail = event.get("progressDetail") or {}
-        cur = int(detail.get("current") or 0)
-        tot = int(detail.get("total") or 0)
-        if not lid or not isinstance(lid, str):
-            return None
-        if status.startswith(("Pulling from", "Digest", "Status")):
-            return None
-        layer = self.layers.setdefault(lid, _Layer())
-        if status == "Already exists":
-            layer.skipped = True
-            return None
-        if status == "Downloading":
-            if tot > 0:
-                layer.total = tot
-            layer.downloaded = min(cur, layer.total) if layer.total else cur
-        elif status in ("Verifying Checksum", "Download complete"):
-            layer.downloaded = layer.total
-        elif status == "Extracting":
-            self.phase = "extracting"
-            if tot > 0 and not layer.total:
-                layer.total = tot
-            layer.downloaded = layer.total
-            layer.extracted = min(cur, layer.total) if layer.total else cur
-        elif status == "Pull complete":
-            layer.downloaded = layer.extracted = layer.total
-        else:  # "Pulling fs layer", "Waiting", ...
-            return None
-        return self._progress()
-
-    def _progress(self) -> PullProgress | None:
-        live = [la for la in self.layers.values() if not la.skipped]
-        total = sum(la.total for la in live)
-        if self.phase == "downloading":
-            current = sum(la.downloaded for la in live)
-        else:
-            current = sum(la.extracted for la in live)
-        key = (self.phase, current, total)
-        if key == self._last:
-            return None
-        self._last = key
-        return PullProgress(self.image, self.phase, current, total)
-
-    def complete(self, message: str = "") -> PullProgress:
-        total = self.total()
-        return PullProgress(self.image, "complete", total, total, message)
 
 
 def _explanation(e: BaseException) -> str:
@@ -847,68 +587,3 @@ class DockerDriver:
         except (docker.errors.DockerException, _requests_exc.RequestException) as e:
             raise pull_error(image, e) from e
         yield tracker.complete(last_status)
-
-
-# ------------------------------------------------------------------------------------------
-# Log stream decoding
-# ------------------------------------------------------------------------------------------
-
-_STREAMS: dict[int, Literal["stdout", "stderr"]] = {1: "stdout", 2: "stderr"}
-
-
-def _read_full(raw: Any, n: int) -> bytes:
-    """Exactly ``n`` bytes from an HTTP response body (fewer only at EOF)."""
-    buf = b""
-    while len(buf) < n:
-        data = raw.read(n - len(buf))
-        if not data:
-            break
-        buf += data
-    return buf
-
-
-def _log_frames(raw: Any, tty: bool) -> Iterator[tuple[int, bytes]]:
-    """Whole multiplexed frames ``(stream id, payload)`` read from the logs response body
-    (urllib3 undoes the chunked transfer encoding); a TTY container's stream is all stdout."""
-    if tty:
-        while True:
-            data = raw.read(65536)
-            if not data:
-                return
-            yield 1, data
-    while True:
-        header = _read_full(raw, 8)
-        if len(header) < 8:
-            return
-        stream_id, size = struct.unpack(">BxxxL", header)
-        yield stream_id, _read_full(raw, size) if size else b""
-
-
-def _log_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
-    """Frames -> lines. Each docker log message is ``<timestamp> <text>\\n``; a message split
-    into several frames (no trailing newline: Docker's 16 KiB partial messages) is joined and
-    keeps its first timestamp."""
-    pending: dict[int, tuple[float, bytes]] = {}
-    last_ts = 0.0
-    for stream_id, payload in frames:
-        name = _STREAMS.get(stream_id, "stdout")
-        key = 2 if name == "stderr" else 1
-        pieces = payload.split(b"\n")
-        for i, raw in enumerate(pieces):
-            terminated = i < len(pieces) - 1
-            if not terminated and not raw:
-                break
-            ts, message = split_log_line(raw.decode(errors="replace"))
-            if ts is None:
-                ts = last_ts or time.time()
-            last_ts = ts
-            body = message.encode()
-            if key in pending:
-                first_ts, prefix = pending.pop(key)
-                ts, body = first_ts, prefix + body
-            if terminated:
-                yield LogLine(ts, name, body.decode(errors="replace").removesuffix("\r"))
-            else:
-                pending[key] = (ts, body)
-    for key, (ts, body) in pending.items():
-        yield LogLine(ts, "stderr" if key == 2 else "stdout", body.decode(errors="replace"))

@@ -90,6 +90,8 @@ SUPERVISOR_FILE = Path(sv.__file__).resolve()
 _RECORD_SETTLE_S = sv.DRAIN_AFTER_EXIT_S + 2.0
 #: SIGKILL of a process group: how long until its leader is gone for sure
 _KILL_WAIT_S = 5.0
+#: exec/host commands killed on timeout: how long to read what is left of their output
+_DRAIN_AFTER_KILL_S = 1.0
 
 
 def format_instance_id(pid: int, start_ticks: int) -> str:
@@ -117,6 +119,45 @@ def _wait_until(cond: Callable[[], bool], timeout_s: float, interval_s: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+def popen_session(
+    argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (no shell) in a session (and process group) of its own, stdin closed,
+    stderr merged into stdout; :class:`OSError` (not found, not executable...) propagates."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def communicate_or_kill(
+    proc: subprocess.Popen[bytes], timeout_s: float
+) -> tuple[int | None, bytes]:
+    """``(return code, output)`` of a :func:`popen_session` process. After ``timeout_s`` its
+    whole process group is SIGKILLed and the code is ``None``, with the output read so far (none
+    when a descendant that left the group still holds the pipe a second later)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=_DRAIN_AFTER_KILL_S)
+        except subprocess.TimeoutExpired:  # a descendant left the group and holds the pipe
+            proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            out = b""
+        return None, out
+    return proc.returncode, out
 
 
 class ProcessDriver:
@@ -527,29 +568,17 @@ class ProcessDriver:
             pass
         cwd = rec.cwd if Path(rec.cwd).is_dir() else None
         try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
+            proc = popen_session(argv, cwd=cwd, env=env)
         except OSError as e:
             raise DriverError(
                 f"cannot execute {argv[0]!r}: {e.strerror or e}", reason="exec_failed"
             ) from e
-        try:
-            out, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        code, out = communicate_or_kill(proc, timeout_s)
+        if code is None:
             raise DriverError(
                 f"{argv[0]!r} did not finish within {timeout_s:g} s (killed)", reason="timeout"
-            ) from None
-        return sv.exit_status(proc.returncode), out.decode("utf-8", errors="replace")
+            )
+        return sv.exit_status(code), out.decode("utf-8", errors="replace")
 
     def pull(self, image: str) -> Iterator[PullProgress]:
         """Process services have no images: nothing to pull."""
