@@ -223,14 +223,17 @@ class SchedulerActor(ControlActor):
         if not rows:
             return
         mono = time.monotonic()
+        homeless = []
         for row in rows:
             act = _Active(row=row, queued_at=mono)
             self.active[row.task_id] = act
-            if row.spec.task_class not in self.queues:  # its class left the config
-                self._orphans.append(act)
+            if row.spec.task_class not in self.queues:  # admitted under another config
+                homeless.append(act)
                 continue
             self.queues[row.spec.task_class].push(row.task_id, row.spec.priority, row.task_id, mono)
             self.metrics.submitted.inc()
+        if homeless:
+            asyncio.get_running_loop().create_task(self._fail_homeless(homeless))
         # Wake the dispatcher only once this reply is on its way: Ray serialises the reply on
         # its own thread, which needs the GIL that an immediate dispatch would hold.
         asyncio.get_running_loop().call_later(DISPATCH_AFTER_ACK_S, self._wake.set)
@@ -375,21 +378,25 @@ class SchedulerActor(ControlActor):
         )
 
     # ------------------------------------------------------------------ dispatch
+    async def _fail_homeless(self, acts: list[_Active]) -> None:
+        """Fail tasks whose class this scheduler does not run (it left the config)."""
+        await self._finish(
+            [
+                (
+                    a,
+                    "failed",
+                    None,
+                    f"task class {a.row.spec.task_class!r} is no longer configured",
+                    INVALID,
+                )
+                for a in acts
+            ]
+        )
+
     async def _dispatch_loop(self) -> None:
         if self._orphans:
             orphans, self._orphans = self._orphans, []
-            await self._finish(
-                [
-                    (
-                        a,
-                        "failed",
-                        None,
-                        f"task class {a.row.spec.task_class!r} is no longer configured",
-                        INVALID,
-                    )
-                    for a in orphans
-                ]
-            )
+            await self._fail_homeless(orphans)
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)

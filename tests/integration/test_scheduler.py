@@ -653,3 +653,25 @@ def test_the_scheduler_actor_admits_too(rt: Runtime, infra: AgentInfraSync) -> N
     with pytest.raises(InvalidArgument) as e:
         ray.get(sched.submit.remote([spec, {"payload": {}, "priority": "high"}]))
     assert e.value.field == "tasks[1].priority"
+
+
+def test_a_committed_task_of_a_class_not_configured_fails_naming_it(
+    rt: Runtime, infra: AgentInfraSync
+) -> None:
+    """A row admitted under another config (a class this scheduler does not run) is failed,
+    not left pending forever."""
+    from rayinfra import admission, taskstore
+    from rayinfra.scheduling.tasks import TaskSpec
+    from rayinfra.store import StateStore
+
+    tid = uid("retired")
+    spec = TaskSpec(task_id=tid, task_class="retired_class", payload={"type": "noop"})
+    rows = admission.new_rows([spec], trusted=True, source="test", now=time.time())
+    store = StateStore(rt.config.state.db_path)
+    try:
+        store.write(lambda conn: taskstore.insert_new(conn, rows, time.time()))
+    finally:
+        store.close()
+    st = infra.wait_task(tid, timeout=30)  # the doorbell-less sweep finds it within 2 s
+    assert st["status"] == "failed"
+    assert "'retired_class' is no longer configured" in st["error"]
