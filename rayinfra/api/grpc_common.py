@@ -126,8 +126,12 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     name = getattr(descriptor, "full_name", None) or getattr(owner, "__name__", "request message")
     prefix = f"request is not a valid {name}: "
 
-    async def invalid(e: DecodeError, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}{e}")
+    async def parse(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return decode(raw)
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}{e}")
+            raise  # not reached: abort raises
 
     serialize = handler.response_serializer
     if not handler.response_streaming:
@@ -136,11 +140,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             return handler
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                request = decode(raw)
-            except DecodeError as e:
-                await invalid(e, context)
-                raise  # not reached: abort raises
+            request = await parse(raw, context)
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -150,11 +150,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if inspect.isasyncgenfunction(stream):
 
         async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            try:
-                request = decode(raw)
-            except DecodeError as e:
-                await invalid(e, context)
-                raise  # not reached: abort raises
+            request = await parse(raw, context)
             async with contextlib.aclosing(stream(request, context)) as responses:
                 async for response in responses:
                     yield response
@@ -165,11 +161,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if inspect.iscoroutinefunction(stream):  # writes with context.write (grpc health's Watch)
 
         async def unary_stream_writer(raw: bytes, context: grpc.aio.ServicerContext) -> None:
-            try:
-                request = decode(raw)
-            except DecodeError as e:
-                await invalid(e, context)
-                raise  # not reached: abort raises
+            request = await parse(raw, context)
             await stream(request, context)
 
         return grpc.unary_stream_rpc_method_handler(
