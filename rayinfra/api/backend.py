@@ -122,9 +122,8 @@ class Backend:
     async def _announce(self) -> None:
         """Tell the scheduler which committed tasks to queue: one ``adopt`` call in flight at a
         time, carrying every id committed since the previous one (so a burst of submits costs a
-        few actor calls, not one each). Runs after the submit's reply is on its way."""
+        few actor calls, not one each)."""
         try:
-            await asyncio.sleep(0)
             while self._announce_ids:
                 ids, seq = self._announce_ids, self._announce_seq
                 self._announce_ids, self._announce_seq = [], 0
