@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -158,14 +159,17 @@ class SchedulerActor(ControlActor):
         self._enqueue(fresh)
         return len(fresh)
 
-    def _open_doorbell(self) -> None:
-        """Bind this runtime's scheduler doorbell: the gateway rings it after committing."""
+    def _open_doorbell(self, *, quiet: bool = False) -> None:
+        """Bind this runtime's scheduler doorbell (submitters ring it after committing). While
+        another process holds the name (a previous incarnation still exiting) submitters fall
+        back to ``adopt`` calls, and the sweep tries again."""
         try:
             self._bell = doorbell.open_receiver(
                 doorbell.address(self.config.state.db_path, self.NAME)
             )
-        except OSError as e:  # another process holds it: the gateway falls back to adopt()
-            log.warning("scheduler doorbell unavailable (%s); gateway submits use actor calls", e)
+        except OSError as e:
+            if not quiet:
+                log.warning("scheduler doorbell busy (%s); submitters use adopt() meanwhile", e)
             self._bell = None
         if self._bell is not None:
             asyncio.get_running_loop().add_reader(self._bell.fileno(), self._on_ring)
@@ -211,6 +215,8 @@ class SchedulerActor(ControlActor):
     async def _adopt_sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(ADOPT_SWEEP_S)
+            if self._bell is None and sys.platform.startswith("linux"):
+                self._open_doorbell(quiet=True)
             try:
                 self._catch_up()
             except Exception:

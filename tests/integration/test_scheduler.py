@@ -675,3 +675,51 @@ def test_a_committed_task_of_a_class_not_configured_fails_naming_it(
     st = infra.wait_task(tid, timeout=30)  # the doorbell-less sweep finds it within 2 s
     assert st["status"] == "failed"
     assert "'retired_class' is no longer configured" in st["error"]
+
+
+def test_a_scheduler_that_finds_its_doorbell_busy_binds_it_later(
+    rt: Runtime, infra: AgentInfraSync
+) -> None:
+    """Restarted while something still holds its doorbell name, the scheduler runs without it
+    (submits still complete: the sweep queues them) and binds it once the name is free."""
+    from rayinfra import doorbell
+
+    name = doorbell.address(rt.config.state.db_path, "scheduler")
+    sched = ray.get_actor("scheduler", namespace=NAMESPACE)
+    ray.kill(sched, no_restart=False)
+    deadline = time.monotonic() + 30
+    squatter = None
+    while squatter is None:  # take the name as soon as the old incarnation lets go of it
+        try:
+            squatter = doorbell.open_receiver(name)
+        except OSError:
+            assert time.monotonic() < deadline, "the old scheduler never released its doorbell"
+            time.sleep(0.001)
+    assert squatter is not None
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the new incarnation answers once it finished starting
+            try:
+                ray.get(ray.get_actor("scheduler", namespace=NAMESPACE).ping.remote(), timeout=10)
+                break
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                assert time.monotonic() < deadline, "the scheduler did not come back"
+                time.sleep(0.2)
+        tid = uid("busy-bell")
+        infra.submit_task(task_id=tid, payload={"type": "echo", "v": 1})
+        assert infra.wait_task(tid, timeout=30)["result_payload"] == {"v": 1}
+    finally:
+        squatter.close()
+    deadline = time.monotonic() + 30
+    while True:  # the scheduler's sweep binds it within a few seconds
+        try:
+            probe = doorbell.open_receiver(name)
+        except OSError:
+            break  # held: by the scheduler
+        assert probe is not None
+        probe.close()
+        assert time.monotonic() < deadline, "the scheduler never bound its doorbell"
+        time.sleep(0.2)
+    tid = uid("bell-back")
+    infra.submit_task(task_id=tid, payload={"type": "echo", "v": 2})
+    assert infra.wait_task(tid, timeout=30)["result_payload"] == {"v": 2}
