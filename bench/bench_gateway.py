@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
-import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import pct, print_table
 from rayinfra import runtime
 from rayinfra.api import stubs
 from rayinfra.config import dial_addr, load_config
@@ -41,11 +40,6 @@ class Echo(pb2_grpc.OrchestratorServiceServicer):  # type: ignore[misc]
 
     async def SubmitTask(self, request: Any, context: Any) -> Any:
         return pb2.SubmitTaskResponse(success=True, task_id=request.id)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 async def sequential(call: Any, n: int) -> list[float]:
@@ -138,12 +132,7 @@ async def main(args: argparse.Namespace) -> None:
         await server.stop(0)
     finally:
         runtime.stop(cfg.state.dir, force=True)
-    print(
-        f"\n## rayinfra gateway benchmark ({psutil.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}, ray {ray.__version__})\n"
-    )
-    print("| measure | value | note |\n|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print_table("gateway", rows)
 
 
 if __name__ == "__main__":

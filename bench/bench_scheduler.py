@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 import ray
 
+from bench.common import pct, print_table
 from rayinfra import AgentInfra, runtime
 from rayinfra.config import NAMESPACE, load_config
 from tests.conftest import make_runtime_spec
@@ -108,11 +109,6 @@ async def ack_latencies(infra: AgentInfra, n: int, settle: bool) -> list[float]:
             await infra.wait_task(f"a-{run}-{i}", timeout=60)
             await asyncio.sleep(0.01)  # let the finished task's bookkeeping drain
     return out
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def background_load(cfg, stop: threading.Event) -> None:
@@ -215,13 +211,7 @@ async def main(args: argparse.Namespace) -> None:
             )
     finally:
         runtime.stop(cfg.state.dir, force=True)
-    cpu = psutil.cpu_count()
-    print(
-        f"\n## rayinfra scheduler benchmark ({cpu} CPUs, {time.strftime('%Y-%m-%d')}, ray {ray.__version__})\n"
-    )
-    print("| measure | value | note |\n|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print_table("scheduler", rows)
 
 
 if __name__ == "__main__":

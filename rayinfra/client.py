@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rayinfra import detached, raywrap, runtime
+from rayinfra import detached, raywrap, runtime, taskstore
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
 from rayinfra.errors import TaskNotFound, Unavailable
 from rayinfra.scheduling.tasks import TERMINAL_STATES, InvalidArgument, encode_wire_result
@@ -90,20 +90,6 @@ class _ActorTransport:
                 delay = min(delay * 2, self.backoff_s)
             except Exception as e:  # noqa: BLE001 - re-raised, unwrapped from Ray's wrapper
                 raise _unwrap(e) from None
-
-
-def _status_from_change(task_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    return _client_status(
-        {
-            "task_id": task_id,
-            "status": data["status"],
-            "result": data.get("result"),
-            "error": data.get("error", ""),
-            "started_at": data.get("started_at"),
-            "finished_at": data.get("finished_at"),
-            "attempts": data.get("attempts", 0),
-        }
-    )
 
 
 def _client_status(st: dict[str, Any]) -> dict[str, Any]:
@@ -397,7 +383,7 @@ class AgentInfra:
             for ch in changes:
                 if ch["kind"] != "state":
                     continue
-                status = _status_from_change(ch["key"], ch["data"])
+                status = _client_status(taskstore.status_from_change(ch["key"], ch["data"]))
                 for tid_filter, q in self._streams:
                     if tid_filter is None or ch["key"] in tid_filter:
                         q.put_nowait(status)

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from rayinfra import taskstore
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.backend import Backend
@@ -278,19 +279,7 @@ class OrchestratorServicer:
                 tid = change["key"]
                 if tid in sent_terminal:
                     continue  # already sent as its final state
-                data = change["data"]
-                yield _task_result(
-                    self.pb2,
-                    {
-                        "task_id": tid,
-                        "status": data["status"],
-                        "result": data.get("result"),
-                        "error": data.get("error", ""),
-                        "started_at": data.get("started_at"),
-                        "finished_at": data.get("finished_at"),
-                        "attempts": data.get("attempts", 0),
-                    },
-                )
+                yield _task_result(self.pb2, taskstore.status_from_change(tid, change["data"]))
         finally:
             self.tasks.unsubscribe(sub)
 

@@ -53,3 +53,15 @@ def load(config_path: Path | None, state_dir: Path | None = None, **flags: Any) 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
+
+
+def version_option(label: str) -> Any:
+    """A ``--version`` option printing ``<label> <version>`` (eager: before any command runs)."""
+    from rayinfra import __version__
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(f"{label} {__version__}")
+            raise typer.Exit(0)
+
+    return typer.Option(False, "--version", callback=show, is_eager=True, help="Print the version.")

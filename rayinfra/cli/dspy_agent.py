@@ -13,9 +13,9 @@ from pathlib import Path
 
 import typer
 
-from rayinfra import __version__, runtime
+from rayinfra import runtime
 from rayinfra.cli import config_cmd, runtime_cmd, services_cmd
-from rayinfra.cli.common import ConfigOption, StateDirOption, console, load
+from rayinfra.cli.common import ConfigOption, StateDirOption, console, load, version_option
 
 app = typer.Typer(
     name="dspy-agent",
@@ -29,17 +29,9 @@ app.add_typer(config_cmd.app, name="config")
 ICONS = {"running": "🟢", "starting": "🟡", "stopped": "🔴", "unhealthy": "🟠"}
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"dspy-agent (rayinfra) {__version__}")
-        raise typer.Exit(0)
-
-
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
+    version: bool = version_option("dspy-agent (rayinfra)"),
 ) -> None:
     """dspy-agent command line."""
 

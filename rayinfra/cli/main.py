@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from rayinfra import __version__
 from rayinfra.cli import config_cmd, hardware_cmd, runtime_cmd, services_cmd, task_cmd
+from rayinfra.cli.common import version_option
 
 app = typer.Typer(
     name="rayinfra",
@@ -25,17 +25,9 @@ app.add_typer(services_cmd.app, name="services")
 app.command("logs")(services_cmd.logs)
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"rayinfra {__version__}")
-        raise typer.Exit(0)
-
-
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
+    version: bool = version_option("rayinfra"),
 ) -> None:
     """rayinfra command line."""
 
