@@ -511,7 +511,12 @@ async def test_logs_tail_since_and_follow_for_a_managed_container(env: Env) -> N
     assert out == list(range(1, len(out) + 1))  # in order, nothing lost
     assert set(_ticks(everything, "stderr")) <= set(out)
     stamps = [ln.timestamp for ln in everything]
-    assert stamps == sorted(stamps) and t_start - 1 < stamps[0] < time.time() + 1
+    # each stream is in time order; across stdout and stderr Docker's log file interleaves two
+    # pipes read separately, so lines a few microseconds apart may swap
+    for stream in ("stdout", "stderr"):
+        own = [ln.timestamp for ln in everything if ln.stream == stream]
+        assert own == sorted(own), stream
+    assert t_start - 1 < min(stamps) <= max(stamps) < time.time() + 1
     assert len({round(s, 6) for s in stamps}) > len(stamps) // 2  # sub-second precision
 
     tail = read(tail=4)
