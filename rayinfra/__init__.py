@@ -1,38 +1,83 @@
 """rayinfra: a cluster runtime on Ray — services, adaptive task scheduling and Slurm in one package.
 
-Importing rayinfra before ``ray`` makes a later ``import ray`` in this process see
-``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (local mode's loopback-only head). When ``ray`` was imported
-first, :func:`rayinfra.runtime.connect` refreshes Ray's cached settings instead.
+Importing rayinfra costs next to nothing: the public names below are imported on first use, and
+nothing here imports Ray, grpc, fastapi or docker. Importing rayinfra before ``ray`` makes a
+later ``import ray`` in this process see ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (local mode's
+loopback-only head). When ``ray`` was imported first, :func:`rayinfra.runtime.connect` refreshes
+Ray's cached settings instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import os as _os
 import sys as _sys
+import warnings
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from rayinfra._version import __version__
 
 if "ray" not in _sys.modules and not _os.environ.get("RAY_ADDRESS"):
     _os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from rayinfra.client import AgentInfra, AgentInfraSync
-from rayinfra.config import ConfigError, RayinfraConfig, load_config
-from rayinfra.connection import ConnectionInfo
-from rayinfra.errors import TaskNotFound
-from rayinfra.hardware import HardwareInfo
-from rayinfra.hardware import detect as detect_hardware
-from rayinfra.scheduling.tasks import InvalidArgument
+if TYPE_CHECKING:
+    from rayinfra.client import ActorTransport, AgentInfra, AgentInfraSync, GrpcTransport, connect
+    from rayinfra.config import ConfigError, RayinfraConfig, load_config
+    from rayinfra.connection import ConnectionInfo
+    from rayinfra.errors import InvalidArgumentError, TaskNotFoundError
+    from rayinfra.hardware import HardwareInfo
+    from rayinfra.hardware import detect as detect_hardware
+
+_WHERE = {
+    "AgentInfra": ("rayinfra.client", "AgentInfra"),
+    "AgentInfraSync": ("rayinfra.client", "AgentInfraSync"),
+    "ActorTransport": ("rayinfra.client", "ActorTransport"),
+    "GrpcTransport": ("rayinfra.client", "GrpcTransport"),
+    "connect": ("rayinfra.client", "connect"),
+    "ConfigError": ("rayinfra.config", "ConfigError"),
+    "RayinfraConfig": ("rayinfra.config", "RayinfraConfig"),
+    "load_config": ("rayinfra.config", "load_config"),
+    "ConnectionInfo": ("rayinfra.connection", "ConnectionInfo"),
+    "InvalidArgumentError": ("rayinfra.errors", "InvalidArgumentError"),
+    "TaskNotFoundError": ("rayinfra.errors", "TaskNotFoundError"),
+    "HardwareInfo": ("rayinfra.hardware", "HardwareInfo"),
+    "detect_hardware": ("rayinfra.hardware", "detect"),
+}
+#: old public names -> their new names (still work, with a DeprecationWarning)
+_DEPRECATED = {"TaskNotFound": "TaskNotFoundError", "InvalidArgument": "InvalidArgumentError"}
 
 __all__ = [
+    "ActorTransport",
     "AgentInfra",
     "AgentInfraSync",
     "ConfigError",
     "ConnectionInfo",
+    "GrpcTransport",
     "HardwareInfo",
-    "InvalidArgument",
+    "InvalidArgumentError",
     "RayinfraConfig",
-    "TaskNotFound",
+    "TaskNotFoundError",
     "__version__",
+    "connect",
     "detect_hardware",
     "load_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(
+            f"rayinfra.{name} is deprecated; use rayinfra.{new}", DeprecationWarning, stacklevel=2
+        )
+        name = new
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rayinfra' has no attribute {name!r}")
+    module, attr = _WHERE[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_DEPRECATED])

@@ -1,9 +1,12 @@
-"""Admitting tasks: validate a submitted batch and commit it, before anyone acknowledges it.
+"""Admitting tasks: the one way a batch enters the runtime (:class:`Submitter`).
 
-Shared by the ``scheduler`` actor (Python client, file queue) and the ``gateway`` (gRPC, HTTP):
-the gateway commits a submit to the state store itself and only then tells the scheduler, so a
-remote submit is acknowledged after one local SQLite transaction instead of an actor round trip,
-and keeps being accepted while the scheduler restarts. A batch is all or nothing: any invalid
+Validate the batch (classes, limits, trust), commit it (task rows + ``task_submitted`` events in
+one transaction), then wake the scheduler; only then is it acknowledged. Its three entry points
+share it: the ``scheduler`` actor (the Python client over actor handles, the file queue), the
+gateway's gRPC servers and its HTTP API. The gateway's submitter wakes the scheduler with the
+doorbell (:mod:`rayinfra.doorbell`), so a remote submit is acknowledged after one local SQLite
+transaction instead of an actor round trip, and keeps being accepted while the scheduler
+restarts; the scheduler's own submitter queues the rows directly. A batch is all or nothing: any invalid
 spec rejects it before anything is written. Ids make a repeat idempotent: the same id with the
 same spec is acknowledged again (``duplicate``), with a different spec it is a conflict.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -123,3 +126,31 @@ async def admit(
         partial(taskstore.insert_new, rows=rows, now=now), inline=len(rows) <= INLINE_SUBMIT_MAX
     )
     return Admitted(specs=specs, rows=rows, new_ids=frozenset(fresh), seq=seq)
+
+
+class Submitter:
+    """Validate, commit, wake: ``await submitter.submit(specs, trusted=..., source=...)``.
+
+    ``wake`` is told about every batch that committed at least one new task (the scheduler
+    queues its rows; the gateway rings the doorbell).
+    """
+
+    def __init__(
+        self, store: StateStore, config: RayinfraConfig, wake: Callable[[Admitted], None]
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._wake = wake
+
+    async def submit(
+        self, raw_specs: Sequence[Mapping[str, Any]], *, trusted: bool, source: str
+    ) -> Admitted:
+        """Admit a batch (all or nothing); returns once it is durable and the scheduler woken.
+
+        Raises :class:`InvalidArgument` (field named, ``tasks[i].`` prefixed in a batch),
+        :class:`TaskConflict` or :class:`BackendUnavailable`; nothing is written then.
+        """
+        admitted = await admit(self.store, self.config, raw_specs, trusted=trusted, source=source)
+        if admitted.new_ids:
+            self._wake(admitted)
+        return admitted

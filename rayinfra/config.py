@@ -37,6 +37,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 NAMESPACE = "rayinfra"
+#: the control actors, in start order (the gateway last: it fronts the others)
+CONTROL_ACTOR_NAMES = ("scheduler", "service_registry", "health_checker", "gateway")
 EFFECTIVE_CONFIG_FILE = "config.effective.json"
 CONNECTION_FILE = "connection.json"
 GATEWAY_TOKEN_FILE = "gateway.token"  # noqa: S105 - a file name, not a secret
@@ -380,7 +382,8 @@ class EventsSection(_Section):
 class ClientSection(_Section):
     """What AgentInfra reads (the original Python client's env vars)."""
 
-    orchestrator_addr: str | None = None  # default: dial address of gateway.orchestrator_grpc_addr
+    orchestrator_addr: str | None = None  # RAYINFRA_GATEWAY: use this gateway (gRPC)
+    ray_address: str | None = None  # RAYINFRA_ADDRESS: the runtime's Ray cluster (actor handles)
     skip_start: bool = False  # DSPY_AGENT_SKIP_START
     service_timeout_s: float = Field(default=60.0, gt=0)  # DSPY_AGENT_SERVICE_TIMEOUT
     reconnect_backoff_s: float = Field(default=2.0, gt=0)  # DSPY_AGENT_RECONNECT_BACKOFF
@@ -508,6 +511,8 @@ ENV_VARS: dict[str, str] = {
     "DSPY_AGENT_RECONNECT_BACKOFF": "client.reconnect_backoff_s",
     "DSPY_AGENT_CLI_PATH": "client.cli_path",
     "RAYINFRA_TLS_CA_FILE": "client.tls_ca_file",
+    "RAYINFRA_GATEWAY": "client.orchestrator_addr",
+    "RAYINFRA_ADDRESS": "client.ray_address",
 }
 
 #: Documented env vars of the original that have no meaning here, and why (shown by config show).

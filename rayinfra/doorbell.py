@@ -3,36 +3,48 @@
 The gateway commits submits to the state store itself; the scheduler (pinned to the same head
 node, as every control actor is) must then notice them. An actor call costs both processes
 about half a millisecond of CPU each; a datagram on a Linux abstract Unix socket costs
-microseconds and needs no file on disk. A ring carries no data: the receiver re-reads the store
-from its own cursor, so a ring that is lost, repeated or forged costs at most one cheap query,
-and rings that arrive together are handled once. Where abstract sockets do not exist (not
-Linux), :func:`open_receiver` returns ``None`` and senders fall back to the actor call.
+microseconds and needs no file on disk (elsewhere than Linux: a socket file beside the store).
+A ring carries no data: the receiver re-reads the store from its own cursor, so a ring that is
+lost, repeated or forged costs at most one cheap query, and rings that arrive together are
+handled once. The receiver also re-reads the store every couple of seconds, so a submitter that
+died between its commit and its ring (or rang while nobody was bound) delays a task, never
+loses it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 import socket
 import sys
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "rayinfra-doorbell"
+_ABSTRACT = sys.platform.startswith("linux")  # elsewhere: a socket file
 
 
 def address(db_path: Path, purpose: str) -> str:
-    """The abstract socket name for ``purpose`` on the store at ``db_path`` (one per runtime)."""
+    """The socket name for ``purpose`` on the store at ``db_path`` (one per runtime): abstract
+    on Linux, a file beside the store elsewhere."""
+    if not _ABSTRACT:
+        return str(Path(db_path).resolve().parent / f"{purpose}.bell")
     digest = hashlib.sha256(str(Path(db_path).resolve()).encode()).hexdigest()[:24]
     return f"\0{_PREFIX}-{purpose}-{digest}"
 
 
-def open_receiver(name: str) -> socket.socket | None:
-    """A non-blocking datagram socket bound to ``name``, or ``None`` if this OS has no abstract
-    sockets. Raises ``OSError`` (EADDRINUSE) if another live process holds the name."""
-    if not sys.platform.startswith("linux"):
-        return None
+def open_receiver(name: str) -> socket.socket:
+    """A non-blocking datagram socket bound to ``name``. Raises ``OSError`` (EADDRINUSE) if
+    another live process holds an abstract name; a socket file left by a dead one is replaced."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
+        if not name.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(name).unlink()
         sock.bind(name)
     except OSError:
         sock.close()
@@ -58,10 +70,9 @@ class Bell:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._sock: socket.socket | None = None
-        if sys.platform.startswith("linux"):
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.setblocking(False)
+        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        self._scheduled = False
 
     def ring(self) -> bool:
         if self._sock is None:
@@ -73,6 +84,18 @@ class Bell:
         except OSError:  # ConnectionRefused / FileNotFound: nobody bound the name right now
             return False
         return True
+
+    def ring_soon(self, _admitted: Any = None) -> None:
+        """Ring once this event-loop pass is over (after the replies being sent in it): however
+        many batches a pass commits, the receiver is woken once."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._ring_scheduled)
+
+    def _ring_scheduled(self) -> None:
+        self._scheduled = False
+        if not self.ring():
+            log.info("nobody listens on the doorbell; the receiver's sweep finds the new rows")
 
     def close(self) -> None:
         if self._sock is not None:

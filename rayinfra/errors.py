@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-class InvalidArgument(ValueError):
+class InvalidArgumentError(ValueError):
     """A request field is invalid. ``str(e)`` is ``"<field>: <message>"``; ``e.field`` names it.
 
     The gateway maps it to gRPC ``INVALID_ARGUMENT`` / HTTP 400. It pickles with its field intact,
@@ -21,32 +21,38 @@ class InvalidArgument(ValueError):
         return (type(self), (self.field, self.message))
 
 
-class NotTrusted(InvalidArgument):
+class NotTrustedError(InvalidArgumentError):
     """The request runs code and the caller is not trusted (gRPC PERMISSION_DENIED, HTTP 403)."""
 
 
-class TaskConflict(InvalidArgument):
+class TaskConflictError(InvalidArgumentError):
     """A task id already exists with a different spec (gRPC ALREADY_EXISTS, HTTP 409)."""
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailableError(RuntimeError):
     """The request needs a backend that is not available (gRPC FAILED_PRECONDITION, HTTP 503)."""
 
 
 class TaskNotFoundError(KeyError):
-    """No task with that id (gRPC NOT_FOUND, HTTP 404)."""
-
-
-class TaskNotFound(KeyError):
-    """No task with that id: what the Python client raises (exported as ``rayinfra.TaskNotFound``)."""
+    """No task with that id (gRPC NOT_FOUND, HTTP 404; the Python client raises it too)."""
 
     def __str__(self) -> str:
         return f"task {self.args[0]!r} not found" if self.args else "task not found"
 
 
-class Unavailable(RuntimeError):
+class UnavailableError(RuntimeError):
     """A control actor cannot be reached right now (gRPC UNAVAILABLE, HTTP 503)."""
 
 
-class PermissionDenied(RuntimeError):
+class PermissionDeniedError(RuntimeError):
     """The caller may not do this (gRPC PERMISSION_DENIED, HTTP 403)."""
+
+
+# TODO(rename pass): the names before the Error suffix, still used inside the package
+InvalidArgument = InvalidArgumentError
+NotTrusted = NotTrustedError
+TaskConflict = TaskConflictError
+BackendUnavailable = BackendUnavailableError
+Unavailable = UnavailableError
+PermissionDenied = PermissionDeniedError
+TaskNotFound = TaskNotFoundError

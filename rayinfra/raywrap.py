@@ -9,13 +9,15 @@ touches are confined to that function and covered by ``tests/integration/test_co
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from rayinfra.config import NAMESPACE
+from rayinfra.config import CONTROL_ACTOR_NAMES, NAMESPACE
 from rayinfra.connection import ConnectionInfo
+from rayinfra.errors import Unavailable
 
 HEAD_RESOURCE = "node:__internal_head__"
 
@@ -86,6 +88,21 @@ def connect(info: ConnectionInfo, *, namespace: str = NAMESPACE) -> None:
         raise RayUnavailable(f"cannot connect to Ray at {info.gcs_address}: {e}") from e
 
 
+def current_actor_id() -> str | None:
+    """The id of the actor this process runs, or ``None`` outside one (or outside Ray).
+
+    Ray keeps an actor's id when it restarts the actor; a newly created actor gets a new one.
+    """
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    actor_id = ray.get_runtime_context().get_actor_id()
+    return str(actor_id) if actor_id else None
+
+
 def disconnect() -> None:
     import ray
 
@@ -125,8 +142,8 @@ def create_control_actor(
     return ray.remote(cls).options(**control_actor_options(name, namespace)).remote(*args)
 
 
-def call(handles: Mapping[str, Any], method: str, timeout_s: float) -> dict[str, Any]:
-    """Call ``method()`` on each handle; map name -> result or the exception raised."""
+def call_each(handles: Mapping[str, Any], method: str, timeout_s: float) -> dict[str, Any]:
+    """Call ``method()`` on each handle at once; map name -> result or the exception raised."""
     import ray
 
     refs = {name: getattr(h, method).remote() for name, h in handles.items()}
@@ -139,6 +156,17 @@ def call(handles: Mapping[str, Any], method: str, timeout_s: float) -> dict[str,
     return out
 
 
+def ping_all(
+    names: Sequence[str] = CONTROL_ACTOR_NAMES, timeout_s: float = 5.0
+) -> dict[str, dict[str, Any] | BaseException | None]:
+    """``ping()`` every named control actor at once: its answer, the error it gave, or ``None``
+    when no actor of that name exists. Blocking (a GCS lookup per name): off event loops."""
+    handles = {n: get_actor(n) for n in names}
+    live = {n: h for n, h in handles.items() if h is not None}
+    answers = call_each(live, "ping", timeout_s)
+    return {n: answers.get(n) for n in names}
+
+
 def invoke(handle: Any, method: str, *args: Any, timeout_s: float | None = None) -> Any:
     """Call one actor method and wait for its result (Ray's wrapper errors unwrapped)."""
     import ray
@@ -147,6 +175,93 @@ def invoke(handle: Any, method: str, *args: Any, timeout_s: float | None = None)
         return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
     except Exception as e:  # noqa: BLE001 - re-raised as what the actor raised
         raise unwrap_task_error(e) from None
+
+
+async def acall(handle: Any, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+    """Await one actor method on a handle (Ray's wrapper errors unwrapped; a dead or unreachable
+    actor raises one of :func:`actor_errors`, a timeout ``asyncio.TimeoutError``)."""
+    passed_on: tuple[type[BaseException], ...] = (*actor_errors(), asyncio.TimeoutError)
+    ref = getattr(handle, method).remote(*args)
+    try:
+        return await (ref if timeout_s is None else asyncio.wait_for(ref, timeout_s))
+    except passed_on:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised as what the actor raised
+        raise unwrap_task_error(e) from None
+
+
+def send(handle: Any, method: str, *args: Any) -> None:
+    """Call an actor method without waiting for it (calls from one caller arrive in order)."""
+    getattr(handle, method).remote(*args)
+
+
+class ActorCaller:
+    """The one way rayinfra calls a named control actor: handles looked up (off the event loop)
+    and cached, looked up again after a failure; an actor that is missing, dead or restarting
+    is retried with exponential back-off for ``retry_for_s`` and then raises
+    :class:`~rayinfra.errors.Unavailable`; what the actor itself raised comes back as itself."""
+
+    def __init__(
+        self, *, retry_for_s: float = 0.0, backoff_s: float = 1.0, namespace: str = NAMESPACE
+    ) -> None:
+        self.retry_for_s = retry_for_s
+        self.backoff_s = backoff_s
+        self.namespace = namespace
+        self._handles: dict[str, Any] = {}
+
+    async def handle(self, actor: str) -> Any:
+        h = self._handles.get(actor)
+        if h is None:
+            h = await asyncio.to_thread(get_actor, actor, self.namespace)  # a GCS lookup blocks
+            if h is None:
+                raise _Gone(f"the {actor} actor is not running")
+            self._handles[actor] = h
+        return h
+
+    async def call(
+        self,
+        actor: str,
+        method: str,
+        *args: Any,
+        timeout_s: float | None = None,
+        retry_for_s: float | None = None,
+    ) -> Any:
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception_type,
+            stop_after_delay,
+            wait_exponential,
+        )
+
+        window = self.retry_for_s if retry_for_s is None else retry_for_s
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(window),
+                wait=wait_exponential(multiplier=0.05, max=self.backoff_s),
+                retry=retry_if_exception_type(_Gone),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._once(actor, method, args, timeout_s)
+        except _Gone as e:
+            raise Unavailable(str(e)) from None
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True above
+
+    async def _once(
+        self, actor: str, method: str, args: tuple[Any, ...], timeout_s: float | None
+    ) -> Any:
+        h = await self.handle(actor)
+        try:
+            return await acall(h, method, *args, timeout_s=timeout_s)
+        except actor_errors() as e:
+            self._handles.pop(actor, None)
+            raise _Gone(f"the {actor} actor is unavailable ({type(e).__name__})") from None
+        except asyncio.TimeoutError:
+            raise Unavailable(f"the {actor} actor did not answer within {timeout_s:g}s") from None
+
+
+class _Gone(Exception):
+    """An actor that is missing or died: worth a retry (it may be restarting)."""
 
 
 def actor_log(

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rayinfra import hardware, head, raywrap
-from rayinfra.actors import CONTROL_ACTORS
-from rayinfra.config import RayinfraConfig, config_to_dict, save_effective
+from rayinfra.config import CONTROL_ACTOR_NAMES, RayinfraConfig, config_to_dict, save_effective
 from rayinfra.connection import (
     ConnectionInfo,
     pid_alive,
@@ -76,21 +75,42 @@ def connect(state_dir: Path) -> ConnectionInfo:
     return info
 
 
+def attach(config: RayinfraConfig, address: str) -> ConnectionInfo:
+    """Connect this process to the Ray cluster at ``address`` (cluster mode, never loopback)."""
+    info = ConnectionInfo(
+        gcs_address=address,
+        mode="cluster",
+        loopback=False,
+        auth_mode=config.ray.auth_mode,
+        token_path=str(config.ray_token_path) if config.ray.auth_mode == "token" else None,
+        state_dir=str(config.state.dir),
+    )
+    try:
+        raywrap.connect(info)
+    except raywrap.RayUnavailable as e:
+        raise RuntimeFailure(str(e)) from e
+    return info
+
+
 def ensure_actors(
     config: RayinfraConfig, timeout_s: float = ACTOR_READY_TIMEOUT_S
 ) -> dict[str, str]:
     """Create every missing control actor and wait until all answer ``ping``."""
+    from rayinfra.actors import control_actor_classes
+
     cfg = config_to_dict(config)
     outcome: dict[str, str] = {}
     handles: dict[str, Any] = {}
-    for name, cls in CONTROL_ACTORS.items():
+    for name, cls in control_actor_classes().items():
         outcome[name] = "running" if raywrap.get_actor(name) is not None else "created"
         handles[name] = raywrap.create_control_actor(cls, name, [cfg])
     deadline = time.monotonic() + timeout_s
     pending = dict(handles)
     errors: dict[str, Any] = {}
     while pending and time.monotonic() < deadline:
-        results = raywrap.call(pending, "ping", timeout_s=max(1.0, deadline - time.monotonic()))
+        results = raywrap.call_each(
+            pending, "ping", timeout_s=max(1.0, deadline - time.monotonic())
+        )
         errors = {n: r for n, r in results.items() if isinstance(r, Exception)}
         pending = {n: pending[n] for n in errors}
         if pending:
@@ -124,18 +144,7 @@ def start(
     if address or config.ray.address:
         target = address or config.ray.address
         assert target is not None
-        info = ConnectionInfo(
-            gcs_address=target,
-            mode="cluster",
-            loopback=False,
-            auth_mode=config.ray.auth_mode,
-            token_path=str(config.ray_token_path) if config.ray.auth_mode == "token" else None,
-            state_dir=str(state_dir),
-        )
-        try:
-            raywrap.connect(info)
-        except raywrap.RayUnavailable as e:
-            raise RuntimeFailure(str(e)) from e
+        info = attach(config, target)
         write_connection(info)
         return StartReport(info, False, False, ensure_actors(config), hw)
 
@@ -157,11 +166,11 @@ def remove_actors(timeout_s: float = PING_TIMEOUT_S) -> tuple[list[str], dict[st
     """Close and kill every control actor (in reverse start order)."""
     removed: list[str] = []
     errors: dict[str, str] = {}
-    for name in reversed(list(CONTROL_ACTORS)):
+    for name in reversed(CONTROL_ACTOR_NAMES):
         handle = raywrap.get_actor(name)
         if handle is None:
             continue
-        result = raywrap.call({name: handle}, "shutdown", timeout_s=timeout_s)[name]
+        result = raywrap.call_each({name: handle}, "shutdown", timeout_s=timeout_s)[name]
         if isinstance(result, Exception):
             errors[name] = f"shutdown: {type(result).__name__}: {result}"
         try:
@@ -245,21 +254,19 @@ def status(config: RayinfraConfig) -> dict[str, Any]:
     try:
         raywrap.connect(info)
         ray_info.update(raywrap.cluster_summary())
-        handles = {n: raywrap.get_actor(n) for n in CONTROL_ACTORS}
-        live = {n: h for n, h in handles.items() if h is not None}
         t0 = time.perf_counter()
-        pings = raywrap.call(live, "ping", timeout_s=PING_TIMEOUT_S)
-        for name in CONTROL_ACTORS:
-            if name not in live:
-                actors[name] = {"state": "missing"}
-            elif isinstance(pings[name], Exception):
-                actors[name] = {"state": "unresponsive", "error": str(pings[name])}
-            else:
-                actors[name] = {"state": "alive", **pings[name]}
+        pings = raywrap.ping_all(CONTROL_ACTOR_NAMES, PING_TIMEOUT_S)
         ray_info["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        if actors.get("scheduler", {}).get("state") == "alive":
-            live_classes = raywrap.call({"scheduler": live["scheduler"]}, "status", PING_TIMEOUT_S)
-            sched = live_classes["scheduler"]
+        for name, answer in pings.items():
+            if answer is None:
+                actors[name] = {"state": "missing"}
+            elif isinstance(answer, BaseException):
+                actors[name] = {"state": "unresponsive", "error": str(answer)}
+            else:
+                actors[name] = {"state": "alive", **answer}
+        if actors["scheduler"]["state"] == "alive":
+            handle = raywrap.get_actor("scheduler")
+            sched = raywrap.call_each({"scheduler": handle}, "status", PING_TIMEOUT_S)["scheduler"]
             if not isinstance(sched, Exception):
                 for name, live_state in sched["classes"].items():
                     if name in classes:  # pending, inflight, current adaptive limit, executors

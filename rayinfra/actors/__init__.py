@@ -1,17 +1,33 @@
-"""Control actors: thin Ray actor shells around plain-Python logic."""
+"""Control actors: thin Ray actor shells around plain-Python logic.
+
+The classes are imported on demand (:func:`control_actor_classes`): they pull in the gateway's
+servers and the service drivers, which a client or the CLI never needs.
+"""
 
 from __future__ import annotations
 
-from rayinfra.actors.base import ControlActor
-from rayinfra.actors.gateway import GatewayActor
-from rayinfra.actors.health import HealthCheckerActor
-from rayinfra.actors.scheduler import SchedulerActor
-from rayinfra.actors.services import ServiceRegistryActor
+import importlib
 
-#: name -> class, in start order (the gateway last: it fronts the others)
-CONTROL_ACTORS: dict[str, type[ControlActor]] = {
-    cls.NAME: cls
-    for cls in (SchedulerActor, ServiceRegistryActor, HealthCheckerActor, GatewayActor)
+from rayinfra.actors.base import ControlActor
+from rayinfra.config import CONTROL_ACTOR_NAMES
+
+_CLASSES = {
+    "scheduler": "rayinfra.actors.scheduler:SchedulerActor",
+    "service_registry": "rayinfra.actors.services:ServiceRegistryActor",
+    "health_checker": "rayinfra.actors.health:HealthCheckerActor",
+    "gateway": "rayinfra.actors.gateway:GatewayActor",
 }
 
-__all__ = ["CONTROL_ACTORS", "ControlActor"]
+
+def control_actor_classes() -> dict[str, type[ControlActor]]:
+    """name -> class, in start order (``CONTROL_ACTOR_NAMES``: the gateway last)."""
+    out: dict[str, type[ControlActor]] = {}
+    for name in CONTROL_ACTOR_NAMES:
+        module, _, attr = _CLASSES[name].partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        assert name == cls.NAME, (cls, name)
+        out[name] = cls
+    return out
+
+
+__all__ = ["ControlActor", "control_actor_classes"]

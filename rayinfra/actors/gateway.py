@@ -4,7 +4,10 @@ It serves, on its own event loop: ``orchestrator.v1.OrchestratorService`` (+ gRP
 reflection) on ``gateway.orchestrator_grpc_addr`` (:50052), ``env_manager.v1.EnvManagerService``
 on ``gateway.env_manager_grpc_addr`` (:50100), the orchestrator HTTP API on
 ``gateway.orchestrator_http_addr`` (:9097) and the env-manager's ``/health`` and ``/metrics`` on
-``gateway.env_manager_http_addr`` (:50101). It only translates: no state of its own.
+``gateway.env_manager_http_addr`` (:50101). It translates, and keeps no state of its own:
+submits are admitted here (the one :class:`~rayinfra.admission.Submitter`, on the shared state
+store), which wakes the scheduler through its doorbell; everything else is a call to an actor
+through a :class:`~rayinfra.control.ControlPlane`.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from rayinfra import hardware, raywrap
+from rayinfra import doorbell, hardware, raywrap
 from rayinfra.actors.base import ControlActor
+from rayinfra.admission import Submitter
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth, read_or_create_token
-from rayinfra.api.backend import Backend
 from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import AuthInterceptor
 from rayinfra.api.grpc_env_manager import EnvManagerServicer, health_feed
 from rayinfra.api.grpc_orchestrator import OrchestratorServicer, event_feed, task_feed
 from rayinfra.api.http import env_manager_app, orchestrator_app
 from rayinfra.config import RayinfraConfig, parse_listen_addr
+from rayinfra.control import ControlPlane
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +54,14 @@ class GatewayActor(ControlActor):
             local_token=local_token,
             allow_untrusted_code=gw.allow_untrusted_code,
         )
-        self.backend = Backend(
-            raywrap.get_actor,
-            raywrap.actor_errors(),
-            raywrap.unwrap_task_error,
-            store=self.store,
-            config=self.config,
+        self._bell = doorbell.Bell(doorbell.address(self.config.state.db_path, "scheduler"))
+        self.control = ControlPlane(
+            raywrap.ActorCaller(), Submitter(self.store, self.config, self._bell.ring_soon)
         )
         self.feeds: dict[str, Fanout] = {
-            "tasks": task_feed(self.backend),
-            "events": event_feed(self.backend),
-            "health": health_feed(self.backend),
+            "tasks": task_feed(self.control),
+            "events": event_feed(self.control),
+            "health": health_feed(self.control),
         }
         self.servers: dict[str, str] = {}  # name -> "serving" or the error that stopped it
         self._grpc: list[Any] = []
@@ -77,10 +78,10 @@ class GatewayActor(ControlActor):
         await self._serve_http(
             "orchestrator_http",
             gw.orchestrator_http_addr,
-            orchestrator_app(self.backend, self.auth, max_request_bytes=gw.max_request_bytes),
+            orchestrator_app(self.control, self.auth, max_request_bytes=gw.max_request_bytes),
         )
         await self._serve_http(
-            "env_manager_http", gw.env_manager_http_addr, env_manager_app(self.backend, self.auth)
+            "env_manager_http", gw.env_manager_http_addr, env_manager_app(self.control, self.auth)
         )
 
     async def _serve_grpc(self, name: str, addr: str, *, orchestrator: bool) -> None:
@@ -103,7 +104,7 @@ class GatewayActor(ControlActor):
                 _, pb2_grpc = stubs.orchestrator()
                 pb2_grpc.add_OrchestratorServiceServicer_to_server(
                     OrchestratorServicer(
-                        self.backend, self.auth, self.feeds["tasks"], self.feeds["events"]
+                        self.control, self.auth, self.feeds["tasks"], self.feeds["events"]
                     ),
                     server,
                 )
@@ -112,7 +113,7 @@ class GatewayActor(ControlActor):
                 _, pb2_grpc = stubs.env_manager()
                 pb2_grpc.add_EnvManagerServiceServicer_to_server(
                     EnvManagerServicer(
-                        self.backend,
+                        self.control,
                         self.auth,
                         self.feeds["health"],
                         hardware.detect,
@@ -215,4 +216,5 @@ class GatewayActor(ControlActor):
                 await asyncio.wait_for(task, 5.0)
         for feed in self.feeds.values():
             await feed.close()
+        self._bell.close()
         return await super().shutdown()

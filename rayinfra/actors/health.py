@@ -15,6 +15,7 @@ from typing import Any
 
 from rayinfra import raywrap
 from rayinfra.actors.base import ControlActor
+from rayinfra.errors import Unavailable
 from rayinfra.services.drivers.base import Driver
 from rayinfra.services.drivers.docker import DockerDriver
 from rayinfra.services.drivers.process import ProcessDriver
@@ -36,33 +37,27 @@ class HealthCheckerActor(ControlActor):
             ),
             "process": ProcessDriver(Path(cfg.state.dir) / "services"),
         }
-        self._registry: Any = None
+        self._registry = raywrap.ActorCaller()
         self.monitor = HealthMonitor(
             drivers, self._watch, self._restart, self.feed.publish, self._event, self._save
         )
         self._loop_task = asyncio.get_running_loop().create_task(self.monitor.run())
 
-    def _handle(self) -> Any:
-        if self._registry is None:
-            self._registry = raywrap.get_actor(REGISTRY)
-        return self._registry
-
     async def _watch(self) -> dict[str, dict[str, Any]]:
-        h = self._registry or await asyncio.to_thread(self._handle)  # a GCS lookup blocks
-        if h is None:
-            return {}
+        """The registry's watch list (nothing while no registry runs)."""
         try:
-            result: dict[str, dict[str, Any]] = await h.watch_list.remote()
-        except Exception:  # registry restarting: look it up again next tick
-            self._registry = None
-            raise
+            result: dict[str, dict[str, Any]] = await self._registry.call(REGISTRY, "watch_list")
+        except Unavailable:
+            return {}
         return result
 
     async def _restart(self, name: str, reason: str) -> tuple[bool, str]:
-        h = self._registry or await asyncio.to_thread(self._handle)
-        if h is None:
-            return False, "service registry not running"
-        result: tuple[bool, str] = await h.restart_unhealthy.remote(name, reason)
+        try:
+            result: tuple[bool, str] = await self._registry.call(
+                REGISTRY, "restart_unhealthy", name, reason
+            )
+        except Unavailable as e:
+            return False, f"service registry not running ({e})"
         return result
 
     async def _event(self, kind: str, name: str, data: dict[str, Any]) -> None:

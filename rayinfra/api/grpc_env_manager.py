@@ -14,30 +14,30 @@ import grpc
 
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
-from rayinfra.api.backend import Backend
 from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
 from rayinfra.config import CLASS_ALIASES
+from rayinfra.control import ControlPlane
 from rayinfra.errors import InvalidArgument
 from rayinfra.hardware import HardwareInfo
-from rayinfra.scheduling.tasks import TERMINAL_STATES, decode_wire_payload, encode_wire_result
+from rayinfra.models import FROM_NOW, TaskStatus
+from rayinfra.scheduling.tasks import decode_wire_payload
 
-FUTURE_SEQ = 2**62
 FEED_POLL_S = 10.0
 OP_POLL_S = 10.0
 LOG_READ_S = 5.0
 EXECUTE_DEFAULT_TIMEOUT_S = 300.0
 
 
-def health_feed(backend: Backend) -> Fanout:
+def health_feed(control: ControlPlane) -> Fanout:
     async def poll(after: int) -> tuple[int, list[Any]]:
-        seq, items = await backend.call(
+        seq, items = await control.call(
             "service_registry", "health_updates", after, None, FEED_POLL_S
         )
         return seq, items
 
     async def start() -> int:
-        seq, _ = await backend.call("service_registry", "health_updates", FUTURE_SEQ, None, 0.0)
+        seq, _ = await control.call("service_registry", "health_updates", FROM_NOW, None, 0.0)
         return int(seq)
 
     return Fanout(poll, start)
@@ -48,13 +48,13 @@ class EnvManagerServicer:
 
     def __init__(
         self,
-        backend: Backend,
+        control: ControlPlane,
         auth: Auth,
         health: Fanout,
         hardware: Callable[[], HardwareInfo],
         class_names: list[str],
     ) -> None:
-        self.backend = backend
+        self.control = control
         self.auth = auth
         self.health = health
         self.hardware = hardware
@@ -67,7 +67,7 @@ class EnvManagerServicer:
         seq, done = 0, False
         while not done:
             try:
-                seq, updates, done = await self.backend.call(
+                seq, updates, done = await self.control.call(
                     "service_registry", "op_updates", op_id, seq, OP_POLL_S
                 )
             except Exception as e:
@@ -81,7 +81,7 @@ class EnvManagerServicer:
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         try:
-            op_id = await self.backend.call(
+            op_id = await self.control.call(
                 "service_registry",
                 "start",
                 list(request.service_names),
@@ -101,7 +101,7 @@ class EnvManagerServicer:
 
     async def StopServices(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            results: dict[str, str] = await self.backend.call(
+            results: dict[str, str] = await self.control.call(
                 "service_registry",
                 "stop",
                 list(request.service_names),
@@ -117,7 +117,7 @@ class EnvManagerServicer:
         try:
             if not request.service_name:
                 raise InvalidArgument("service_name", "is required")
-            ok, message = await self.backend.call(
+            ok, message = await self.control.call(
                 "service_registry",
                 "restart",
                 request.service_name,
@@ -130,7 +130,7 @@ class EnvManagerServicer:
 
     async def GetServicesStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            rows: dict[str, dict[str, Any]] = await self.backend.call(
+            rows: dict[str, dict[str, Any]] = await self.control.call(
                 "service_registry", "status", list(request.service_names)
             )
         except Exception as e:
@@ -177,7 +177,7 @@ class EnvManagerServicer:
         names = set(request.service_names)
         if names:
             try:  # unknown names are an error, not an empty stream
-                await self.backend.call("service_registry", "status", sorted(names))
+                await self.control.call("service_registry", "status", sorted(names))
             except Exception as e:
                 await abort_for(context, e)
                 raise
@@ -199,7 +199,7 @@ class EnvManagerServicer:
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         try:
-            op_id = await self.backend.call("service_registry", "pull", list(request.image_names))
+            op_id = await self.control.call("service_registry", "pull", list(request.image_names))
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -218,7 +218,7 @@ class EnvManagerServicer:
         if not request.service_name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "service_name: is required")
         try:
-            sid = await self.backend.call(
+            sid = await self.control.call(
                 "service_registry",
                 "open_logs",
                 request.service_name,
@@ -240,7 +240,7 @@ class EnvManagerServicer:
             done = False
             while not done:
                 try:
-                    lines, done = await self.backend.call(
+                    lines, done = await self.control.call(
                         "service_registry", "read_logs", sid, LOG_READ_S
                     )
                 except Exception as e:
@@ -256,7 +256,7 @@ class EnvManagerServicer:
                     )
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.backend.call("service_registry", "close_logs", sid))
+                await asyncio.shield(self.control.call("service_registry", "close_logs", sid))
 
     @staticmethod
     async def _abort_read(
@@ -286,7 +286,7 @@ class EnvManagerServicer:
     async def GetResourceAvailability(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             cls = self._class(request.workload_class)
-            st = await self.backend.call("scheduler", "status")
+            st = await self.control.call("scheduler", "status")
             hw = await asyncio.to_thread(self.hardware)
         except Exception as e:
             await abort_for(context, e)
@@ -325,7 +325,9 @@ class EnvManagerServicer:
                 "payload": decode_wire_payload(dict(request.payload)),
                 "timeout_s": float(request.timeout_seconds) or None,
             }
-            (res,) = await self.backend.submit([spec], is_trusted(self.auth, context), "grpc")
+            (res,) = await self.control.submit(
+                [spec], trusted=is_trusted(self.auth, context), source="grpc"
+            )
             tid = res["task_id"]
             wait = float(request.timeout_seconds) + 5.0 if request.timeout_seconds else None
             deadline = time.monotonic() + (wait or EXECUTE_DEFAULT_TIMEOUT_S)
@@ -338,25 +340,24 @@ class EnvManagerServicer:
             return self.pb2.ExecuteTaskResponse(
                 success=False, error=f"task {tid} did not finish in time", latency_ms=latency_ms
             )
-        result = st.get("result")
         return self.pb2.ExecuteTaskResponse(
-            success=st["status"] == "completed",
-            result=encode_wire_result(result) if result is not None else {},
-            error=st.get("error") or "",
+            success=st.status == "completed",
+            result=st.wire_result,
+            error=st.error,
             latency_ms=latency_ms,
         )
 
-    async def _wait_terminal(self, task_id: str, deadline: float) -> dict[str, Any] | None:
+    async def _wait_terminal(self, task_id: str, deadline: float) -> TaskStatus | None:
         # the feed's head first (a cursor "from the future" comes back as the latest seq), then
         # the status: a finish after that read is after the cursor, so the long-poll sees it
-        seq, _ = await self.backend.call("scheduler", "changes", FUTURE_SEQ, [task_id], 0.0, True)
+        seq, _ = await self.control.call("scheduler", "changes", FROM_NOW, [task_id], 0.0, True)
         while True:
-            st = (await self.backend.get([task_id])).get(task_id)
-            if st is not None and st["status"] in TERMINAL_STATES:
+            st = (await self.control.get([task_id])).get(task_id)
+            if st is not None and st.terminal:
                 return st
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            seq, _ = await self.backend.call(
+            seq, _ = await self.control.call(
                 "scheduler", "changes", seq, [task_id], min(left, FEED_POLL_S), True
             )

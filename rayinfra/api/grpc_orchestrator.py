@@ -13,95 +13,49 @@ from typing import Any
 
 import grpc
 
-from rayinfra import taskstore
+from rayinfra._version import __version__
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
-from rayinfra.api.backend import Backend
 from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
+from rayinfra.control import LIST_LIMIT_MAX, ControlPlane
 from rayinfra.errors import InvalidArgument, PermissionDenied, TaskNotFoundError
-from rayinfra.scheduling.tasks import (
-    TASK_STATES,
-    TERMINAL_STATES,
-    decode_timeout_seconds,
-    decode_wire_payload,
-    encode_wire_result,
-)
+from rayinfra.models import FROM_NOW, TaskStatus
+from rayinfra.scheduling.tasks import decode_timeout_seconds, decode_wire_payload
 
-FUTURE_SEQ = 2**62  # "from now on": the feed answers with its latest seq
 FEED_POLL_S = 10.0
 EVENT_BATCH = 1000
 LIST_LIMIT_DEFAULT = 100
-LIST_LIMIT_MAX = 10_000
+POLL_TIMEOUT_MAX_S = 60.0
 WORKFLOWS_UNIMPLEMENTED = (
     "the workflow engine is not available in this runtime yet; nothing was stored or run"
 )
 
 
-def task_feed(backend: Backend) -> Fanout:
+def task_feed(control: ControlPlane) -> Fanout:
+    """Every task state change (:class:`TaskStatus`), one scheduler long-poll for all streams."""
+
     async def poll(after: int) -> tuple[int, list[Any]]:
-        seq, changes = await backend.call("scheduler", "changes", after, None, FEED_POLL_S)
-        return seq, [c for c in changes if c["kind"] == "state"]
+        return await control.changes(after, None, FEED_POLL_S, False)
 
     async def start() -> int:
-        seq, _ = await backend.call("scheduler", "changes", FUTURE_SEQ, None, 0.0)
-        return int(seq)
+        return (await control.changes(FROM_NOW, None, 0.0, False))[0]
 
     return Fanout(poll, start)
 
 
-def event_feed(backend: Backend) -> Fanout:
+def event_feed(control: ControlPlane) -> Fanout:
     async def poll(after: int) -> tuple[int, list[Any]]:
-        seq, events = await backend.call(
+        seq, events = await control.call(
             "scheduler", "events", after, None, None, EVENT_BATCH, FEED_POLL_S
         )
         return seq, events
 
     async def start() -> int:
-        seq, _ = await backend.call("scheduler", "events", FUTURE_SEQ, None, None, 1, 0.0)
+        seq, _ = await control.call("scheduler", "events", FROM_NOW, None, None, 1, 0.0)
         return int(seq)
 
     return Fanout(poll, start)
-
-
-def _result_json(result: Any) -> str:
-    return json.dumps(result, separators=(",", ":")) if result is not None else ""
-
-
-def _task_result(pb2: Any, st: dict[str, Any]) -> Any:
-    started, finished = st.get("started_at"), st.get("finished_at")
-    duration_ms = 0.0
-    if started:
-        duration_ms = ((finished or time.time()) - started) * 1000.0
-    result = st.get("result")
-    return pb2.TaskResult(
-        task_id=st["task_id"],
-        status=st["status"],
-        result=encode_wire_result(result) if result is not None else {},
-        error=st.get("error") or "",
-        duration_ms=duration_ms,
-        completed_at=int(finished) if finished else 0,
-        result_json=_result_json(result),
-        attempts=int(st.get("attempts") or 0),
-    )
-
-
-def _task_status(pb2: Any, st: dict[str, Any]) -> Any:
-    """A scheduler status dict as ``GetTaskStatusResponse`` (original fields + additions)."""
-    result, finished = st.get("result"), st.get("finished_at")
-    return pb2.GetTaskStatusResponse(
-        task_id=st["task_id"],
-        status=st["status"],
-        result=encode_wire_result(result) if result is not None else {},
-        error=st.get("error") or "",
-        result_json=_result_json(result),
-        attempts=int(st.get("attempts") or 0),
-        duration_ms=float(st.get("duration_ms") or 0.0),
-        completed_at=int(finished) if finished else 0,
-        task_class=st.get("task_class") or "",
-        priority=int(st.get("priority") or 0),
-        submitted_at=float(st.get("submitted_at") or 0.0),
-    )
 
 
 def _submit_spec(request: Any) -> dict[str, Any]:
@@ -129,8 +83,8 @@ def _system_event(pb2: Any, e: dict[str, Any]) -> Any:
 class OrchestratorServicer:
     """Registered with ``add_OrchestratorServiceServicer_to_server``."""
 
-    def __init__(self, backend: Backend, auth: Auth, tasks: Fanout, events: Fanout) -> None:
-        self.backend = backend
+    def __init__(self, control: ControlPlane, auth: Auth, tasks: Fanout, events: Fanout) -> None:
+        self.control = control
         self.auth = auth
         self.tasks = tasks
         self.events = events
@@ -140,7 +94,9 @@ class OrchestratorServicer:
     async def SubmitTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             spec = _submit_spec(request)
-            (res,) = await self.backend.submit([spec], is_trusted(self.auth, context), "grpc")
+            (res,) = await self.control.submit(
+                [spec], trusted=is_trusted(self.auth, context), source="grpc"
+            )
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -156,7 +112,9 @@ class OrchestratorServicer:
                     raise type(e)(f"tasks[{i}].{e.field}", e.message) from None
             if not specs:
                 raise InvalidArgument("tasks", "is empty: submit at least one task")
-            res = await self.backend.submit(specs, is_trusted(self.auth, context), "grpc")
+            res = await self.control.submit(
+                specs, trusted=is_trusted(self.auth, context), source="grpc"
+            )
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -171,25 +129,27 @@ class OrchestratorServicer:
         try:
             if not request.task_id:
                 raise InvalidArgument("task_id", "is required")
-            st = (await self.backend.get([request.task_id])).get(request.task_id)
+            st = (await self.control.get([request.task_id])).get(request.task_id)
             if st is None:
                 raise TaskNotFoundError(request.task_id)
         except Exception as e:
             await abort_for(context, e)
             raise
-        return _task_status(self.pb2, st)
+        return st.to_pb(self.pb2.GetTaskStatusResponse)
 
     async def GetTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             ids = _distinct(request.task_ids)
             if not ids:
                 raise InvalidArgument("task_ids", "is empty: name at least one task")
-            found = await self.backend.get(ids)
+            found = await self.control.get(ids)
         except Exception as e:
             await abort_for(context, e)
             raise
         return self.pb2.GetTasksResponse(
-            tasks=[_task_status(self.pb2, st) for st in found.values() if st is not None],
+            tasks=[
+                st.to_pb(self.pb2.GetTaskStatusResponse) for st in found.values() if st is not None
+            ],
             not_found=[tid for tid, st in found.items() if st is None],
         )
 
@@ -198,7 +158,7 @@ class OrchestratorServicer:
             if not request.task_id:
                 raise InvalidArgument("task_id", "is required")
             self._require_trust(context, "cancelling a task")
-            res = await self.backend.call("scheduler", "cancel", request.task_id)
+            res = await self.control.call("scheduler", "cancel", request.task_id)
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -208,15 +168,9 @@ class OrchestratorServicer:
 
     async def ListTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            if request.limit < 0 or request.limit > LIST_LIMIT_MAX:
+            if request.limit < 0:  # 0: the default; the rest is checked by list_tasks
                 raise InvalidArgument("limit", f"must be between 0 and {LIST_LIMIT_MAX}")
-            if request.status and request.status not in TASK_STATES:
-                raise InvalidArgument(
-                    "status", f"unknown status {request.status!r}; valid: {', '.join(TASK_STATES)}"
-                )
-            rows = await self.backend.call(
-                "scheduler",
-                "list_tasks",
+            rows = await self.control.list_tasks(
                 request.status or None,
                 request.task_class or None,
                 request.limit or LIST_LIMIT_DEFAULT,
@@ -224,20 +178,43 @@ class OrchestratorServicer:
         except Exception as e:
             await abort_for(context, e)
             raise
-        return self.pb2.ListTasksResponse(tasks=[_task_status(self.pb2, st) for st in rows])
+        return self.pb2.ListTasksResponse(
+            tasks=[st.to_pb(self.pb2.GetTaskStatusResponse) for st in rows]
+        )
 
     async def PurgeTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if request.older_than_seconds < 0:
                 raise InvalidArgument("older_than_seconds", "must be >= 0 (0 = the retention)")
             self._require_trust(context, "purging tasks")
-            deleted = await self.backend.call(
+            deleted = await self.control.call(
                 "scheduler", "purge", request.older_than_seconds or None
             )
         except Exception as e:
             await abort_for(context, e)
             raise
         return self.pb2.PurgeTasksResponse(deleted={k: int(v) for k, v in deleted.items()})
+
+    async def PollTaskChanges(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            if request.after_seq < 0:
+                raise InvalidArgument("after_seq", "must be >= 0")
+            if not 0 <= request.timeout_seconds <= POLL_TIMEOUT_MAX_S:
+                raise InvalidArgument(
+                    "timeout_seconds", f"must be between 0 and {POLL_TIMEOUT_MAX_S:g}"
+                )
+            seq, states = await self.control.changes(
+                request.after_seq,
+                _distinct(request.task_ids) or None,
+                request.timeout_seconds,
+                request.terminal_only,
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.PollTaskChangesResponse(
+            seq=seq, changes=[st.to_pb(self.pb2.TaskResult) for st in states]
+        )
 
     def _require_trust(self, context: grpc.aio.ServicerContext, what: str) -> None:
         if not is_trusted(self.auth, context):
@@ -252,41 +229,38 @@ class OrchestratorServicer:
         """Each state change once, from the change feed; with ``include_completed`` the
         requested tasks' current state first (finished ones included)."""
         ids = set(request.task_ids)
-        sub = await self.tasks.subscribe(lambda c: not ids or c["key"] in ids)
+        sub = await self.tasks.subscribe(lambda st: not ids or st.task_id in ids)
+        result = self.pb2.TaskResult
         try:
             sent_terminal: set[str] = set()
             if ids:
                 try:
-                    current = await self.backend.get(sorted(ids))
+                    current = await self.control.get(sorted(ids))
                 except Exception as e:
                     await abort_for(context, e)
                     raise
                 for tid, st in current.items():
-                    if st is None:
+                    if st is None or (st.terminal and not request.include_completed):
                         continue
-                    terminal = st["status"] in TERMINAL_STATES
-                    if terminal and not request.include_completed:
-                        continue
-                    if terminal:
+                    if st.terminal:
                         sent_terminal.add(tid)
-                    yield _task_result(self.pb2, st)
+                    yield st.to_pb(result)
             while True:
                 if sub.overflowed:
                     await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED, "stream reader too slow; resubscribe"
                     )
-                change = await sub.get()
-                tid = change["key"]
-                if tid in sent_terminal:
+                change: TaskStatus = await sub.get()
+                if change.task_id in sent_terminal:
                     continue  # already sent as its final state
-                yield _task_result(self.pb2, taskstore.status_from_change(tid, change["data"]))
+                yield change.to_pb(result)
         finally:
             self.tasks.unsubscribe(sub)
 
     # ------------------------------------------------------------------ metrics, events, health
     async def GetMetrics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            metrics = await self.backend.metrics()
+            metrics = await self.control.metrics()
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -312,12 +286,12 @@ class OrchestratorServicer:
                 while True:
                     try:
                         if cursor is None:
-                            seq, rows = await self.backend.call(
+                            seq, rows = await self.control.call(
                                 "scheduler", "events", 0, request.since_timestamp,
                                 sorted(types) or None, EVENT_BATCH, 0.0,
                             )  # fmt: skip
                         else:
-                            seq, rows = await self.backend.call(
+                            seq, rows = await self.control.call(
                                 "scheduler", "events", cursor, None,
                                 sorted(types) or None, EVENT_BATCH, 0.0,
                             )  # fmt: skip
@@ -343,10 +317,8 @@ class OrchestratorServicer:
             self.events.unsubscribe(sub)
 
     async def Health(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        healthy, services = await self.backend.health()
-        return self.pb2.HealthResponse(
-            healthy=healthy, version=self.backend.version(), services=services
-        )
+        healthy, services = await self.control.health()
+        return self.pb2.HealthResponse(healthy=healthy, version=__version__, services=services)
 
     # ------------------------------------------------------------------ workflows (not yet)
     async def CreateWorkflow(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

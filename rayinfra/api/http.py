@@ -1,6 +1,6 @@
 """The HTTP APIs: the orchestrator's (:9097) and the env-manager's health/metrics (:50101).
 
-FastAPI apps that translate to the control actors through :class:`~rayinfra.api.backend.Backend`.
+FastAPI apps that translate to the control actors through :class:`~rayinfra.control.ControlPlane`.
 Errors are JSON ``{"error": message, "field": name}`` with a 4xx naming the field; an actor that
 cannot be reached is 503; a body over ``gateway.max_request_bytes`` is 413 (``field: "body"``).
 Every status a route can answer is in its OpenAPI document. Served by ``uvicorn.Server.serve()``
@@ -17,9 +17,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from rayinfra import __version__
+from rayinfra._version import __version__
 from rayinfra.api.auth import Auth
-from rayinfra.api.backend import Backend
+from rayinfra.control import ControlPlane
 from rayinfra.errors import (
     BackendUnavailable,
     InvalidArgument,
@@ -117,7 +117,7 @@ def _error(status: int, message: str, field: str = "") -> JSONResponse:
 
 
 def error_response(e: BaseException) -> JSONResponse:
-    """The HTTP answer for an error raised by the backend."""
+    """The HTTP answer for an error raised on the way to the control actors."""
     if isinstance(e, TaskConflict):
         return _error(409, e.message, e.field)
     if isinstance(e, NotTrusted):
@@ -239,7 +239,7 @@ async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
     return b"".join(chunks)
 
 
-def orchestrator_app(backend: Backend, auth: Auth, *, max_request_bytes: int) -> FastAPI:
+def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: int) -> FastAPI:
     """Every route of reference/api.md's HTTP table (workflow routes answer 501 until the
     workflow engine exists; they are left out of the OpenAPI document). A ``/queue/submit``
     body over ``max_request_bytes`` (``gateway.max_request_bytes``) is 413."""
@@ -258,7 +258,7 @@ def orchestrator_app(backend: Backend, auth: Auth, *, max_request_bytes: int) ->
         ),
     )
     async def health() -> JSONResponse:
-        healthy, services = await backend.health()
+        healthy, services = await control.health()
         return JSONResponse(
             {"status": "ok" if healthy else "unhealthy", "healthy": healthy, "services": services},
             status_code=200 if healthy else 503,
@@ -266,7 +266,7 @@ def orchestrator_app(backend: Backend, auth: Auth, *, max_request_bytes: int) ->
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
     async def metrics() -> Response:
-        text: bytes = await backend.call("scheduler", "metrics_text")
+        text: bytes = await control.call("scheduler", "metrics_text")
         return Response(text, media_type=PROMETHEUS_TEXT)
 
     @app.post(
@@ -299,15 +299,15 @@ def orchestrator_app(backend: Backend, auth: Auth, *, max_request_bytes: int) ->
         try:
             spec = _submit_spec(body)
             trusted = auth.trusted(request.headers.get("authorization"))
-            (res,) = await backend.submit([spec], trusted, "http")
+            (res,) = await control.submit([spec], trusted=trusted, source="http")
         except (InvalidArgument, BackendUnavailable, Unavailable, PermissionDenied) as e:
             return error_response(e)
         return JSONResponse({"ok": True, "id": res["task_id"]})
 
     @app.get("/queue/status", responses=_responses({503: ACTOR_DOWN}))
     async def queue_status() -> JSONResponse:
-        m: dict[str, float] = await backend.call("scheduler", "metrics_snapshot")
-        st: dict[str, Any] = await backend.call("scheduler", "status")
+        m: dict[str, float] = await control.call("scheduler", "metrics_snapshot")
+        st: dict[str, Any] = await control.call("scheduler", "status")
         counts = st.get("counts", {})
         return JSONResponse(
             {
@@ -324,10 +324,10 @@ def orchestrator_app(backend: Backend, auth: Auth, *, max_request_bytes: int) ->
 
     @app.get("/tasks/{task_id}", responses=_responses({404: "unknown task", 503: ACTOR_DOWN}))
     async def task_status(task_id: str) -> JSONResponse:
-        st = (await backend.get([task_id])).get(task_id)
+        st = (await control.get([task_id])).get(task_id)
         if st is None:
             return _error(404, f"unknown task {task_id!r}", "task_id")
-        return JSONResponse(st)
+        return JSONResponse(st.json_dict())
 
     @app.get("/slurm/status/{task_id}", responses=_responses({404: "no Slurm job"}))
     async def slurm_status(task_id: str) -> JSONResponse:
@@ -355,7 +355,7 @@ def orchestrator_app(backend: Backend, auth: Auth, *, max_request_bytes: int) ->
     return app
 
 
-def env_manager_app(backend: Backend, auth: Auth) -> FastAPI:
+def env_manager_app(control: ControlPlane, auth: Auth) -> FastAPI:
     """The env-manager's :50101: ``/health`` and ``/metrics`` (Prometheus text)."""
     app = FastAPI(title="rayinfra env-manager API", version=__version__)
     _install_common(app, auth)
@@ -369,7 +369,7 @@ def env_manager_app(backend: Backend, auth: Auth) -> FastAPI:
     )
     async def health() -> JSONResponse:
         try:
-            await backend.call("service_registry", "ping", timeout_s=2.0)
+            await control.call("service_registry", "ping", timeout_s=2.0)
             ok = True
         except Unavailable:
             ok = False
@@ -384,7 +384,7 @@ def env_manager_app(backend: Backend, auth: Auth) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
     async def metrics() -> Response:
-        text: bytes = await backend.call("service_registry", "metrics_text")
+        text: bytes = await control.call("service_registry", "metrics_text")
         return Response(text, media_type=PROMETHEUS_TEXT)
 
     return app

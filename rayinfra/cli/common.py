@@ -57,7 +57,7 @@ def print_json(data: Any) -> None:
 
 def version_option(label: str) -> Any:
     """A ``--version`` option printing ``<label> <version>`` (eager: before any command runs)."""
-    from rayinfra import __version__
+    from rayinfra._version import __version__
 
     def show(value: bool) -> None:
         if value:

@@ -36,10 +36,10 @@ STATUS_REFRESH_S = 2.0
 
 
 def status_table(st: dict[str, Any]) -> Table:
-    ray = st["ray"]
+    ray_info = st["ray"]
     title = (
-        f"rayinfra — Ray {ray.get('gcs_address', '-')} ({ray.get('mode', '-')})"
-        if ray.get("running")
+        f"rayinfra — Ray {ray_info.get('gcs_address', '-')} ({ray_info.get('mode', '-')})"
+        if ray_info.get("running")
         else "rayinfra — not running"
     )
     table = Table("actor", "state", "pid", "restarts", title=title, title_justify="left")
@@ -51,10 +51,10 @@ def status_table(st: dict[str, Any]) -> Table:
             str(a.get("pid", "-")),
             str(a.get("restarts", "-")),
         )
-    if ray.get("running"):
-        total = ray.get("resources_total", {})
+    if ray_info.get("running"):
+        total = ray_info.get("resources_total", {})
         table.caption = (
-            f"nodes {len(ray.get('nodes', []))}  CPU {total.get('CPU', 0):g}  GPU {total.get('GPU', 0):g}"
+            f"nodes {len(ray_info.get('nodes', []))}  CPU {total.get('CPU', 0):g}  GPU {total.get('GPU', 0):g}"
             f"  dashboard {st.get('dashboard_url') or '-'}"
         )
     return table

@@ -14,8 +14,9 @@ import ray
 from ray.util.state import list_actors
 
 from rayinfra import runtime
-from rayinfra.actors import CONTROL_ACTORS
-from rayinfra.config import NAMESPACE
+from rayinfra.actors import control_actor_classes
+from rayinfra.config import CONTROL_ACTOR_NAMES, NAMESPACE
+from tests.conftest import RuntimeSpec
 from tests.integration.conftest import Runtime
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ CONTROL_NAMES = {"scheduler", "service_registry", "health_checker", "gateway"}
 
 
 def test_control_actors_follow_the_contract(rt: Runtime) -> None:
-    assert set(CONTROL_ACTORS) == CONTROL_NAMES
+    assert set(CONTROL_ACTOR_NAMES) == CONTROL_NAMES == set(control_actor_classes())
     actors = list_actors(
         address=rt.info.dashboard_url,
         filters=[("ray_namespace", "=", NAMESPACE)],
@@ -53,7 +54,7 @@ def test_second_start_is_a_no_op(rt: Runtime) -> None:
     report = runtime.start(rt.config)
     assert report.already_running and not report.launched_head
     assert report.info.head_pid == rt.info.head_pid
-    assert report.actors == dict.fromkeys(CONTROL_ACTORS, "running")
+    assert report.actors == dict.fromkeys(CONTROL_ACTOR_NAMES, "running")
     after = {n: ray.get(ray.get_actor(n, namespace=NAMESPACE).ping.remote()) for n in CONTROL_NAMES}
     assert {n: p["pid"] for n, p in after.items()} == {n: p["pid"] for n, p in before.items()}
 
@@ -116,6 +117,56 @@ def test_change_feed_resumes_after_the_owner_is_killed_and_restarted(rt: Runtime
     assert [(e["resource_id"], e["data"]["pid"]) for e in events] == [("scheduler", second["pid"])]
     _, by_time = ray.get(sched.events.remote(0, int(second["started_at"]), ["actor_started"]))
     assert ("scheduler", second["pid"]) in [(e["resource_id"], e["data"]["pid"]) for e in by_time]
+
+
+# One runtime's life in a process of its own (a driver stays bound to its first cluster):
+# start, the scheduler's restart count, Ray restarting the killed scheduler, the count again, stop.
+RUNTIME_LIFE = textwrap.dedent(
+    """
+    import json, time
+    import ray
+    from rayinfra import runtime
+    from rayinfra.config import load_config
+
+    config = load_config().config
+    runtime.start(config)
+    try:
+        sched = ray.get_actor("scheduler", namespace="rayinfra")
+        first = ray.get(sched.ping.remote(), timeout=60)
+        ray.kill(sched, no_restart=False)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                second = ray.get(sched.ping.remote(), timeout=5)
+                if second["pid"] != first["pid"]:
+                    break
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass
+            assert time.monotonic() < deadline, "the scheduler did not come back"
+            time.sleep(0.2)
+    finally:
+        runtime.stop(config.state.dir, timeout_s=30, force=True)
+    print(json.dumps([first["restarts"], second["restarts"]]))
+    """
+)
+
+
+@pytest.mark.timeout(360)
+def test_restart_counts_are_per_runtime(runtime_spec: RuntimeSpec) -> None:
+    """``restarts`` counts Ray's restarts within one runtime; a stop and a start over the same
+    state dir begins again at 0 (it used to go on counting from the previous runtimes)."""
+    counts = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNTIME_LIFE],
+            env=runtime_spec.env(),
+            capture_output=True,
+            text=True,
+            timeout=170,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert counts == [[0, 1], [0, 1]]
 
 
 def test_events_long_poll_sees_other_actors_writes(rt: Runtime) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 import rayinfra
 from rayinfra import hardware, head
-from rayinfra.actors import CONTROL_ACTORS
+from rayinfra.actors import control_actor_classes
 from rayinfra.actors.base import ControlActor
 from rayinfra.config import config_to_dict, load_config
 from rayinfra.connection import (
@@ -26,20 +26,33 @@ from rayinfra.connection import (
 
 def test_public_api_is_pinned() -> None:
     assert sorted(rayinfra.__all__) == [
+        "ActorTransport",
         "AgentInfra",
         "AgentInfraSync",
         "ConfigError",
         "ConnectionInfo",
+        "GrpcTransport",
         "HardwareInfo",
-        "InvalidArgument",
+        "InvalidArgumentError",
         "RayinfraConfig",
-        "TaskNotFound",
+        "TaskNotFoundError",
         "__version__",
+        "connect",
         "detect_hardware",
         "load_config",
     ]
     for name in rayinfra.__all__:
         assert hasattr(rayinfra, name), name
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("TaskNotFound", "TaskNotFoundError"), ("InvalidArgument", "InvalidArgumentError")],
+)
+def test_old_public_names_still_work_with_a_deprecation_warning(old: str, new: str) -> None:
+    with pytest.warns(DeprecationWarning, match=f"rayinfra.{new}"):
+        value = getattr(rayinfra, old)
+    assert value is getattr(rayinfra, new)
 
 
 def _cfg(tmp_path: Path, **env: str):
@@ -144,7 +157,7 @@ def test_connection_file_round_trip_and_staleness(tmp_path: Path) -> None:
 def test_control_actor_logic_without_ray(tmp_path: Path) -> None:
     """The actor shell is plain Python: restarts, lifecycle feed and events over a real store."""
     cfg = config_to_dict(_cfg(tmp_path, RAYINFRA_STATE_DIR=str(tmp_path / "s")))
-    cls = CONTROL_ACTORS["service_registry"]
+    cls = control_actor_classes()["service_registry"]
 
     async def scenario() -> None:
         a = cls(cfg)

@@ -148,11 +148,16 @@ ENV_MANAGER: dict[str, Any] = {
 }
 # What rayinfra adds on top of the original layout (api.md: "adding new RPCs or new fields with
 # new numbers is fine"): fields per message, and whole RPCs with their new messages. They give
-# AgentInfra over gRPC the surface it has over actor handles (rayinfra/grpc_client.py).
+# AgentInfra over gRPC the surface it has over actor handles (rayinfra/client/grpc_transport.py).
 NEW_FIELDS: dict[str, dict[str, set[str]]] = {
     "orchestrator.v1": {
         "SubmitTaskRequest": {"6 double timeout_seconds"},
-        "TaskResult": {"7 string result_json", "8 int32 attempts"},
+        "TaskResult": {
+            "7 string result_json",
+            "8 int32 attempts",
+            "9 double started_at",
+            "10 double finished_at",
+        },
         "GetTaskStatusResponse": {
             "5 string result_json",
             "6 int32 attempts",
@@ -161,6 +166,10 @@ NEW_FIELDS: dict[str, dict[str, set[str]]] = {
             "9 string task_class",
             "10 int32 priority",
             "11 double submitted_at",
+            "12 double started_at",
+            "13 double finished_at",
+            "14 string workflow_id",
+            "15 double timeout_seconds",
         },
         "SystemEvent": {"5 string data_json"},
     }
@@ -172,6 +181,7 @@ NEW_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
         "CancelTask": ("CancelTaskRequest", "CancelTaskResponse", False),
         "ListTasks": ("ListTasksRequest", "ListTasksResponse", False),
         "PurgeTasks": ("PurgeTasksRequest", "PurgeTasksResponse", False),
+        "PollTaskChanges": ("PollTaskChangesRequest", "PollTaskChangesResponse", False),
     }
 }
 NEW_MESSAGES: dict[str, dict[str, str]] = {
@@ -186,6 +196,9 @@ NEW_MESSAGES: dict[str, dict[str, str]] = {
         "ListTasksResponse": "1 repeated GetTaskStatusResponse tasks",
         "PurgeTasksRequest": "1 double older_than_seconds",
         "PurgeTasksResponse": "1 map<string,int64> deleted",
+        "PollTaskChangesRequest": "1 int64 after_seq; 2 repeated string task_ids; "
+        "3 double timeout_seconds; 4 bool terminal_only",
+        "PollTaskChangesResponse": "1 int64 seq; 2 repeated TaskResult changes",
     }
 }
 

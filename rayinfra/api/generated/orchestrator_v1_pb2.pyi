@@ -48,7 +48,7 @@ class StreamTaskResultsRequest(_message.Message):
     def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., include_completed: _Optional[bool] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "status", "result", "error", "duration_ms", "completed_at", "result_json", "attempts")
+    __slots__ = ("task_id", "status", "result", "error", "duration_ms", "completed_at", "result_json", "attempts", "started_at", "finished_at")
     class ResultEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,8 @@ class TaskResult(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     status: str
     result: _containers.ScalarMap[str, str]
@@ -72,7 +74,9 @@ class TaskResult(_message.Message):
     completed_at: int
     result_json: str
     attempts: int
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ..., result_json: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+    started_at: float
+    finished_at: float
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ..., result_json: _Optional[str] = ..., attempts: _Optional[int] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
 
 class GetTaskStatusRequest(_message.Message):
     __slots__ = ("task_id",)
@@ -81,7 +85,7 @@ class GetTaskStatusRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class GetTaskStatusResponse(_message.Message):
-    __slots__ = ("task_id", "status", "result", "error", "result_json", "attempts", "duration_ms", "completed_at", "task_class", "priority", "submitted_at")
+    __slots__ = ("task_id", "status", "result", "error", "result_json", "attempts", "duration_ms", "completed_at", "task_class", "priority", "submitted_at", "started_at", "finished_at", "workflow_id", "timeout_seconds")
     class ResultEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +104,10 @@ class GetTaskStatusResponse(_message.Message):
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     status: str
     result: _containers.ScalarMap[str, str]
@@ -111,7 +119,11 @@ class GetTaskStatusResponse(_message.Message):
     task_class: str
     priority: int
     submitted_at: float
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., result_json: _Optional[str] = ..., attempts: _Optional[int] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ..., task_class: _Optional[str] = ..., priority: _Optional[int] = ..., submitted_at: _Optional[float] = ...) -> None: ...
+    started_at: float
+    finished_at: float
+    workflow_id: str
+    timeout_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., result_json: _Optional[str] = ..., attempts: _Optional[int] = ..., duration_ms: _Optional[float] = ..., completed_at: _Optional[int] = ..., task_class: _Optional[str] = ..., priority: _Optional[int] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., workflow_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("tasks",)
@@ -170,6 +182,26 @@ class ListTasksResponse(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[GetTaskStatusResponse]
     def __init__(self, tasks: _Optional[_Iterable[_Union[GetTaskStatusResponse, _Mapping]]] = ...) -> None: ...
+
+class PollTaskChangesRequest(_message.Message):
+    __slots__ = ("after_seq", "task_ids", "timeout_seconds", "terminal_only")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    timeout_seconds: float
+    terminal_only: bool
+    def __init__(self, after_seq: _Optional[int] = ..., task_ids: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ..., terminal_only: _Optional[bool] = ...) -> None: ...
+
+class PollTaskChangesResponse(_message.Message):
+    __slots__ = ("seq", "changes")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    changes: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    def __init__(self, seq: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
 
 class PurgeTasksRequest(_message.Message):
     __slots__ = ("older_than_seconds",)

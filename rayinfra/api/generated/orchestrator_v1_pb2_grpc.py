@@ -105,6 +105,11 @@ class OrchestratorServiceStub:
                 request_serializer=orchestrator__v1__pb2.PurgeTasksRequest.SerializeToString,
                 response_deserializer=orchestrator__v1__pb2.PurgeTasksResponse.FromString,
                 _registered_method=True)
+        self.PollTaskChanges = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/PollTaskChanges',
+                request_serializer=orchestrator__v1__pb2.PollTaskChangesRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.PollTaskChangesResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -201,6 +206,15 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PollTaskChanges(self, request, context):
+        """Long-poll the scheduler's task feed: the state changes after after_seq (of task_ids when
+        given), waiting up to timeout_seconds for the first; after_seq = 2^62 answers at once with
+        the latest seq ("from now on"). The seq is durable: resume from it after any restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -273,6 +287,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.PurgeTasks,
                     request_deserializer=orchestrator__v1__pb2.PurgeTasksRequest.FromString,
                     response_serializer=orchestrator__v1__pb2.PurgeTasksResponse.SerializeToString,
+            ),
+            'PollTaskChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollTaskChanges,
+                    request_deserializer=orchestrator__v1__pb2.PollTaskChangesRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.PollTaskChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -653,6 +672,33 @@ class OrchestratorService:
             '/orchestrator.v1.OrchestratorService/PurgeTasks',
             orchestrator__v1__pb2.PurgeTasksRequest.SerializeToString,
             orchestrator__v1__pb2.PurgeTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollTaskChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/PollTaskChanges',
+            orchestrator__v1__pb2.PollTaskChangesRequest.SerializeToString,
+            orchestrator__v1__pb2.PollTaskChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

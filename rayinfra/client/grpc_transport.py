@@ -1,9 +1,9 @@
-"""The Python client's tasks API over gRPC: ``AgentInfra(orchestrator_addr=...)``.
+"""The client's primitives over gRPC, through the gateway: ``AgentInfra(transport=GrpcTransport(
+addr))`` or ``AgentInfra(orchestrator_addr=...)``.
 
-Same methods and dict shapes as over actor handles (:mod:`rayinfra.client`), through the
-gateway's ``orchestrator.v1`` service (the original RPCs plus rayinfra's ``SubmitTasks``,
-``GetTasks``, ``CancelTask``, ``ListTasks`` and ``PurgeTasks``). Waits and result streams ride
-``StreamTaskResults``; the gateway fans one scheduler feed out to every stream.
+The gateway's ``orchestrator.v1`` service: the original RPCs plus rayinfra's ``SubmitTasks``,
+``GetTasks``, ``CancelTask``, ``ListTasks``, ``PurgeTasks`` and ``PollTaskChanges`` (the
+scheduler's task feed, which the client's waits and result streams follow as over actors).
 
 Every call carries ``authorization: Bearer <token>`` when a token is known (the configured auth
 token, else this user's local gateway token file), so auth-required gateways and ``shell`` /
@@ -18,7 +18,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -33,7 +33,8 @@ from rayinfra.errors import (
     TaskNotFound,
     Unavailable,
 )
-from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES
+from rayinfra.models import TaskStatus
+from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN
 
 RETRY_FIRST_S = 0.05
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -76,63 +77,73 @@ def error_from_rpc(e: grpc.aio.AioRpcError) -> BaseException:
     return RuntimeError(f"gateway error {code.name}: {details}")
 
 
-def _status(m: Any) -> dict[str, Any]:
-    """A ``GetTaskStatusResponse`` or ``TaskResult`` as the client's status dict (both carry
-    these fields; ``result_json`` is empty until the task finished)."""
-    return {
-        "task_id": m.task_id,
-        "status": m.status,
-        "result": dict(m.result),
-        "result_payload": json.loads(m.result_json) if m.result_json else None,
-        "error": m.error,
-        "attempts": m.attempts,
-        "duration_ms": m.duration_ms,
-        "completed_at": m.completed_at,
-    }
+class GrpcTransport:
+    """The client's primitives over one gRPC channel to the gateway at ``addr``.
 
+    ``token`` is sent as ``authorization: Bearer``; ``tls_ca`` (PEM) makes the channel TLS.
+    :meth:`open` waits ``connect_timeout_s`` for the channel, then up to ``retry_for_s`` for
+    the gateway's Health to report the task path ready; ``UNAVAILABLE`` is retried for
+    ``retry_for_s`` with back-off up to ``backoff_s``.
+    """
 
-class GrpcTasks:
-    """The tasks half of ``AgentInfra`` over one gRPC channel to the gateway."""
+    kind = "grpc"
 
     def __init__(
         self,
         addr: str,
         *,
-        token: str | None,
-        connect_timeout_s: float,
-        retry_for_s: float,
-        backoff_s: float,
+        token: str | None = None,
         tls_ca: bytes | None = None,
+        connect_timeout_s: float = 5.0,
+        retry_for_s: float = 60.0,
+        backoff_s: float = 2.0,
     ) -> None:
         self.addr = addr
         self.connect_timeout_s = connect_timeout_s
         self.retry_for_s = retry_for_s
         self.backoff_s = backoff_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.pb2, pb2_grpc = stubs.orchestrator()
+        self._tls_ca = tls_ca
+        self.pb2, self._pb2_grpc = stubs.orchestrator()
+        self._channel: Any = None
+        self._stub: Any = None
+
+    async def open(self) -> None:
+        """Create the channel (on this event loop: a grpc.aio channel belongs to one), wait for
+        it to connect, then for the task path to be ready."""
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
         self._channel = (
             grpc.aio.secure_channel(
-                addr, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=options
+                self.addr,
+                grpc.ssl_channel_credentials(root_certificates=self._tls_ca),
+                options=options,
             )
-            if tls_ca is not None
-            else grpc.aio.insecure_channel(addr, options=options)
+            if self._tls_ca is not None
+            else grpc.aio.insecure_channel(self.addr, options=options)
         )
-        self._stub = pb2_grpc.OrchestratorServiceStub(self._channel)
-
-    async def connect(self, timeout_s: float | None = None) -> None:
-        """Wait for the channel to connect (``timeout_s`` defaults to the connect timeout)."""
-        wait = self.connect_timeout_s if timeout_s is None else timeout_s
+        self._stub = self._pb2_grpc.OrchestratorServiceStub(self._channel)
+        wait = self.connect_timeout_s
         try:
             await asyncio.wait_for(self._channel.channel_ready(), wait)
         except asyncio.TimeoutError:
             raise ConnectError(f"no gateway answered at {self.addr} within {wait:g}s") from None
-
-    async def close(self) -> None:
-        await self._channel.close()
+        deadline = time.monotonic() + self.retry_for_s
+        while True:  # the task path (scheduler, gateway) up; services may still be starting
+            try:
+                h = await self.health()
+                if all(h["services"].get(a) == "healthy" for a in ("scheduler", "gateway")):
+                    return
+                why = f"not ready: {h['services']}"
+            except Unavailable as e:
+                why = str(e)
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"the gateway at {self.addr} did not become ready in {self.retry_for_s:g}s ({why})"
+                )
+            await asyncio.sleep(min(self.backoff_s, 0.5))
 
     async def _unary(self, method: str, request: Any) -> Any:
         """Call ``method``; UNAVAILABLE is retried (with back-off) for ``retry_for_s``."""
@@ -188,7 +199,7 @@ class GrpcTasks:
             timeout_seconds=float(timeout_s or 0.0),
         )
 
-    async def submit_tasks(self, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    async def submit(self, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not specs:
             return []
         requests = []
@@ -205,9 +216,9 @@ class GrpcTasks:
         res = await self._unary("SubmitTasks", self.pb2.SubmitTasksRequest(tasks=requests))
         return [{"success": r.success, "task_id": r.task_id, "error": r.error} for r in res.results]
 
-    async def get(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
         res = await self._unary("GetTasks", self.pb2.GetTasksRequest(task_ids=list(task_ids)))
-        found: dict[str, dict[str, Any] | None] = {m.task_id: _status(m) for m in res.tasks}
+        found: dict[str, TaskStatus | None] = {m.task_id: TaskStatus.from_pb(m) for m in res.tasks}
         return {tid: found.get(tid) for tid in task_ids}
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
@@ -216,14 +227,14 @@ class GrpcTasks:
 
     async def list_tasks(
         self, status: str | None, task_class: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[TaskStatus]:
         res = await self._unary(
             "ListTasks",
             self.pb2.ListTasksRequest(
                 status=status or "", task_class=task_class or "", limit=limit
             ),
         )
-        return [_status(m) for m in res.tasks]
+        return [TaskStatus.from_pb(m) for m in res.tasks]
 
     async def purge(self, older_than_s: float | None) -> dict[str, int]:
         res = await self._unary(
@@ -231,28 +242,23 @@ class GrpcTasks:
         )
         return dict(res.deleted)
 
-    async def results(
-        self, task_ids: Sequence[str] | None, include_completed: bool
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """``StreamTaskResults`` as status dicts, until the caller stops (resumes after a
-        gateway restart, starting again from the named tasks' current state)."""
-        request = self.pb2.StreamTaskResultsRequest(
-            task_ids=list(task_ids or ()), include_completed=include_completed
+    async def changes(
+        self,
+        after_seq: int,
+        task_ids: Sequence[str] | None,
+        timeout_s: float,
+        terminal_only: bool,
+    ) -> tuple[int, list[TaskStatus]]:
+        res = await self._unary(
+            "PollTaskChanges",
+            self.pb2.PollTaskChangesRequest(
+                after_seq=after_seq,
+                task_ids=list(task_ids or ()),
+                timeout_seconds=timeout_s,
+                terminal_only=terminal_only,
+            ),
         )
-        deadline = time.monotonic() + self.retry_for_s
-        while True:
-            call = self._stub.StreamTaskResults(request, metadata=self._metadata)
-            try:
-                async for m in call:
-                    deadline = time.monotonic() + self.retry_for_s
-                    yield _status(m)
-                return
-            except grpc.aio.AioRpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    raise error_from_rpc(e) from None
-                await asyncio.sleep(RETRY_FIRST_S)
-            finally:
-                call.cancel()
+        return int(res.seq), [TaskStatus.from_pb(m) for m in res.changes]
 
     async def events(
         self, event_types: Sequence[str] | None, since_timestamp: int
@@ -276,27 +282,6 @@ class GrpcTasks:
         finally:
             call.cancel()
 
-    async def wait(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Final status of every id (``KeyError`` subclass for an unknown one)."""
-        wanted = list(dict.fromkeys(task_ids))
-        known = await self.get(wanted)
-        missing = [tid for tid, st in known.items() if st is None]
-        if missing:
-            raise TaskNotFound(missing[0])
-        done = {tid: st for tid, st in known.items() if st and st["status"] in TERMINAL_STATES}
-        if len(done) == len(wanted):
-            return done
-        stream = self.results([t for t in wanted if t not in done], include_completed=True)
-        try:
-            async for st in stream:
-                if st["status"] in TERMINAL_STATES:
-                    done[st["task_id"]] = st
-                    if len(done) == len(wanted):
-                        break
-        finally:
-            await stream.aclose()
-        return done
-
     async def metrics(self) -> dict[str, float]:
         res = await self._unary("GetMetrics", self.pb2.GetMetricsRequest())
         return dict(res.metrics)
@@ -304,3 +289,8 @@ class GrpcTasks:
     async def health(self) -> dict[str, Any]:
         res = await self._unary("Health", self.pb2.HealthRequest())
         return {"healthy": res.healthy, "version": res.version, "services": dict(res.services)}
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None

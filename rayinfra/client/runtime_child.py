@@ -6,7 +6,7 @@ it does so in a child process, so this process never joins the Ray cluster. The 
 effective config as JSON on stdin; with ``DSPY_AGENT_CLI_PATH`` set, that CLI is run instead
 (``<cli> start --workspace W`` / ``<cli> stop``), as the original did.
 
-    python -m rayinfra.detached start|stop   < config.json
+    python -m rayinfra.client.runtime_child start|stop   < config.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rayinfra.config import RayinfraConfig, config_to_dict
 Action = Literal["start", "stop"]
 
 
-class DetachedFailure(RuntimeError):
+class ChildFailure(RuntimeError):
     """The child could not start or stop the runtime; the message carries its stderr tail."""
 
 
@@ -42,24 +42,27 @@ def run(
             argv += ["--workspace", str(workspace or Path.cwd())]
         stdin = None
     else:
-        argv = [sys.executable, "-m", "rayinfra.detached", action]
+        argv = [sys.executable, "-m", "rayinfra.client.runtime_child", action]
         stdin = json.dumps(config_to_dict(config))
     try:
         proc = subprocess.run(  # fixed argv, no shell
             argv, input=stdin, capture_output=True, text=True, timeout=timeout_s, env=env
         )
     except subprocess.TimeoutExpired:
-        raise DetachedFailure(f"`{' '.join(argv[:4])}` did not finish in {timeout_s:g}s") from None
+        raise ChildFailure(f"`{' '.join(argv[:4])}` did not finish in {timeout_s:g}s") from None
     except OSError as e:
-        raise DetachedFailure(f"could not run {argv[0]}: {e}") from None
+        raise ChildFailure(f"could not run {argv[0]}: {e}") from None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip()[-2000:]
-        raise DetachedFailure(f"runtime {action} failed (exit {proc.returncode}): {tail}")
+        raise ChildFailure(f"runtime {action} failed (exit {proc.returncode}): {tail}")
 
 
 def _main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in ("start", "stop"):
-        print("usage: python -m rayinfra.detached start|stop < config.json", file=sys.stderr)
+        print(
+            "usage: python -m rayinfra.client.runtime_child start|stop < config.json",
+            file=sys.stderr,
+        )
         return 2
     from rayinfra import runtime
 

@@ -1,0 +1,453 @@
+"""``AgentInfra``: the Python client (the original's surface plus what rayinfra pins).
+
+Every public method is written once, here, over a :class:`~rayinfra.client.transport.Transport`:
+:class:`~rayinfra.client.ActorTransport` (Ray actor handles, inside the cluster) or
+:class:`~rayinfra.client.GrpcTransport` (the gateway, from anywhere). ``AgentInfra(transport=...)``
+takes either; without one, :func:`rayinfra.client.connect.connect` picks it (and starts a local
+runtime when none runs). ``infra.transport.kind`` says which (``"actors"`` or ``"grpc"``).
+
+One background long-poll on the scheduler's task feed (``Transport.changes``) resolves
+``wait_task`` / ``wait_tasks`` and feeds ``stream_task_results``. Calls retry transparently
+across a scheduler or gateway restart for up to ``DSPY_AGENT_SERVICE_TIMEOUT`` seconds, which
+is safe because task ids make submits idempotent.
+
+``AgentInfraSync`` has the same methods without ``async`` (it runs its own event loop thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from rayinfra.client.connect import Connection, connect
+from rayinfra.client.transport import Transport
+from rayinfra.config import RayinfraConfig, load_config
+from rayinfra.errors import TaskNotFoundError, Unavailable
+from rayinfra.models import FROM_NOW, STREAM_KEYS, TaskStatus
+
+T = TypeVar("T")
+FEED_POLL_S = 20.0
+FEED_FILTER_MAX = 256  # waited-for ids sent with each feed poll; more: poll unfiltered
+FEED_RETRY_S = 1.0
+_RANK = {"pending": 0, "running": 1}  # terminal states rank 2: a task's states only move forward
+
+
+class AgentInfra:
+    """Async client. ``async with AgentInfra.start() as infra: ...``."""
+
+    def __init__(
+        self,
+        orchestrator_addr: str | None = None,
+        workspace: str | Path | None = None,
+        auto_start_services: bool = True,
+        cli_path: str | Path | None = None,
+        *,
+        state_dir: str | Path | None = None,
+        config: RayinfraConfig | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self._config = config
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self.orchestrator_addr = orchestrator_addr
+        self.workspace = Path(workspace) if workspace is not None else Path.cwd()
+        self.auto_start_services = auto_start_services
+        self.cli_path = cli_path
+        self._given = transport
+        self._conn: Connection | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self._feed_seq = 0
+        self._feed_reset = asyncio.Event()
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._streams: list[tuple[set[str] | None, asyncio.Queue[TaskStatus]]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> _StartContext:
+        """``async with AgentInfra.start(...) as infra``: connect (or start a local runtime)."""
+        return _StartContext(cls(*args, **kwargs))
+
+    async def start_async(self) -> AgentInfra:
+        """Connect (to the given transport, else as :func:`~rayinfra.client.connect.connect`
+        decides); start a local runtime if none runs (unless ``DSPY_AGENT_SKIP_START``). Only
+        what this call started is stopped by :meth:`stop`.
+
+        Ray wants ``ray.init`` on the main thread (it installs signal handlers there), so on the
+        main thread the connect runs inline, blocking the loop for the start-up only.
+        """
+        if threading.current_thread() is threading.main_thread():
+            self._prepare()
+        else:
+            await asyncio.to_thread(self._prepare)
+        await self._finish_start()
+        return self
+
+    def _prepare(self) -> None:
+        """Blocking part of start: pick the transport, start what is missing."""
+        if self._given is not None:
+            self._conn = Connection(self._given)
+            return
+        cfg = (
+            self._config
+            or load_config(
+                overrides={"state.dir": str(self._state_dir)} if self._state_dir else None
+            ).config
+        )
+        self._config = cfg
+        self._conn = connect(
+            cfg,
+            orchestrator_addr=self.orchestrator_addr,
+            workspace=self.workspace,
+            cli_path=Path(self.cli_path) if self.cli_path is not None else None,
+        )
+
+    async def _finish_start(self) -> None:
+        """Open the transport and the feed; on failure stop what this client started."""
+        try:
+            await self.transport.open()
+            self._feed_seq, _ = await self.transport.changes(FROM_NOW, None, 0.0, False)
+            self._feed_task = asyncio.create_task(self._follow_feed())
+        except BaseException:
+            await self.stop()
+            raise
+
+    @property
+    def transport(self) -> Transport:
+        """The connection in use (``.kind``: ``"actors"`` or ``"grpc"``)."""
+        if self._conn is None:
+            raise RuntimeError("Infrastructure not started: call start_async() first")
+        return self._conn.transport
+
+    async def stop(self) -> None:
+        """Stop the feed and close the transport; stop the runtime only if this client
+        started it."""
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._feed_task
+            self._feed_task = None
+        for futs in self._waiters.values():
+            for f in futs:
+                if not f.done():
+                    f.cancel()
+        self._waiters.clear()
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        await conn.transport.close()
+        if conn.stop_runtime is not None:
+            await asyncio.to_thread(conn.stop_runtime)
+
+    # ------------------------------------------------------------------ feed
+    async def _follow_feed(self) -> None:
+        t = self.transport
+        while True:
+            if not self._waiters and not self._streams:
+                # nobody is waiting: stay quiet; the durable cursor lets us catch up later
+                self._feed_reset.clear()
+                await self._feed_reset.wait()
+                continue
+            # Ask only for what someone waits for: with no stream open, finished states of the
+            # waited-for tasks; a new waiter or stream re-issues the poll (see _feed_reset).
+            self._feed_reset.clear()
+            # (a large id set is cheaper filtered here than sent, and matched, on every poll)
+            ids = (
+                None
+                if self._streams or len(self._waiters) > FEED_FILTER_MAX
+                else list(self._waiters)
+            )
+            poll = asyncio.ensure_future(
+                t.changes(self._feed_seq, ids, FEED_POLL_S, not self._streams)
+            )
+            reset = asyncio.ensure_future(self._feed_reset.wait())
+            await asyncio.wait({poll, reset}, return_when=asyncio.FIRST_COMPLETED)
+            reset.cancel()
+            if not poll.done():
+                poll.cancel()
+                continue
+            try:
+                seq, states = poll.result()
+            except Unavailable:
+                await asyncio.sleep(FEED_RETRY_S)
+                continue
+            self._feed_seq = max(self._feed_seq, seq)
+            for st in states:
+                for wanted, q in self._streams:
+                    if wanted is None or st.task_id in wanted:
+                        q.put_nowait(st)
+                if st.terminal:
+                    for fut in self._waiters.pop(st.task_id, []):
+                        if not fut.done():
+                            fut.set_result(st.client_dict())
+
+    # ------------------------------------------------------------------ tasks
+    async def submit_task(
+        self,
+        task_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        task_class: str = "cpu_short",
+        priority: int = 0,
+        timeout_s: float | None = None,
+        workflow_id: str = "",
+    ) -> dict[str, Any]:
+        """Submit one task; returns ``{"success": True, "task_id", "error": ""}`` once durable."""
+        spec = {
+            "task_id": task_id,
+            "payload": payload if payload is not None else {},
+            "task_class": task_class,
+            "priority": priority,
+            "timeout_s": timeout_s,
+            "workflow_id": workflow_id,
+        }
+        return (await self.submit_tasks([spec]))[0]
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Submit many tasks in one round trip (all or nothing); results in order."""
+        if not tasks:
+            return []
+        return await self.transport.submit(tasks)
+
+    async def _current(self, task_ids: list[str]) -> dict[str, TaskStatus]:
+        """Every id's status now; ``TaskNotFoundError`` for the first unknown one."""
+        found = await self.transport.get(task_ids)
+        for tid, st in found.items():
+            if st is None:
+                raise TaskNotFoundError(tid)
+        return {tid: st for tid, st in found.items() if st is not None}
+
+    async def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return (await self._current([task_id]))[task_id].client_dict()
+
+    async def wait_task(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until the task is completed, failed or cancelled (``TimeoutError`` otherwise)."""
+        return (await self.wait_tasks([task_id], timeout))[0]
+
+    async def wait_tasks(
+        self, task_ids: list[str], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait for every task to finish; their final statuses in the order asked."""
+        loop = asyncio.get_running_loop()
+        futs: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        for tid in task_ids:
+            if tid not in futs:
+                futs[tid] = loop.create_future()
+                self._waiters.setdefault(tid, []).append(futs[tid])
+        self._feed_reset.set()  # the feed now has to watch these ids too
+        try:  # registered before this read: a finish after it reaches the waiter by the feed
+            current = await self._current(list(futs))
+        except BaseException:
+            self._drop_waiters(futs)
+            raise
+        for tid, st in current.items():
+            if st.terminal and not futs[tid].done():
+                futs[tid].set_result(st.client_dict())
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*futs.values()), timeout)
+        except asyncio.TimeoutError:
+            pending = [t for t, f in futs.items() if f.cancelled() or not f.done()]
+            self._drop_waiters(futs)
+            raise TimeoutError(
+                f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}"
+            ) from None
+        by_id = dict(zip(futs, done, strict=True))
+        return [by_id[t] for t in task_ids]
+
+    def _drop_waiters(self, futs: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
+        for tid, f in futs.items():
+            lst = self._waiters.get(tid, [])
+            if f in lst:
+                lst.remove(f)
+            if not lst:
+                self._waiters.pop(tid, None)
+
+    async def cancel_task(self, task_id: str) -> dict[str, Any]:
+        return await self.transport.cancel(task_id)
+
+    async def list_tasks(
+        self, status: str | None = None, task_class: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        rows = await self.transport.list_tasks(status, task_class, limit)
+        return [st.client_dict() for st in rows]
+
+    async def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
+        return await self.transport.purge(older_than_s)
+
+    async def stream_task_results(
+        self, task_ids: list[str] | None = None, include_completed: bool = True
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``{task_id, status, result, error, duration_ms, completed_at}`` for each state change.
+
+        With ``include_completed`` the current state of the named tasks comes first (tasks that
+        already finished included). Ends when every named task has finished; unfiltered, it
+        runs until the caller stops iterating. Each state is yielded once, in order.
+        """
+        wanted = set(task_ids) if task_ids else None
+        q: asyncio.Queue[TaskStatus] = asyncio.Queue()
+        entry = (wanted, q)
+        self._streams.append(entry)
+        self._feed_reset.set()
+        remaining = set(wanted) if wanted else None
+        try:
+            if wanted:  # subscribed first: a change after this read reaches the queue too
+                current = await self._current(sorted(wanted))
+                for st in current.values():
+                    if include_completed or not st.terminal:
+                        q.put_nowait(st)
+                    elif remaining is not None:
+                        remaining.discard(st.task_id)
+            seen: dict[str, int] = {}  # task id -> rank of the last state yielded
+            while remaining is None or remaining:
+                st = await q.get()
+                rank = _RANK.get(st.status, 2)
+                last = seen.get(st.task_id, -1)
+                if rank < last or rank == last == 2:
+                    continue  # older than what was yielded, or a second final state
+                seen[st.task_id] = rank
+                if remaining is not None and rank == 2:
+                    remaining.discard(st.task_id)
+                item = st.client_dict()
+                yield {k: item[k] for k in STREAM_KEYS}
+        finally:
+            self._streams.remove(entry)
+
+    async def stream_events(
+        self, event_types: list[str] | None = None, since_timestamp: int = 0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``{event_type, resource_id, data, timestamp}``: the past from ``since_timestamp``
+        (inclusive) first, then live events, until the caller stops iterating."""
+        async for ev in self.transport.events(event_types, since_timestamp):
+            yield ev
+
+    # ------------------------------------------------------------------ health, metrics
+    async def get_metrics(self) -> dict[str, float]:
+        return await self.transport.metrics()
+
+    async def health_check(self) -> dict[str, Any]:
+        """``{healthy, version, services}``; never raises (an unreachable runtime is unhealthy)."""
+        from rayinfra._version import __version__
+
+        if self._conn is None:
+            return {
+                "healthy": False,
+                "error": "Not connected",
+                "version": __version__,
+                "services": {},
+            }
+        try:
+            return await self._conn.transport.health()
+        except Exception as e:  # noqa: BLE001 - reported, as the original client did
+            return {"healthy": False, "error": str(e), "version": __version__, "services": {}}
+
+
+class _StartContext:
+    def __init__(self, infra: AgentInfra) -> None:
+        self.infra = infra
+
+    async def __aenter__(self) -> AgentInfra:
+        return await self.infra.start_async()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.infra.stop()
+
+    def __await__(self) -> Any:  # `infra = await AgentInfra.start()` also works
+        return self.infra.start_async().__await__()
+
+
+class AgentInfraSync:
+    """``AgentInfra`` without ``async``: every method runs on a private event loop thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="agentinfra", daemon=True
+        )
+        self._thread.start()
+        self._infra = AgentInfra(*args, **kwargs)
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(_await(coro), self._loop).result()
+
+    def start(self) -> AgentInfraSync:
+        self._infra._prepare()  # in the caller's thread: ray.init wants the main thread
+        self._run(self._infra._finish_start())
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run(self._infra.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> AgentInfraSync:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _iterate(self, agen: AsyncIterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose: Callable[[], Awaitable[None]] | None = getattr(agen, "aclose", None)
+            if aclose is not None:
+                self._run(aclose())
+
+    def submit_task(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._run(self._infra.submit_task(*args, **kwargs))
+
+    def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._run(self._infra.submit_tasks(tasks))
+
+    def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return self._run(self._infra.get_task_status(task_id))
+
+    def wait_task(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._infra.wait_task(task_id, timeout))
+
+    def wait_tasks(self, task_ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+        return self._run(self._infra.wait_tasks(task_ids, timeout))
+
+    def cancel_task(self, task_id: str) -> dict[str, Any]:
+        return self._run(self._infra.cancel_task(task_id))
+
+    def list_tasks(
+        self, status: str | None = None, task_class: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return self._run(self._infra.list_tasks(status, task_class, limit))
+
+    def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
+        return self._run(self._infra.purge_tasks(older_than_s))
+
+    def stream_task_results(
+        self, task_ids: list[str] | None = None, include_completed: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        return self._iterate(self._infra.stream_task_results(task_ids, include_completed))
+
+    def stream_events(
+        self, event_types: list[str] | None = None, since_timestamp: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        return self._iterate(self._infra.stream_events(event_types, since_timestamp))
+
+    def get_metrics(self) -> dict[str, float]:
+        return self._run(self._infra.get_metrics())
+
+    def health_check(self) -> dict[str, Any]:
+        return self._run(self._infra.health_check())
+
+
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw

@@ -1,0 +1,156 @@
+"""Which transport a client uses, and starting a runtime when none runs.
+
+:func:`connect` decides, in this order:
+
+1. an explicit gateway address (``orchestrator_addr=``, ``RAYINFRA_GATEWAY``) -> gRPC;
+2. an explicit Ray address (``RAYINFRA_ADDRESS``) -> actor handles in that cluster;
+3. a runtime recorded in the state dir's ``connection.json`` -> actor handles;
+4. a gateway answering at ``ORCHESTRATOR_GRPC_ADDR`` (another user's or host's runtime) -> gRPC;
+5. none of these: start the local runtime (unless ``DSPY_AGENT_SKIP_START``) and use actor
+   handles — or, when a gateway address was given and a runtime started here would serve it,
+   start it in a child process (:mod:`rayinfra.client.runtime_child`), so a gRPC client never
+   joins the Ray cluster itself.
+
+Blocking (``ray.init``, a child process): run it off the event loop, or on the main thread.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayinfra import runtime
+from rayinfra.client import runtime_child
+from rayinfra.client.transport import Transport
+from rayinfra.config import RayinfraConfig, dial_addr
+
+CHILD_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Connection:
+    transport: Transport
+    #: stops the runtime this connection started (blocking), ``None`` if it started none
+    stop_runtime: Callable[[], None] | None = None
+
+
+def connect(
+    config: RayinfraConfig,
+    *,
+    orchestrator_addr: str | None = None,
+    workspace: Path | None = None,
+    cli_path: Path | None = None,
+) -> Connection:
+    client = config.client
+    addr = orchestrator_addr or client.orchestrator_addr
+    if addr is not None:
+        return _to_gateway(config, addr, workspace, cli_path)
+    if client.ray_address is not None:
+        runtime.attach(config, client.ray_address)
+        return Connection(actor_transport(config))
+    if runtime.recorded(config.state.dir) is None:
+        dial = config.orchestrator_dial_addr
+        if listening(dial, client.connect_timeout_s):
+            return Connection(grpc_transport(config, dial))
+        if client.skip_start:
+            raise runtime.RuntimeFailure(
+                f"rayinfra is not running (state dir {config.state.dir}) and "
+                "DSPY_AGENT_SKIP_START is set"
+            )
+        runtime.start(config)
+        runtime.connect(config.state.dir)
+
+        def stop_local() -> None:
+            runtime.stop(config.state.dir, force=True)
+
+        return Connection(actor_transport(config), stop_local)
+    runtime.connect(config.state.dir)
+    return Connection(actor_transport(config))
+
+
+def _to_gateway(
+    config: RayinfraConfig, addr: str, workspace: Path | None, cli_path: Path | None
+) -> Connection:
+    """gRPC to ``addr``; with nothing listening there, start the local runtime in a child
+    process if it would serve ``addr``."""
+    client = config.client
+    if listening(addr, client.connect_timeout_s):
+        return Connection(grpc_transport(config, addr))
+    local = dial_addr(config.gateway.orchestrator_grpc_addr)
+    if client.skip_start:
+        raise runtime.RuntimeFailure(
+            f"no gateway answered at {addr} within {client.connect_timeout_s:g}s and "
+            "DSPY_AGENT_SKIP_START is set"
+        )
+    if addr != local:
+        raise runtime.RuntimeFailure(
+            f"no gateway answered at {addr} within {client.connect_timeout_s:g}s (a "
+            f"runtime started here would serve {local}, so none was started)"
+        )
+    cli = cli_path or client.cli_path
+    try:
+        runtime_child.run(
+            "start",
+            config,
+            timeout_s=max(client.service_timeout_s, CHILD_TIMEOUT_S),
+            workspace=workspace,
+            cli_path=cli,
+        )
+    except runtime_child.ChildFailure as e:
+        raise runtime.RuntimeFailure(str(e)) from None
+
+    def stop() -> None:
+        runtime_child.run("stop", config, timeout_s=CHILD_TIMEOUT_S, cli_path=cli)
+
+    # a runtime started just now may still be binding its servers
+    return Connection(grpc_transport(config, addr, client.service_timeout_s), stop)
+
+
+def actor_transport(config: RayinfraConfig) -> Transport:
+    from rayinfra.client.actor_transport import ActorTransport
+
+    return ActorTransport(
+        retry_for_s=config.client.service_timeout_s, backoff_s=config.client.reconnect_backoff_s
+    )
+
+
+def grpc_transport(
+    config: RayinfraConfig, addr: str, connect_timeout_s: float | None = None
+) -> Transport:
+    """A :class:`GrpcTransport` to ``addr`` with this config's token, TLS CA and timeouts."""
+    from rayinfra.client.grpc_transport import GrpcTransport
+
+    client = config.client
+    token = config.gateway.auth_token or _read_token(config.gateway_token_path)
+    ca_file = client.tls_ca_file or config.gateway.tls_cert_file
+    try:
+        tls_ca = ca_file.read_bytes() if ca_file is not None else None
+    except OSError as e:
+        raise runtime.RuntimeFailure(f"cannot read the TLS CA file {ca_file}: {e}") from None
+    return GrpcTransport(
+        addr,
+        token=token,
+        tls_ca=tls_ca,
+        connect_timeout_s=connect_timeout_s or client.connect_timeout_s,
+        retry_for_s=client.service_timeout_s,
+        backoff_s=client.reconnect_backoff_s,
+    )
+
+
+def listening(addr: str, timeout_s: float) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None

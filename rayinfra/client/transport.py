@@ -1,0 +1,82 @@
+"""What :class:`~rayinfra.client.AgentInfra` needs from a connection to a runtime.
+
+A transport implements a handful of primitives; every public client method is written once,
+in ``AgentInfra``, on top of them (as httpx's ``Client`` sits on a ``BaseTransport``). Two
+implementations: :class:`~rayinfra.client.ActorTransport` (Ray actor handles, inside the
+cluster) and :class:`~rayinfra.client.GrpcTransport` (the gateway, from anywhere). A test
+checks that both implement exactly this protocol, with the same signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from rayinfra.models import TaskStatus
+
+
+class Transport(Protocol):
+    """The primitives. Errors are rayinfra's typed ones (``InvalidArgument``,
+    ``TaskNotFoundError``, ``Unavailable``, ...), whichever transport raised them."""
+
+    #: ``"actors"`` or ``"grpc"``
+    kind: str
+
+    async def open(self) -> None:
+        """Wait until the runtime answers (its task path is ready)."""
+
+    async def close(self) -> None:
+        """Release connections (the runtime itself keeps running)."""
+
+    async def submit(self, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Admit a batch (all or nothing): ``{success, task_id, error}`` per spec, in order,
+        once durable. Each spec has the client's keys (``task_id, payload, task_class,
+        priority, timeout_s, workflow_id``)."""
+        ...
+
+    async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
+        """Each id's status (``None``: unknown), in the order asked."""
+        ...
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        """``{task_id, status, cancelled}``; ``TaskNotFoundError`` for an unknown id."""
+        ...
+
+    async def list_tasks(
+        self, status: str | None, task_class: str | None, limit: int
+    ) -> list[TaskStatus]:
+        """The newest tasks, optionally of one state and class."""
+        ...
+
+    async def purge(self, older_than_s: float | None) -> dict[str, int]:
+        """Delete finished tasks and events older than ``older_than_s`` (default: retention)."""
+        ...
+
+    async def changes(
+        self,
+        after_seq: int,
+        task_ids: Sequence[str] | None,
+        timeout_s: float,
+        terminal_only: bool,
+    ) -> tuple[int, list[TaskStatus]]:
+        """Long-poll the scheduler's task feed: ``(seq, states)`` after ``after_seq`` (only
+        ``task_ids`` when given; only finished states with ``terminal_only``); ``(latest, [])``
+        after ``timeout_s``. ``FROM_NOW`` as ``after_seq`` answers at once with the latest seq.
+        The seq is durable: a caller resumes from it across scheduler restarts."""
+        ...
+
+    def events(
+        self, event_types: Sequence[str] | None, since_timestamp: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``{event_type, resource_id, data, timestamp}``: the past from ``since_timestamp``
+        (inclusive; 0: none), then live events, until the caller stops."""
+        ...
+
+    async def metrics(self) -> dict[str, float]:
+        """Every metric of the runtime, by Prometheus series name."""
+        ...
+
+    async def health(self) -> dict[str, Any]:
+        """``{healthy, version, services: {name: state}}`` (control actors and selected
+        services)."""
+        ...

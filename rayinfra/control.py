@@ -1,0 +1,126 @@
+"""The control actors as their callers see them: the gateway's servers and the Python client
+over actor handles both go through a :class:`ControlPlane`, so "ask the scheduler for a task's
+status", "is the runtime healthy" and "every metric" are each written once.
+
+Calls go through :class:`rayinfra.raywrap.ActorCaller` (an actor that is missing or dying
+becomes :class:`~rayinfra.errors.Unavailable`; what an actor raised comes back as itself). Given a
+:class:`~rayinfra.admission.Submitter` (the gateway, which shares the head's state store), submits
+are admitted in this process; without one they go to the scheduler actor, which admits them with
+its own Submitter — the same function either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rayinfra import raywrap
+from rayinfra._version import __version__
+from rayinfra.admission import Submitter
+from rayinfra.config import CONTROL_ACTOR_NAMES
+from rayinfra.errors import InvalidArgument, Unavailable
+from rayinfra.models import TaskStatus
+from rayinfra.scheduling.tasks import TASK_STATES
+
+HEALTH_PING_TIMEOUT_S = 2.0
+STATUS_TIMEOUT_S = 5.0
+LIST_LIMIT_MAX = 10_000
+
+
+class ControlPlane:
+    def __init__(self, caller: raywrap.ActorCaller, submitter: Submitter | None = None) -> None:
+        self.caller = caller
+        self.submitter = submitter
+
+    async def call(
+        self, actor: str, method: str, *args: Any, timeout_s: float | None = None
+    ) -> Any:
+        return await self.caller.call(actor, method, *args, timeout_s=timeout_s)
+
+    # ------------------------------------------------------------------ tasks
+    async def submit(
+        self, specs: Sequence[Mapping[str, Any]], *, trusted: bool, source: str
+    ) -> list[dict[str, Any]]:
+        """Admit a batch (all or nothing); ``{success, task_id, error}`` once it is durable."""
+        if self.submitter is not None:
+            admitted = await self.submitter.submit(specs, trusted=trusted, source=source)
+            replies = admitted.replies()
+        else:
+            replies = await self.call("scheduler", "submit", list(specs), trusted, source)
+        return [{k: r[k] for k in ("success", "task_id", "error")} for r in replies]
+
+    async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
+        found: dict[str, dict[str, Any] | None] = await self.call(
+            "scheduler", "get", list(task_ids)
+        )
+        return {t: TaskStatus.from_scheduler(d) if d else None for t, d in found.items()}
+
+    async def list_tasks(
+        self, status: str | None, task_class: str | None, limit: int
+    ) -> list[TaskStatus]:
+        """The newest tasks; ``InvalidArgument`` names a bad ``status`` or ``limit``."""
+        if status and status not in TASK_STATES:
+            raise InvalidArgument(
+                "status", f"unknown status {status!r}; valid: {', '.join(TASK_STATES)}"
+            )
+        if not 0 < limit <= LIST_LIMIT_MAX:
+            raise InvalidArgument("limit", f"must be between 1 and {LIST_LIMIT_MAX}")
+        rows = await self.call("scheduler", "list_tasks", status, task_class, limit)
+        return [TaskStatus.from_scheduler(d) for d in rows]
+
+    async def changes(
+        self,
+        after_seq: int,
+        task_ids: Sequence[str] | None,
+        timeout_s: float,
+        terminal_only: bool,
+    ) -> tuple[int, list[TaskStatus]]:
+        seq, changes = await self.call(
+            "scheduler", "changes", after_seq, task_ids, timeout_s, terminal_only
+        )
+        return int(seq), [TaskStatus.from_change(c) for c in changes if c["kind"] == "state"]
+
+    # ------------------------------------------------------------------ metrics, health
+    async def metrics(self) -> dict[str, float]:
+        """Every actor's metrics in one map (the scheduler's are required, others best effort)."""
+        out: dict[str, float] = dict(await self.call("scheduler", "metrics_snapshot"))
+        with contextlib.suppress(Unavailable):
+            out.update(
+                await self.call("service_registry", "metrics_snapshot", timeout_s=STATUS_TIMEOUT_S)
+            )
+        return out
+
+    async def health(self, required_services: Sequence[str] = ()) -> tuple[bool, dict[str, str]]:
+        """(every control actor alive and every required selected service running, states)."""
+        pings = await asyncio.to_thread(
+            raywrap.ping_all, CONTROL_ACTOR_NAMES, HEALTH_PING_TIMEOUT_S
+        )
+        services = {
+            name: "unavailable: not running"
+            if answer is None
+            else f"unavailable: {type(answer).__name__}: {answer}"
+            if isinstance(answer, BaseException)
+            else "healthy"
+            for name, answer in pings.items()
+        }
+        healthy = all(v == "healthy" for v in services.values())
+        if services.get("service_registry") == "healthy":
+            try:
+                st = await self.call("service_registry", "status", [], timeout_s=STATUS_TIMEOUT_S)
+            except Exception as e:  # noqa: BLE001 - reported in the map
+                services["service_registry"] = f"error: {e}"
+                healthy = False
+            else:
+                for name, row in st.items():
+                    if not row.get("desired") and name not in required_services:
+                        continue
+                    services[name] = row["status"]
+                    if row.get("required") and row["status"] != "running":
+                        healthy = False
+        return healthy, services
+
+    async def health_dict(self) -> dict[str, Any]:
+        healthy, services = await self.health()
+        return {"healthy": healthy, "version": __version__, "services": services}

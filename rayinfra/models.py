@@ -1,0 +1,167 @@
+"""Shapes every surface renders from: one task status, drawn by the CLI, gRPC, HTTP and Python.
+
+The scheduler answers with plain dicts (:meth:`rayinfra.taskstore.TaskRow.status_dict`, or the
+``data`` of a change on its feed); :class:`TaskStatus` reads either, and each surface renders
+from it: :meth:`TaskStatus.client_dict` is the Python client's pinned dict, the gateway builds
+its protobuf messages and JSON bodies from the same fields.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
+
+#: the keys of the Python client's status dict, in order
+CLIENT_KEYS = (
+    "task_id",
+    "status",
+    "result",
+    "result_payload",
+    "error",
+    "attempts",
+    "duration_ms",
+    "completed_at",
+)
+#: what ``stream_task_results`` yields (the original client's keys)
+STREAM_KEYS = ("task_id", "status", "result", "error", "duration_ms", "completed_at")
+
+
+class TaskStatus(BaseModel):
+    """One task's state. ``result`` is the handler's native JSON (``None`` until it finished)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    status: str
+    result: Any = None
+    error: str = ""
+    attempts: int = 0
+    task_class: str = ""
+    priority: int = 0
+    workflow_id: str = ""
+    timeout_s: float | None = None
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def from_scheduler(cls, d: Mapping[str, Any]) -> TaskStatus:
+        """From a scheduler status dict, or the ``data`` of a ``state`` change (with its key)."""
+        return cls(
+            task_id=d["task_id"],
+            status=d["status"],
+            result=d.get("result"),
+            error=d.get("error") or "",
+            attempts=int(d.get("attempts") or 0),
+            task_class=d.get("task_class") or "",
+            priority=int(d.get("priority") or 0),
+            workflow_id=d.get("workflow_id") or "",
+            timeout_s=d.get("timeout_s"),
+            submitted_at=float(d.get("submitted_at") or 0.0),
+            started_at=d.get("started_at"),
+            finished_at=d.get("finished_at"),
+        )
+
+    @classmethod
+    def from_change(cls, change: Mapping[str, Any]) -> TaskStatus:
+        """From a ``state`` change of the scheduler's feed (``{key, data: {status, ...}}``)."""
+        return cls.from_scheduler({**change["data"], "task_id": change["key"]})
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+    @property
+    def duration_ms(self) -> float:
+        """Run time of a finished task (0 until it finished)."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at) * 1000.0
+        return 0.0
+
+    def elapsed_ms(self, now: float | None = None) -> float:
+        """Run time so far: a running task's age, a finished task's duration."""
+        if not self.started_at:
+            return 0.0
+        return ((self.finished_at or now or time.time()) - self.started_at) * 1000.0
+
+    @property
+    def completed_at(self) -> int:
+        return int(self.finished_at) if self.finished_at else 0
+
+    @property
+    def wire_result(self) -> dict[str, str]:
+        """The result as the wire's ``map<string,string>`` (strings pass, others JSON)."""
+        return encode_wire_result(self.result) if self.result is not None else {}
+
+    def client_dict(self) -> dict[str, Any]:
+        """The Python client's dict: ``result`` the wire map, ``result_payload`` native JSON."""
+        return {
+            "task_id": self.task_id,
+            "status": self.status,
+            "result": self.wire_result,
+            "result_payload": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "duration_ms": self.duration_ms,
+            "completed_at": self.completed_at,
+        }
+
+    def to_pb(self, message_type: Any, now: float | None = None) -> Any:
+        """As ``orchestrator.v1.TaskResult`` or ``GetTaskStatusResponse`` (each takes the
+        fields it has; a stream's ``duration_ms`` is a running task's age)."""
+        values = {
+            "task_id": self.task_id,
+            "status": self.status,
+            "result": self.wire_result,
+            "error": self.error,
+            "result_json": _json(self.result) if self.result is not None else "",
+            "attempts": self.attempts,
+            "duration_ms": self.elapsed_ms(now),
+            "completed_at": self.completed_at,
+            "task_class": self.task_class,
+            "priority": self.priority,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at or 0.0,
+            "finished_at": self.finished_at or 0.0,
+            "workflow_id": self.workflow_id,
+            "timeout_seconds": self.timeout_s or 0.0,
+        }
+        fields = message_type.DESCRIPTOR.fields_by_name
+        return message_type(**{k: v for k, v in values.items() if k in fields})
+
+    @classmethod
+    def from_pb(cls, m: Any) -> TaskStatus:
+        """From ``TaskResult`` / ``GetTaskStatusResponse`` (the inverse of :meth:`to_pb`)."""
+        has = m.DESCRIPTOR.fields_by_name
+        return cls(
+            task_id=m.task_id,
+            status=m.status,
+            result=json.loads(m.result_json) if m.result_json else None,
+            error=m.error,
+            attempts=m.attempts,
+            task_class=m.task_class if "task_class" in has else "",
+            priority=m.priority if "priority" in has else 0,
+            workflow_id=m.workflow_id if "workflow_id" in has else "",
+            timeout_s=(m.timeout_seconds or None) if "timeout_seconds" in has else None,
+            submitted_at=m.submitted_at if "submitted_at" in has else 0.0,
+            started_at=m.started_at or None,
+            finished_at=m.finished_at or None,
+        )
+
+    def json_dict(self) -> dict[str, Any]:
+        """Every field plus the derived ones, JSON-ready (HTTP ``GET /tasks/{id}``, the CLI)."""
+        return {**self.model_dump(), "duration_ms": self.duration_ms}
+
+
+#: a feed cursor "from the future": the feed answers at once with its latest seq ("from now on")
+FROM_NOW = 2**62
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,72 @@
+"""The package's shape: one Ray caller, a cheap import, two transports with one protocol."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rayinfra.client.actor_transport import ActorTransport
+from rayinfra.client.grpc_transport import GrpcTransport
+from rayinfra.client.transport import Transport
+
+PACKAGE = Path(__file__).resolve().parents[2] / "rayinfra"
+GENERATED = PACKAGE / "api" / "generated"
+RAY_CALL = re.compile(r"\.remote\(|^\s*(import ray\b|from ray\b)|(?<![\w.])ray\.[a-z_]+\(", re.M)
+
+
+def _sources() -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py") if GENERATED not in p.parents]
+
+
+def test_only_raywrap_calls_ray() -> None:
+    """``.remote(``, ``import ray`` and ``ray.x(`` appear in raywrap.py and nowhere else."""
+    offenders = [
+        f"{p.relative_to(PACKAGE.parent)}:{text[: m.start()].count(chr(10)) + 1}: {m.group(0)}"
+        for p in _sources()
+        if p.name != "raywrap.py"
+        for text in [p.read_text()]
+        for m in RAY_CALL.finditer(text)
+    ]
+    assert offenders == []
+    # and the check itself sees what it is meant to see
+    assert RAY_CALL.search((PACKAGE / "raywrap.py").read_text())
+
+
+def test_import_rayinfra_loads_no_heavy_dependency() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import rayinfra"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "rayinfra" in loaded  # the listing is what we think it is
+    heavy = {"fastapi", "grpc", "docker", "ray", "uvicorn", "google.protobuf"}
+    assert sorted(heavy & loaded) == []
+
+
+def _public(cls: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(member)
+        for name, member in vars(cls).items()
+        if callable(member) and not name.startswith("_")
+    }
+
+
+@pytest.mark.parametrize("impl", [ActorTransport, GrpcTransport])
+def test_each_transport_implements_exactly_the_protocol(impl: type) -> None:
+    """Adding a primitive means adding it to the protocol and to both transports."""
+    want = _public(Transport)
+    have = _public(impl)
+    assert sorted(have) == sorted(want)
+    for name, sig in want.items():
+        assert list(have[name].parameters) == list(sig.parameters), name
+        assert str(have[name].return_annotation) == str(sig.return_annotation), name
+    assert impl.kind in ("actors", "grpc")
