@@ -28,21 +28,20 @@ if TYPE_CHECKING:
     from rayinfra.hardware import HardwareInfo
     from rayinfra.hardware import detect as detect_hardware
 
-_WHERE = {
-    "AgentInfra": ("rayinfra.client", "AgentInfra"),
-    "AgentInfraSync": ("rayinfra.client", "AgentInfraSync"),
-    "ActorTransport": ("rayinfra.client", "ActorTransport"),
-    "GrpcTransport": ("rayinfra.client", "GrpcTransport"),
-    "connect": ("rayinfra.client", "connect"),
-    "ConfigError": ("rayinfra.config", "ConfigError"),
-    "RayinfraConfig": ("rayinfra.config", "RayinfraConfig"),
-    "load_config": ("rayinfra.config", "load_config"),
-    "ConnectionInfo": ("rayinfra.connection", "ConnectionInfo"),
-    "InvalidArgumentError": ("rayinfra.errors", "InvalidArgumentError"),
-    "TaskNotFoundError": ("rayinfra.errors", "TaskNotFoundError"),
-    "HardwareInfo": ("rayinfra.hardware", "HardwareInfo"),
-    "detect_hardware": ("rayinfra.hardware", "detect"),
+_MODULES = {  # module -> the public names it provides
+    "rayinfra.client": (
+        "AgentInfra",
+        "AgentInfraSync",
+        "ActorTransport",
+        "GrpcTransport",
+        "connect",
+    ),
+    "rayinfra.config": ("ConfigError", "RayinfraConfig", "load_config"),
+    "rayinfra.connection": ("ConnectionInfo",),
+    "rayinfra.errors": ("InvalidArgumentError", "TaskNotFoundError"),
+    "rayinfra.hardware": ("HardwareInfo", "detect_hardware"),
 }
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 #: old public names -> their new names (still work, with a DeprecationWarning)
 _DEPRECATED = {"TaskNotFound": "TaskNotFoundError", "InvalidArgument": "InvalidArgumentError"}
 
@@ -73,8 +72,8 @@ def __getattr__(name: str) -> Any:
         name = new
     if name not in _WHERE:
         raise AttributeError(f"module 'rayinfra' has no attribute {name!r}")
-    module, attr = _WHERE[name]
-    value = getattr(importlib.import_module(module), attr)
+    attr = "detect" if name == "detect_hardware" else name
+    value = getattr(importlib.import_module(_WHERE[name]), attr)
     globals()[name] = value
     return value
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from rayinfra import taskstore
 from rayinfra.config import CLASS_ALIASES, RayinfraConfig
-from rayinfra.errors import BackendUnavailable, InvalidArgument, TaskConflict
+from rayinfra.errors import BackendUnavailableError, InvalidArgumentError, TaskConflictError
 from rayinfra.scheduling.tasks import TaskSpec, validate_spec
 from rayinfra.store import StateStore
 from rayinfra.taskstore import TaskRow
@@ -73,17 +73,19 @@ def validate_batch(
                 new_id=lambda: uuid.uuid4().hex,
                 trusted=trusted,
             )
-        except InvalidArgument as e:
+        except InvalidArgumentError as e:
             field_name = e.field if len(raw_specs) == 1 else f"tasks[{i}].{e.field}"
-            raise type(e)(field_name, e.message) from None  # keeps NotTrusted
+            raise type(e)(field_name, e.message) from None  # keeps NotTrustedError
         if spec.task_class == SLURM_CLASS:
-            raise BackendUnavailable(
+            raise BackendUnavailableError(
                 "task_class gpu_slurm needs the Slurm backend, which is not available in this "
                 "runtime; nothing was queued"
             )
         prev = by_id.get(spec.task_id)
         if prev is not None and prev.identity() != spec.identity():
-            raise TaskConflict("task_id", f"{spec.task_id!r} appears twice with different specs")
+            raise TaskConflictError(
+                "task_id", f"{spec.task_id!r} appears twice with different specs"
+            )
         by_id[spec.task_id] = spec
         out.append(spec)
     return out
@@ -147,8 +149,8 @@ class Submitter:
     ) -> Admitted:
         """Admit a batch (all or nothing); returns once it is durable and the scheduler woken.
 
-        Raises :class:`InvalidArgument` (field named, ``tasks[i].`` prefixed in a batch),
-        :class:`TaskConflict` or :class:`BackendUnavailable`; nothing is written then.
+        Raises :class:`InvalidArgumentError` (field named, ``tasks[i].`` prefixed in a batch),
+        :class:`TaskConflictError` or :class:`BackendUnavailableError`; nothing is written then.
         """
         admitted = await admit(self.store, self.config, raw_specs, trusted=trusted, source=source)
         if admitted.new_ids:

@@ -79,6 +79,17 @@ def remove_connection(state_dir: Path) -> None:
     connection_path(state_dir).unlink(missing_ok=True)
 
 
+def recorded(state_dir: Path) -> ConnectionInfo | None:
+    """The recorded connection if its runtime still looks alive, else ``None`` (stale removed)."""
+    info = read_connection(state_dir)
+    if info is None:
+        return None
+    if info.launched_by_rayinfra and not pid_alive(info.head_pid):
+        remove_connection(state_dir)
+        return None
+    return info
+
+
 def pid_alive(pid: int | None) -> bool:
     """True if a process with this pid exists (and is not a zombie we could reap)."""
     if not pid or pid <= 0:

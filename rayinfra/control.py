@@ -1,9 +1,11 @@
 """The control actors as their callers see them: the gateway's servers and the Python client
-over actor handles both go through a :class:`ControlPlane`, so "ask the scheduler for a task's
-status", "is the runtime healthy" and "every metric" are each written once.
+over actor handles (:class:`~rayinfra.client.ActorTransport` is a ControlPlane) both go through
+a :class:`ControlPlane`, so "ask the scheduler for a task's status", "is the runtime healthy"
+and "every metric" are each written once. It implements the client's
+:class:`~rayinfra.client.transport.Transport` primitives.
 
 Calls go through :class:`rayinfra.raywrap.ActorCaller` (an actor that is missing or dying
-becomes :class:`~rayinfra.errors.Unavailable`; what an actor raised comes back as itself). Given a
+becomes :class:`~rayinfra.errors.UnavailableError`; what an actor raised comes back as itself). Given a
 :class:`~rayinfra.admission.Submitter` (the gateway, which shares the head's state store), submits
 are admitted in this process; without one they go to the scheduler actor, which admits them with
 its own Submitter — the same function either way.
@@ -13,26 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from rayinfra import raywrap
 from rayinfra._version import __version__
 from rayinfra.admission import Submitter
 from rayinfra.config import CONTROL_ACTOR_NAMES
-from rayinfra.errors import InvalidArgument, Unavailable
-from rayinfra.models import TaskStatus
+from rayinfra.errors import InvalidArgumentError, UnavailableError
+from rayinfra.models import FROM_NOW, TaskStatus
 from rayinfra.scheduling.tasks import TASK_STATES
 
 HEALTH_PING_TIMEOUT_S = 2.0
 STATUS_TIMEOUT_S = 5.0
 LIST_LIMIT_MAX = 10_000
+EVENT_POLL_S = 20.0
+EVENT_BATCH = 1000
 
 
 class ControlPlane:
+    kind = "actors"
+
     def __init__(self, caller: raywrap.ActorCaller, submitter: Submitter | None = None) -> None:
         self.caller = caller
         self.submitter = submitter
+
+    async def open(self) -> None:
+        await self.call("scheduler", "ping")
+
+    async def close(self) -> None:
+        return None
 
     async def call(
         self, actor: str, method: str, *args: Any, timeout_s: float | None = None
@@ -41,7 +53,7 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ tasks
     async def submit(
-        self, specs: Sequence[Mapping[str, Any]], *, trusted: bool, source: str
+        self, specs: Sequence[Mapping[str, Any]], trusted: bool = True, source: str = "client"
     ) -> list[dict[str, Any]]:
         """Admit a batch (all or nothing); ``{success, task_id, error}`` once it is durable."""
         if self.submitter is not None:
@@ -57,25 +69,27 @@ class ControlPlane:
         )
         return {t: TaskStatus.from_scheduler(d) if d else None for t, d in found.items()}
 
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        return dict(await self.call("scheduler", "cancel", task_id))
+
+    async def purge(self, older_than_s: float | None) -> dict[str, int]:
+        return dict(await self.call("scheduler", "purge", older_than_s))
+
     async def list_tasks(
         self, status: str | None, task_class: str | None, limit: int
     ) -> list[TaskStatus]:
-        """The newest tasks; ``InvalidArgument`` names a bad ``status`` or ``limit``."""
+        """The newest tasks; ``InvalidArgumentError`` names a bad ``status`` or ``limit``."""
         if status and status not in TASK_STATES:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "status", f"unknown status {status!r}; valid: {', '.join(TASK_STATES)}"
             )
         if not 0 < limit <= LIST_LIMIT_MAX:
-            raise InvalidArgument("limit", f"must be between 1 and {LIST_LIMIT_MAX}")
+            raise InvalidArgumentError("limit", f"must be between 1 and {LIST_LIMIT_MAX}")
         rows = await self.call("scheduler", "list_tasks", status, task_class, limit)
         return [TaskStatus.from_scheduler(d) for d in rows]
 
     async def changes(
-        self,
-        after_seq: int,
-        task_ids: Sequence[str] | None,
-        timeout_s: float,
-        terminal_only: bool,
+        self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
     ) -> tuple[int, list[TaskStatus]]:
         seq, changes = await self.call(
             "scheduler", "changes", after_seq, task_ids, timeout_s, terminal_only
@@ -86,13 +100,37 @@ class ControlPlane:
     async def metrics(self) -> dict[str, float]:
         """Every actor's metrics in one map (the scheduler's are required, others best effort)."""
         out: dict[str, float] = dict(await self.call("scheduler", "metrics_snapshot"))
-        with contextlib.suppress(Unavailable):
+        with contextlib.suppress(UnavailableError):
             out.update(
                 await self.call("service_registry", "metrics_snapshot", timeout_s=STATUS_TIMEOUT_S)
             )
         return out
 
-    async def health(self, required_services: Sequence[str] = ()) -> tuple[bool, dict[str, str]]:
+    async def events(
+        self, event_types: Sequence[str] | None, since_timestamp: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        types = list(event_types) if event_types else None
+        seq, events = await self.call(  # since 0: from now on
+            "scheduler", "events", 0 if since_timestamp else FROM_NOW, since_timestamp or None,
+            types, EVENT_BATCH,
+        )  # fmt: skip
+        while True:
+            for e in events:
+                yield {k: e[k] for k in ("event_type", "resource_id", "data", "timestamp")}
+            seq, events = await self.call(
+                "scheduler", "events", seq, None, types, EVENT_BATCH, EVENT_POLL_S
+            )
+
+    async def runtime_status(self, services: Sequence[str]) -> dict[str, Any]:
+        return dict(await self.call("gateway", "runtime_status", list(services)))
+
+    async def health(self) -> dict[str, Any]:
+        healthy, services = await self.health_report()
+        return {"healthy": healthy, "version": __version__, "services": services}
+
+    async def health_report(
+        self, required_services: Sequence[str] = ()
+    ) -> tuple[bool, dict[str, str]]:
         """(every control actor alive and every required selected service running, states)."""
         pings = await asyncio.to_thread(
             raywrap.ping_all, CONTROL_ACTOR_NAMES, HEALTH_PING_TIMEOUT_S
@@ -120,7 +158,3 @@ class ControlPlane:
                     if row.get("required") and row["status"] != "running":
                         healthy = False
         return healthy, services
-
-    async def health_dict(self) -> dict[str, Any]:
-        healthy, services = await self.health()
-        return {"healthy": healthy, "version": __version__, "services": services}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -157,6 +157,26 @@ class TaskStatus(BaseModel):
     def json_dict(self) -> dict[str, Any]:
         """Every field plus the derived ones, JSON-ready (HTTP ``GET /tasks/{id}``, the CLI)."""
         return {**self.model_dump(), "duration_ms": self.duration_ms}
+
+
+class Progress:
+    """Which states of each task were already delivered: a task's states only move forward
+    (pending, running, then one final state), so an older or repeated one is dropped. The one
+    de-duplication rule of every task stream (the client's, the gateway's)."""
+
+    _RANK: ClassVar[dict[str, int]] = {"pending": 0, "running": 1}  # final states rank 2
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def advance(self, st: TaskStatus) -> bool:
+        """Whether ``st`` is news (and record it)."""
+        rank = self._RANK.get(st.status, 2)
+        last = self._last.get(st.task_id, -1)
+        if rank < last or rank == last == 2:
+            return False
+        self._last[st.task_id] = rank
+        return True
 
 
 #: a feed cursor "from the future": the feed answers at once with its latest seq ("from now on")

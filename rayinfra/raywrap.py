@@ -17,7 +17,7 @@ from typing import Any
 
 from rayinfra.config import CONTROL_ACTOR_NAMES, NAMESPACE
 from rayinfra.connection import ConnectionInfo
-from rayinfra.errors import Unavailable
+from rayinfra.errors import UnavailableError
 
 HEAD_RESOURCE = "node:__internal_head__"
 
@@ -199,7 +199,7 @@ class ActorCaller:
     """The one way rayinfra calls a named control actor: handles looked up (off the event loop)
     and cached, looked up again after a failure; an actor that is missing, dead or restarting
     is retried with exponential back-off for ``retry_for_s`` and then raises
-    :class:`~rayinfra.errors.Unavailable`; what the actor itself raised comes back as itself."""
+    :class:`~rayinfra.errors.UnavailableError`; what the actor itself raised comes back as itself."""
 
     def __init__(
         self, *, retry_for_s: float = 0.0, backoff_s: float = 1.0, namespace: str = NAMESPACE
@@ -244,7 +244,7 @@ class ActorCaller:
                 with attempt:
                     return await self._once(actor, method, args, timeout_s)
         except _Gone as e:
-            raise Unavailable(str(e)) from None
+            raise UnavailableError(str(e)) from None
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True above
 
     async def _once(
@@ -257,7 +257,9 @@ class ActorCaller:
             self._handles.pop(actor, None)
             raise _Gone(f"the {actor} actor is unavailable ({type(e).__name__})") from None
         except asyncio.TimeoutError:
-            raise Unavailable(f"the {actor} actor did not answer within {timeout_s:g}s") from None
+            raise UnavailableError(
+                f"the {actor} actor did not answer within {timeout_s:g}s"
+            ) from None
 
 
 class _Gone(Exception):

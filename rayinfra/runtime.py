@@ -8,6 +8,7 @@ the control actors and stops the head only if rayinfra launched it (by its pid).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from rayinfra.connection import (
     ConnectionInfo,
     pid_alive,
     read_connection,
+    recorded,
     remove_connection,
     write_connection,
 )
+from rayinfra.errors import InvalidArgumentError
 
 ACTOR_READY_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 5.0
@@ -50,17 +53,6 @@ class StopReport:
     actor_errors: dict[str, str] = field(default_factory=dict)
     head_stopped: bool = False
     leftover_pids: list[int] = field(default_factory=list)
-
-
-def recorded(state_dir: Path) -> ConnectionInfo | None:
-    """The recorded connection if its runtime still looks alive, else ``None`` (stale removed)."""
-    info = read_connection(state_dir)
-    if info is None:
-        return None
-    if info.launched_by_rayinfra and not pid_alive(info.head_pid):
-        remove_connection(state_dir)
-        return None
-    return info
 
 
 def connect(state_dir: Path) -> ConnectionInfo:
@@ -228,9 +220,23 @@ def stop(state_dir: Path, *, timeout_s: float = 30.0, force: bool = False) -> St
     return report
 
 
-def status(config: RayinfraConfig) -> dict[str, Any]:
-    """The runtime's state: keys ``ray``, ``actors``, ``classes``, ``dashboard_url``, ``running``."""
-    classes = {
+def status(config: RayinfraConfig, services: Sequence[str] = ()) -> dict[str, Any]:
+    """The runtime's state, seen as a Ray driver: :func:`not_running_status` or, connected to
+    the recorded runtime, :func:`live_status`. (The CLI asks the gateway for the latter.)"""
+    info = recorded(config.state.dir)
+    if info is None:
+        return not_running_status(config)
+    try:
+        raywrap.connect(info)
+    except raywrap.RayUnavailable as e:
+        st = live_status(config, info, services, connected=False)
+        st["ray"].update(running=False, error=str(e))
+        return st
+    return live_status(config, info, services)
+
+
+def class_table(config: RayinfraConfig) -> dict[str, dict[str, Any]]:
+    return {
         name: {
             "num_cpus": c.num_cpus,
             "num_gpus": c.num_gpus,
@@ -240,19 +246,37 @@ def status(config: RayinfraConfig) -> dict[str, Any]:
         }
         for name, c in config.classes.items()
     }
-    info = recorded(config.state.dir)
-    if info is None:
-        return {
-            "running": False,
-            "ray": {"running": False, "state_dir": str(config.state.dir)},
-            "actors": {},
-            "classes": classes,
-            "dashboard_url": None,
-        }
-    ray_info: dict[str, Any] = {"running": True, **info.to_dict()}
+
+
+def not_running_status(config: RayinfraConfig) -> dict[str, Any]:
+    return {
+        "running": False,
+        "ray": {"running": False, "state_dir": str(config.state.dir)},
+        "actors": {},
+        "classes": class_table(config),
+        "gateway": {},
+        "services": {},
+        "dashboard_url": None,
+    }
+
+
+def live_status(
+    config: RayinfraConfig,
+    info: ConnectionInfo,
+    services: Sequence[str] = (),
+    *,
+    connected: bool = True,
+) -> dict[str, Any]:
+    """Keys ``running``, ``ray`` (nodes, resources), ``actors`` (state, pid, restarts),
+    ``classes`` (with ``live`` queue state), ``gateway`` (each server and its address),
+    ``services`` (the registry's rows), ``dashboard_url``. Blocking; needs this process
+    connected to the runtime's Ray (a driver, or an actor of it such as the gateway)."""
+    classes = class_table(config)
+    ray_info: dict[str, Any] = {"running": connected, **info.to_dict()}
     actors: dict[str, Any] = {}
-    try:
-        raywrap.connect(info)
+    gateway: dict[str, str] = {}
+    rows: dict[str, Any] = {}
+    if connected:
         ray_info.update(raywrap.cluster_summary())
         t0 = time.perf_counter()
         pings = raywrap.ping_all(CONTROL_ACTOR_NAMES, PING_TIMEOUT_S)
@@ -263,23 +287,35 @@ def status(config: RayinfraConfig) -> dict[str, Any]:
             elif isinstance(answer, BaseException):
                 actors[name] = {"state": "unresponsive", "error": str(answer)}
             else:
+                servers = answer.pop("servers", None)
+                gateway.update(servers or {})
                 actors[name] = {"state": "alive", **answer}
-        if actors["scheduler"]["state"] == "alive":
-            handle = raywrap.get_actor("scheduler")
-            sched = raywrap.call_each({"scheduler": handle}, "status", PING_TIMEOUT_S)["scheduler"]
-            if not isinstance(sched, Exception):
-                for name, live_state in sched["classes"].items():
-                    if name in classes:  # pending, inflight, current adaptive limit, executors
-                        classes[name]["live"] = live_state
-    except raywrap.RayUnavailable as e:
-        ray_info.update(running=False, error=str(e))
-    healthy = ray_info.get("running", False) and all(
-        a.get("state") == "alive" for a in actors.values()
-    )
+        live = _ask("scheduler", actors, "status")
+        for name, live_state in (live or {}).get("classes", {}).items():
+            if name in classes:  # pending, inflight, current adaptive limit, executors
+                classes[name]["live"] = live_state
+        rows = _ask("service_registry", actors, "status", list(services)) or {}
+    healthy = connected and all(a.get("state") == "alive" for a in actors.values())
     return {
         "running": healthy,
         "ray": ray_info,
         "actors": actors,
         "classes": classes,
+        "gateway": gateway,
+        "services": rows,
         "dashboard_url": info.dashboard_url,
     }
+
+
+def _ask(actor: str, actors: dict[str, Any], method: str, *args: Any) -> Any:
+    """``actor.method(*args)`` if that actor answered its ping, else ``None`` (a failure is
+    noted on the actor's entry; a bad argument, such as an unknown service, is raised)."""
+    if actors.get(actor, {}).get("state") != "alive":
+        return None
+    try:
+        return raywrap.invoke(raywrap.get_actor(actor), method, *args, timeout_s=PING_TIMEOUT_S)
+    except InvalidArgumentError:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported beside the actor's state
+        actors[actor]["error"] = f"{method}: {type(e).__name__}: {e}"
+        return None

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayinfra.errors import TaskConflict
+from rayinfra.errors import TaskConflictError
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.store import EventRecord, insert_events
 
@@ -272,13 +272,13 @@ def insert_new(
     """Write op: insert the tasks whose id is new, with their ``task_submitted`` events.
 
     Returns ``(ids inserted, last event seq)``. An existing id with the same identity is an
-    idempotent repeat; with a different one the whole op fails with :class:`TaskConflict`.
+    idempotent repeat; with a different one the whole op fails with :class:`TaskConflictError`.
     """
     existing = identities(conn, [r.task_id for r in rows])
     for r in rows:
         old = existing.get(r.task_id)
         if old is not None and old != r.identity:
-            raise TaskConflict(
+            raise TaskConflictError(
                 "task_id",
                 f"{r.task_id!r} already exists with a different class, payload, priority, "
                 "workflow_id or timeout",

@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from rayinfra import doorbell, hardware, raywrap
+from rayinfra import doorbell, hardware, raywrap, runtime
 from rayinfra.actors.base import ControlActor
 from rayinfra.admission import Submitter
 from rayinfra.api import stubs
@@ -30,7 +30,9 @@ from rayinfra.api.grpc_env_manager import EnvManagerServicer, health_feed
 from rayinfra.api.grpc_orchestrator import OrchestratorServicer, event_feed, task_feed
 from rayinfra.api.http import env_manager_app, orchestrator_app
 from rayinfra.config import RayinfraConfig, parse_listen_addr
+from rayinfra.connection import read_connection
 from rayinfra.control import ControlPlane
+from rayinfra.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,11 @@ class GatewayActor(ControlActor):
                 _, pb2_grpc = stubs.orchestrator()
                 pb2_grpc.add_OrchestratorServiceServicer_to_server(
                     OrchestratorServicer(
-                        self.control, self.auth, self.feeds["tasks"], self.feeds["events"]
+                        self.control,
+                        self.auth,
+                        self.feeds["tasks"],
+                        self.feeds["events"],
+                        self.runtime_status,
                     ),
                     server,
                 )
@@ -185,6 +191,14 @@ class GatewayActor(ControlActor):
         except Exception as e:  # reported by ping/servers, the others still run
             log.exception("gateway: %s on %s failed", name, addr)
             self.servers[name] = f"failed on {addr}: {e}"
+
+    async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
+        """What ``rayinfra status`` shows (:func:`rayinfra.runtime.live_status`), gathered here:
+        this actor is in the cluster already, so a client needs no Ray driver of its own."""
+        info = read_connection(self.config.state.dir)
+        if info is None:
+            raise UnavailableError(f"no runtime is recorded in {self.config.state.dir}")
+        return await asyncio.to_thread(runtime.live_status, self.config, info, services or ())
 
     # ------------------------------------------------------------------ introspection
     async def ping(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rayinfra import raywrap
 from rayinfra.actors.base import ControlActor
-from rayinfra.errors import Unavailable
+from rayinfra.errors import UnavailableError
 from rayinfra.services.drivers.base import Driver
 from rayinfra.services.drivers.docker import DockerDriver
 from rayinfra.services.drivers.process import ProcessDriver
@@ -47,7 +47,7 @@ class HealthCheckerActor(ControlActor):
         """The registry's watch list (nothing while no registry runs)."""
         try:
             result: dict[str, dict[str, Any]] = await self._registry.call(REGISTRY, "watch_list")
-        except Unavailable:
+        except UnavailableError:
             return {}
         return result
 
@@ -56,7 +56,7 @@ class HealthCheckerActor(ControlActor):
             result: tuple[bool, str] = await self._registry.call(
                 REGISTRY, "restart_unhealthy", name, reason
             )
-        except Unavailable as e:
+        except UnavailableError as e:
             return False, f"service registry not running ({e})"
         return result
 

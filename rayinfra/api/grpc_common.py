@@ -13,34 +13,34 @@ from google.protobuf.message import DecodeError
 
 from rayinfra.api.auth import Auth, bearer
 from rayinfra.errors import (
-    BackendUnavailable,
-    InvalidArgument,
-    NotTrusted,
-    PermissionDenied,
-    TaskConflict,
+    BackendUnavailableError,
+    InvalidArgumentError,
+    NotTrustedError,
+    PermissionDeniedError,
+    TaskConflictError,
     TaskNotFoundError,
-    Unavailable,
+    UnavailableError,
 )
 from rayinfra.services.spec import SpecError
 
 
 def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """The gRPC status for a typed error, or None for an unexpected one."""
-    if isinstance(e, TaskConflict):
+    if isinstance(e, TaskConflictError):
         return grpc.StatusCode.ALREADY_EXISTS, str(e)
-    if isinstance(e, NotTrusted):
+    if isinstance(e, NotTrustedError):
         return grpc.StatusCode.PERMISSION_DENIED, (
             f"{e}: present the token from the rayinfra token file (authorization: Bearer <token>)"
         )
-    if isinstance(e, InvalidArgument | SpecError):
+    if isinstance(e, InvalidArgumentError | SpecError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(e)
     if isinstance(e, TaskNotFoundError):
         return grpc.StatusCode.NOT_FOUND, f"unknown task {e.args[0] if e.args else ''!s}"
-    if isinstance(e, BackendUnavailable):
+    if isinstance(e, BackendUnavailableError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(e)
-    if isinstance(e, Unavailable):
+    if isinstance(e, UnavailableError):
         return grpc.StatusCode.UNAVAILABLE, str(e)
-    if isinstance(e, PermissionDenied):
+    if isinstance(e, PermissionDeniedError):
         return grpc.StatusCode.PERMISSION_DENIED, str(e)
     return None
 

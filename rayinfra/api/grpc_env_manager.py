@@ -18,7 +18,7 @@ from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
 from rayinfra.config import CLASS_ALIASES
 from rayinfra.control import ControlPlane
-from rayinfra.errors import InvalidArgument
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.hardware import HardwareInfo
 from rayinfra.models import FROM_NOW, TaskStatus
 from rayinfra.scheduling.tasks import decode_wire_payload
@@ -116,7 +116,7 @@ class EnvManagerServicer:
     async def RestartService(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if not request.service_name:
-                raise InvalidArgument("service_name", "is required")
+                raise InvalidArgumentError("service_name", "is required")
             ok, message = await self.control.call(
                 "service_registry",
                 "restart",
@@ -226,7 +226,7 @@ class EnvManagerServicer:
                 request.tail if request.tail > 0 else None,
                 float(request.since_timestamp) if request.since_timestamp > 0 else None,
             )
-        except InvalidArgument as e:
+        except InvalidArgumentError as e:
             if "unknown service" in e.message:
                 await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
             await abort_for(context, e)
@@ -278,7 +278,7 @@ class EnvManagerServicer:
     def _class(self, name: str) -> str:
         cls = CLASS_ALIASES.get(name, name) if name else "cpu_short"
         if cls not in self.class_names:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "workload_class", f"unknown class {name!r}; known: {sorted(self.class_names)}"
             )
         return cls
@@ -318,16 +318,14 @@ class EnvManagerServicer:
         t0 = time.perf_counter()
         try:
             if request.timeout_seconds < 0:
-                raise InvalidArgument("timeout_seconds", "must be >= 0 (0 = class default)")
+                raise InvalidArgumentError("timeout_seconds", "must be >= 0 (0 = class default)")
             spec = {
                 "task_id": request.task_id or f"exec-{uuid.uuid4().hex}",
                 "task_class": self._class(request.workload_class),
                 "payload": decode_wire_payload(dict(request.payload)),
                 "timeout_s": float(request.timeout_seconds) or None,
             }
-            (res,) = await self.control.submit(
-                [spec], trusted=is_trusted(self.auth, context), source="grpc"
-            )
+            (res,) = await self.control.submit([spec], is_trusted(self.auth, context), "grpc")
             tid = res["task_id"]
             wait = float(request.timeout_seconds) + 5.0 if request.timeout_seconds else None
             deadline = time.monotonic() + (wait or EXECUTE_DEFAULT_TIMEOUT_S)

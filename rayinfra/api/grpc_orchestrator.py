@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -19,8 +19,8 @@ from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
 from rayinfra.control import LIST_LIMIT_MAX, ControlPlane
-from rayinfra.errors import InvalidArgument, PermissionDenied, TaskNotFoundError
-from rayinfra.models import FROM_NOW, TaskStatus
+from rayinfra.errors import InvalidArgumentError, PermissionDeniedError, TaskNotFoundError
+from rayinfra.models import FROM_NOW, Progress, TaskStatus
 from rayinfra.scheduling.tasks import decode_timeout_seconds, decode_wire_payload
 
 FEED_POLL_S = 10.0
@@ -83,8 +83,16 @@ def _system_event(pb2: Any, e: dict[str, Any]) -> Any:
 class OrchestratorServicer:
     """Registered with ``add_OrchestratorServiceServicer_to_server``."""
 
-    def __init__(self, control: ControlPlane, auth: Auth, tasks: Fanout, events: Fanout) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        auth: Auth,
+        tasks: Fanout,
+        events: Fanout,
+        runtime_status: Callable[[list[str]], Awaitable[dict[str, Any]]],
+    ) -> None:
         self.control = control
+        self.runtime_status = runtime_status
         self.auth = auth
         self.tasks = tasks
         self.events = events
@@ -94,9 +102,7 @@ class OrchestratorServicer:
     async def SubmitTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             spec = _submit_spec(request)
-            (res,) = await self.control.submit(
-                [spec], trusted=is_trusted(self.auth, context), source="grpc"
-            )
+            (res,) = await self.control.submit([spec], is_trusted(self.auth, context), "grpc")
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -108,13 +114,11 @@ class OrchestratorServicer:
             for i, t in enumerate(request.tasks):
                 try:
                     specs.append(_submit_spec(t))
-                except InvalidArgument as e:
+                except InvalidArgumentError as e:
                     raise type(e)(f"tasks[{i}].{e.field}", e.message) from None
             if not specs:
-                raise InvalidArgument("tasks", "is empty: submit at least one task")
-            res = await self.control.submit(
-                specs, trusted=is_trusted(self.auth, context), source="grpc"
-            )
+                raise InvalidArgumentError("tasks", "is empty: submit at least one task")
+            res = await self.control.submit(specs, is_trusted(self.auth, context), "grpc")
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -128,7 +132,7 @@ class OrchestratorServicer:
     async def GetTaskStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if not request.task_id:
-                raise InvalidArgument("task_id", "is required")
+                raise InvalidArgumentError("task_id", "is required")
             st = (await self.control.get([request.task_id])).get(request.task_id)
             if st is None:
                 raise TaskNotFoundError(request.task_id)
@@ -141,7 +145,7 @@ class OrchestratorServicer:
         try:
             ids = _distinct(request.task_ids)
             if not ids:
-                raise InvalidArgument("task_ids", "is empty: name at least one task")
+                raise InvalidArgumentError("task_ids", "is empty: name at least one task")
             found = await self.control.get(ids)
         except Exception as e:
             await abort_for(context, e)
@@ -156,9 +160,9 @@ class OrchestratorServicer:
     async def CancelTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if not request.task_id:
-                raise InvalidArgument("task_id", "is required")
+                raise InvalidArgumentError("task_id", "is required")
             self._require_trust(context, "cancelling a task")
-            res = await self.control.call("scheduler", "cancel", request.task_id)
+            res = await self.control.cancel(request.task_id)
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -169,7 +173,7 @@ class OrchestratorServicer:
     async def ListTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if request.limit < 0:  # 0: the default; the rest is checked by list_tasks
-                raise InvalidArgument("limit", f"must be between 0 and {LIST_LIMIT_MAX}")
+                raise InvalidArgumentError("limit", f"must be between 0 and {LIST_LIMIT_MAX}")
             rows = await self.control.list_tasks(
                 request.status or None,
                 request.task_class or None,
@@ -185,22 +189,32 @@ class OrchestratorServicer:
     async def PurgeTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if request.older_than_seconds < 0:
-                raise InvalidArgument("older_than_seconds", "must be >= 0 (0 = the retention)")
+                raise InvalidArgumentError(
+                    "older_than_seconds", "must be >= 0 (unset: the retention)"
+                )
             self._require_trust(context, "purging tasks")
-            deleted = await self.control.call(
-                "scheduler", "purge", request.older_than_seconds or None
+            deleted = await self.control.purge(
+                request.older_than_seconds if request.HasField("older_than_seconds") else None
             )
         except Exception as e:
             await abort_for(context, e)
             raise
         return self.pb2.PurgeTasksResponse(deleted={k: int(v) for k, v in deleted.items()})
 
+    async def GetRuntimeStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            st = await self.runtime_status(_distinct(request.service_names))
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        return self.pb2.GetRuntimeStatusResponse(status_json=json.dumps(st, default=str))
+
     async def PollTaskChanges(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if request.after_seq < 0:
-                raise InvalidArgument("after_seq", "must be >= 0")
+                raise InvalidArgumentError("after_seq", "must be >= 0")
             if not 0 <= request.timeout_seconds <= POLL_TIMEOUT_MAX_S:
-                raise InvalidArgument(
+                raise InvalidArgumentError(
                     "timeout_seconds", f"must be between 0 and {POLL_TIMEOUT_MAX_S:g}"
                 )
             seq, states = await self.control.changes(
@@ -218,7 +232,7 @@ class OrchestratorServicer:
 
     def _require_trust(self, context: grpc.aio.ServicerContext, what: str) -> None:
         if not is_trusted(self.auth, context):
-            raise PermissionDenied(
+            raise PermissionDeniedError(
                 f"{what} needs the runtime's token (authorization: Bearer <token>, from the "
                 "gateway token file)"
             )
@@ -231,19 +245,18 @@ class OrchestratorServicer:
         ids = set(request.task_ids)
         sub = await self.tasks.subscribe(lambda st: not ids or st.task_id in ids)
         result = self.pb2.TaskResult
+        progress = Progress()
         try:
-            sent_terminal: set[str] = set()
             if ids:
                 try:
                     current = await self.control.get(sorted(ids))
                 except Exception as e:
                     await abort_for(context, e)
                     raise
-                for tid, st in current.items():
+                for st in current.values():
                     if st is None or (st.terminal and not request.include_completed):
                         continue
-                    if st.terminal:
-                        sent_terminal.add(tid)
+                    progress.advance(st)
                     yield st.to_pb(result)
             while True:
                 if sub.overflowed:
@@ -251,9 +264,8 @@ class OrchestratorServicer:
                         grpc.StatusCode.RESOURCE_EXHAUSTED, "stream reader too slow; resubscribe"
                     )
                 change: TaskStatus = await sub.get()
-                if change.task_id in sent_terminal:
-                    continue  # already sent as its final state
-                yield change.to_pb(result)
+                if progress.advance(change):  # not older than what was sent already
+                    yield change.to_pb(result)
         finally:
             self.tasks.unsubscribe(sub)
 
@@ -317,7 +329,7 @@ class OrchestratorServicer:
             self.events.unsubscribe(sub)
 
     async def Health(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        healthy, services = await self.control.health()
+        healthy, services = await self.control.health_report()
         return self.pb2.HealthResponse(healthy=healthy, version=__version__, services=services)
 
     # ------------------------------------------------------------------ workflows (not yet)

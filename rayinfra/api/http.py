@@ -21,13 +21,13 @@ from rayinfra._version import __version__
 from rayinfra.api.auth import Auth
 from rayinfra.control import ControlPlane
 from rayinfra.errors import (
-    BackendUnavailable,
-    InvalidArgument,
-    NotTrusted,
-    PermissionDenied,
-    TaskConflict,
+    BackendUnavailableError,
+    InvalidArgumentError,
+    NotTrustedError,
+    PermissionDeniedError,
+    TaskConflictError,
     TaskNotFoundError,
-    Unavailable,
+    UnavailableError,
 )
 from rayinfra.scheduling.tasks import decode_timeout_seconds
 
@@ -118,17 +118,17 @@ def _error(status: int, message: str, field: str = "") -> JSONResponse:
 
 def error_response(e: BaseException) -> JSONResponse:
     """The HTTP answer for an error raised on the way to the control actors."""
-    if isinstance(e, TaskConflict):
+    if isinstance(e, TaskConflictError):
         return _error(409, e.message, e.field)
-    if isinstance(e, NotTrusted):
+    if isinstance(e, NotTrustedError):
         return _error(403, e.message, e.field)
-    if isinstance(e, InvalidArgument):
+    if isinstance(e, InvalidArgumentError):
         return _error(400, e.message, e.field)
     if isinstance(e, TaskNotFoundError):
         return _error(404, f"unknown task {e.args[0] if e.args else ''!s}", "task_id")
-    if isinstance(e, PermissionDenied):
+    if isinstance(e, PermissionDeniedError):
         return _error(403, str(e))
-    if isinstance(e, BackendUnavailable | Unavailable):
+    if isinstance(e, BackendUnavailableError | UnavailableError):
         return _error(503, str(e))
     raise e
 
@@ -146,11 +146,11 @@ def _install_common(app: FastAPI, auth: Auth) -> None:
         return await call_next(request)
 
     for exc in (
-        InvalidArgument,
+        InvalidArgumentError,
         TaskNotFoundError,
-        BackendUnavailable,
-        Unavailable,
-        PermissionDenied,
+        BackendUnavailableError,
+        UnavailableError,
+        PermissionDeniedError,
     ):
 
         async def handler(request: Request, e: Exception) -> JSONResponse:
@@ -161,7 +161,7 @@ def _install_common(app: FastAPI, auth: Auth) -> None:
 
 def _submit_spec(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise InvalidArgument("body", "must be a JSON object")
+        raise InvalidArgumentError("body", "must be a JSON object")
     known = set(SUBMIT_SCHEMA["properties"])
     spec: dict[str, Any] = {"payload": {}}
     for key, value in body.items():
@@ -169,26 +169,26 @@ def _submit_spec(body: Any) -> dict[str, Any]:
             continue  # the original kept unknown keys in the envelope; they change nothing
         if key == "id":
             if value is not None and not isinstance(value, str):
-                raise InvalidArgument("id", "must be a string")
+                raise InvalidArgumentError("id", "must be a string")
             spec["task_id"] = value or None
         elif key == "class":
             if value is not None and not isinstance(value, str):
-                raise InvalidArgument("class", "must be a string")
+                raise InvalidArgumentError("class", "must be a string")
             spec["task_class"] = value or "cpu_short"
         elif key == "payload":
             if value is not None and not isinstance(value, dict):
-                raise InvalidArgument("payload", "must be a JSON object")
+                raise InvalidArgumentError("payload", "must be a JSON object")
             spec["payload"] = value or {}
         elif key == "priority":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidArgument("priority", "must be an integer")
+                raise InvalidArgumentError("priority", "must be an integer")
             spec["priority"] = value
         elif key == "timeout_seconds":
             if value is not None:
                 spec["timeout_s"] = _timeout_s(value)
         elif key == "workflow_id":
             if value is not None and not isinstance(value, str):
-                raise InvalidArgument("workflow_id", "must be a string")
+                raise InvalidArgumentError("workflow_id", "must be a string")
             spec["workflow_id"] = value or ""
     return spec
 
@@ -202,11 +202,11 @@ def _timeout_s(value: Any) -> float:
     """
     try:
         timeout_s = decode_timeout_seconds(value)
-    except (InvalidArgument, OverflowError):  # OverflowError: an int too large for a float
+    except (InvalidArgumentError, OverflowError):  # OverflowError: an int too large for a float
         timeout_s = None
     if timeout_s is None:
         shown = repr(value)
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "timeout_seconds",
             "must be a finite number of seconds > 0 (leave it out, or null, for the class "
             f"default); got {shown if len(shown) <= 40 else shown[:37] + '...'}",
@@ -258,7 +258,7 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
         ),
     )
     async def health() -> JSONResponse:
-        healthy, services = await control.health()
+        healthy, services = await control.health_report()
         return JSONResponse(
             {"status": "ok" if healthy else "unhealthy", "healthy": healthy, "services": services},
             status_code=200 if healthy else 503,
@@ -299,8 +299,13 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
         try:
             spec = _submit_spec(body)
             trusted = auth.trusted(request.headers.get("authorization"))
-            (res,) = await control.submit([spec], trusted=trusted, source="http")
-        except (InvalidArgument, BackendUnavailable, Unavailable, PermissionDenied) as e:
+            (res,) = await control.submit([spec], trusted, "http")
+        except (
+            InvalidArgumentError,
+            BackendUnavailableError,
+            UnavailableError,
+            PermissionDeniedError,
+        ) as e:
             return error_response(e)
         return JSONResponse({"ok": True, "id": res["task_id"]})
 
@@ -371,7 +376,7 @@ def env_manager_app(control: ControlPlane, auth: Auth) -> FastAPI:
         try:
             await control.call("service_registry", "ping", timeout_s=2.0)
             ok = True
-        except Unavailable:
+        except UnavailableError:
             ok = False
         return JSONResponse(
             {

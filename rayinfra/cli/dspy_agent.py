@@ -13,7 +13,6 @@ from pathlib import Path
 
 import typer
 
-from rayinfra import runtime
 from rayinfra.cli import config_cmd, runtime_cmd, services_cmd
 from rayinfra.cli.common import ConfigOption, StateDirOption, console, load, version_option
 
@@ -83,12 +82,11 @@ def status(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """A table of services (exit 0 with "Services not running" when nothing runs)."""
-    cfg = load(config, state_dir).config
-    if runtime.recorded(cfg.state.dir) is None:
+    st = runtime_cmd.runtime_status(load(config, state_dir).config)
+    if not st["ray"]["running"]:
         console.print("Services not running")
         return
-    rows = services_cmd.call(services_cmd.registry(cfg), "status", [])
-    for name, row in rows.items():
+    for name, row in st["services"].items():
         icon = ICONS.get(row["status"], "⚪")
         console.print(f"{icon} {name:<22} {row['status']:<10} {row['container_id'][:12]}")
 

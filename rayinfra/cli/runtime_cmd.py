@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from rayinfra import runtime
-from rayinfra.cli import services_cmd
+from rayinfra.cli import remote, services_cmd
 from rayinfra.cli.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -26,7 +26,8 @@ from rayinfra.cli.common import (
     load,
     print_json,
 )
-from rayinfra.connection import pid_alive
+from rayinfra.config import RayinfraConfig
+from rayinfra.connection import pid_alive, recorded
 from rayinfra.head import HeadError
 from rayinfra.services.catalog import build_catalog
 from rayinfra.services.graph import closure
@@ -35,7 +36,48 @@ from rayinfra.services.spec import SpecError
 STATUS_REFRESH_S = 2.0
 
 
-def status_table(st: dict[str, Any]) -> Table:
+def status_tables(st: dict[str, Any]) -> list[Table]:
+    """``rayinfra status``: actors (with nodes and the dashboard), gateway servers, task classes,
+    services."""
+    tables = [_actor_table(st)]
+    if st.get("gateway"):
+        servers = Table("server", "state", box=None, title="gateway", title_justify="left")
+        for name, state in st["gateway"].items():
+            colour = "green" if state.startswith("serving") else "red"
+            servers.add_row(name, f"[{colour}]{state}[/]")
+        tables.append(servers)
+    classes = Table(
+        "class",
+        "CPU",
+        "GPU",
+        "timeout s",
+        "limit",
+        "pending",
+        "running",
+        "limit now",
+        box=None,
+        title="task classes",
+        title_justify="left",
+    )
+    for name, c in st["classes"].items():
+        live = c.get("live", {})
+        classes.add_row(
+            name,
+            f"{c['num_cpus']:g}",
+            f"{c['num_gpus']:g}",
+            str(c["timeout_s"] or "-"),
+            f"{c['limit'][0]}-{c['limit'][1]}",
+            str(live.get("pending", "-")),
+            str(live.get("inflight", "-")),
+            str(live.get("limit", "-")),
+        )
+    tables.append(classes)
+    if st.get("services"):
+        tables.append(services_cmd.status_table(st["services"], title="services"))
+    return tables
+
+
+def _actor_table(st: dict[str, Any]) -> Table:
     ray_info = st["ray"]
     title = (
         f"rayinfra — Ray {ray_info.get('gcs_address', '-')} ({ray_info.get('mode', '-')})"
@@ -140,7 +182,7 @@ def _foreground(state_dir: Path, report: runtime.StartReport, stop_timeout: floa
     head_pid = report.info.head_pid
     code = 0
     with Live(
-        status_table(runtime.status(cfg)),
+        _actor_table(runtime.status(cfg)),
         console=console,
         auto_refresh=False,
         transient=not console.is_terminal,
@@ -151,7 +193,7 @@ def _foreground(state_dir: Path, report: runtime.StartReport, stop_timeout: floa
                 code = EXIT_FAILURE
                 break
             if console.is_terminal:
-                live.update(status_table(runtime.status(cfg)), refresh=True)
+                live.update(_actor_table(runtime.status(cfg)), refresh=True)
     console.print("stopping ...")
     try:
         stopped = runtime.stop(state_dir, timeout_s=stop_timeout, force=True)
@@ -176,7 +218,7 @@ def stop(
 ) -> None:
     """Stop services (unless --keep-services), remove the control actors, stop the Ray head."""
     cfg = load(config, state_dir).config
-    if not keep_services and runtime.recorded(cfg.state.dir) is not None:
+    if not keep_services and recorded(cfg.state.dir) is not None:
         stopped = runtime.stop_services(cfg.state.dir, timeout_s=cfg.services.stop_timeout_s)
         for name, res in stopped.items():
             console.print(f"  service {name}: {res}")
@@ -195,46 +237,31 @@ def stop(
     )
 
 
+def runtime_status(config: RayinfraConfig, services: list[str] | None = None) -> dict[str, Any]:
+    """The runtime's status from its gateway (no Ray driver); not running: the static view."""
+    if remote.gateway_addr(config) is None:
+        return runtime.not_running_status(config)
+    with remote.session(config) as infra:
+        return infra.runtime_status(services)
+
+
 def status(
     as_json: bool = typer.Option(
-        False, "--json", help="Print JSON (keys ray, actors, classes, dashboard_url)."
+        False,
+        "--json",
+        help="Print JSON (keys running, ray, actors, classes, gateway, services, dashboard_url).",
     ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Show the runtime: Ray cluster, control actors, task classes. Exit 1 if not running."""
-    cfg = load(config, state_dir).config
-    st = runtime.status(cfg)
+    """Show the runtime: Ray nodes, control actors, gateway addresses, task classes and services
+    with their health (asked of the gateway: no Ray driver). Exit 1 if not running."""
+    st = runtime_status(load(config, state_dir).config)
     if as_json:
         print_json(st)
     else:
-        console.print(status_table(st))
-        classes = Table(
-            "class",
-            "CPU",
-            "GPU",
-            "timeout s",
-            "limit",
-            "pending",
-            "running",
-            "limit now",
-            box=None,
-            title="task classes",
-            title_justify="left",
-        )
-        for name, c in st["classes"].items():
-            live = c.get("live", {})
-            classes.add_row(
-                name,
-                f"{c['num_cpus']:g}",
-                f"{c['num_gpus']:g}",
-                str(c["timeout_s"] or "-"),
-                f"{c['limit'][0]}-{c['limit'][1]}",
-                str(live.get("pending", "-")),
-                str(live.get("inflight", "-")),
-                str(live.get("limit", "-")),
-            )
-        console.print(classes)
+        for table in status_tables(st):
+            console.print(table)
     sys.stdout.flush()
     if not st["running"]:
         raise typer.Exit(EXIT_FAILURE)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
+from rayinfra.cli import remote
 from rayinfra.cli.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -22,35 +21,13 @@ from rayinfra.cli.common import (
     load,
     print_json,
 )
-from rayinfra.client import AgentInfraSync
-from rayinfra.errors import TaskNotFound
-from rayinfra.runtime import RuntimeFailure
-from rayinfra.scheduling.tasks import TASK_STATES, InvalidArgument
+from rayinfra.scheduling.tasks import TASK_STATES
 
 app = typer.Typer(help="Inspect and control tasks.", no_args_is_help=True)
 
 
-@contextlib.contextmanager
-def _session(config: Path | None, state_dir: Path | None) -> Iterator[AgentInfraSync]:
-    """A connected client (never starting a runtime); errors become exit codes; always closed."""
-    cfg = load(config, state_dir).config.model_copy(deep=True)
-    cfg.client.skip_start = True  # the CLI never starts a runtime as a side effect
-    try:
-        infra = AgentInfraSync(config=cfg).start()
-    except RuntimeFailure as e:
-        fail(str(e), EXIT_FAILURE)
-    try:
-        yield infra
-    except typer.Exit:
-        raise
-    except InvalidArgument as e:
-        fail(str(e), EXIT_USAGE)
-    except TaskNotFound as e:
-        fail(str(e), EXIT_FAILURE)
-    except RuntimeError as e:
-        fail(str(e), EXIT_FAILURE)
-    finally:
-        infra.stop()
+def _session(config: Path | None, state_dir: Path | None) -> Any:
+    return remote.session(load(config, state_dir).config)
 
 
 def submit(

@@ -27,14 +27,13 @@ from typing import Any, TypeVar
 from rayinfra.client.connect import Connection, connect
 from rayinfra.client.transport import Transport
 from rayinfra.config import RayinfraConfig, load_config
-from rayinfra.errors import TaskNotFoundError, Unavailable
-from rayinfra.models import FROM_NOW, STREAM_KEYS, TaskStatus
+from rayinfra.errors import TaskNotFoundError, UnavailableError
+from rayinfra.models import FROM_NOW, STREAM_KEYS, Progress, TaskStatus
 
 T = TypeVar("T")
 FEED_POLL_S = 20.0
 FEED_FILTER_MAX = 256  # waited-for ids sent with each feed poll; more: poll unfiltered
 FEED_RETRY_S = 1.0
-_RANK = {"pending": 0, "running": 1}  # terminal states rank 2: a task's states only move forward
 
 
 class AgentInfra:
@@ -171,7 +170,7 @@ class AgentInfra:
                 continue
             try:
                 seq, states = poll.result()
-            except Unavailable:
+            except UnavailableError:
                 await asyncio.sleep(FEED_RETRY_S)
                 continue
             self._feed_seq = max(self._feed_seq, seq)
@@ -299,15 +298,12 @@ class AgentInfra:
                         q.put_nowait(st)
                     elif remaining is not None:
                         remaining.discard(st.task_id)
-            seen: dict[str, int] = {}  # task id -> rank of the last state yielded
+            progress = Progress()
             while remaining is None or remaining:
                 st = await q.get()
-                rank = _RANK.get(st.status, 2)
-                last = seen.get(st.task_id, -1)
-                if rank < last or rank == last == 2:
+                if not progress.advance(st):
                     continue  # older than what was yielded, or a second final state
-                seen[st.task_id] = rank
-                if remaining is not None and rank == 2:
+                if remaining is not None and st.terminal:
                     remaining.discard(st.task_id)
                 item = st.client_dict()
                 yield {k: item[k] for k in STREAM_KEYS}
@@ -325,6 +321,11 @@ class AgentInfra:
     # ------------------------------------------------------------------ health, metrics
     async def get_metrics(self) -> dict[str, float]:
         return await self.transport.metrics()
+
+    async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
+        """The runtime at a glance, as ``rayinfra status --json`` prints it (nodes, control
+        actors, task classes with their queues, the gateway's servers, services)."""
+        return await self.transport.runtime_status(services or [])
 
     async def health_check(self) -> dict[str, Any]:
         """``{healthy, version, services}``; never raises (an unreachable runtime is unhealthy)."""
@@ -444,6 +445,9 @@ class AgentInfraSync:
 
     def get_metrics(self) -> dict[str, float]:
         return self._run(self._infra.get_metrics())
+
+    def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
+        return self._run(self._infra.runtime_status(services))
 
     def health_check(self) -> dict[str, Any]:
         return self._run(self._infra.health_check())

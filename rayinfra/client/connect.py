@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayinfra import runtime
+from rayinfra import connection
 from rayinfra.client import runtime_child
 from rayinfra.client.transport import Transport
 from rayinfra.config import RayinfraConfig, dial_addr
@@ -43,6 +43,8 @@ def connect(
     workspace: Path | None = None,
     cli_path: Path | None = None,
 ) -> Connection:
+    from rayinfra import runtime  # a Ray driver's business: not loaded for gRPC clients
+
     client = config.client
     addr = orchestrator_addr or client.orchestrator_addr
     if addr is not None:
@@ -50,7 +52,7 @@ def connect(
     if client.ray_address is not None:
         runtime.attach(config, client.ray_address)
         return Connection(actor_transport(config))
-    if runtime.recorded(config.state.dir) is None:
+    if connection.recorded(config.state.dir) is None:
         dial = config.orchestrator_dial_addr
         if listening(dial, client.connect_timeout_s):
             return Connection(grpc_transport(config, dial))
@@ -75,6 +77,8 @@ def _to_gateway(
 ) -> Connection:
     """gRPC to ``addr``; with nothing listening there, start the local runtime in a child
     process if it would serve ``addr``."""
+    from rayinfra import runtime
+
     client = config.client
     if listening(addr, client.connect_timeout_s):
         return Connection(grpc_transport(config, addr))
@@ -120,6 +124,7 @@ def grpc_transport(
     config: RayinfraConfig, addr: str, connect_timeout_s: float | None = None
 ) -> Transport:
     """A :class:`GrpcTransport` to ``addr`` with this config's token, TLS CA and timeouts."""
+    from rayinfra import runtime
     from rayinfra.client.grpc_transport import GrpcTransport
 
     client = config.client

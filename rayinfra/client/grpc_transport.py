@@ -25,13 +25,13 @@ import grpc
 
 from rayinfra.api import stubs
 from rayinfra.errors import (
-    BackendUnavailable,
-    InvalidArgument,
-    NotTrusted,
-    PermissionDenied,
-    TaskConflict,
-    TaskNotFound,
-    Unavailable,
+    BackendUnavailableError,
+    InvalidArgumentError,
+    NotTrustedError,
+    PermissionDeniedError,
+    TaskConflictError,
+    TaskNotFoundError,
+    UnavailableError,
 )
 from rayinfra.models import TaskStatus
 from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN
@@ -44,7 +44,7 @@ class ConnectError(ConnectionError):
     """Nothing answered at the gateway's address within the connect timeout."""
 
 
-def _field_error(cls: type[InvalidArgument], details: str) -> InvalidArgument:
+def _field_error(cls: type[InvalidArgumentError], details: str) -> InvalidArgumentError:
     """``"field: message"`` (how the gateway words INVALID_ARGUMENT) back into the exception."""
     field_name, sep, message = details.partition(": ")
     if not sep or " " in field_name:
@@ -56,24 +56,24 @@ def error_from_rpc(e: grpc.aio.AioRpcError) -> BaseException:
     """The typed error a gateway status stands for (the same ones the actor path raises)."""
     code, details = e.code(), e.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return _field_error(InvalidArgument, details)
+        return _field_error(InvalidArgumentError, details)
     if code == grpc.StatusCode.ALREADY_EXISTS:
-        return _field_error(TaskConflict, details)
+        return _field_error(TaskConflictError, details)
     if code == grpc.StatusCode.NOT_FOUND:
-        return TaskNotFound(details.removeprefix("unknown task "))
+        return TaskNotFoundError(details.removeprefix("unknown task "))
     if code == grpc.StatusCode.PERMISSION_DENIED:
         field_name = details.partition(": ")[0]
         if field_name.startswith("payload") or field_name.startswith("tasks["):
-            return _field_error(NotTrusted, details.split(": present the token")[0])
-        return PermissionDenied(details)
+            return _field_error(NotTrustedError, details.split(": present the token")[0])
+        return PermissionDeniedError(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return BackendUnavailable(details)
+        return BackendUnavailableError(details)
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return PermissionDenied(
+        return PermissionDeniedError(
             f"the gateway refused the token ({details}); set RAYINFRA_AUTH_TOKEN to its token"
         )
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(f"gateway unavailable: {details}")
+        return UnavailableError(f"gateway unavailable: {details}")
     return RuntimeError(f"gateway error {code.name}: {details}")
 
 
@@ -137,10 +137,10 @@ class GrpcTransport:
                 if all(h["services"].get(a) == "healthy" for a in ("scheduler", "gateway")):
                     return
                 why = f"not ready: {h['services']}"
-            except Unavailable as e:
+            except UnavailableError as e:
                 why = str(e)
             if time.monotonic() >= deadline:
-                raise Unavailable(
+                raise UnavailableError(
                     f"the gateway at {self.addr} did not become ready in {self.retry_for_s:g}s ({why})"
                 )
             await asyncio.sleep(min(self.backoff_s, 0.5))
@@ -165,31 +165,33 @@ class GrpcTransport:
             set(spec) - {"task_id", "payload", "task_class", "priority", "timeout_s", "workflow_id"}
         )
         if unknown:
-            raise InvalidArgument(unknown[0], "unknown task field")
+            raise InvalidArgumentError(unknown[0], "unknown task field")
         for key in ("task_id", "task_class", "workflow_id"):
             value = spec.get(key)
             if value is not None and not isinstance(value, str):
-                raise InvalidArgument(key, f"must be a string, got {type(value).__name__}")
+                raise InvalidArgumentError(key, f"must be a string, got {type(value).__name__}")
         payload = spec.get("payload") or {}
         if not isinstance(payload, Mapping):
-            raise InvalidArgument("payload", f"must be an object, got {type(payload).__name__}")
+            raise InvalidArgumentError(
+                "payload", f"must be an object, got {type(payload).__name__}"
+            )
         timeout_s = spec.get("timeout_s")
         if timeout_s is not None and (not isinstance(timeout_s, int | float) or timeout_s <= 0):
-            raise InvalidArgument("timeout_s", f"must be a number > 0, got {timeout_s!r}")
+            raise InvalidArgumentError("timeout_s", f"must be a number > 0, got {timeout_s!r}")
         priority = spec.get("priority", 0)
         if (
             not isinstance(priority, int)
             or isinstance(priority, bool)
             or not PRIORITY_MIN <= priority <= PRIORITY_MAX
         ):
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "priority",
                 f"must be an integer in [{PRIORITY_MIN}, {PRIORITY_MAX}], got {priority!r}",
             )
         try:  # one JSON document: native types survive the string map exactly
             payload_json = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as e:
-            raise InvalidArgument("payload", f"must be JSON: {e}") from None
+            raise InvalidArgumentError("payload", f"must be JSON: {e}") from None
         return self.pb2.SubmitTaskRequest(
             id=spec.get("task_id") or uuid.uuid4().hex,  # fixed now: a retried submit is a repeat
             **{"class": spec.get("task_class") or "cpu_short"},
@@ -206,10 +208,10 @@ class GrpcTransport:
         for i, spec in enumerate(specs):
             try:
                 requests.append(self._request(spec))
-            except InvalidArgument as e:
+            except InvalidArgumentError as e:
                 if len(specs) == 1:
                     raise
-                raise InvalidArgument(f"tasks[{i}].{e.field}", e.message) from None
+                raise InvalidArgumentError(f"tasks[{i}].{e.field}", e.message) from None
         if len(requests) == 1:
             r = await self._unary("SubmitTask", requests[0])
             return [{"success": r.success, "task_id": r.task_id, "error": r.error}]
@@ -238,16 +240,12 @@ class GrpcTransport:
 
     async def purge(self, older_than_s: float | None) -> dict[str, int]:
         res = await self._unary(
-            "PurgeTasks", self.pb2.PurgeTasksRequest(older_than_seconds=older_than_s or 0.0)
+            "PurgeTasks", self.pb2.PurgeTasksRequest(older_than_seconds=older_than_s)
         )
         return dict(res.deleted)
 
     async def changes(
-        self,
-        after_seq: int,
-        task_ids: Sequence[str] | None,
-        timeout_s: float,
-        terminal_only: bool,
+        self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
     ) -> tuple[int, list[TaskStatus]]:
         res = await self._unary(
             "PollTaskChanges",
@@ -285,6 +283,12 @@ class GrpcTransport:
     async def metrics(self) -> dict[str, float]:
         res = await self._unary("GetMetrics", self.pb2.GetMetricsRequest())
         return dict(res.metrics)
+
+    async def runtime_status(self, services: Sequence[str]) -> dict[str, Any]:
+        res = await self._unary(
+            "GetRuntimeStatus", self.pb2.GetRuntimeStatusRequest(service_names=list(services))
+        )
+        return dict(json.loads(res.status_json))
 
     async def health(self) -> dict[str, Any]:
         res = await self._unary("Health", self.pb2.HealthRequest())

@@ -16,8 +16,8 @@ from rayinfra.models import TaskStatus
 
 
 class Transport(Protocol):
-    """The primitives. Errors are rayinfra's typed ones (``InvalidArgument``,
-    ``TaskNotFoundError``, ``Unavailable``, ...), whichever transport raised them."""
+    """The primitives. Errors are rayinfra's typed ones (``InvalidArgumentError``,
+    ``TaskNotFoundError``, ``UnavailableError``, ...), whichever transport raised them."""
 
     #: ``"actors"`` or ``"grpc"``
     kind: str
@@ -53,11 +53,7 @@ class Transport(Protocol):
         ...
 
     async def changes(
-        self,
-        after_seq: int,
-        task_ids: Sequence[str] | None,
-        timeout_s: float,
-        terminal_only: bool,
+        self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
     ) -> tuple[int, list[TaskStatus]]:
         """Long-poll the scheduler's task feed: ``(seq, states)`` after ``after_seq`` (only
         ``task_ids`` when given; only finished states with ``terminal_only``); ``(latest, [])``
@@ -74,6 +70,12 @@ class Transport(Protocol):
 
     async def metrics(self) -> dict[str, float]:
         """Every metric of the runtime, by Prometheus series name."""
+        ...
+
+    async def runtime_status(self, services: Sequence[str]) -> dict[str, Any]:
+        """The runtime at a glance (what ``rayinfra status --json`` prints): keys ``running``,
+        ``ray``, ``actors``, ``classes``, ``gateway``, ``services`` (only ``services`` when
+        named; ``InvalidArgumentError`` for an unknown one), ``dashboard_url``."""
         ...
 
     async def health(self) -> dict[str, Any]:

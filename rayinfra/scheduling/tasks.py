@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rayinfra.errors import InvalidArgument, NotTrusted
+from rayinfra.errors import InvalidArgumentError, NotTrustedError
 
 __all__ = [
     "MAX_PAYLOAD_DEPTH",
@@ -32,7 +32,7 @@ __all__ = [
     "TASK_STATES",
     "TERMINAL_STATES",
     "TRUSTED_TYPES",
-    "InvalidArgument",
+    "InvalidArgumentError",
     "TaskSpec",
     "decode_timeout_seconds",
     "decode_wire_payload",
@@ -235,7 +235,7 @@ def _join(path: str, key: str) -> str:
 
 
 def _check_json_object(payload: dict[str, Any]) -> None:
-    """Walk ``payload`` (iteratively) and raise InvalidArgument("payload", ...) at the first value
+    """Walk ``payload`` (iteratively) and raise InvalidArgumentError("payload", ...) at the first value
     that is not plain JSON: non-string keys, NaN/Infinity, other types, or nesting too deep."""
     stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
     while stack:
@@ -244,32 +244,32 @@ def _check_json_object(payload: dict[str, Any]) -> None:
         where = f"at {shown}" if path else "at the top level"
         if isinstance(value, dict):
             if depth >= MAX_PAYLOAD_DEPTH:
-                raise InvalidArgument(
+                raise InvalidArgumentError(
                     "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
                 )
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise InvalidArgument(
+                    raise InvalidArgumentError(
                         "payload",
                         f"key {_short(key)} {where} is not a string; JSON object keys are",
                     )
                 stack.append((item, _join(path, key), depth + 1))
         elif isinstance(value, (list, tuple)):
             if depth >= MAX_PAYLOAD_DEPTH:
-                raise InvalidArgument(
+                raise InvalidArgumentError(
                     "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
                 )
             for i, item in enumerate(value):
                 stack.append((item, f"{path}[{i}]", depth + 1))
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise InvalidArgument(
+                raise InvalidArgumentError(
                     "payload", f"value {where} is {value!r}; JSON has no NaN or Infinity"
                 )
         elif value is None or isinstance(value, (str, int)):  # bool is an int
             continue
         else:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "payload", f"value {where} has type {type(value).__name__!r}, which is not JSON"
             )
 
@@ -278,7 +278,7 @@ def _check_utf8(field_name: str, text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             field_name, "contains a lone surrogate, which is not valid Unicode text"
         ) from None
 
@@ -289,12 +289,14 @@ def _resolve_class(
     if raw_class is None or raw_class == "":
         raw_class = default_class
     if not isinstance(raw_class, str):
-        raise InvalidArgument("task_class", f"must be a string, got {type(raw_class).__name__}")
+        raise InvalidArgumentError(
+            "task_class", f"must be a string, got {type(raw_class).__name__}"
+        )
     name = aliases.get(raw_class, raw_class)
     if name not in classes:
         valid = ", ".join(sorted({*classes, *aliases}))
         alias_note = f" (alias of {name!r})" if name != raw_class else ""
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "task_class", f"unknown class {_short(raw_class)}{alias_note}; valid: {valid}"
         )
     return name
@@ -323,16 +325,18 @@ def validate_spec(
     :data:`TRUSTED_TYPES` is refused. An unknown payload ``type`` is accepted here and fails the
     task when it runs.
 
-    Raises :class:`InvalidArgument` naming the offending field.
+    Raises :class:`InvalidArgumentError` naming the offending field.
     """
     if not isinstance(raw, Mapping):
-        raise InvalidArgument("task", f"must be an object of task fields, got {type(raw).__name__}")
+        raise InvalidArgumentError(
+            "task", f"must be an object of task fields, got {type(raw).__name__}"
+        )
     unknown = sorted((str(k) for k in raw if k not in SPEC_FIELDS), key=str)
     if unknown:
         first = unknown[0]
         hint = f" (did you mean {_FIELD_HINTS[first]!r}?)" if first in _FIELD_HINTS else ""
         listed = ", ".join(_short(k) for k in unknown)
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             first[:80],
             f"unknown field {listed}{hint}; valid fields: {', '.join(SPEC_FIELDS)}",
         )
@@ -342,9 +346,9 @@ def validate_spec(
     if task_id is None or task_id == "":
         task_id = new_id()
     elif not isinstance(task_id, str):
-        raise InvalidArgument("task_id", f"must be a string, got {type(task_id).__name__}")
+        raise InvalidArgumentError("task_id", f"must be a string, got {type(task_id).__name__}")
     elif not is_valid_task_id(task_id):
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "task_id",
             f"{_short(task_id)} is not a valid id: use "
             f"1..{MAX_TASK_ID_LEN} characters of A-Z a-z 0-9 . _ : @ -, not starting with "
@@ -358,20 +362,22 @@ def validate_spec(
     if payload_in is None:
         payload_in = {}
     if not isinstance(payload_in, dict):
-        raise InvalidArgument("payload", f"must be a JSON object, got {type(payload_in).__name__}")
+        raise InvalidArgumentError(
+            "payload", f"must be a JSON object, got {type(payload_in).__name__}"
+        )
     _check_json_object(payload_in)
     try:
         text = _dumps(payload_in)
     except (TypeError, ValueError, RecursionError) as exc:  # defensive: the walk should catch all
-        raise InvalidArgument("payload", f"is not JSON-serialisable: {exc}") from None
+        raise InvalidArgumentError("payload", f"is not JSON-serialisable: {exc}") from None
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "payload", "contains a lone surrogate, which is not valid Unicode text"
         ) from None
     if size > payload_limit_bytes:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "payload",
             f"serialized payload is {size} bytes, which exceeds the limit of "
             f"{payload_limit_bytes} bytes",
@@ -380,10 +386,10 @@ def validate_spec(
 
     ptype = payload.get("type")
     if "type" in payload and not isinstance(ptype, str):
-        raise InvalidArgument("payload.type", f"must be a string, got {type(ptype).__name__}")
+        raise InvalidArgumentError("payload.type", f"must be a string, got {type(ptype).__name__}")
     # Compared loosely ("Shell", " python") so no handler lookup quirk can turn into a bypass.
     if isinstance(ptype, str) and ptype.strip().lower() in TRUSTED_TYPES and not trusted:
-        raise NotTrusted(
+        raise NotTrustedError(
             "payload.type", f"{_short(ptype)} tasks run code and need an authenticated caller"
         )
 
@@ -392,11 +398,11 @@ def validate_spec(
     if priority is None:
         priority = 0
     if not isinstance(priority, int) or isinstance(priority, bool):
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "priority", f"must be an integer, got {type(priority).__name__} {_short(priority)}"
         )
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "priority", f"{_short(priority)} is out of range [{PRIORITY_MIN}, {PRIORITY_MAX}]"
         )
 
@@ -405,14 +411,16 @@ def validate_spec(
     if workflow_id is None:
         workflow_id = ""
     if not isinstance(workflow_id, str):
-        raise InvalidArgument("workflow_id", f"must be a string, got {type(workflow_id).__name__}")
+        raise InvalidArgumentError(
+            "workflow_id", f"must be a string, got {type(workflow_id).__name__}"
+        )
     _check_utf8("workflow_id", workflow_id)
 
     # timeout_s
     timeout_s = raw.get("timeout_s")
     if timeout_s is not None:
         if not _is_real(timeout_s) or not math.isfinite(timeout_s) or timeout_s <= 0:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "timeout_s",
                 f"must be > 0 and finite seconds (or None for the class default), "
                 f"got {_short(timeout_s)}",
@@ -436,12 +444,14 @@ def _validate_runtime_env(value: Any, trusted: bool) -> dict[str, Any] | None:
     if value is None or value == {}:
         return None
     if not isinstance(value, dict):
-        raise InvalidArgument("runtime_env", f"must be an object, got {type(value).__name__}")
+        raise InvalidArgumentError("runtime_env", f"must be an object, got {type(value).__name__}")
     if not trusted:
-        raise NotTrusted("runtime_env", "a runtime_env runs code and needs an authenticated caller")
+        raise NotTrustedError(
+            "runtime_env", "a runtime_env runs code and needs an authenticated caller"
+        )
     unknown = sorted(str(k) for k in value if k not in RUNTIME_ENV_KEYS)
     if unknown:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "runtime_env",
             f"unknown key {', '.join(map(repr, unknown))}; valid: {', '.join(sorted(RUNTIME_ENV_KEYS))}",
         )
@@ -449,11 +459,11 @@ def _validate_runtime_env(value: Any, trusted: bool) -> dict[str, Any] | None:
     if not isinstance(env_vars, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
     ):
-        raise InvalidArgument("runtime_env.env_vars", "must map strings to strings")
+        raise InvalidArgumentError("runtime_env.env_vars", "must map strings to strings")
     try:
         return dict(json.loads(_dumps(value)))
     except (TypeError, ValueError) as e:
-        raise InvalidArgument("runtime_env", f"not JSON: {e}") from None
+        raise InvalidArgumentError("runtime_env", f"not JSON: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,13 +493,13 @@ def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
     -> None, ``'{"a":1}'`` -> dict, ``'"x"'`` -> ``"x"``) and kept as the string otherwise
     (``"abc"``, ``""``, ``"1 2"``, and ``"NaN"``/``"Infinity"``/``"1e999"``, which would not be
     JSON). A ``payload_json`` entry holding a JSON object is merged at the top level (its keys win)
-    and removed; any other ``payload_json`` raises InvalidArgument("payload.payload_json").
+    and removed; any other ``payload_json`` raises InvalidArgumentError("payload.payload_json").
     """
     out: dict[str, Any] = {}
     merged: dict[str, Any] | None = None
     for key, text in m.items():
         if not isinstance(text, str):
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 f"payload.{key[:80]}",
                 f"wire payload values must be strings, got {type(text).__name__}",
             )
@@ -497,11 +507,11 @@ def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
             try:
                 obj = _loads_strict(text)
             except (ValueError, RecursionError) as exc:
-                raise InvalidArgument(
+                raise InvalidArgumentError(
                     "payload.payload_json", f"must be a JSON object; it is not valid JSON ({exc})"
                 ) from None
             if not isinstance(obj, dict):
-                raise InvalidArgument(
+                raise InvalidArgumentError(
                     "payload.payload_json",
                     f"must be a JSON object, got JSON {type(obj).__name__}",
                 )
@@ -541,10 +551,10 @@ def encode_wire_result(result: Any) -> dict[str, str]:
 def decode_timeout_seconds(value: float) -> float | None:
     """Map gRPC ``timeout_seconds`` to ``timeout_s``: 0 means the class default (None).
 
-    Negative, NaN or infinite values raise InvalidArgument("timeout_seconds").
+    Negative, NaN or infinite values raise InvalidArgumentError("timeout_seconds").
     """
     if not _is_real(value) or not math.isfinite(value) or value < 0:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "timeout_seconds",
             f"must be > 0 and finite seconds, or 0 for the class default; got {value!r}",
         )

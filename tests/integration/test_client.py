@@ -13,9 +13,7 @@ import pytest
 
 from rayinfra import ActorTransport, AgentInfraSync, GrpcTransport
 from rayinfra.config import dial_addr
-from rayinfra.errors import InvalidArgumentError as InvalidArgument
-from rayinfra.errors import TaskConflictError as TaskConflict
-from rayinfra.errors import TaskNotFoundError as TaskNotFound
+from rayinfra.errors import InvalidArgumentError, TaskConflictError, TaskNotFoundError
 from tests.integration.conftest import Runtime
 
 pytestmark = pytest.mark.integration
@@ -96,7 +94,7 @@ def test_cancel_list_purge(infra: AgentInfraSync) -> None:
     listed = infra.list_tasks(status="cancelled", limit=1000)
     assert tid in {t["task_id"] for t in listed}
     assert all(t["status"] == "cancelled" for t in listed)
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         infra.list_tasks(status="sleeping")
     assert e.value.field == "status"
     purged = infra.purge_tasks(older_than_s=10 * 365 * 86400.0)  # nothing is that old
@@ -123,27 +121,27 @@ def test_streams_end_when_named_tasks_finish(infra: AgentInfraSync) -> None:
 
 
 def test_errors_are_the_same_types(infra: AgentInfraSync) -> None:
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         infra.submit_task(task_id=uid("c-bad"), payload={}, task_class="quantum")
     assert e.value.field == "task_class" and "valid:" in e.value.message
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         infra.submit_task(task_id=uid("c-bad"), payload={}, timeout_s=0)
     assert e.value.field == "timeout_s"
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         infra.submit_tasks([{"task_id": uid("ok"), "payload": {}}, {"payload": [1]}])
     assert e.value.field == "tasks[1].payload"
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         infra.submit_task(task_id=5, payload={})  # type: ignore[arc-type]
     assert e.value.field == "task_id"
     assert infra.submit_tasks([]) == []
     tid = uid("c-dup")
     infra.submit_task(task_id=tid, payload={"type": "noop", "v": 1})
-    with pytest.raises(TaskConflict) as c:
+    with pytest.raises(TaskConflictError) as c:
         infra.submit_task(task_id=tid, payload={"type": "noop", "v": 2})
     assert c.value.field == "task_id"
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFoundError):
         infra.get_task_status(uid("never"))
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFoundError):
         infra.wait_task(uid("never"), timeout=5)
     with pytest.raises(TimeoutError):
         slow = uid("c-slow")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import ray
 
-from rayinfra import AgentInfraSync, runtime
+from rayinfra import AgentInfraSync, connection, runtime
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
-from rayinfra.errors import NotTrusted, PermissionDenied
+from rayinfra.errors import NotTrustedError, PermissionDeniedError
 from rayinfra.raywrap import NAMESPACE
 from tests.conftest import free_port, make_runtime_spec
 from tests.integration.conftest import Runtime
@@ -57,12 +57,12 @@ def test_env_address_is_used_when_no_runtime_is_recorded(rt: Runtime, tmp_path: 
         tid = uid("g-env")
         infra.submit_task(task_id=tid, payload={"type": "echo", "x": 1})
         assert infra.wait_task(tid, timeout=30)["result_payload"] == {"x": 1}
-        with pytest.raises(NotTrusted) as e:
+        with pytest.raises(NotTrustedError) as e:
             infra.submit_task(
                 task_id=uid("g-untrusted"), payload={"type": "shell", "argv": ["true"]}
             )
         assert e.value.field == "payload.type"
-        with pytest.raises(PermissionDenied, match="token"):
+        with pytest.raises(PermissionDeniedError, match="token"):
             infra.cancel_task(tid)
     # with the runtime's token file, the same client may run code
     cfg = remote_config(
@@ -139,10 +139,10 @@ def test_starts_a_local_runtime_when_its_own_address_is_silent() -> None:
         addr = dial_addr(cfg.gateway.orchestrator_grpc_addr)
         with AgentInfraSync(orchestrator_addr=addr, config=cfg) as infra:
             assert infra._infra.transport.kind == "grpc"
-            assert runtime.recorded(cfg.state.dir) is not None
+            assert connection.recorded(cfg.state.dir) is not None
             tid = uid("g-own")
             infra.submit_task(task_id=tid, payload={"type": "echo", "own": True})
             assert infra.wait_task(tid, timeout=60)["result_payload"] == {"own": True}
-        assert runtime.recorded(cfg.state.dir) is None
+        assert connection.recorded(cfg.state.dir) is None
     finally:
         shutil.rmtree(spec.root, ignore_errors=True)

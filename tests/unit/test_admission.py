@@ -11,7 +11,12 @@ import pytest
 
 from rayinfra import admission, taskstore
 from rayinfra.config import RayinfraConfig
-from rayinfra.errors import BackendUnavailable, InvalidArgument, NotTrusted, TaskConflict
+from rayinfra.errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    NotTrustedError,
+    TaskConflictError,
+)
 from rayinfra.store import StateStore
 
 
@@ -49,7 +54,7 @@ def test_repeat_is_idempotent_and_conflict_names_the_field(store: StateStore) ->
     again = admit(store, [spec])
     assert again.new_ids == frozenset() and again.seq == 0
     assert again.replies() == [{"success": True, "task_id": "t", "error": "", "duplicate": True}]
-    with pytest.raises(TaskConflict) as e:
+    with pytest.raises(TaskConflictError) as e:
         admit(store, [{**spec, "payload": {"type": "echo", "v": 2}}])
     assert e.value.field == "task_id" and "different" in e.value.message
     assert store.read(lambda c: taskstore.submitted_after(c, 0, 10)) == [(first.seq, "t")]
@@ -57,20 +62,20 @@ def test_repeat_is_idempotent_and_conflict_names_the_field(store: StateStore) ->
 
 def test_batch_is_all_or_nothing(store: StateStore) -> None:
     good = {"task_id": "ok", "payload": {"type": "noop"}}
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         admit(store, [good, {"task_id": "bad", "payload": {}, "timeout_s": -1}])
     assert e.value.field == "tasks[1].timeout_s"
-    with pytest.raises(TaskConflict) as c:
+    with pytest.raises(TaskConflictError) as c:
         admit(store, [good, {"task_id": "ok", "payload": {"type": "echo"}}])
     assert "appears twice" in c.value.message
-    with pytest.raises(BackendUnavailable, match="gpu_slurm"):
+    with pytest.raises(BackendUnavailableError, match="gpu_slurm"):
         admit(store, [good, {"task_id": "s", "payload": {}, "task_class": "gpu_slurm"}])
     assert store.read(lambda c: taskstore.get_tasks(c, ["ok", "bad", "s"])) == {}
 
 
 def test_untrusted_code_is_refused(store: StateStore) -> None:
     shell = {"task_id": "sh", "payload": {"type": "shell", "argv": '["true"]'}}
-    with pytest.raises(NotTrusted) as e:
+    with pytest.raises(NotTrustedError) as e:
         admit(store, [shell], trusted=False)
     assert e.value.field == "payload.type"
     assert admit(store, [shell], trusted=True).new_ids == {"sh"}

@@ -182,6 +182,7 @@ NEW_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
         "ListTasks": ("ListTasksRequest", "ListTasksResponse", False),
         "PurgeTasks": ("PurgeTasksRequest", "PurgeTasksResponse", False),
         "PollTaskChanges": ("PollTaskChangesRequest", "PollTaskChangesResponse", False),
+        "GetRuntimeStatus": ("GetRuntimeStatusRequest", "GetRuntimeStatusResponse", False),
     }
 }
 NEW_MESSAGES: dict[str, dict[str, str]] = {
@@ -194,11 +195,13 @@ NEW_MESSAGES: dict[str, dict[str, str]] = {
         "CancelTaskResponse": "1 string task_id; 2 string status; 3 bool cancelled",
         "ListTasksRequest": "1 string status; 2 string task_class; 3 int32 limit",
         "ListTasksResponse": "1 repeated GetTaskStatusResponse tasks",
-        "PurgeTasksRequest": "1 double older_than_seconds",
+        "PurgeTasksRequest": "1 optional double older_than_seconds",
         "PurgeTasksResponse": "1 map<string,int64> deleted",
         "PollTaskChangesRequest": "1 int64 after_seq; 2 repeated string task_ids; "
         "3 double timeout_seconds; 4 bool terminal_only",
         "PollTaskChangesResponse": "1 int64 seq; 2 repeated TaskResult changes",
+        "GetRuntimeStatusRequest": "1 repeated string service_names",
+        "GetRuntimeStatusResponse": "1 string status_json",
     }
 }
 
@@ -264,10 +267,13 @@ def _render_message(fdp: Any, msg: Any) -> str:
     """A message's fields as "number type name; ..." (api.md's notation), by field number."""
     maps = {n.name: n for n in msg.nested_type if n.options.map_entry}
     assert len(maps) == len(msg.nested_type), f"{msg.name}: nested messages other than map entries"
-    assert not msg.enum_type and not msg.oneof_decl, f"{msg.name}: enums/oneofs are not in api.md"
+    # proto3 ``optional`` (explicit presence, in rayinfra's additions only) makes a synthetic
+    # oneof per field; real oneofs are not in api.md
+    synthetic = {f.oneof_index for f in msg.field if f.proto3_optional}
+    real_oneofs = [o.name for i, o in enumerate(msg.oneof_decl) if i not in synthetic]
+    assert not msg.enum_type and not real_oneofs, f"{msg.name}: enums/oneofs are not in api.md"
     parts = []
     for f in sorted(msg.field, key=lambda f: f.number):
-        assert not f.proto3_optional, f"{msg.name}.{f.name}: 'optional' is not in api.md"
         entry = maps.get(f.type_name.rsplit(".", 1)[-1]) if f.type == _F.TYPE_MESSAGE else None
         if entry is not None and f.type_name == f".{fdp.package}.{msg.name}.{entry.name}":
             assert f.label == _F.LABEL_REPEATED
@@ -277,7 +283,7 @@ def _render_message(fdp: Any, msg: Any) -> str:
             typ = f"repeated {_type_name(fdp, f)}"
         else:
             assert f.label == _F.LABEL_OPTIONAL, f"{msg.name}.{f.name}: label {f.label}"
-            typ = _type_name(fdp, f)
+            typ = ("optional " if f.proto3_optional else "") + _type_name(fdp, f)
         parts.append(f"{f.number} {typ} {f.name}")
     return "; ".join(parts)
 

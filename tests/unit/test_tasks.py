@@ -18,7 +18,7 @@ from rayinfra.scheduling.tasks import (
     TASK_STATES,
     TERMINAL_STATES,
     TRUSTED_TYPES,
-    InvalidArgument,
+    InvalidArgumentError,
     TaskSpec,
     decode_timeout_seconds,
     decode_wire_payload,
@@ -63,11 +63,11 @@ def test_constants() -> None:
 
 
 def test_invalid_argument_carries_field_and_pickles() -> None:
-    e = InvalidArgument("timeout_s", "must be > 0")
+    e = InvalidArgumentError("timeout_s", "must be > 0")
     assert isinstance(e, ValueError)
     assert e.field == "timeout_s" and str(e) == "timeout_s: must be > 0"
     back = pickle.loads(pickle.dumps(e))  # crosses Ray as a pickled exception
-    assert type(back) is InvalidArgument
+    assert type(back) is InvalidArgumentError
     assert back.field == "timeout_s" and str(back) == "timeout_s: must be > 0"
 
 
@@ -167,7 +167,7 @@ def test_unknown_payload_type_is_accepted_at_submit() -> None:
 @pytest.mark.parametrize("ptype", sorted(TRUSTED_TYPES))
 def test_trusted_types_need_a_trusted_caller(ptype: str) -> None:
     raw = {"payload": {"type": ptype, "argv": ["true"]}}
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate(raw, trusted=False)
     assert info.value.field == "payload.type"
     assert str(info.value) == (
@@ -178,7 +178,7 @@ def test_trusted_types_need_a_trusted_caller(ptype: str) -> None:
 
 @pytest.mark.parametrize("ptype", ["Shell", " python", "PYTHON\n"])
 def test_trusted_gate_is_not_fooled_by_case_or_spaces(ptype: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate({"payload": {"type": ptype}}, trusted=False)
     assert info.value.field == "payload.type"
 
@@ -244,7 +244,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
     ids=[case[0] for case in BAD_SPECS],
 )
 def test_every_rejection_names_its_field(raw: dict[str, Any], field: str, fragment: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate(raw, trusted=True)
     assert info.value.field == field
     assert str(info.value).startswith(f"{field}: ")
@@ -265,13 +265,13 @@ def test_every_rejection_names_its_field(raw: dict[str, Any], field: str, fragme
     ],
 )
 def test_error_messages_stay_short_for_huge_input(raw: dict[str, Any]) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate(raw)
     assert len(str(info.value)) < 600
 
 
 def test_unknown_class_lists_classes_and_aliases_sorted() -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate({"task_class": "x"})
     assert str(info.value) == (
         "task_class: unknown class 'x'; valid: cpu_long, cpu_short, gpu, gpu_long, gpu_short, "
@@ -280,7 +280,7 @@ def test_unknown_class_lists_classes_and_aliases_sorted() -> None:
 
 
 def test_alias_to_a_missing_class_is_unknown() -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate_spec(
             {"task_class": "gpu"},
             classes=["cpu_short"],
@@ -295,14 +295,14 @@ def test_alias_to_a_missing_class_is_unknown() -> None:
 
 
 def test_several_unknown_keys_are_all_named() -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate({"zeta": 1, "alpha": 2, "task_id": "ok"})
     assert info.value.field == "alpha"
     assert "'alpha', 'zeta'" in str(info.value)
 
 
 def test_raw_must_be_a_mapping() -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate([("task_id", "x")])  # type: ignore[arg-type]
     assert info.value.field == "task"
 
@@ -329,18 +329,18 @@ def test_payload_depth_limit() -> None:
         return d
 
     validate({"payload": nested(MAX_PAYLOAD_DEPTH)}, limit=10**6)
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate({"payload": nested(MAX_PAYLOAD_DEPTH + 1)}, limit=10**6)
     assert info.value.field == "payload" and "nested deeper" in str(info.value)
-    # Far beyond Python's recursion limit: still a clean InvalidArgument, not a RecursionError.
-    with pytest.raises(InvalidArgument):
+    # Far beyond Python's recursion limit: still a clean InvalidArgumentError, not a RecursionError.
+    with pytest.raises(InvalidArgumentError):
         validate({"payload": nested(50_000)}, limit=10**7)
 
 
 def test_self_referencing_payload_is_rejected() -> None:
     loop: dict[str, Any] = {}
     loop["me"] = loop
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate({"payload": loop})
     assert info.value.field == "payload"
 
@@ -359,7 +359,7 @@ def _payload_of_size(size: int) -> dict[str, Any]:
 def test_payload_size_limit_boundary() -> None:
     at_limit = _payload_of_size(LIMIT)
     assert validate({"payload": at_limit}).payload == at_limit
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         validate({"payload": _payload_of_size(LIMIT + 1)})
     assert info.value.field == "payload"
     assert f"{LIMIT + 1} bytes" in str(info.value)
@@ -369,7 +369,7 @@ def test_payload_size_limit_boundary() -> None:
 def test_payload_size_counts_utf8_bytes_not_characters() -> None:
     payload = {"s": "é" * 400}  # 400 characters, 800 bytes in the string alone
     validate({"payload": payload}, limit=808)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         validate({"payload": payload}, limit=807)
 
 
@@ -558,14 +558,14 @@ def test_decode_empty_payload_json_object() -> None:
     "bad", ["[1, 2]", '"str"', "1", "null", "not json", "", '{"a": NaN}', "{", "[" * 100_000]
 )
 def test_decode_rejects_payload_json_that_is_not_an_object(bad: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         decode_wire_payload({"payload_json": bad})
     assert info.value.field == "payload.payload_json"
     assert "must be a JSON object" in str(info.value)
 
 
 def test_decode_rejects_non_string_values() -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         decode_wire_payload({"k": 1})  # type: ignore[dict-item]
     assert info.value.field == "payload.k"
 
@@ -612,7 +612,7 @@ def test_decode_timeout_seconds(value: float, expected: float | None) -> None:
 
 @pytest.mark.parametrize("bad", [-1.0, -1e-9, math.nan, math.inf, -math.inf])
 def test_decode_timeout_seconds_rejects(bad: float) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         decode_timeout_seconds(bad)
     assert info.value.field == "timeout_seconds"
 
@@ -679,12 +679,12 @@ def test_per_task_runtime_env() -> None:
         ("str", "runtime_env"),
     ):
         if field is None:
-            with pytest.raises(InvalidArgument) as e:
+            with pytest.raises(InvalidArgumentError) as e:
                 validate_spec(
                     {"task_id": "t", "payload": {}, "runtime_env": bad}, trusted=False, **kw
                 )
             assert e.value.field == "runtime_env" and "authenticated" in str(e.value)
             continue
-        with pytest.raises(InvalidArgument) as e:
+        with pytest.raises(InvalidArgumentError) as e:
             validate_spec({"task_id": "t", "payload": {}, "runtime_env": bad}, trusted=True, **kw)
         assert e.value.field == field

@@ -203,6 +203,18 @@ class PollTaskChangesResponse(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[TaskResult]
     def __init__(self, seq: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
 
+class GetRuntimeStatusRequest(_message.Message):
+    __slots__ = ("service_names",)
+    SERVICE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    service_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetRuntimeStatusResponse(_message.Message):
+    __slots__ = ("status_json",)
+    STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
+    status_json: str
+    def __init__(self, status_json: _Optional[str] = ...) -> None: ...
+
 class PurgeTasksRequest(_message.Message):
     __slots__ = ("older_than_seconds",)
     OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]

@@ -110,6 +110,11 @@ class OrchestratorServiceStub:
                 request_serializer=orchestrator__v1__pb2.PollTaskChangesRequest.SerializeToString,
                 response_deserializer=orchestrator__v1__pb2.PollTaskChangesResponse.FromString,
                 _registered_method=True)
+        self.GetRuntimeStatus = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/GetRuntimeStatus',
+                request_serializer=orchestrator__v1__pb2.GetRuntimeStatusRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.GetRuntimeStatusResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -200,7 +205,7 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PurgeTasks(self, request, context):
-        """Delete finished tasks (and their events) older than older_than_seconds (0 = the retention).
+        """Delete finished tasks (and their events) older than older_than_seconds (unset: the retention).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +215,14 @@ class OrchestratorServiceServicer:
         """Long-poll the scheduler's task feed: the state changes after after_seq (of task_ids when
         given), waiting up to timeout_seconds for the first; after_seq = 2^62 answers at once with
         the latest seq ("from now on"). The seq is durable: resume from it after any restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRuntimeStatus(self, request, context):
+        """The runtime at a glance, as `rayinfra status --json` prints it: Ray nodes and resources,
+        control actors, task classes with their live state, the gateway's servers, services.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -292,6 +305,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.PollTaskChanges,
                     request_deserializer=orchestrator__v1__pb2.PollTaskChangesRequest.FromString,
                     response_serializer=orchestrator__v1__pb2.PollTaskChangesResponse.SerializeToString,
+            ),
+            'GetRuntimeStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRuntimeStatus,
+                    request_deserializer=orchestrator__v1__pb2.GetRuntimeStatusRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.GetRuntimeStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -699,6 +717,33 @@ class OrchestratorService:
             '/orchestrator.v1.OrchestratorService/PollTaskChanges',
             orchestrator__v1__pb2.PollTaskChangesRequest.SerializeToString,
             orchestrator__v1__pb2.PollTaskChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRuntimeStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/GetRuntimeStatus',
+            orchestrator__v1__pb2.GetRuntimeStatusRequest.SerializeToString,
+            orchestrator__v1__pb2.GetRuntimeStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
