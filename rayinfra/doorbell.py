@@ -19,6 +19,7 @@ import hashlib
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,40 @@ def drain(sock: socket.socket) -> int:
         except (BlockingIOError, InterruptedError):
             return n
         n += 1
+
+
+class Receiver:
+    """The receiving side, on the running event loop: ``on_ring()`` runs once per batch of
+    rings. While another process still holds the name (a previous incarnation exiting), it is
+    unbound; :meth:`bind` tries again (the owner's periodic sweep calls it)."""
+
+    def __init__(self, name: str, on_ring: Callable[[], None]) -> None:
+        self.name = name
+        self._on_ring = on_ring
+        self._sock: socket.socket | None = None
+        self.bind(warn=True)
+
+    def bind(self, *, warn: bool = False) -> None:
+        if self._sock is not None:
+            return
+        try:
+            self._sock = open_receiver(self.name)
+        except OSError as e:
+            if warn:
+                log.warning("doorbell busy (%s): rings are missed until it binds", e)
+            return
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._rang)
+
+    def _rang(self) -> None:  # an exception here is logged by the event loop
+        assert self._sock is not None
+        drain(self._sock)
+        self._on_ring()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
 
 
 class Bell:

@@ -10,15 +10,19 @@ The class has no Ray import; :mod:`rayinfra.raywrap` turns it into a Ray actor.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, ClassVar
 
-from rayinfra import __version__
+from rayinfra import raywrap
+from rayinfra._version import __version__
 from rayinfra.config import RayinfraConfig
 from rayinfra.store import ChangeFeed, ChangeRecord, EventRecord, SeqNotifier, StateStore
+
+log = logging.getLogger(__name__)
 
 EVENT_POLL_INTERVAL_S = 0.25
 
@@ -37,13 +41,11 @@ class ControlActor:
         )
         self.started_at = time.time()
         self.pid = os.getpid()
-        starts = int(self.store.kv_get("actor_starts", self.NAME, 0))
-        self.restarts = starts
-        self.store.kv_put("actor_starts", self.NAME, starts + 1).result()
+        self.restarts = self._count_start()
         record = {
             "actor": self.NAME,
             "pid": self.pid,
-            "restarts": starts,
+            "restarts": self.restarts,
             "host": socket.gethostname(),
         }
         self.store.append_events(
@@ -63,6 +65,19 @@ class ControlActor:
         ).result()
         self.feed = ChangeFeed(self.store, self.NAME)
         self._events_notifier: SeqNotifier | None = None
+
+    def _count_start(self) -> int:
+        """Restarts of this actor within this runtime: Ray keeps an actor's id when it restarts
+        it, and a new runtime creates a new actor, so the count is kept per actor id (outside
+        Ray, where there is no id, every instance over the same store counts as a restart)."""
+        actor_id = raywrap.current_actor_id() or ""
+        last = self.store.kv_get("actor_starts", self.NAME)
+        same = isinstance(last, dict) and last.get("actor_id") == actor_id
+        restarts = int(last["restarts"]) + 1 if same else 0
+        self.store.kv_put(
+            "actor_starts", self.NAME, {"actor_id": actor_id, "restarts": restarts}
+        ).result()
+        return restarts
 
     # ---- liveness ---------------------------------------------------------------------------
     async def ping(self) -> dict[str, Any]:
@@ -166,6 +181,15 @@ class ControlActor:
         if self._events_notifier is None:
             self._events_notifier = SeqNotifier(self.store.last_event_seq())
         return self._events_notifier
+
+    async def every(self, period_s: float, step: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Run ``step`` every ``period_s``; a failure is logged, never the end of the loop."""
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await step()
+            except Exception:
+                log.exception("%s failed", what)
 
     async def shutdown(self) -> bool:
         """Flush and close the state store before the actor is killed for good."""

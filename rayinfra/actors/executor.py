@@ -28,18 +28,11 @@ from rayinfra.handlers import (
     TaskFailed,
     UnknownHandler,
 )
+from rayinfra.scheduling.limiter import Outcome
+from rayinfra.scheduling.state import TaskResult
 
 RESULT_LINGER_S = 0.002  # gather results finishing together into one reply
 TIMEOUT_GRACE_S = 2.0  # a handler that ignores its deadline is abandoned after this
-
-# outcomes the scheduler's limiter and retry policy act on
-SUCCESS, FAILURE, TIMEOUT, CANCELLED, INVALID = (
-    "success",
-    "failure",
-    "timeout",
-    "cancelled",
-    "invalid",
-)
 
 
 class ExecutorActor:
@@ -58,7 +51,7 @@ class ExecutorActor:
         self.output_dir = out
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="task")
         self.running: dict[str, tuple[TaskContext, asyncio.Task[None]]] = {}
-        self.results: list[dict[str, Any]] = []
+        self.results: list[TaskResult] = []
         self.results_ready = asyncio.Event()
         self.pid = os.getpid()
         self._envs: dict[str, dict[str, Any]] = {}  # task runtime_env -> uploaded form
@@ -98,30 +91,29 @@ class ExecutorActor:
             else:
                 value = await self._call(ctx, payload)
             json.dumps(value)  # a non-JSON return fails the task here, not in the scheduler
-            status, outcome, result = "completed", SUCCESS, value
+            outcome, result = Outcome.SUCCESS, value
         except TaskCancelled:
-            status, outcome, error = "cancelled", CANCELLED, "cancelled"
+            outcome, error = Outcome.CANCELLED, "cancelled"
         except (TimeoutError, asyncio.TimeoutError):
-            status, outcome = "failed", TIMEOUT
+            outcome = Outcome.TIMEOUT
             error = f"timed out after {ctx.timeout_s:g}s" if ctx.timeout_s else "timed out"
         except TaskFailed as e:
-            status, outcome, error, result = "failed", FAILURE, str(e), e.result
+            outcome, error, result = Outcome.FAILURE, str(e), e.result
         except (HandlerError, UnknownHandler) as e:
-            status, outcome, error = "failed", INVALID, str(e)
+            outcome, error = Outcome.INVALID, str(e)
         except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
-            status, outcome, error = "failed", FAILURE, f"{type(e).__name__}: {e}"
+            outcome, error = Outcome.FAILURE, f"{type(e).__name__}: {e}"
         self.running.pop(ctx.task_id, None)
         self.results.append(
-            {
-                "task_id": ctx.task_id,
-                "status": status,
-                "outcome": outcome,
-                "result": result,
-                "error": error,
-                "started_at": started,
-                "finished_at": time.time(),
-                "latency_s": time.monotonic() - t0,
-            }
+            TaskResult(
+                ctx.task_id,
+                outcome,
+                error,
+                result,
+                started_at=started,
+                finished_at=time.time(),
+                latency_s=time.monotonic() - t0,
+            )
         )
         self.results_ready.set()
 
@@ -193,7 +185,7 @@ class ExecutorActor:
                 raywrap.cancel(ref)
             raise
 
-    async def take_results(self, timeout_s: float) -> list[dict[str, Any]]:
+    async def take_results(self, timeout_s: float) -> list[TaskResult]:
         """Results finished since the last call; waits up to ``timeout_s`` for the first one."""
         if not self.results:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -216,6 +208,3 @@ class ExecutorActor:
             if not task.done():
                 hit.append(tid)
         return hit
-
-    async def running_ids(self) -> list[str]:
-        return list(self.running)

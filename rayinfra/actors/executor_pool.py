@@ -1,13 +1,16 @@
 """The scheduler's executor pools: create, watch, scale out and retire ``executor-<class>-<n>``.
 
-One pool per task class. Each executor gets one long-poll (``take_results``) that hands its
-results to the scheduler; an executor that dies, or never starts (e.g. its runtime_env cannot be
-set up), is reported back so its tasks re-run or its class's queue fails with the reason.
+One pool per task class; the scheduler names executors, this module holds their handles (every
+Ray call goes through :mod:`rayinfra.raywrap`). Each executor gets one long-poll
+(``take_results``) that hands its results to the scheduler; an executor that dies, or never
+starts (e.g. its runtime_env cannot be set up), is reported back so its tasks re-run or its
+class's queue fails with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,12 +21,14 @@ from rayinfra import raywrap
 from rayinfra.actors.executor import ExecutorActor
 from rayinfra.config import NAMESPACE, RayinfraConfig
 from rayinfra.scheduling import classes as class_logic
+from rayinfra.scheduling.state import TaskResult
 from rayinfra.store import StateStore
 
 log = logging.getLogger(__name__)
 
 RESULT_POLL_S = 10.0
 IDLE_EXECUTOR_S = 60.0  # a scaled-out executor idle this long gives its resources back
+NODE_VIEW_TTL_S = 2.0
 
 
 @dataclass
@@ -33,13 +38,12 @@ class Executor:
     name: str
     handle: Any
     ready: asyncio.Future[bool]
-    tasks: set[str] = field(default_factory=set)
     poller: asyncio.Task[None] | None = None
     busy_at: float = field(default_factory=time.monotonic)  # last time it had work
 
 
-ResultsCallback = Callable[[str, Executor, list[dict[str, Any]]], Awaitable[None]]
-LostCallback = Callable[[str, Executor, BaseException], Awaitable[None]]
+ResultsCallback = Callable[[str, list[TaskResult]], Awaitable[None]]  # executor name, results
+LostCallback = Callable[[str, BaseException], Awaitable[None]]
 
 
 class ExecutorPools:
@@ -63,6 +67,21 @@ class ExecutorPools:
         self._envs: dict[str, dict[str, Any]] = {}  # class -> runtime_env with uploaded paths
         self._counter = int(store.kv_get("scheduler", "executor_counter", 0))
         self._config_dict = config.model_dump(mode="json")
+        self._nodes: list[class_logic.NodeView] = []
+        self._nodes_at = float("-inf")
+
+    async def missing(self, cls: str) -> str | None:
+        """What no alive node has for the class (``None``: some node can run it); the nodes
+        are read from Ray at most every ``NODE_VIEW_TTL_S``."""
+        if time.monotonic() - self._nodes_at > NODE_VIEW_TTL_S:
+            raw = await asyncio.to_thread(raywrap.node_views)
+            self._nodes = [
+                class_logic.NodeView(n["node_id"], n["resources"], n["labels"]) for n in raw
+            ]
+            self._nodes_at = time.monotonic()
+        klass = self.config.classes[cls]
+        request = class_logic.resource_request(klass)
+        return class_logic.unsatisfiable_reason(cls, request, klass.label_selector, self._nodes)
 
     def names(self, cls: str) -> list[str]:
         return [e.name for e in self.pools[cls]]
@@ -71,8 +90,9 @@ class ExecutorPools:
         """Why the class's executors could not start (reported once), or ``None``."""
         return self.errors.pop(cls, None)
 
-    async def ready(self, cls: str, backlog: int, inflight: int) -> list[Executor]:
-        """The class's started executors, creating (or scaling out) executors as needed."""
+    async def ready(self, cls: str, backlog: int, inflight: int) -> list[str]:
+        """Names of the class's started executors, creating (or scaling out) executors as
+        needed."""
         klass = self.config.classes[cls]
         pool = self.pools[cls]
         target = max(1, klass.executors)
@@ -105,13 +125,31 @@ class ExecutorPools:
             ex = Executor(options["name"], handle, asyncio.get_running_loop().create_future())
             pool.append(ex)
             ex.poller = asyncio.create_task(self._poll(cls, ex))
-        return [e for e in pool if e.ready.done() and e.ready.result()]
+        return [e.name for e in pool if e.ready.done() and e.ready.result()]
+
+    def send(self, cls: str, name: str, items: list[dict[str, Any]]) -> None:
+        """Start ``items`` on executor ``name``, without waiting: calls from one caller reach an
+        actor in order, and a dead executor is noticed by its result poller."""
+        ex = self._find(cls, name)
+        assert ex is not None, name  # ready() named it, and nothing ran since
+        ex.busy_at = time.monotonic()
+        raywrap.send(ex.handle, "submit", items)
+
+    async def cancel(self, cls: str, name: str, task_ids: list[str]) -> None:
+        """Ask executor ``name`` to cancel running tasks (a lost executor ran them last)."""
+        ex = self._find(cls, name)
+        if ex is not None:
+            with contextlib.suppress(*raywrap.actor_errors()):
+                await raywrap.acall(ex.handle, "cancel", task_ids)
+
+    def _find(self, cls: str, name: str) -> Executor | None:
+        return next((e for e in self.pools[cls] if e.name == name), None)
 
     async def _poll(self, cls: str, ex: Executor) -> None:
         try:
             try:
-                await asyncio.wait_for(
-                    ex.handle.ping.remote(), self.config.scheduler.executor_start_timeout_s
+                await raywrap.acall(
+                    ex.handle, "ping", timeout_s=self.config.scheduler.executor_start_timeout_s
                 )
             except asyncio.TimeoutError:
                 raywrap.kill_actor(ex.handle)
@@ -122,10 +160,10 @@ class ExecutorPools:
             ex.ready.set_result(True)
             self.wake()
             while True:
-                results = await ex.handle.take_results.remote(RESULT_POLL_S)
+                results = await raywrap.acall(ex.handle, "take_results", RESULT_POLL_S)
                 if results:
                     ex.busy_at = time.monotonic()
-                    await self.on_results(cls, ex, results)
+                    await self.on_results(ex.name, results)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # died, or never started (its runtime_env, its __init__)
@@ -135,22 +173,22 @@ class ExecutorPools:
                 log.error("executor %s failed to start: %s", ex.name, e)
             elif not isinstance(e, raywrap.actor_errors()):
                 log.exception("executor %s failed", ex.name)
-            await self._lost(cls, ex, e)
+            else:
+                log.warning("executor %s lost: %s", ex.name, e)
+            if ex in self.pools[cls]:
+                self.pools[cls].remove(ex)
+            await self.on_lost(ex.name, e)
 
-    async def _lost(self, cls: str, ex: Executor, err: BaseException) -> None:
-        if ex in self.pools[cls]:
-            self.pools[cls].remove(ex)
-        await self.on_lost(cls, ex, err)
-
-    def retire_idle(self) -> None:
-        """Give back what scaled-out executors hold once they have been idle a while."""
+    def retire_idle(self, load: Callable[[str], int]) -> None:
+        """Give back what scaled-out executors hold once they have been idle a while
+        (``load``: how many tasks an executor runs)."""
         now = time.monotonic()
         for cls, pool in self.pools.items():
             floor = max(1, self.config.classes[cls].executors)
             for ex in list(pool):
                 if len(pool) <= floor:
                     break
-                if ex.ready.done() and not ex.tasks and now - ex.busy_at > IDLE_EXECUTOR_S:
+                if ex.ready.done() and not load(ex.name) and now - ex.busy_at > IDLE_EXECUTOR_S:
                     pool.remove(ex)
                     if ex.poller is not None:
                         ex.poller.cancel()

@@ -3,7 +3,8 @@
 It builds the catalog and the drivers from the effective config, adopts what runs on (re)start,
 and exposes the long-poll interface of DESIGN.md "Contracts": ``start(names, parallel,
 overrides) -> op_id``, ``op_updates(op_id, after_seq, timeout_s)``, ``stop``, ``restart``,
-``status(names)``, ``health_updates(after_seq, ...)``, ``open_logs/read_logs/close_logs``.
+``status(names)``, ``health_updates(after_seq, ...)``, ``open_logs/read_logs/close_logs``, and
+``prune`` for the ``orphaned`` services (instances of services the config no longer has).
 """
 
 from __future__ import annotations
@@ -135,13 +136,11 @@ class ServiceRegistryActor(ControlActor):
     async def _refresh_loop(self) -> None:
         with contextlib.suppress(Exception):
             await self._ready
-        while True:
-            await asyncio.sleep(REFRESH_INTERVAL_S)
-            try:
-                await self.manager.refresh()
-            except Exception:  # keep the loop alive, say why
-                log.exception("service refresh failed")
-            self._reap_logs()
+        await self.every(REFRESH_INTERVAL_S, self._refresh, "service refresh")
+
+    async def _refresh(self) -> None:
+        self._reap_logs()
+        await self.manager.refresh()
 
     # ------------------------------------------------------------------ operations
     async def recovered(self) -> dict[str, str]:
@@ -182,6 +181,12 @@ class ServiceRegistryActor(ControlActor):
     async def restart(self, name: str, timeout_s: float | None = None) -> tuple[bool, str]:
         await self._wait_ready()
         return await self.manager.restart(name, timeout_s)
+
+    async def prune(self, timeout_s: float | None = None) -> dict[str, str]:
+        """Stop, remove and forget the orphaned services: ``name -> "stopped" | "not running" |
+        "error: ..."`` (one that failed to stop stays orphaned)."""
+        await self._wait_ready()
+        return await self.manager.prune(timeout_s)
 
     async def restart_unhealthy(self, name: str, reason: str) -> tuple[bool, str]:
         """Called by the health checker: restart a service that is still wanted running."""

@@ -4,20 +4,30 @@ A JSON envelope ``{id?, class?, payload?, priority?, timeout_seconds?, workflow_
 ``pending/<name>.json`` is claimed by renaming it to ``pending/<name>.json.lock`` (an atomic,
 exclusive claim, as the original did), submitted as a task, and when the task ends moved to
 ``done/<id>.json`` (with the result) or ``failed/<id>.json`` (with the error). A file that does
-not parse goes straight to ``failed/`` with the parse error. Filesystem only; no Ray import.
+not parse goes straight to ``failed/`` with the parse error. :meth:`FileQueue.poll` is the
+scheduler's whole part of it. Filesystem and state store only; no Ray import.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Container, Iterable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rayinfra.scheduling.tasks import TaskSpec
+from rayinfra import taskstore
+from rayinfra.errors import BackendUnavailableError, InvalidArgumentError
+from rayinfra.scheduling.tasks import TERMINAL_STATES, TaskSpec
+
+if TYPE_CHECKING:
+    from rayinfra.admission import Submitter
+    from rayinfra.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,29 @@ class FileQueue:
         for d in (self.pending, self.done, self.failed):
             d.mkdir(parents=True, exist_ok=True)
         self._locks: dict[str, Path] = {}  # task id -> lock file
+        self.pending_files = 0  # ``queue_depth`` as of the last poll
+
+    async def poll(self, submitter: Submitter, store: StateStore, active: Container[str]) -> None:
+        """Submit what was dropped into ``pending/`` (a refused envelope is filed in
+        ``failed/``), file claimed tasks that ended while nobody watched (before a restart;
+        ``active``: the ones still running here), and count what is pending. File I/O runs
+        off the event loop."""
+        for envelope in await asyncio.to_thread(self.claim):
+            try:
+                await submitter.submit([envelope], trusted=True, source="file")
+            except (InvalidArgumentError, BackendUnavailableError) as e:
+                await asyncio.to_thread(self.reject, envelope["task_id"], str(e))
+        stale = [t for t in await asyncio.to_thread(self.locked_ids) if t not in active]
+        if stale:
+            rows = (await store.aread(partial(taskstore.get_tasks, ids=stale))).values()
+            ended = [r for r in rows if r.status in TERMINAL_STATES]
+            await asyncio.to_thread(self.finished, ended)
+        self.pending_files = await asyncio.to_thread(self.pending_count)
+
+    def finished(self, rows: Iterable[taskstore.TaskRow]) -> None:
+        """File each of these finished tasks (see :meth:`finish`)."""
+        for row in rows:
+            self.finish(row.task_id, row.status_dict(), row.spec)
 
     def pending_count(self) -> int:
         """``queue_depth``: unclaimed ``*.json`` files in ``pending/``."""

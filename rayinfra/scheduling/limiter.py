@@ -73,10 +73,10 @@ knee, where it never sees an uncongested round again.  ``smoothing = 0.2`` and
 
 Outcomes
 --------
-``SUCCESS`` is a latency sample.  ``FAILURE`` (the task's own error) is counted and
-otherwise ignored: a task that raised early says nothing about service time, and
-fast failures would drag the long RTT down and make healthy tasks look congested.
-``TIMEOUT`` and ``RESOURCE`` (out of memory, worker died, unschedulable) set the
+``SUCCESS`` is a latency sample.  ``FAILURE`` and ``INVALID`` (the task's own error)
+are counted and otherwise ignored: a task that raised early says nothing about
+service time, and fast failures would drag the long RTT down and make healthy tasks
+look congested.  ``TIMEOUT`` and ``RESOURCE`` (out of memory, worker died) set the
 estimate to ``max(min_limit, estimated * backoff_ratio)``, independent of the
 gradient; their latency is not a sample either (a timeout lasts the timeout).
 
@@ -142,16 +142,26 @@ def default_queue_size(limit: int) -> float:
 
 
 class Outcome(enum.Enum):
-    """How a task of the class ended, as far as the limiter is concerned."""
+    """How a task attempt ended: the one vocabulary of the executors (which report it), the
+    scheduler's retry policy (:mod:`rayinfra.scheduling.state`), this limiter and the error
+    metrics (whose ``reason`` label is the value)."""
 
     SUCCESS = "success"
     """Completed: its latency is a sample."""
     FAILURE = "failure"
-    """The task's own error: counted, otherwise ignored."""
+    """The task's own error: counted, otherwise ignored; retried by the class's policy."""
+    INVALID = "invalid"
+    """No handler takes the payload (or its class left the config): like FAILURE, not retried."""
     TIMEOUT = "timeout"
-    """Exceeded its deadline: multiplicative decrease."""
+    """Exceeded its deadline: multiplicative decrease; retried by the class's policy."""
     RESOURCE = "resource"
-    """Out of memory, worker died or unschedulable: multiplicative decrease."""
+    """Its worker died (out of memory, killed): multiplicative decrease; runs again."""
+    CANCELLED = "cancelled"
+    """Cancelled on request: not a sample, never retried."""
+    UNSCHEDULABLE = "unschedulable"
+    """No node can ever run its class: it never ran, never retried."""
+    EXECUTOR = "executor"
+    """Its class's executors cannot start: it never ran, never retried."""
 
 
 @dataclass(frozen=True)
@@ -383,11 +393,11 @@ class AdaptiveLimiter:
         if inflight < 0:
             raise ValueError(f"inflight must be >= 0, got {inflight}")
         self._samples += 1
-        if outcome is Outcome.FAILURE:
-            self._failures += 1
-            return self.limit
-        if outcome is not Outcome.SUCCESS:  # TIMEOUT, RESOURCE
+        if outcome in (Outcome.TIMEOUT, Outcome.RESOURCE):
             self._back_off()
+            return self.limit
+        if outcome is not Outcome.SUCCESS:  # no service time to learn from
+            self._failures += 1
             return self.limit
 
         rtt = max(latency_s, self._config.min_rtt_s, _MIN_RTT_S)

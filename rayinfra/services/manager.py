@@ -7,7 +7,9 @@ worker threads; the event loop never waits on them.
 Durable state (the ``services`` namespace of the state store's kv table): for each service
 the manager started, its effective spec (after per-call overrides), whether it is wanted
 running, and its instance id. A restarted manager lists what carries its cluster label,
-adopts what it still wants (same spec fingerprint) and removes the rest.
+adopts what it still wants (same spec fingerprint) and removes the rest, except instances of
+services its catalog no longer has: those are kept as ``orphaned`` until
+:meth:`ServiceManager.prune` (or a stop naming them) stops and forgets them.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ T = TypeVar("T")
 
 KV_NAMESPACE = "services"
 #: statuses reported by status() (GetServicesStatus)
-STATUSES = ("running", "starting", "unhealthy", "stopped", "failed")
+STATUSES = ("running", "starting", "unhealthy", "stopped", "failed", "orphaned")
 OP_RETENTION_S = 600.0
 #: While a start waits for health, the pause between probes is this fraction of the time
 #: waited so far, at least HEALTH_POLL_MIN_S and at most min(check interval, HEALTH_POLL_MAX_S):
@@ -213,19 +215,26 @@ class ServiceManager:
 
     # ------------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, str]:
-        """Adopt owned instances this manager still wants; remove the others.
+        """Adopt owned instances this manager still wants; remove the others, but keep those of
+        services the catalog no longer has as ``orphaned`` (never restarted, never stopped by a
+        stop of everything: they may hold someone's data).
 
-        Returns ``name -> "adopted" | "removed" | "missing"`` for what it found or expected.
+        Returns ``name -> "adopted" | "removed" | "missing" | "orphaned"`` for what it found or
+        expected.
         """
         outcome: dict[str, str] = {}
         saved = await asyncio.to_thread(self.store.kv_items, KV_NAMESPACE)
+        former: dict[str, ServiceSpec] = {}  # saved specs of services no longer in the catalog
         for name, rec in saved.items():
             try:
                 spec = parse_spec(name, rec["spec"])
             except (SpecError, KeyError, TypeError):
                 log.warning("dropping unreadable saved state of service %s", name)
                 continue
-            st = self.services.setdefault(name, ServiceState(name, spec))
+            if name not in self.catalog:
+                former[name] = spec
+                continue
+            st = self.services[name]
             st.spec, st.desired = spec, bool(rec.get("desired"))
         for kind, drv in self.drivers.items():
             try:
@@ -241,7 +250,11 @@ class ServiceManager:
             for inst in owned:
                 name = inst.labels.get(LABEL_SERVICE, "")
                 owner = self.services.get(name)
-                if (
+                if name and owner is None:
+                    self.services[name] = _orphan(name, kind, former.get(name), inst)
+                    outcome[name] = "orphaned"
+                    await self._event("service_orphaned", name, instance_id=inst.id)
+                elif (
                     owner is not None
                     and owner.desired
                     and owner.spec.driver == kind
@@ -575,20 +588,30 @@ class ServiceManager:
         Returns ``name -> result`` ("stopped", "not running", or "error: ..."); truthful per
         service.
         """
-        wanted = list(names)
-        for n in wanted:
-            if n not in self.services:
-                raise InvalidArgument(
-                    "service_names", f"unknown service {n!r}; known: {sorted(self.services)}"
-                )
-        if not wanted:
-            wanted = [n for n, s in self.services.items() if s.desired or s.instance]
+        wanted = self._known("service_names", names)
+        if not wanted:  # orphans only go when named (or pruned)
+            wanted = [
+                n
+                for n, s in self.services.items()
+                if n in self.catalog and (s.desired or s.instance)
+            ]
         timeout = self.stop_timeout_s if timeout_s is None or timeout_s <= 0 else timeout_s
         specs = {n: s.spec for n, s in self.services.items()}
         results: dict[str, str] = {}
         for n in stop_order(specs, wanted):
             results[n] = await self.stop_one(n, timeout)
+            if n not in self.catalog and not results[n].startswith("error"):
+                self.services.pop(n, None)  # a stopped orphan is forgotten
         return results
+
+    def orphans(self) -> list[str]:
+        """Services with an instance that the current catalog no longer has."""
+        return sorted(n for n, s in self.services.items() if s.status == "orphaned")
+
+    async def prune(self, timeout_s: float | None = None) -> dict[str, str]:
+        """Stop, remove and forget every orphaned service: ``name -> stop result``."""
+        names = self.orphans()
+        return await self.stop(names, timeout_s) if names else {}
 
     async def stop_one(self, name: str, timeout_s: float) -> str:
         st = self.services[name]
@@ -619,9 +642,12 @@ class ServiceManager:
         self, name: str, timeout_s: float | None = None, reason: str = "requested"
     ) -> tuple[bool, str]:
         """Stop then start one service with its current spec (dependencies must run)."""
-        if name not in self.services:
+        self._known("service_name", [name])
+        if name not in self.catalog:
             raise InvalidArgument(
-                "service_name", f"unknown service {name!r}; known: {sorted(self.services)}"
+                "service_name",
+                f"{name} is orphaned (no longer in the config): add it back to the config, "
+                "or `rayinfra services prune` stops and forgets it",
             )
         st = self.services[name]
         timeout = self.stop_timeout_s if timeout_s is None or timeout_s <= 0 else timeout_s
@@ -640,13 +666,18 @@ class ServiceManager:
 
     # ------------------------------------------------------------------ status
     def status(self, names: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+        wanted = self._known("service_names", names)
+        return {n: self.services[n].as_dict() for n in (wanted or sorted(self.services))}
+
+    def _known(self, field: str, names: Iterable[str]) -> list[str]:
+        """``names`` as a list; an unknown one is :class:`InvalidArgument` on ``field``."""
         wanted = list(names)
         for n in wanted:
             if n not in self.services:
                 raise InvalidArgument(
-                    "service_names", f"unknown service {n!r}; known: {sorted(self.services)}"
+                    field, f"unknown service {n!r}; known: {sorted(self.services)}"
                 )
-        return {n: self.services[n].as_dict() for n in (wanted or sorted(self.services))}
+        return wanted
 
     async def refresh(self) -> None:
         """Re-read every instance's state from its driver (exits, removals by hand)."""
@@ -672,6 +703,20 @@ class ServiceManager:
         for t in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await t
+
+
+def _orphan(name: str, driver: str, saved: ServiceSpec | None, inst: Instance) -> ServiceState:
+    """An instance of a service the catalog no longer has, under the spec it was started with
+    (its dependencies dropped: they may be gone too), else under a placeholder naming only its
+    driver (never started from, so it skips validation)."""
+    if saved is not None and saved.driver == driver:
+        spec = saved.model_copy(update={"depends_on": []})
+    else:
+        spec = ServiceSpec.model_construct(name=name, driver=driver)
+    message = (
+        f"not in the current config ({inst.state}); `rayinfra services prune` stops and forgets it"
+    )
+    return ServiceState(name, spec, "orphaned", message, instance=inst, started_at=inst.started_at)
 
 
 def _update(name: str, status: str, message: str, progress: int) -> dict[str, Any]:

@@ -564,7 +564,7 @@ def test_a_class_whose_executor_dies_in_init_fails_its_tasks(infra: AgentInfraSy
 
 def _commit_unannounced(rt: Runtime, specs: list[dict[str, object]]) -> None:
     """Commit tasks the way the gateway does, but never tell the scheduler (a gateway that
-    died between its commit and its ``adopt`` call)."""
+    died between its commit and its doorbell ring)."""
     import asyncio
 
     from rayinfra import admission
@@ -639,9 +639,8 @@ def test_submits_racing_the_catch_up_queue_each_task_once(
 
 
 def test_the_scheduler_actor_admits_too(rt: Runtime, infra: AgentInfraSync) -> None:
-    """Clients off the head's host (cluster mode) and the file queue submit through the
-    scheduler actor itself: same validation, same idempotency, same results."""
-    assert infra._infra._local is not None  # this client admits locally (the head is here)
+    """Clients over actor handles and the file queue submit through the scheduler actor's own
+    Submitter: same validation, same idempotency, same results as the gateway's."""
     sched = ray.get_actor("scheduler", namespace=NAMESPACE)
     tid = uid("actor-submit")
     spec = {"task_id": tid, "payload": {"type": "echo", "via": "actor"}}

@@ -270,26 +270,39 @@ async def test_stop_is_reverse_order_and_truthful(env: Env) -> None:
 
 async def test_a_new_manager_adopts_what_runs_and_removes_what_it_does_not_own(env: Env) -> None:
     redis = redis_service()
-    m1 = env.manager(redis)
+    idle = parse_spec("idle", {"driver": "process", "argv": ["sleep", "60"]})
+    m1 = env.manager(redis, idle)
     assert (await m1.start_and_wait(["redis"])).success
     inst = m1.services["redis"].instance
     assert inst is not None
-    # something else carrying our cluster label that nobody wants any more
+    # an instance of a catalog service that nobody wants running, carrying our cluster label
+    unwanted = env.driver.start(idle, {**m1.labels(idle)})
+    # and one of a service the catalog does not have (no saved state either)
     stray = parse_spec("stray", {"driver": "process", "argv": ["sleep", "60"]})
     stray_inst = env.driver.start(stray, {**m1.labels(stray)})
     await m1.close()
 
-    m2 = env.manager(redis)  # as after a registry restart: same store, same cluster
+    m2 = env.manager(redis, idle)  # as after a registry restart: same store, same cluster
     outcome = await m2.recover()
-    assert outcome == {"redis": "adopted", "stray": "removed"}
+    assert outcome == {"redis": "adopted", "idle": "removed", "stray": "orphaned"}
     assert m2.services["redis"].instance is not None
     assert m2.services["redis"].instance.id == inst.id
     assert m2.status()["redis"]["status"] == "running"
-    assert env.driver.inspect(stray_inst.id).state == "missing"
+    assert env.driver.inspect(unwanted.id).state == "missing"
+    # what the catalog lost is kept, under a spec that names only its driver
+    assert env.driver.inspect(stray_inst.id).state == "running"
+    assert m2.status(["stray"])["stray"]["status"] == "orphaned"
+    assert m2.services["stray"].spec.driver == "process"
     # starting again adopts, never duplicates
     assert (await m2.start_and_wait(["redis"])).success
-    owned = [i for i in env.driver.list_owned({LABEL_CLUSTER: env.cluster}) if i.state == "running"]
-    assert [i.id for i in owned] == [inst.id]
+    mine = {LABEL_CLUSTER: env.cluster}
+    owned = [i for i in env.driver.list_owned(mine) if i.state == "running"]
+    assert sorted(i.id for i in owned) == sorted([inst.id, stray_inst.id])
+    assert await m2.stop([]) == {"redis": "stopped"}  # "everything" spares the orphan
+    assert env.driver.inspect(stray_inst.id).state == "running"
+    assert await m2.stop(["stray"]) == {"stray": "stopped"}  # named: stopped and forgotten
+    assert env.driver.inspect(stray_inst.id).state == "missing"
+    assert "stray" not in m2.status() and await m2.prune() == {}
 
 
 async def test_monitor_restarts_a_wedged_service_and_gives_up_after_its_budget(env: Env) -> None:

@@ -377,13 +377,17 @@ async def test_a_new_manager_adopts_running_containers_and_removes_orphans(env: 
 
     m2 = env.manager({"redis": redis})  # same store, same cluster: as after a registry restart
     outcome = await m2.recover()
-    assert outcome == {"redis": "adopted", "stray": "removed"}
+    # not in the config: listed as orphaned and left running until pruned (it may be a
+    # user's database)
+    assert outcome == {"redis": "adopted", "stray": "orphaned"}
     st = m2.status()["redis"]
     assert st["status"] == "running" and st["container_id"] == inst.id
-    assert env.driver.inspect(stray_inst.id).state == "missing"
+    assert env.driver.inspect(stray_inst.id).state == "running"
     # starting again adopts, never duplicates
     op = await m2.start_and_wait(["redis"])
     assert op.success and finals(op)["redis"]["status"] == "healthy"
+    assert await m2.prune() == {"stray": "stopped"}
+    assert env.driver.inspect(stray_inst.id).state == "missing"
     assert [c["Id"] for c in env.owned()] == [inst.id]
     assert m2.services["redis"].instance is not None
     assert m2.services["redis"].instance.id == inst.id

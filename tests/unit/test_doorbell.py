@@ -66,3 +66,29 @@ def test_one_receiver_per_name() -> None:
     again = doorbell.open_receiver(n)
     assert isinstance(again, socket.socket)
     again.close()
+
+
+async def test_receiver_calls_back_per_batch_of_rings_and_binds_once_the_name_is_free() -> None:
+    import asyncio
+
+    n = name()
+    squatter = doorbell.open_receiver(n)  # a previous incarnation still holds the name
+    rang: list[int] = []
+    rx = doorbell.Receiver(n, lambda: rang.append(1))
+    bell = doorbell.Bell(n)
+    try:
+        assert bell.ring()  # the squatter gets it, not rx
+        await asyncio.sleep(0.05)
+        assert rang == []
+        squatter.close()
+        rx.bind()
+        assert bell.ring() and bell.ring()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if rang:
+                break
+        assert rang == [1]  # two rings, one wake-up
+    finally:
+        bell.close()
+        rx.close()
+    assert doorbell.Bell(n).ring() is False

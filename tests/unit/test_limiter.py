@@ -202,12 +202,13 @@ def test_long_rtt_follows_lower_latency_and_decays() -> None:
     assert lim.snapshot()["long_rtt"] < 0.005
 
 
-def test_failure_is_counted_and_ignored() -> None:
+@pytest.mark.parametrize("outcome", [Outcome.FAILURE, Outcome.INVALID])
+def test_failure_is_counted_and_ignored(outcome: Outcome) -> None:
     lim = exact(initial_limit=10)
     feed(lim, 0.010, 10, 20)
     before = lim.snapshot()
     for _ in range(50):
-        assert lim.on_sample(0.0001, 10, Outcome.FAILURE) == lim.limit
+        assert lim.on_sample(0.0001, 10, outcome) == lim.limit
     after = lim.snapshot()
     assert after["failures"] == 50
     for key in ("estimated_limit", "long_rtt", "short_rtt", "decreases"):

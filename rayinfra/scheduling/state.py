@@ -1,0 +1,366 @@
+"""The scheduler's task state machine: every decision about a task, none of the I/O.
+
+Shaped like Ray Serve's ``DeploymentState``: the ``scheduler`` actor tells
+:class:`SchedulerState` what happened (rows committed or recovered, results, a lost executor,
+a cancel request, whether any node can place a class) and carries out what it decides:
+:class:`Batch` es to send to executors and :class:`Settlement` s to persist. No Ray, asyncio or
+store import, and every clock value is an argument (``mono``: monotonic, for queue order and
+waits; ``now``: unix time, for what is stored), so unit tests drive it with plain numbers.
+
+A task (:class:`TaskInfo`)::
+
+    pending, queued --dispatch--> running on an executor --result--> completed | failed | cancelled
+          ^                                     |
+          +---- pending, after a backoff <------+  (a retryable outcome within the attempt budget)
+
+A task leaves the state only once its end is durable (:meth:`SchedulerState.release`): until
+then a catch-up that reads its ``task_submitted`` event finds it here and does not queue it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayinfra.config import ClassConfig, SchedulerSection
+from rayinfra.scheduling.classes import merge_runtime_env
+from rayinfra.scheduling.limiter import AdaptiveLimiter, LimiterConfig, Outcome
+from rayinfra.scheduling.queue import TaskQueue
+from rayinfra.taskstore import TaskRow, Transition
+
+__all__ = [
+    "LOST_EXECUTOR_ATTEMPTS",
+    "RETRYABLE",
+    "Batch",
+    "SchedulerState",
+    "Settlement",
+    "TaskInfo",
+    "TaskResult",
+]
+
+LOST_EXECUTOR_ATTEMPTS = 3
+"""Attempts a task gets when its executor dies under it (at-least-once), even in a class with
+fewer ``max_attempts``; bounded, so a task that kills its worker every time still ends."""
+RETRYABLE = frozenset({Outcome.FAILURE, Outcome.TIMEOUT, Outcome.RESOURCE})
+"""Outcomes worth another attempt; a cancel request rules any retry out."""
+
+_STATUS = {Outcome.SUCCESS: "completed", Outcome.CANCELLED: "cancelled"}  # others: failed
+_EVENT = {"completed": "task_completed", "failed": "task_failed", "cancelled": "task_cancelled"}
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How one attempt ended: reported by an executor, or decided here for a task that did not
+    run (cancelled, unschedulable, its executor lost). Times are unix seconds."""
+
+    task_id: str
+    outcome: Outcome
+    error: str = ""
+    result: Any = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    latency_s: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return _STATUS.get(self.outcome, "failed")
+
+
+@dataclass
+class TaskInfo:
+    """A task the scheduler answers for, from commit until its end is durable."""
+
+    row: TaskRow
+    queued_at: float  # monotonic: queue-wait metrics
+    executor: str | None = None  # the executor running it
+    cancel_requested: bool = False
+
+
+@dataclass
+class Batch:
+    """Tasks to send to one executor (``items``: what its ``submit`` takes), the
+    ``task_started`` transitions to persist, and how long each task waited in the queue."""
+
+    task_class: str
+    executor: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    waited_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Settlement:
+    """Tasks leaving an attempt: ``transitions`` to persist in one write; once it is durable,
+    ``finished`` tasks (with their outcome) are released and ``retries`` (task id, backoff
+    seconds) requeued after their delay."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    finished: list[tuple[TaskRow, Outcome]] = field(default_factory=list)
+    retries: list[tuple[str, float]] = field(default_factory=list)
+
+
+class SchedulerState:
+    """Queues, limits, slots and retries of every task class; the tasks not yet finished."""
+
+    def __init__(self, classes: Mapping[str, ClassConfig], settings: SchedulerSection) -> None:
+        self.classes = dict(classes)
+        self.settings = settings
+        self.tasks: dict[str, TaskInfo] = {}
+        self.queues: dict[str, TaskQueue[str]] = {
+            c: TaskQueue(settings.aging_interval_s) for c in classes
+        }
+        self.limiters = {
+            c: AdaptiveLimiter(
+                LimiterConfig(
+                    initial_limit=k.initial_limit, min_limit=k.min_limit, max_limit=k.max_limit
+                )
+            )
+            for c, k in classes.items()
+        }
+        self.inflight = dict.fromkeys(classes, 0)
+        self.unsat_since: dict[str, float] = {}  # class -> when no node could place it (mono)
+        self._running: dict[str, set[str]] = {}  # executor -> ids of the tasks it runs
+        self._homeless: list[TaskInfo] = []  # of a class not configured here, to fail
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self.tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    # ------------------------------------------------------------------ reading
+    def backlog(self, cls: str) -> int:
+        """Tasks of ``cls`` waiting in its queue."""
+        return len(self.queues[cls])
+
+    def load(self, executor: str) -> int:
+        """Tasks running on ``executor``."""
+        return len(self._running.get(executor, ()))
+
+    def describe(self, cls: str) -> dict[str, Any]:
+        return {
+            "pending": self.backlog(cls),
+            "inflight": self.inflight[cls],
+            "limit": self.limiters[cls].limit,
+            "unschedulable_since": self.unsat_since.get(cls),
+        }
+
+    def gauges(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Per class: queued, in flight, limit (the scheduler's metrics)."""
+        return (
+            {c: len(q) for c, q in self.queues.items()},
+            dict(self.inflight),
+            {c: lim.limit for c, lim in self.limiters.items()},
+        )
+
+    # ------------------------------------------------------------------ tasks coming in
+    def enqueue(self, rows: Iterable[TaskRow], mono: float) -> int:
+        """Queue committed pending rows not known here; returns how many were queued. A
+        submit's rows may be known already: a catch-up can read its commit while the submit
+        still awaits it. A row of a class not configured here (admitted under another config)
+        waits for :meth:`fail_homeless`."""
+        queued = 0
+        for row in rows:
+            if row.task_id in self.tasks or row.status != "pending":
+                continue
+            info = self.tasks[row.task_id] = TaskInfo(row, mono)
+            queue = self.queues.get(row.spec.task_class)
+            if queue is None:
+                self._homeless.append(info)
+                continue
+            queue.push(row.task_id, row.spec.priority, row.task_id, mono)
+            queued += 1
+        return queued
+
+    def recover(self, rows: Sequence[TaskRow], mono: float) -> None:
+        """Rows left unfinished by the previous incarnation: pending ones queue again, running
+        ones too (at-least-once: their executor went with it)."""
+        for row in rows:
+            row.status = "pending"
+        self.enqueue(rows, mono)
+
+    def fail_homeless(self, now: float) -> Settlement:
+        """Fail the tasks whose class is not configured here (unless cancelled meanwhile)."""
+        ended = []
+        for info in self._homeless:
+            if info.row.status == "pending":
+                error = f"task class {info.row.spec.task_class!r} is no longer configured"
+                ended.append((info, TaskResult(info.row.task_id, Outcome.INVALID, error)))
+        self._homeless = []
+        return self._end(ended, now)
+
+    def requeue(self, task_id: str, mono: float) -> bool:
+        """Queue a task again once its retry backoff is over (unless it ended meanwhile)."""
+        info = self.tasks.get(task_id)
+        if info is None or info.row.status != "pending":
+            return False
+        info.queued_at = mono
+        self.queues[info.row.spec.task_class].push(task_id, info.row.spec.priority, task_id, mono)
+        return True
+
+    def release(self, task_id: str) -> None:
+        """Forget a task whose end is durable."""
+        self.tasks.pop(task_id, None)
+
+    # ------------------------------------------------------------------ dispatch
+    def placement(
+        self, cls: str, missing: str | None, broken: str | None, mono: float, now: float
+    ) -> Settlement:
+        """Whether ``cls`` can run: ``missing`` is why no node can place it, ``broken`` why its
+        executors cannot start (``None``: no such problem). Broken fails the class's queue at
+        once. Ray would leave unplaceable tasks pending forever, so once no node could place
+        the class for ``unschedulable_timeout_s`` its queue fails, naming what is missing."""
+        if broken is not None:
+            return self._fail_queue(cls, broken, Outcome.EXECUTOR, mono, now)
+        if missing is None or not self.queues[cls]:
+            self.unsat_since.pop(cls, None)
+            return Settlement()
+        since = self.unsat_since.setdefault(cls, mono)
+        if mono - since < self.settings.unschedulable_timeout_s:
+            return Settlement()
+        del self.unsat_since[cls]
+        return self._fail_queue(cls, missing, Outcome.UNSCHEDULABLE, mono, now)
+
+    def _fail_queue(
+        self, cls: str, error: str, outcome: Outcome, mono: float, now: float
+    ) -> Settlement:
+        queue = self.queues[cls]
+        doomed = [self.tasks[t] for t, _ in queue.pop_batch(len(queue), mono)]
+        return self._end_all(doomed, outcome, error, now)
+
+    def dispatch(self, cls: str, executors: Sequence[str], mono: float, now: float) -> list[Batch]:
+        """Hand queued tasks of ``cls`` to its ready ``executors``, least loaded first, in
+        batches of at most ``batch_size``, as far as the class's adaptive limit allows and, for a
+        class with ``slots`` (one GPU per task...), the executors' free slots."""
+        queue, limiter = self.queues[cls], self.limiters[cls]
+        slots = self.classes[cls].slots
+        batches = []
+        while queue and executors:
+            room = limiter.available(self.inflight[cls])
+            if slots is not None:
+                room = min(room, sum(max(0, slots - self.load(e)) for e in executors))
+            if room <= 0:
+                break
+            target = min(executors, key=self.load)
+            take = min(room, self.settings.batch_size)
+            if slots is not None:
+                take = min(take, slots - self.load(target))
+            picked = [self.tasks[t] for t, _ in queue.pop_batch(take, mono)]
+            batches.append(self._start(cls, target, picked, mono, now))
+        return batches
+
+    def _start(
+        self, cls: str, executor: str, infos: list[TaskInfo], mono: float, now: float
+    ) -> Batch:
+        klass = self.classes[cls]
+        batch = Batch(cls, executor)
+        running = self._running.setdefault(executor, set())
+        for info in infos:
+            row = info.row
+            row.status, row.started_at = "running", now
+            row.attempts += 1
+            info.executor = executor
+            running.add(row.task_id)
+            item = {
+                "task_id": row.task_id,
+                "payload": row.spec.payload,
+                "timeout_s": row.spec.timeout_s or klass.timeout_s,
+                "attempt": row.attempts,
+            }
+            if row.spec.runtime_env:
+                item["runtime_env"] = merge_runtime_env(klass.runtime_env, row.spec.runtime_env)
+            batch.items.append(item)
+            batch.transitions.append(Transition(row, "task_started", {"attempt": row.attempts}))
+            batch.waited_s.append(mono - info.queued_at)
+        self.inflight[cls] += len(infos)
+        return batch
+
+    # ------------------------------------------------------------------ attempts ending
+    def on_results(self, executor: str, results: Iterable[TaskResult], now: float) -> Settlement:
+        """What ``executor`` reports; a result for a task no longer running there (it ended
+        some other way meanwhile) is stale and ignored."""
+        ended = []
+        for res in results:
+            info = self.tasks.get(res.task_id)
+            if info is not None and info.executor == executor:
+                info.row.started_at = res.started_at or info.row.started_at  # the real start
+                ended.append((info, res))
+        return self._end(ended, now)
+
+    def executor_lost(self, executor: str, error: str, now: float) -> Settlement:
+        """``executor`` died: what it ran fails over as ``RESOURCE`` (and runs again)."""
+        lost = [self.tasks[t] for t in sorted(self._running.pop(executor, ()))]
+        return self._end_all(lost, Outcome.RESOURCE, error, now)
+
+    def cancel(self, task_id: str, now: float) -> Settlement:
+        """Note a cancel request for a known task. One that is not running (queued, or waiting
+        out a retry backoff) ends cancelled here; a running one ends when its executor reports,
+        and the caller must tell that executor (``tasks[task_id].executor``)."""
+        info = self.tasks[task_id]
+        info.cancel_requested = True
+        if info.executor is not None or info.row.status != "pending":
+            return Settlement()
+        queue = self.queues.get(info.row.spec.task_class)
+        if queue is not None:  # else homeless
+            queue.remove(task_id)
+        return self._end_all([info], Outcome.CANCELLED, "cancelled", now)
+
+    def _end_all(
+        self, infos: list[TaskInfo], outcome: Outcome, error: str, now: float
+    ) -> Settlement:
+        """End attempts (or tasks that never ran) for one reason."""
+        return self._end([(i, TaskResult(i.row.task_id, outcome, error)) for i in infos], now)
+
+    def _end(self, ended: list[tuple[TaskInfo, TaskResult]], now: float) -> Settlement:
+        """Attempts over: free their executors' slots, then retry or finish each task."""
+        for info, res in ended:  # every sample sees the in-flight count from before this batch
+            if info.executor is not None and res.outcome is not Outcome.CANCELLED:
+                cls = info.row.spec.task_class
+                self.limiters[cls].on_sample(res.latency_s, self.inflight[cls], res.outcome)
+        out = Settlement()
+        for info, res in ended:
+            self._unassign(info)
+            row = info.row
+            backoff = self._retry_backoff(info, res.outcome)
+            if backoff is not None:
+                row.status, row.error = "pending", res.error
+                data = {"error": res.error, "attempt": row.attempts, "backoff_s": backoff}
+                out.transitions.append(Transition(row, "task_retrying", data))
+                out.retries.append((row.task_id, backoff))
+                continue
+            row.status, row.result, row.error = res.status, res.result, res.error
+            row.finished_at = now if res.finished_at is None else res.finished_at
+            event: dict[str, Any] = {"attempts": row.attempts}
+            if row.error:
+                event["error"] = row.error
+            if row.started_at:
+                event["duration_ms"] = round((row.finished_at - row.started_at) * 1000, 3)
+            out.transitions.append(Transition(row, _EVENT[row.status], event))
+            out.finished.append((row, res.outcome))
+        return out
+
+    def _unassign(self, info: TaskInfo) -> None:
+        if info.executor is None:
+            return
+        cls = info.row.spec.task_class
+        self.inflight[cls] = max(0, self.inflight[cls] - 1)
+        running = self._running.get(info.executor)
+        if running is not None:
+            running.discard(info.row.task_id)
+            if not running:
+                del self._running[info.executor]
+        info.executor = None
+
+    def _retry_backoff(self, info: TaskInfo, outcome: Outcome) -> float | None:
+        """Seconds to wait before the next attempt (capped exponential), or ``None``: it ends."""
+        klass = self.classes.get(info.row.spec.task_class)
+        if klass is None or outcome not in RETRYABLE or info.cancel_requested:
+            return None
+        budget = klass.max_attempts
+        if outcome is Outcome.RESOURCE:
+            budget = max(budget, LOST_EXECUTOR_ATTEMPTS)
+        attempts = info.row.attempts
+        if attempts >= budget:
+            return None
+        return min(klass.retry_backoff_max_s, klass.retry_backoff_s * 2.0 ** (attempts - 1))
