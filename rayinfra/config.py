@@ -90,6 +90,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+#: the single ports a head listens on besides the dashboard's (worker range excluded)
+_HEAD_PORTS = (
+    "gcs_port",
+    "client_server_port",
+    "node_manager_port",
+    "object_manager_port",
+    "dashboard_agent_listen_port",
+    "dashboard_agent_grpc_port",
+    "metrics_export_port",
+    "runtime_env_agent_port",
+)
+
+
 class RaySection(_Section):
     """How the Ray head is started (local mode) or found (cluster mode)."""
 
@@ -121,19 +134,7 @@ class RaySection(_Section):
     stop_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=2.0, ge=0)
 
-    @field_validator(
-        "gcs_port",
-        "dashboard_port",
-        "client_server_port",
-        "node_manager_port",
-        "object_manager_port",
-        "dashboard_agent_listen_port",
-        "dashboard_agent_grpc_port",
-        "metrics_export_port",
-        "runtime_env_agent_port",
-        "min_worker_port",
-        "max_worker_port",
-    )
+    @field_validator(*_HEAD_PORTS, "dashboard_port", "min_worker_port", "max_worker_port")
     @classmethod
     def _port(cls, v: int) -> int:
         if not 1024 <= v <= 65535:
@@ -155,16 +156,7 @@ class RaySection(_Section):
 
     def named_ports(self) -> dict[str, int]:
         """The single ports the head listens on (worker range excluded), keyed by config name."""
-        ports = {
-            "gcs_port": self.gcs_port,
-            "client_server_port": self.client_server_port,
-            "node_manager_port": self.node_manager_port,
-            "object_manager_port": self.object_manager_port,
-            "dashboard_agent_listen_port": self.dashboard_agent_listen_port,
-            "dashboard_agent_grpc_port": self.dashboard_agent_grpc_port,
-            "metrics_export_port": self.metrics_export_port,
-            "runtime_env_agent_port": self.runtime_env_agent_port,
-        }
+        ports = {name: getattr(self, name) for name in _HEAD_PORTS}
         if self.include_dashboard:
             ports["dashboard_port"] = self.dashboard_port
         return ports
@@ -302,6 +294,14 @@ class ServicesSection(_Section):
         return v
 
 
+_GATEWAY_ADDRS = (
+    "orchestrator_grpc_addr",
+    "orchestrator_http_addr",
+    "env_manager_grpc_addr",
+    "env_manager_http_addr",
+)
+
+
 class GatewaySection(_Section):
     """Listen addresses (all loopback by default) and access control."""
 
@@ -319,24 +319,14 @@ class GatewaySection(_Section):
     tls_key_file: Path | None = None
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # gRPC message / HTTP body cap
 
-    @field_validator(
-        "orchestrator_grpc_addr",
-        "orchestrator_http_addr",
-        "env_manager_grpc_addr",
-        "env_manager_http_addr",
-    )
+    @field_validator(*_GATEWAY_ADDRS)
     @classmethod
     def _addr(cls, v: str) -> str:
         parse_listen_addr(v)
         return v.strip()
 
     def addresses(self) -> dict[str, str]:
-        return {
-            "orchestrator_grpc_addr": self.orchestrator_grpc_addr,
-            "orchestrator_http_addr": self.orchestrator_http_addr,
-            "env_manager_grpc_addr": self.env_manager_grpc_addr,
-            "env_manager_http_addr": self.env_manager_http_addr,
-        }
+        return {name: getattr(self, name) for name in _GATEWAY_ADDRS}
 
     def exposed(self) -> list[str]:
         """Servers configured to listen beyond loopback."""
@@ -566,12 +556,16 @@ class LoadedConfig:
 
     def source_of(self, dotted: str) -> str:
         """The source of a dotted key, or of its nearest set parent; ``default`` otherwise."""
-        parts = dotted.split(".")
-        for i in range(len(parts), 0, -1):
-            hit = self.sources.get(".".join(parts[:i]))
-            if hit:
-                return hit
-        return "default"
+        return _source_of(self.sources, dotted) or "default"
+
+
+def _source_of(sources: Mapping[str, str], dotted: str) -> str | None:
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        hit = sources.get(".".join(parts[:i]))
+        if hit:
+            return hit
+    return None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -634,11 +628,10 @@ def _expand(value: str | Path, env: Mapping[str, str]) -> Path:
     return Path(text).expanduser()
 
 
-def _resolve_path(value: Any, cwd: Path, env: Mapping[str, str]) -> Any:
-    if value in (None, ""):
-        return None
+def _absolute(value: str | Path, cwd: Path, env: Mapping[str, str]) -> Path:
+    """``value`` with ``~`` expanded, relative to ``cwd`` unless it is absolute."""
     p = _expand(value, env)
-    return str(p if p.is_absolute() else (cwd / p))
+    return p if p.is_absolute() else cwd / p
 
 
 def load_config(
@@ -658,18 +651,9 @@ def load_config(
     sources: dict[str, str] = {}
     files: list[Path] = []
 
-    if path is not None:
-        cfg_path: Path | None = _expand(path, env)
-        explicit = True
-    elif env.get("RAYINFRA_CONFIG"):
-        cfg_path = _expand(env["RAYINFRA_CONFIG"], env)
-        explicit = True
-    else:
-        cfg_path = _expand(DEFAULT_CONFIG_PATH, env)
-        explicit = False
-    if cfg_path is not None and not cfg_path.is_absolute():
-        cfg_path = cwd / cfg_path
-    if cfg_path is not None and (explicit or cfg_path.exists()):
+    explicit = path if path is not None else env.get("RAYINFRA_CONFIG") or None
+    cfg_path = _absolute(DEFAULT_CONFIG_PATH if explicit is None else explicit, cwd, env)
+    if explicit is not None or cfg_path.exists():
         if not cfg_path.exists():
             raise ConfigError(f"config file {cfg_path} does not exist (RAYINFRA_CONFIG)")
         _merge(merged, _read_toml(cfg_path), sources, f"file:{cfg_path}")
@@ -677,8 +661,7 @@ def load_config(
 
     em = env.get("ENV_MANAGER_CONFIG")
     if em:
-        em_path = _expand(em, env)
-        em_path = em_path if em_path.is_absolute() else cwd / em_path
+        em_path = _absolute(em, cwd, env)
         if not em_path.exists():
             raise ConfigError(f"ENV_MANAGER_CONFIG names {em_path}, which does not exist")
         raw = _read_toml(em_path)
@@ -705,7 +688,7 @@ def load_config(
     for dotted in PATH_KEYS:
         val = _get_dotted(merged, dotted)
         if val is not None:
-            _set_dotted(merged, dotted, _resolve_path(val, cwd, env))
+            _set_dotted(merged, dotted, str(_absolute(val, cwd, env)) if val != "" else None)
     if _get_dotted(merged, "state.dir") is None:
         _set_dotted(merged, "state.dir", str(_expand(StateSection().dir, env)))
     # per-class tables overlay the defaults key by key rather than replacing the whole class
@@ -728,12 +711,7 @@ def _describe(err: ValidationError, sources: Mapping[str, str]) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        src = None
-        parts = loc.split(".")
-        for i in range(len(parts), 0, -1):
-            src = sources.get(".".join(parts[:i]))
-            if src:
-                break
+        src = _source_of(sources, loc)
         where = f" (from {src})" if src else ""
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key {loc!r}{where}")
@@ -788,19 +766,16 @@ def default_toml() -> str:
         "# Relative paths resolve against the directory `rayinfra start` runs in.",
         "",
     ]
-    data = cfg.model_dump(mode="json")
-    data["state"]["dir"] = str(StateSection().dir)
-    for section, body in data.items():
-        if section == "classes":
-            for name, table in body.items():
-                out.append(f"[classes.{name}]")
-                out.extend(_toml_lines(table, f"classes.{name}", env_for))
-                out.append("")
-            continue
-        out.append(f"[{section}]")
-        if isinstance(body, dict):
-            out.extend(_toml_lines(body, section, env_for))
-        out.append("")
+    for section, body in cfg.model_dump(mode="json").items():
+        if section == "classes":  # one table per class
+            tables = {f"classes.{name}": table for name, table in body.items()}
+        else:
+            tables = {section: body}
+        for name, table in tables.items():
+            out.append(f"[{name}]")
+            if isinstance(table, dict):
+                out.extend(_toml_lines(table, name, env_for))
+            out.append("")
     return "\n".join(out)
 
 

@@ -27,7 +27,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -99,14 +99,7 @@ class GpuInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict of this GPU."""
-        return {
-            "index": self.index,
-            "name": self.name,
-            "memory_bytes": self.memory_bytes,
-            "uuid": self.uuid,
-            "compute_capability": self.compute_capability,
-            "utilization_percent": self.utilization_percent,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -129,12 +122,9 @@ class HardwareInfo:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (GPUs and notes as lists)."""
         return {
-            "hostname": self.hostname,
-            "cpu_count": self.cpu_count,
-            "memory_bytes": self.memory_bytes,
-            "gpus": [gpu.to_dict() for gpu in self.gpus],
-            "gpu_source": self.gpu_source,
-            "probe_notes": list(self.probe_notes),
+            **asdict(self),
+            "gpus": [g.to_dict() for g in self.gpus],
+            "probe_notes": [*self.probe_notes],
         }
 
 
@@ -227,7 +217,9 @@ def parse_nvidia_smi_csv(text: str) -> list[GpuInfo]:
             )
         index_s, *name_parts = fields[: len(fields) - 4]
         memory_s, uuid_s, cap_s, util_s = fields[len(fields) - 4 :]
-        name = ", ".join(name_parts)
+        name, uuid, cap = (
+            "" if _smi_missing(f) else f for f in (", ".join(name_parts), uuid_s, cap_s)
+        )
         try:
             index = int(index_s)
             memory_mib = 0.0 if _smi_missing(memory_s) else float(memory_s)
@@ -236,16 +228,7 @@ def parse_nvidia_smi_csv(text: str) -> list[GpuInfo]:
             raise ValueError(f"nvidia-smi output line {lineno}: {exc}: {line!r}") from None
         if index < 0 or memory_mib < 0 or not math.isfinite(memory_mib) or not math.isfinite(util):
             raise ValueError(f"nvidia-smi output line {lineno}: out-of-range value: {line!r}")
-        gpus.append(
-            GpuInfo(
-                index=index,
-                name="" if _smi_missing(name) else name,
-                memory_bytes=int(memory_mib * MIB),
-                uuid="" if _smi_missing(uuid_s) else uuid_s,
-                compute_capability="" if _smi_missing(cap_s) else cap_s,
-                utilization_percent=util,
-            )
-        )
+        gpus.append(GpuInfo(index, name, int(memory_mib * MIB), uuid, cap, util))
     return gpus
 
 
@@ -379,9 +362,7 @@ def _detect_memory(proc_root: str, cgroup_root: str) -> tuple[int, str]:
 
 
 def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _error_note(prefix: str, exc: BaseException) -> str:
@@ -450,11 +431,7 @@ def probe_nvml(nvml: Any | None = None) -> tuple[list[GpuInfo], str]:
 def _run_subprocess(argv: Sequence[str]) -> str:
     """Run ``argv`` with :data:`NVIDIA_SMI_TIMEOUT_S`; return stdout, raise on failure."""
     proc = subprocess.run(
-        list(argv),
-        capture_output=True,
-        text=True,
-        timeout=NVIDIA_SMI_TIMEOUT_S,
-        check=False,
+        list(argv), capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False
     )
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, list(argv), proc.stdout, proc.stderr)
@@ -462,14 +439,8 @@ def _run_subprocess(argv: Sequence[str]) -> str:
 
 
 def _first_line(text: object) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    if not isinstance(text, str):
-        return ""
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    lines = _text(text).splitlines() if isinstance(text, str | bytes) else []
+    return next((line.strip() for line in lines if line.strip()), "")
 
 
 def probe_nvidia_smi(

@@ -213,6 +213,7 @@ def launch_head(
                 + _log_tail(log_path)
             )
         time.sleep(0.1)
+    dashboard = f"http://{r.dashboard_host}:{r.dashboard_port}" if r.include_dashboard else None
     info = ConnectionInfo(
         gcs_address=f"{LOOPBACK}:{r.gcs_port}",
         mode="local",
@@ -222,9 +223,7 @@ def launch_head(
         state_dir=str(state_dir),
         head_pid=proc.pid,
         temp_dir=str(config.ray_temp_dir),
-        dashboard_url=f"http://{r.dashboard_host}:{r.dashboard_port}"
-        if r.include_dashboard
-        else None,
+        dashboard_url=dashboard,
         ports={
             **r.named_ports(),
             "min_worker_port": r.min_worker_port,
@@ -300,14 +299,10 @@ def describe_pids(pids: list[int]) -> str:
     parts = []
     for p in pids:
         try:
-            cmd = (
-                Path(f"/proc/{p}/cmdline")
-                .read_bytes()
-                .replace(b"\0", b" ")
-                .decode(errors="replace")
-            )
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             cmd = "?"
+        cmd = cmd.replace("\0", " ")
         parts.append(f"{p} ({cmd.strip()[:120]})")
     return ", ".join(parts)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 
 def snapshot(registry: CollectorRegistry) -> dict[str, float]:
@@ -18,3 +18,18 @@ def snapshot(registry: CollectorRegistry) -> dict[str, float]:
                 name = f"{name}{{{labels}}}"
             out[name] = float(s.value)
     return out
+
+
+class PrivateMetrics:
+    """Base of an actor's metrics: a private ``registry`` read as a dict or as Prometheus text."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def snapshot(self) -> dict[str, float]:
+        """``name -> value``; labelled series keyed ``name{k="v",...}`` (the original's shape)."""
+        return snapshot(self.registry)
+
+    def text(self) -> bytes:
+        """Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)

@@ -121,8 +121,7 @@ def _retry_locked(fn: Callable[[], T], timeout_s: float = BUSY_TIMEOUT_S) -> T:
         try:
             return fn()
         except sqlite3.OperationalError as e:
-            text = str(e).lower()
-            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+            if not _is_busy(e) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
@@ -209,18 +208,13 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
     return list(range(last - len(rows) + 1, last + 1))
 
 
+def _event_rows(events: Sequence[EventRecord], now: float) -> list[tuple[Any, ...]]:
+    return [(e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(now)) for e in events]
+
+
 def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord], now: float) -> list[int]:
     """Insert events inside a caller's write op (``timestamp == 0`` means ``now``)."""
-    rows = [(e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(now)) for e in events]
-    return _insert_many(conn, _EVENT_SQL, rows)
-
-
-def insert_changes(
-    conn: sqlite3.Connection, changes: Sequence[ChangeRecord], now: float
-) -> list[int]:
-    """Insert change rows inside a caller's write op (``ts == 0`` means ``now``)."""
-    rows = [(c.stream, c.key, c.kind, _dumps(c.data), c.ts or now) for c in changes]
-    return _insert_many(conn, _CHANGE_SQL, rows)
+    return _insert_many(conn, _EVENT_SQL, _event_rows(events, now))
 
 
 def _last_change_seq(conn: sqlite3.Connection, stream: str) -> int:
@@ -398,16 +392,10 @@ class StateStore:
                 batch = [first]
                 deadline = time.monotonic() + self._wait_s
                 while len(batch) < self._max_batch:
-                    try:
-                        nxt = self._queue.get_nowait()
+                    try:  # what is queued already, else wait out group_commit_wait_s
+                        nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        try:
-                            nxt = self._queue.get(timeout=remaining)
-                        except queue.Empty:
-                            break
+                        break
                     if nxt is None:
                         stop = True
                         break
@@ -509,13 +497,8 @@ class StateStore:
 
     def append_events(self, events: Sequence[EventRecord]) -> concurrent.futures.Future[list[int]]:
         """Insert events (``timestamp == 0`` means now); the future yields their seqs."""
-        rows = [
-            (e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(self._clock()))
-            for e in events
-        ]
-
-        sql = "INSERT INTO events (event_type, resource_id, data, ts) VALUES (?, ?, ?, ?)"
-        return self.submit(partial(_insert_many, sql=sql, rows=rows))
+        rows = _event_rows(events, self._clock())  # serialized here: bad data fails the caller
+        return self.submit(partial(_insert_many, sql=_EVENT_SQL, rows=rows))
 
     def events(
         self,
@@ -527,9 +510,7 @@ class StateStore:
         resource_ids: Collection[str] | None = None,
     ) -> list[EventRecord]:
         """Events with ``seq > after_seq`` (and ``ts >= since_ts``), ascending by seq."""
-        if limit <= 0 or (types is not None and not types):
-            return []
-        if resource_ids is not None and not resource_ids:
+        if limit <= 0 or any(f is not None and not f for f in (types, resource_ids)):
             return []
         sql = "SELECT seq, event_type, resource_id, data, ts FROM events WHERE seq > ?"
         params: list[Any] = [after_seq]
@@ -550,7 +531,6 @@ class StateStore:
 
     def last_event_seq(self) -> int:
         """Highest event seq ever assigned (not lowered by :meth:`purge`); 0 if none."""
-
         sql = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
         row = self.read(lambda conn: conn.execute(sql).fetchone())
         return int(row[0]) if row else 0
@@ -561,12 +541,9 @@ class StateStore:
         self, changes: Sequence[ChangeRecord]
     ) -> concurrent.futures.Future[list[int]]:
         """Insert change rows (``ts == 0`` means now); the future yields their seqs."""
-        rows = [
-            (c.stream, c.key, c.kind, _dumps(c.data), c.ts or float(self._clock())) for c in changes
-        ]
-
-        sql = "INSERT INTO changes (stream, key, kind, data, ts) VALUES (?, ?, ?, ?, ?)"
-        return self.submit(partial(_insert_many, sql=sql, rows=rows))
+        now = float(self._clock())
+        rows = [(c.stream, c.key, c.kind, _dumps(c.data), c.ts or now) for c in changes]
+        return self.submit(partial(_insert_many, sql=_CHANGE_SQL, rows=rows))
 
     def changes(
         self,
@@ -601,7 +578,6 @@ class StateStore:
 
     def kv_get(self, namespace: str, key: str, default: Any = None) -> Any:
         """Return the stored value, or ``default`` if absent."""
-
         sql = "SELECT value FROM kv WHERE namespace = ? AND key = ?"
         row = self.read(lambda conn: conn.execute(sql, (namespace, key)).fetchone())
         return default if row is None else json.loads(row[0])
@@ -774,12 +750,9 @@ class ChangeFeed:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return cursor, []
+            poll = None
             if self._reader:  # another process publishes: look for its commits
-                await self._notifier.wait_beyond(
-                    cursor,
-                    remaining,
-                    poll_interval_s=READER_POLL_S,
-                    poll=lambda: asyncio.to_thread(self._store.last_change_seq, self._stream),
-                )
-            else:
-                await self._notifier.wait_beyond(cursor, remaining)
+                poll = partial(asyncio.to_thread, self._store.last_change_seq, self._stream)
+            await self._notifier.wait_beyond(
+                cursor, remaining, poll_interval_s=READER_POLL_S, poll=poll
+            )

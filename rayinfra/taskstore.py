@@ -211,37 +211,17 @@ def apply_transitions(
     return seqs[-1]
 
 
-def status_from_change(task_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A ``state`` change's data as a status dict (the keys of :meth:`TaskRow.status_dict` a
-    change carries: ``result``/``started_at``/``finished_at`` only once the task finished)."""
-    return {
-        "task_id": task_id,
-        "status": data["status"],
-        "result": data.get("result"),
-        "error": data.get("error", ""),
-        "started_at": data.get("started_at"),
-        "finished_at": data.get("finished_at"),
-        "attempts": data.get("attempts", 0),
-    }
-
-
 def change_from_event(event: EventRecord) -> dict[str, Any]:
     """A task event as a change-feed item: ``{seq, key, kind, data}`` (data has ``status``)."""
+    data, kind = event.data, "lifecycle"
     if event.event_type in STATUS_OF_EVENT:
-        data = dict(event.data)
+        data, kind = dict(data), "state"
         data.setdefault("status", STATUS_OF_EVENT[event.event_type])
-        return {
-            "seq": event.seq,
-            "key": event.resource_id,
-            "kind": "state",
-            "data": data,
-            "ts": event.timestamp,
-        }
     return {
         "seq": event.seq,
         "key": event.resource_id,
-        "kind": "lifecycle",
-        "data": event.data,
+        "kind": kind,
+        "data": data,
         "ts": event.timestamp,
     }
 

@@ -11,36 +11,28 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from rayinfra import errors
 from rayinfra.api.auth import Auth, bearer
-from rayinfra.errors import (
-    BackendUnavailableError,
-    InvalidArgumentError,
-    NotTrustedError,
-    PermissionDeniedError,
-    TaskConflictError,
-    TaskNotFoundError,
-    UnavailableError,
-)
 from rayinfra.services.spec import SpecError
 
 
 def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """The gRPC status for a typed error, or None for an unexpected one."""
-    if isinstance(e, TaskConflictError):
+    if isinstance(e, errors.TaskConflictError):
         return grpc.StatusCode.ALREADY_EXISTS, str(e)
-    if isinstance(e, NotTrustedError):
+    if isinstance(e, errors.NotTrustedError):
         return grpc.StatusCode.PERMISSION_DENIED, (
             f"{e}: present the token from the rayinfra token file (authorization: Bearer <token>)"
         )
-    if isinstance(e, InvalidArgumentError | SpecError):
+    if isinstance(e, errors.InvalidArgumentError | SpecError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(e)
-    if isinstance(e, TaskNotFoundError):
+    if isinstance(e, errors.TaskNotFoundError):
         return grpc.StatusCode.NOT_FOUND, f"unknown task {e.args[0] if e.args else ''!s}"
-    if isinstance(e, BackendUnavailableError):
+    if isinstance(e, errors.BackendUnavailableError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(e)
-    if isinstance(e, UnavailableError):
+    if isinstance(e, errors.UnavailableError):
         return grpc.StatusCode.UNAVAILABLE, str(e)
-    if isinstance(e, PermissionDeniedError):
+    if isinstance(e, errors.PermissionDeniedError):
         return grpc.StatusCode.PERMISSION_DENIED, str(e)
     return None
 
@@ -140,8 +132,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             return handler
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            request = await parse(raw, context)
-            return await unary(request, context)
+            return await unary(await parse(raw, context), context)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, request_deserializer=None, response_serializer=serialize
@@ -150,8 +141,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if inspect.isasyncgenfunction(stream):
 
         async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            request = await parse(raw, context)
-            async with contextlib.aclosing(stream(request, context)) as responses:
+            async with contextlib.aclosing(stream(await parse(raw, context), context)) as responses:
                 async for response in responses:
                     yield response
 
@@ -161,8 +151,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if inspect.iscoroutinefunction(stream):  # writes with context.write (grpc health's Watch)
 
         async def unary_stream_writer(raw: bytes, context: grpc.aio.ServicerContext) -> None:
-            request = await parse(raw, context)
-            await stream(request, context)
+            await stream(await parse(raw, context), context)
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream_writer, request_deserializer=None, response_serializer=serialize

@@ -17,18 +17,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from rayinfra import errors
 from rayinfra._version import __version__
 from rayinfra.api.auth import Auth
 from rayinfra.control import ControlPlane
-from rayinfra.errors import (
-    BackendUnavailableError,
-    InvalidArgumentError,
-    NotTrustedError,
-    PermissionDeniedError,
-    TaskConflictError,
-    TaskNotFoundError,
-    UnavailableError,
-)
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.scheduling.tasks import decode_timeout_seconds
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,45 +42,38 @@ SUBMIT_SCHEMA: dict[str, Any] = {
 }
 
 
+def _object(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of an object: its ``properties`` (in order), the ``required`` ones named."""
+    return {"type": "object", "required": required, "properties": properties}
+
+
 #: every error answer: what is wrong and, when one request field is to blame, which
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {"type": "string"},
-        "field": {"type": "string", "description": "the offending field, when one is to blame"},
+ERROR_SCHEMA = _object(
+    ["error"],
+    error={"type": "string"},
+    field={"type": "string", "description": "the offending field, when one is to blame"},
+)
+SUBMIT_REPLY_SCHEMA = _object(
+    ["ok", "id"],
+    ok={"type": "boolean"},
+    id={"type": "string", "description": "the task id (generated when none was given)"},
+)
+ORCHESTRATOR_HEALTH_SCHEMA = _object(
+    ["status", "healthy", "services"],
+    status={"type": "string", "enum": ["ok", "unhealthy"]},
+    healthy={"type": "boolean"},
+    services={
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "each control actor and selected service: its state",
     },
-}
-SUBMIT_REPLY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["ok", "id"],
-    "properties": {
-        "ok": {"type": "boolean"},
-        "id": {"type": "string", "description": "the task id (generated when none was given)"},
-    },
-}
-ORCHESTRATOR_HEALTH_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["status", "healthy", "services"],
-    "properties": {
-        "status": {"type": "string", "enum": ["ok", "unhealthy"]},
-        "healthy": {"type": "boolean"},
-        "services": {
-            "type": "object",
-            "additionalProperties": {"type": "string"},
-            "description": "each control actor and selected service: its state",
-        },
-    },
-}
-ENV_MANAGER_HEALTH_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["status", "service", "timestamp"],
-    "properties": {
-        "status": {"type": "string", "enum": ["healthy", "unhealthy"]},
-        "service": {"type": "string"},
-        "timestamp": {"type": "string", "description": "ISO 8601, UTC"},
-    },
-}
+)
+ENV_MANAGER_HEALTH_SCHEMA = _object(
+    ["status", "service", "timestamp"],
+    status={"type": "string", "enum": ["healthy", "unhealthy"]},
+    service={"type": "string"},
+    timestamp={"type": "string", "description": "ISO 8601, UTC"},
+)
 #: documented on every route: the auth middleware answers it before any route runs
 UNAUTHORIZED = "auth is required and the request has no valid `authorization: Bearer <token>`"
 ACTOR_DOWN = "a control actor cannot be reached right now"
@@ -98,15 +84,20 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _responses(
-    errors: dict[int, str | dict[str, Any]], ok: dict[str, Any] | None = None
+    failures: dict[int, str | dict[str, Any]], ok: dict[str, Any] | None = None
 ) -> dict[int | str, dict[str, Any]]:
     """An OpenAPI ``responses`` map: each error status with its description (a JSON error body)
     or its full entry, the 401 every route can answer, and ``ok`` for 200 when given. (Error
     bodies are JSON on every route, ``/metrics`` included, so each names its content type.)"""
     out: dict[int | str, dict[str, Any]] = {} if ok is None else {200: ok}
-    for status, entry in {401: UNAUTHORIZED, **errors}.items():
+    for status, entry in {401: UNAUTHORIZED, **failures}.items():
         out[status] = _json(entry, ERROR_SCHEMA) if isinstance(entry, str) else entry
     return out
+
+
+def _health_responses(schema: dict[str, Any], healthy: str, unhealthy: str) -> dict[int | str, Any]:
+    """A ``/health`` route's responses: 200 when ``healthy``, 503 when ``unhealthy``."""
+    return _responses({503: _json(unhealthy, schema)}, _json(healthy, schema))
 
 
 def _error(status: int, message: str, field: str = "") -> JSONResponse:
@@ -118,17 +109,17 @@ def _error(status: int, message: str, field: str = "") -> JSONResponse:
 
 def error_response(e: BaseException) -> JSONResponse:
     """The HTTP answer for an error raised on the way to the control actors."""
-    if isinstance(e, TaskConflictError):
+    if isinstance(e, errors.TaskConflictError):
         return _error(409, e.message, e.field)
-    if isinstance(e, NotTrustedError):
+    if isinstance(e, errors.NotTrustedError):
         return _error(403, e.message, e.field)
     if isinstance(e, InvalidArgumentError):
         return _error(400, e.message, e.field)
-    if isinstance(e, TaskNotFoundError):
+    if isinstance(e, errors.TaskNotFoundError):
         return _error(404, f"unknown task {e.args[0] if e.args else ''!s}", "task_id")
-    if isinstance(e, PermissionDeniedError):
+    if isinstance(e, errors.PermissionDeniedError):
         return _error(403, str(e))
-    if isinstance(e, BackendUnavailableError | UnavailableError):
+    if isinstance(e, errors.BackendUnavailableError | errors.UnavailableError):
         return _error(503, str(e))
     raise e
 
@@ -145,36 +136,53 @@ def _install_common(app: FastAPI, auth: Auth) -> None:
             )
         return await call_next(request)
 
+    async def handler(request: Request, e: Exception) -> JSONResponse:
+        return error_response(e)
+
     for exc in (
         InvalidArgumentError,
-        TaskNotFoundError,
-        BackendUnavailableError,
-        UnavailableError,
-        PermissionDeniedError,
+        errors.TaskNotFoundError,
+        errors.BackendUnavailableError,
+        errors.UnavailableError,
+        errors.PermissionDeniedError,
     ):
-
-        async def handler(request: Request, e: Exception) -> JSONResponse:
-            return error_response(e)
-
         app.add_exception_handler(exc, handler)
+
+
+#: body keys holding an optional string -> (spec key, value when null or empty)
+_STRING_KEYS = {
+    "id": ("task_id", None),
+    "class": ("task_class", "cpu_short"),
+    "workflow_id": ("workflow_id", ""),
+}
+
+
+def _new_app(
+    control: ControlPlane, auth: Auth, metrics_actor: str, title: str, description: str = ""
+) -> FastAPI:
+    """An app with auth, JSON error answers and ``/metrics`` (the registry of ``metrics_actor``)."""
+    app = FastAPI(title=title, description=description, version=__version__)
+    _install_common(app, auth)
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
+    async def metrics() -> Response:
+        text: bytes = await control.call(metrics_actor, "metrics_text")
+        return Response(text, media_type=PROMETHEUS_TEXT)
+
+    return app
 
 
 def _submit_spec(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidArgumentError("body", "must be a JSON object")
-    known = set(SUBMIT_SCHEMA["properties"])
     spec: dict[str, Any] = {"payload": {}}
+    # unknown keys are skipped: the original kept them in the envelope; they change nothing
     for key, value in body.items():
-        if key not in known:
-            continue  # the original kept unknown keys in the envelope; they change nothing
-        if key == "id":
+        if key in _STRING_KEYS:
             if value is not None and not isinstance(value, str):
-                raise InvalidArgumentError("id", "must be a string")
-            spec["task_id"] = value or None
-        elif key == "class":
-            if value is not None and not isinstance(value, str):
-                raise InvalidArgumentError("class", "must be a string")
-            spec["task_class"] = value or "cpu_short"
+                raise InvalidArgumentError(key, "must be a string")
+            name, empty = _STRING_KEYS[key]
+            spec[name] = value or empty
         elif key == "payload":
             if value is not None and not isinstance(value, dict):
                 raise InvalidArgumentError("payload", "must be a JSON object")
@@ -183,13 +191,8 @@ def _submit_spec(body: Any) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidArgumentError("priority", "must be an integer")
             spec["priority"] = value
-        elif key == "timeout_seconds":
-            if value is not None:
-                spec["timeout_s"] = _timeout_s(value)
-        elif key == "workflow_id":
-            if value is not None and not isinstance(value, str):
-                raise InvalidArgumentError("workflow_id", "must be a string")
-            spec["workflow_id"] = value or ""
+        elif key == "timeout_seconds" and value is not None:
+            spec["timeout_s"] = _timeout_s(value)
     return spec
 
 
@@ -243,18 +246,13 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
     """Every route of reference/api.md's HTTP table (workflow routes answer 501 until the
     workflow engine exists; they are left out of the OpenAPI document). A ``/queue/submit``
     body over ``max_request_bytes`` (``gateway.max_request_bytes``) is 413."""
-    app = FastAPI(
-        title="rayinfra orchestrator API",
-        version=__version__,
-        description="Tasks, queue status and metrics of a rayinfra runtime.",
-    )
-    _install_common(app, auth)
+    description = "Tasks, queue status and metrics of a rayinfra runtime."
+    app = _new_app(control, auth, "scheduler", "rayinfra orchestrator API", description)
 
     @app.get(
         "/health",
-        responses=_responses(
-            {503: _json("something is not healthy", ORCHESTRATOR_HEALTH_SCHEMA)},
-            _json("every control actor is healthy", ORCHESTRATOR_HEALTH_SCHEMA),
+        responses=_health_responses(
+            ORCHESTRATOR_HEALTH_SCHEMA, "every control actor is healthy", "something is not healthy"
         ),
     )
     async def health() -> JSONResponse:
@@ -263,11 +261,6 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
             {"status": "ok" if healthy else "unhealthy", "healthy": healthy, "services": services},
             status_code=200 if healthy else 503,
         )
-
-    @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
-    async def metrics() -> Response:
-        text: bytes = await control.call("scheduler", "metrics_text")
-        return Response(text, media_type=PROMETHEUS_TEXT)
 
     @app.post(
         "/queue/submit",
@@ -296,17 +289,9 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
             body = json.loads(raw) if raw else {}
         except (ValueError, UnicodeDecodeError) as e:
             return _error(400, f"invalid JSON: {e}", "body")
-        try:
-            spec = _submit_spec(body)
-            trusted = auth.trusted(request.headers.get("authorization"))
-            (res,) = await control.submit([spec], trusted, "http")
-        except (
-            InvalidArgumentError,
-            BackendUnavailableError,
-            UnavailableError,
-            PermissionDeniedError,
-        ) as e:
-            return error_response(e)
+        spec = _submit_spec(body)  # errors are answered by error_response (_install_common)
+        trusted = auth.trusted(request.headers.get("authorization"))
+        (res,) = await control.submit([spec], trusted, "http")
         return JSONResponse({"ok": True, "id": res["task_id"]})
 
     @app.get("/queue/status", responses=_responses({503: ACTOR_DOWN}))
@@ -362,21 +347,21 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
 
 def env_manager_app(control: ControlPlane, auth: Auth) -> FastAPI:
     """The env-manager's :50101: ``/health`` and ``/metrics`` (Prometheus text)."""
-    app = FastAPI(title="rayinfra env-manager API", version=__version__)
-    _install_common(app, auth)
+    app = _new_app(control, auth, "service_registry", "rayinfra env-manager API")
 
     @app.get(
         "/health",
-        responses=_responses(
-            {503: _json("the service registry does not answer", ENV_MANAGER_HEALTH_SCHEMA)},
-            _json("the service registry answers", ENV_MANAGER_HEALTH_SCHEMA),
+        responses=_health_responses(
+            ENV_MANAGER_HEALTH_SCHEMA,
+            "the service registry answers",
+            "the service registry does not answer",
         ),
     )
     async def health() -> JSONResponse:
         try:
             await control.call("service_registry", "ping", timeout_s=2.0)
             ok = True
-        except UnavailableError:
+        except errors.UnavailableError:
             ok = False
         return JSONResponse(
             {
@@ -386,10 +371,5 @@ def env_manager_app(control: ControlPlane, auth: Auth) -> FastAPI:
             },
             status_code=200 if ok else 503,
         )
-
-    @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
-    async def metrics() -> Response:
-        text: bytes = await control.call("service_registry", "metrics_text")
-        return Response(text, media_type=PROMETHEUS_TEXT)
 
     return app

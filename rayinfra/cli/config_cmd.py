@@ -8,15 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from rayinfra.cli.common import (
-    EXIT_FAILURE,
-    ConfigOption,
-    StateDirOption,
-    console,
-    fail,
-    load,
-    print_json,
-)
+from rayinfra.cli.common import ConfigOption, StateDirOption, console, fail, load, print_json
 from rayinfra.config import DEFAULT_CONFIG_PATH, ENV_VARS, default_toml
 
 app = typer.Typer(help="Write or inspect the configuration.", no_args_is_help=True)
@@ -30,22 +22,21 @@ def init(
     """Write a commented config file with every key at its default."""
     target = path.expanduser()
     if target.exists() and not force:
-        fail(f"{target} exists; use --force to overwrite it", EXIT_FAILURE)
+        fail(f"{target} exists; use --force to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(default_toml())
     console.print(f"wrote {target}")
+
+
+#: dict-valued config keys shown as one value
+_LEAF_TABLES = ("labels", "resources", "label_selector", "runtime_env")
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(data, dict) and data and (prefix.count(".") < 2 or prefix.startswith("classes.")):
         for k, v in data.items():
-            if isinstance(v, dict) and k not in (
-                "labels",
-                "resources",
-                "label_selector",
-                "runtime_env",
-            ):
+            if isinstance(v, dict) and k not in _LEAF_TABLES:
                 out.update(_flatten(v, f"{prefix}{k}."))
             else:
                 out[f"{prefix}{k}"] = v

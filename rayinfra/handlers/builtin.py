@@ -84,11 +84,9 @@ def python_handler(payload: dict[str, Any], ctx: TaskContext) -> Any:
     kwargs = payload.get("kwargs", {})
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise HandlerError("payload.kwargs: must be an object with string keys")
-    if ctx.cancelled():
-        raise TaskCancelled(f"task {ctx.task_id} cancelled")
-    remaining = ctx.remaining()
-    if remaining is not None and remaining <= 0:
-        raise ctx.timeout_error("python task ", time.monotonic())
+    error = ctx.stop_error("python task ", time.monotonic())
+    if error is not None:
+        raise error
     result = target(*args, **kwargs)
     if inspect.isawaitable(result):
         result = asyncio.run(_drive(result, ctx))
@@ -111,13 +109,7 @@ async def _drive(awaitable: Awaitable[Any], ctx: TaskContext) -> Any:
         done, _ = await asyncio.wait({task}, timeout=wait)
         if done:
             return task.result()
-        error: BaseException | None = None
-        if ctx.cancelled():
-            error = TaskCancelled(f"task {ctx.task_id} cancelled")
-        else:
-            remaining = ctx.remaining()
-            if remaining is not None and remaining <= 0:
-                error = ctx.timeout_error("python task ", started)
+        error = ctx.stop_error("python task ", started)
         if error is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=_CANCEL_GRACE_S)

@@ -82,6 +82,16 @@ class TaskContext:
         seconds = self.timeout_s if self.timeout_s is not None else time.monotonic() - started
         return TimeoutError(f"{prefix}timed out after {format_seconds(seconds)}s")
 
+    def stop_error(self, prefix: str, started: float) -> TaskCancelled | TimeoutError | None:
+        """What to raise now: :class:`TaskCancelled` once cancelled, else a
+        :meth:`timeout_error` once past the deadline; ``None`` while the task may go on."""
+        if self.cancelled():
+            return TaskCancelled(f"task {self.task_id} cancelled")
+        remaining = self.remaining()
+        if remaining is not None and remaining <= 0:
+            return self.timeout_error(prefix, started)
+        return None
+
 
 def format_seconds(seconds: float) -> str:
     """``60.0`` -> ``"60"``, ``0.25`` -> ``"0.25"``: at most millisecond precision, no trailing zeros."""

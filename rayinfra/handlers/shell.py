@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from rayinfra.handlers.context import HandlerError, TaskCancelled, TaskContext, TaskFailed
+from rayinfra.handlers.context import HandlerError, TaskContext, TaskFailed
 
 __all__ = [
     "KILL_GRACE_S",
@@ -85,7 +85,9 @@ def run_command(
     if not argv:
         raise HandlerError("payload.argv: must be a non-empty list of strings")
     started = time.monotonic()
-    _check_live(ctx, started)
+    error = ctx.stop_error("shell task ", started)
+    if error is not None:
+        raise error
     out_dir, own_dir = _output_dir(ctx)
     stem = _safe_name(ctx.task_id)
     paths = {"stdout": out_dir / f"{stem}.stdout", "stderr": out_dir / f"{stem}.stderr"}
@@ -240,15 +242,11 @@ def _supervise(proc: subprocess.Popen[bytes], ctx: TaskContext, started: float) 
     interval = _POLL_MIN_S
     try:
         while not _exited(proc):
-            error: BaseException | None = None
-            if ctx.cancelled():
-                error = TaskCancelled(f"task {ctx.task_id} cancelled")
-            remaining = ctx.remaining()
-            if error is None and remaining is not None and remaining <= 0:
-                error = ctx.timeout_error("shell task ", started)
+            error = ctx.stop_error("shell task ", started)
             if error is not None:
                 kill_process_group(pgid)
                 raise error
+            remaining = ctx.remaining()
             wait = interval if remaining is None else min(interval, remaining)
             ctx.cancel_event.wait(max(wait, 0.0))
             interval = min(interval * 2, _POLL_MAX_S)
@@ -292,14 +290,6 @@ def _exited(proc: subprocess.Popen[bytes]) -> bool:
     except ChildProcessError:  # reaped elsewhere; Popen.wait() then reports 0
         return True
     return info is not None
-
-
-def _check_live(ctx: TaskContext, started: float) -> None:
-    if ctx.cancelled():
-        raise TaskCancelled(f"task {ctx.task_id} cancelled")
-    remaining = ctx.remaining()
-    if remaining is not None and remaining <= 0:
-        raise ctx.timeout_error("shell task ", started)
 
 
 def _output_dir(ctx: TaskContext) -> tuple[Path, bool]:

@@ -102,20 +102,13 @@ def unsatisfiable_reason(
         if not any(label_matches(want, n.labels.get(key)) for n in alive):
             problems.append(f"label {key}={want} (nodes have: {', '.join(seen) or 'none'})")
     if not problems:  # each requirement alone is met somewhere, never all on one node
-        problems.append(
-            "resources "
-            + ", ".join(f"{k}={v:g}" for k, v in sorted(request.items()))
-            + (
-                " with labels " + ", ".join(f"{k}={v}" for k, v in label_selector.items())
-                if label_selector
-                else ""
-            )
-            + " together on one node"
-        )
+        wanted = ", ".join(f"{k}={v:g}" for k, v in sorted(request.items()))
+        if label_selector:
+            wanted += " with labels " + ", ".join(f"{k}={v}" for k, v in label_selector.items())
+        problems.append(f"resources {wanted} together on one node")
+    nodes_alive = f"{len(alive)} alive node{'s' if len(alive) != 1 else ''}"
     return (
-        f"no node can run task class {task_class!r}: it needs "
-        + "; ".join(problems)
-        + f" ({len(alive)} alive node{'s' if len(alive) != 1 else ''})"
+        f"no node can run task class {task_class!r}: it needs {'; '.join(problems)} ({nodes_alive})"
     )
 
 

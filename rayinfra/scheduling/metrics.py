@@ -16,10 +16,10 @@ import math
 from collections import deque
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
 
-from rayinfra.metrics import snapshot
+from rayinfra.metrics import PrivateMetrics
 
 WINDOW_S = 60.0
 
@@ -64,12 +64,12 @@ class _QueueDepth:
         yield m
 
 
-class SchedulerMetrics:
+class SchedulerMetrics(PrivateMetrics):
     """Prometheus metrics of the scheduler plus the 60 s windows behind two gauges."""
 
     def __init__(self, gpu_classes: set[str]) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        r = CollectorRegistry()
+        super().__init__(r)
         self.gpu_classes = gpu_classes
         self.env_queue_depth = _QueueDepth()
         r.register(self.env_queue_depth)
@@ -119,11 +119,3 @@ class SchedulerMetrics:
         self.gpu_wait.set(p95(self._waits.values(now)))
         finished = self._finished.values(now)
         self.error_rate.set(sum(finished) / len(finished) if finished else 0.0)
-
-    def snapshot(self) -> dict[str, float]:
-        """``name -> value``; labelled series keyed ``name{k="v",...}`` (the original's shape)."""
-        return snapshot(self.registry)
-
-    def text(self) -> bytes:
-        """Prometheus text exposition of this registry."""
-        return generate_latest(self.registry)

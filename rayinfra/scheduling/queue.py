@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = ["TaskQueue"]
@@ -36,16 +37,14 @@ T = TypeVar("T")
 _COMPACT_SLACK = 64
 
 
+@dataclass(eq=False, slots=True)
 class _Entry(Generic[T]):
-    __slots__ = ("alive", "enqueued_at", "item", "priority", "seq", "task_id")
-
-    def __init__(self, task_id: str, priority: int, item: T, enqueued_at: float, seq: int) -> None:
-        self.task_id = task_id
-        self.priority = priority
-        self.item = item
-        self.enqueued_at = enqueued_at
-        self.seq = seq
-        self.alive = True
+    task_id: str
+    priority: int
+    item: T
+    enqueued_at: float
+    seq: int
+    alive: bool = True
 
 
 class _Bucket(Generic[T]):
@@ -105,14 +104,11 @@ class TaskQueue(Generic[T]):
         entry = _Entry(task_id, priority, item, now, self._seq)
         self._index[task_id] = entry
         bucket = self._buckets.get(priority)
-        if bucket is not None:
-            bucket.entries.append(entry)
-            bucket.live += 1
-        else:
+        if bucket is None:  # a new bucket: its head competes in the heap
             bucket = self._buckets[priority] = _Bucket()
-            bucket.entries.append(entry)
-            bucket.live = 1
             self._heap_push(entry)
+        bucket.entries.append(entry)
+        bucket.live += 1
 
     def pop(self, now: float) -> tuple[str, T] | None:
         """Remove and return the entry with the highest effective priority (None if empty)."""

@@ -242,11 +242,11 @@ def _check_json_object(payload: dict[str, Any]) -> None:
         value, path, depth = stack.pop()
         shown = path if len(path) <= 120 else path[:117] + "..."
         where = f"at {shown}" if path else "at the top level"
+        if isinstance(value, (dict, list, tuple)) and depth >= MAX_PAYLOAD_DEPTH:
+            raise InvalidArgumentError(
+                "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
+            )
         if isinstance(value, dict):
-            if depth >= MAX_PAYLOAD_DEPTH:
-                raise InvalidArgumentError(
-                    "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
-                )
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise InvalidArgumentError(
@@ -255,10 +255,6 @@ def _check_json_object(payload: dict[str, Any]) -> None:
                     )
                 stack.append((item, _join(path, key), depth + 1))
         elif isinstance(value, (list, tuple)):
-            if depth >= MAX_PAYLOAD_DEPTH:
-                raise InvalidArgumentError(
-                    "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
-                )
             for i, item in enumerate(value):
                 stack.append((item, f"{path}[{i}]", depth + 1))
         elif isinstance(value, float):
@@ -341,7 +337,6 @@ def validate_spec(
             f"unknown field {listed}{hint}; valid fields: {', '.join(SPEC_FIELDS)}",
         )
 
-    # task_id
     task_id = raw.get("task_id")
     if task_id is None or task_id == "":
         task_id = new_id()
@@ -357,7 +352,6 @@ def validate_spec(
 
     task_class = _resolve_class(raw.get("task_class"), classes, aliases, default_class)
 
-    # payload
     payload_in = raw.get("payload")
     if payload_in is None:
         payload_in = {}
@@ -370,12 +364,8 @@ def validate_spec(
         text = _dumps(payload_in)
     except (TypeError, ValueError, RecursionError) as exc:  # defensive: the walk should catch all
         raise InvalidArgumentError("payload", f"is not JSON-serialisable: {exc}") from None
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(
-            "payload", "contains a lone surrogate, which is not valid Unicode text"
-        ) from None
+    _check_utf8("payload", text)
+    size = len(text.encode("utf-8"))
     if size > payload_limit_bytes:
         raise InvalidArgumentError(
             "payload",
@@ -393,7 +383,6 @@ def validate_spec(
             "payload.type", f"{_short(ptype)} tasks run code and need an authenticated caller"
         )
 
-    # priority
     priority = raw.get("priority")
     if priority is None:
         priority = 0
@@ -406,7 +395,6 @@ def validate_spec(
             "priority", f"{_short(priority)} is out of range [{PRIORITY_MIN}, {PRIORITY_MAX}]"
         )
 
-    # workflow_id
     workflow_id = raw.get("workflow_id")
     if workflow_id is None:
         workflow_id = ""
@@ -416,7 +404,6 @@ def validate_spec(
         )
     _check_utf8("workflow_id", workflow_id)
 
-    # timeout_s
     timeout_s = raw.get("timeout_s")
     if timeout_s is not None:
         if not _is_real(timeout_s) or not math.isfinite(timeout_s) or timeout_s <= 0:

@@ -83,11 +83,9 @@ def build_catalog(cfg: ServicesSection, state_dir: Path) -> dict[str, ServiceSpe
         t = dict(tables[ov.name])
         if ov.required is not None:
             t["required"] = ov.required
-        if ov.health_check_url:
-            health = dict(t.get("health") or {})
-            health.update(kind="http", url=ov.health_check_url)
-            health.pop("port", None)
-            t["health"] = health
+        if ov.health_check_url:  # an http check of that URL replaces a port-based one
+            health = {k: v for k, v in (t.get("health") or {}).items() if k != "port"}
+            t["health"] = {**health, "kind": "http", "url": ov.health_check_url}
         if ov.environment:
             env = dict(t.get("env") or {})
             for item in ov.environment:

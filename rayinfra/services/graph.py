@@ -63,9 +63,8 @@ def check_graph(specs: Mapping[str, ServiceSpec]) -> None:
 def stop_order(specs: Mapping[str, ServiceSpec], names: Iterable[str]) -> list[str]:
     """``names`` with dependants before their dependencies (reverse start order)."""
     wanted = set(names)
-    known = {n: s for n, s in specs.items()}
-    order = closure(known, [n for n in wanted if n in known])
-    return [n for n in reversed(order) if n in wanted] + sorted(wanted - set(known))
+    order = closure(specs, [n for n in wanted if n in specs])
+    return [n for n in reversed(order) if n in wanted] + sorted(wanted - set(specs))
 
 
 def dependants(specs: Mapping[str, ServiceSpec], name: str) -> set[str]:
@@ -132,11 +131,8 @@ class StartPlan:
         if condition == "completed":
             if e.phase == "completed":
                 return True
-            return (
-                None
-                if (e.phase == "unhealthy" or (not e.active and e.phase != "waiting"))
-                else False
-            )
+            never = e.phase == "unhealthy" or (not e.active and e.phase != "waiting")
+            return None if never else False
         if condition == "healthy":
             if e.phase == "healthy":
                 return True

@@ -12,31 +12,28 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from rayinfra.metrics import snapshot
+from rayinfra.metrics import PrivateMetrics
+
+_BY_STATUS = ["service_name", "status"]
+_BY_REASON = ["service_name", "reason"]
 
 
-class ServiceMetrics:
+class ServiceMetrics(PrivateMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        r = CollectorRegistry(auto_describe=True)
+        super().__init__(r)
         self.starts = Counter(
-            "env_manager_service_start",
-            "Service starts by outcome",
-            ["service_name", "status"],
-            registry=r,
+            "env_manager_service_start", "Service starts by outcome", _BY_STATUS, registry=r
         )
         self.stops = Counter(
-            "env_manager_service_stop",
-            "Service stops by outcome",
-            ["service_name", "status"],
-            registry=r,
+            "env_manager_service_stop", "Service stops by outcome", _BY_STATUS, registry=r
         )
         self.failed_starts = Counter(
             "env_manager_failed_service_starts",
             "Failed service starts by reason",
-            ["service_name", "reason"],
+            _BY_REASON,
             registry=r,
         )
         self.active = Gauge(
@@ -45,7 +42,7 @@ class ServiceMetrics:
         self.health_duration = Histogram(
             "env_manager_service_health_check_duration_seconds",
             "Health probe duration",
-            ["service_name", "status"],
+            _BY_STATUS,
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
@@ -59,13 +56,6 @@ class ServiceMetrics:
         self.restarts = Counter(
             "env_manager_service_restarts",
             "Restarts made by the health checker",
-            ["service_name", "reason"],
+            _BY_REASON,
             registry=r,
         )
-
-    def snapshot(self) -> dict[str, float]:
-        """``name -> value``; labelled series keyed ``name{k="v",...}`` (the original's shape)."""
-        return snapshot(self.registry)
-
-    def text(self) -> bytes:
-        return generate_latest(self.registry)

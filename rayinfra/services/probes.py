@@ -124,8 +124,20 @@ async def _open(
     host: str, port: int, step: _Step, limit: int = MAX_HTTP_HEAD
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     step.now = "connecting"
-    reader, writer = await asyncio.open_connection(host, port, limit=limit)
-    return reader, writer
+    return await asyncio.open_connection(host, port, limit=limit)
+
+
+async def _read_to_close(
+    reader: asyncio.StreamReader, limit: int, until: bytes | None = None
+) -> bytes:
+    """What the peer sends until it closes, ``limit`` bytes are read or ``until`` shows up."""
+    data = bytearray()
+    while len(data) < limit:
+        piece = await reader.read(min(65536, limit - len(data)))
+        data += piece
+        if not piece or (until is not None and until in data):
+            break
+    return bytes(data)
 
 
 def _close(writer: asyncio.StreamWriter | None) -> None:
@@ -237,13 +249,9 @@ async def _read_body(
         if length < 0:
             raise HttpProtocolError(f"bad Content-Length {length}")
         return await reader.readexactly(min(length, max_body)), length > max_body
-    data = bytearray()  # no framing: the body runs until the server closes
-    while len(data) < max_body:
-        piece = await reader.read(min(65536, max_body - len(data)))
-        if not piece:
-            return bytes(data), False
-        data += piece
-    return bytes(data), not reader.at_eof()
+    # no framing: the body runs until the server closes
+    data = await _read_to_close(reader, max_body)
+    return data, len(data) >= max_body and not reader.at_eof()
 
 
 def build_http_get(host: str, port: int, target: str) -> bytes:
@@ -450,13 +458,7 @@ async def four_letter(host: str, port: int, word: str, timeout_s: float) -> str:
         try:
             writer.write(word.encode("ascii"))
             await writer.drain()
-            data = bytearray()
-            while len(data) < MAX_FOUR_LETTER:
-                piece = await reader.read(MAX_FOUR_LETTER - len(data))
-                if not piece:
-                    break
-                data += piece
-            return data.decode("utf-8", errors="replace")
+            return (await _read_to_close(reader, MAX_FOUR_LETTER)).decode("utf-8", errors="replace")
         finally:
             writer.close()
 
@@ -477,13 +479,8 @@ async def probe_tcp_exchange(
             writer.write(send.encode())
             await writer.drain()
             step.now = f"waiting for the reply to {send!r}"
-            data = bytearray()
-            while len(data) < MAX_FOUR_LETTER:
-                piece = await reader.read(MAX_FOUR_LETTER - len(data))
-                if not piece or (expect is not None and expect.encode() in data + piece):
-                    data += piece
-                    break
-                data += piece
+            until = None if expect is None else expect.encode()
+            data = await _read_to_close(reader, MAX_FOUR_LETTER, until)
         finally:
             _close(writer)
         text = data.decode("utf-8", errors="replace")

@@ -74,20 +74,17 @@ class Port(_Model):
             raise ValueError(f"port {value!r} is neither a string, a number nor a table")
         text, _, proto = value.partition("/")
         parts = text.split(":")
+        *ip, host, cont = parts * 2 if len(parts) == 1 else parts  # "port" is "port:port"
         try:
-            if len(parts) == 1:
-                host_ip, host, cont = "127.0.0.1", int(parts[0]), int(parts[0])
-            elif len(parts) == 2:
-                host_ip, host, cont = "127.0.0.1", int(parts[0]), int(parts[1])
-            elif len(parts) == 3:
-                host_ip, host, cont = parts[0], int(parts[1]), int(parts[2])
-            else:
+            if len(ip) > 1:
                 raise ValueError
+            host_port, cont_port = int(host), int(cont)
         except ValueError:
             raise ValueError(
                 f"port {value!r} is not 'host:container', 'ip:host:container' or 'port'"
             ) from None
-        return cls(host=host, container=cont, host_ip=host_ip, protocol=proto or "tcp")  # type: ignore[arg-type]
+        host_ip = ip[0] if ip else "127.0.0.1"
+        return cls(host=host_port, container=cont_port, host_ip=host_ip, protocol=proto or "tcp")  # type: ignore[arg-type]
 
 
 class Dependency(_Model):
@@ -152,6 +149,11 @@ class Resources(_Model):
             scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
             return int(float(m.group(1)) * scale)
         return v
+
+
+#: what a running instance is made of (health too, for ``container`` checks: see fingerprint)
+_INSTANCE_FIELDS = {"driver", "image", "command", "entrypoint", "argv", "cwd", "ports", "env"}
+_INSTANCE_FIELDS |= {"volumes", "networks", "network_mode", "resources", "labels"}
 
 
 class ServiceSpec(_Model):
@@ -245,9 +247,7 @@ class ServiceSpec(_Model):
                 raise ValueError("argv is for process services; docker services use command")
             if self.network_mode and self.networks:
                 raise ValueError("network_mode and networks exclude each other")
-            if self.network_mode in ("bridge", "default") or {"bridge", "default"} & set(
-                self.networks
-            ):
+            if {self.network_mode, *self.networks} & {"bridge", "default"}:
                 raise ValueError(
                     "Docker's default bridge network is not used: name a network of your own"
                 )
@@ -268,24 +268,7 @@ class ServiceSpec(_Model):
 
     def fingerprint(self) -> str:
         """Hash of what the running instance is made of: a change means recreate, not adopt."""
-        keep = self.model_dump(
-            mode="json",
-            include={
-                "driver",
-                "image",
-                "command",
-                "entrypoint",
-                "argv",
-                "cwd",
-                "ports",
-                "env",
-                "volumes",
-                "networks",
-                "network_mode",
-                "resources",
-                "labels",
-            },
-        )
+        keep = self.model_dump(mode="json", include=_INSTANCE_FIELDS)
         if self.health is not None and self.health.kind == "container":
             keep["health"] = self.health.model_dump(mode="json")  # it becomes the HEALTHCHECK
         raw = json.dumps(keep, sort_keys=True, separators=(",", ":")).encode()
@@ -403,9 +386,8 @@ def _set_path(table: dict[str, Any], path: list[str], value: Any, key: str) -> N
 
 
 def _model_of(ann: Any) -> type[BaseModel] | None:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in getattr(ann, "__args__", ()) or ():
+    """The model an annotation names (``Model`` or ``Model | None``), else None."""
+    for arg in (ann, *(getattr(ann, "__args__", ()) or ())):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg
     return None

@@ -52,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, BinaryIO, Literal, NamedTuple
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 LOG_NAME = "service.log"
 RECORD_NAME = "instance.json"
@@ -231,13 +231,8 @@ def read_record(path: Path) -> InstanceRecord | None:
     """The record at ``path``; ``None`` if there is none or it is not a valid record."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        return InstanceRecord.from_json(data) if isinstance(data, dict) else None
     except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        return InstanceRecord.from_json(data)
-    except ValueError:
         return None
 
 
@@ -316,11 +311,10 @@ class Supervisor:
         write_record(self.dir / RECORD_NAME, self.record)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        proc = self._proc
-        if proc is None:
+        if self._proc is None:
             self._pending.append(signum)
-            return
-        self._forward(signum)
+        else:
+            self._forward(signum)
 
     def _forward(self, signum: int) -> None:
         assert self._proc is not None
@@ -384,11 +378,7 @@ class Supervisor:
         assert proc.stdout is not None and proc.stderr is not None
         sel = selectors.DefaultSelector()
         splitters: dict[int, tuple[Stream, LineSplitter]] = {}
-        pipes: tuple[tuple[IO[bytes], Stream], ...] = (
-            (proc.stdout, "stdout"),
-            (proc.stderr, "stderr"),
-        )
-        for pipe, stream in pipes:
+        for pipe, stream in zip((proc.stdout, proc.stderr), _STREAMS, strict=True):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)

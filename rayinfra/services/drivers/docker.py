@@ -318,15 +318,20 @@ class DockerDriver:
                 raise api_error(action, e) from e
             return self.inspect(cid)
 
-    def _candidates(self, service: str, cluster: str | None) -> list[dict[str, Any]]:
-        filters = [f"{LABEL_SERVICE}={service}"]
-        if cluster:
-            filters.append(f"{LABEL_CLUSTER}={cluster}")
+    def _inspect_labelled(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """``docker inspect`` of every container carrying all of ``labels`` (any state)."""
         api = self._api()
         out = []
-        for summary in api.containers(all=True, filters={"label": filters}):
-            with contextlib.suppress(docker.errors.NotFound):
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        for summary in api.containers(all=True, filters=filters):
+            with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
                 out.append(api.inspect_container(summary["Id"]))
+        return out
+
+    def _candidates(self, service: str, cluster: str | None) -> list[dict[str, Any]]:
+        out = self._inspect_labelled(
+            {LABEL_SERVICE: service, **({LABEL_CLUSTER: cluster} if cluster else {})}
+        )
         # without a cluster label, only containers that have none are ours
         if not cluster:
             out = [c for c in out if LABEL_CLUSTER not in (c["Config"].get("Labels") or {})]
@@ -359,11 +364,9 @@ class DockerDriver:
 
     def _ensure_image(self, spec: ServiceSpec, action: str) -> None:
         image = str(spec.image)
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self._api().inspect_image(image)
             return
-        except docker.errors.NotFound:
-            pass
         try:
             for _ in self.pull(image):
                 pass
@@ -381,12 +384,9 @@ class DockerDriver:
 
     def _ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         api = self._api()
-        try:
-            found = api.inspect_network(name)
-            if found.get("Name") == name:
+        with contextlib.suppress(docker.errors.NotFound):
+            if api.inspect_network(name).get("Name") == name:
                 return
-        except docker.errors.NotFound:
-            pass
         try:
             api.create_network(name, driver="bridge", labels=dict(labels), check_duplicate=True)
         except docker.errors.APIError as e:
@@ -422,16 +422,8 @@ class DockerDriver:
     def list_owned(self, labels: Mapping[str, str]) -> list[Instance]:
         if not labels:  # would list every container on the engine, ours or not
             raise ValueError("list_owned needs at least one label to match")
-        filters = [f"{k}={v}" for k, v in labels.items()]
-        out = []
         with self._errors("cannot list containers"):
-            api = self._api()
-            for summary in api.containers(all=True, filters={"label": filters}):
-                try:
-                    out.append(instance_from_inspect(api.inspect_container(summary["Id"])))
-                except docker.errors.NotFound:
-                    continue
-        return out
+            return [instance_from_inspect(c) for c in self._inspect_labelled(labels)]
 
     def usage(self, instance_id: str) -> Usage:
         """One ``stats`` sample (one-shot; the engine samples once a second, so a call can

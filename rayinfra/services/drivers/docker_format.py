@@ -150,7 +150,7 @@ def container_config(
             binds.append(f"{parts[0]}:{parts[1]}:{mode}")
         kw["volumes"] = binds
     if spec.resources.cpus is not None:
-        kw["nano_cpus"] = round(spec.resources.cpus * _NS)
+        kw["nano_cpus"] = _ns(spec.resources.cpus)
     if spec.resources.memory_bytes is not None:
         kw["mem_limit"] = spec.resources.memory_bytes
     gpus = device_requests_of(spec, device_request)
@@ -225,16 +225,9 @@ def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
     labels = dict((data.get("Config") or {}).get("Labels") or {})
     st = _STATES.get(str(state.get("Status", "")), "exited")
     health = (state.get("Health") or {}).get("Status") or None
-    ports: set[int] = set()
-    for bindings in ((data.get("NetworkSettings") or {}).get("Ports") or {}).values():
-        for b in bindings or ():
-            if b.get("HostPort"):
-                ports.add(int(b["HostPort"]))
+    ports = _host_ports((data.get("NetworkSettings") or {}).get("Ports"))
     if not ports:  # host mode keeps the requested bindings only here
-        for bindings in ((data.get("HostConfig") or {}).get("PortBindings") or {}).values():
-            for b in bindings or ():
-                if b.get("HostPort"):
-                    ports.add(int(b["HostPort"]))
+        ports = _host_ports((data.get("HostConfig") or {}).get("PortBindings"))
     pid = int(state.get("Pid") or 0)
     return Instance(
         id=str(data.get("Id", "")),
@@ -248,6 +241,16 @@ def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
         ports=tuple(sorted(ports)),
         pid=pid if pid > 0 else None,
     )
+
+
+def _host_ports(bindings_by_port: Mapping[str, Any] | None) -> set[int]:
+    """The host ports of a ``{"6379/tcp": [{"HostPort": "6379"}, ...]}`` map."""
+    return {
+        int(b["HostPort"])
+        for bindings in (bindings_by_port or {}).values()
+        for b in bindings or ()
+        if b.get("HostPort")
+    }
 
 
 @dataclass
@@ -311,11 +314,9 @@ class PullTracker:
 
     def _progress(self) -> PullProgress | None:
         live = [la for la in self.layers.values() if not la.skipped]
-        total = sum(la.total for la in live)
-        if self.phase == "downloading":
-            current = sum(la.downloaded for la in live)
-        else:
-            current = sum(la.extracted for la in live)
+        downloading = self.phase == "downloading"
+        current = sum(la.downloaded if downloading else la.extracted for la in live)
+        total = self.total()
         key = (self.phase, current, total)
         if key == self._last:
             return None

@@ -189,6 +189,13 @@ class ProcessDriver:
                 return d, rec
         return None
 
+    def _get(self, instance_id: str) -> tuple[Path, sv.InstanceRecord]:
+        """:meth:`_find`, or :class:`DriverError` (``not_found``)."""
+        found = self._find(instance_id)
+        if found is None:
+            raise DriverError(f"no instance {instance_id}", reason="not_found")
+        return found
+
     @staticmethod
     def _supervisor_alive(rec: sv.InstanceRecord) -> bool:
         return sv.is_alive(rec.supervisor_pid, rec.supervisor_start_ticks)
@@ -379,23 +386,18 @@ class ProcessDriver:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
 
-        def settled() -> bool:
+        def still_running() -> sv.InstanceRecord | None:
+            """This launch's record while it still says running."""
             now = sv.read_record(d / sv.RECORD_NAME)
-            return (
-                now is None
-                or now.launch_id != rec.launch_id
-                or now.state != "running"
-                or not self._supervisor_alive(rec)
-            )
+            ours = now is not None and now.launch_id == rec.launch_id and now.state == "running"
+            return now if ours else None
 
-        _wait_until(settled, _RECORD_SETTLE_S)
-        now = sv.read_record(d / sv.RECORD_NAME)
-        if (
-            now is not None
-            and now.launch_id == rec.launch_id
-            and now.state == "running"
-            and not self._supervisor_alive(rec)
-        ):  # its supervisor was gone: record the stop ourselves (the exit code is unknown)
+        _wait_until(
+            lambda: still_running() is None or not self._supervisor_alive(rec), _RECORD_SETTLE_S
+        )
+        now = still_running()
+        if now is not None and not self._supervisor_alive(rec):
+            # its supervisor was gone: record the stop ourselves (the exit code is unknown)
             sv.write_record(
                 d / sv.RECORD_NAME,
                 dataclasses.replace(now, state="exited", finished_at=time.time()),
@@ -486,10 +488,7 @@ class ProcessDriver:
     ) -> Iterator[LogLine]:
         """Lines of ``service.log``: those at or after ``since``, then the last ``tail`` of
         them; ``follow`` keeps reading until the instance has exited and the log is drained."""
-        found = self._find(instance_id)
-        if found is None:
-            raise DriverError(f"no instance {instance_id}", reason="not_found")
-        d, rec = found
+        d, rec = self._get(instance_id)
         return self._read_logs(d, rec, follow=follow, tail=tail, since=since)
 
     def _read_logs(
@@ -505,17 +504,20 @@ class ProcessDriver:
             f = (d / sv.LOG_NAME).open("rb")  # exists before the record says running
         except FileNotFoundError:
             return
+        pending = b""  # a line not yet ended by "\n"
+
+        def complete_lines(chunk: bytes) -> Iterator[LogLine]:
+            nonlocal pending
+            *lines, pending = (pending + chunk).split(b"\n")
+            return _parse_lines(lines, since)
+
         with f:
             if tail is not None and since is None:
                 f.seek(tail_offset(f, tail))
                 tail = None
             first: deque[LogLine] = deque(maxlen=tail)
-            pending = b""
             while chunk := f.read(65536):
-                pending += chunk
-                lines = pending.split(b"\n")
-                pending = lines.pop()
-                first.extend(_parse_lines(lines, since))
+                first.extend(complete_lines(chunk))
             if not follow:
                 # a partial last line is a line being written, unless the writer is done
                 if pending and self._log_finished(d, rec):
@@ -527,10 +529,7 @@ class ProcessDriver:
             while True:
                 chunk = f.read(65536)
                 if chunk:
-                    pending += chunk
-                    lines = pending.split(b"\n")
-                    pending = lines.pop()
-                    yield from _parse_lines(lines, since)
+                    yield from complete_lines(chunk)
                     continue
                 if finished:
                     break
@@ -555,10 +554,7 @@ class ProcessDriver:
         raises :class:`DriverError` (``reason="timeout"``)."""
         if not argv:
             raise DriverError("exec needs a non-empty argv", reason="invalid_argument")
-        found = self._find(instance_id)
-        if found is None:
-            raise DriverError(f"no instance {instance_id}", reason="not_found")
-        d, rec = found
+        d, rec = self._get(instance_id)
         env = sv.child_env(os.environ, {})
         try:
             launch = json.loads((d / sv.LAUNCH_NAME).read_text(encoding="utf-8"))
