@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from rayinfra.api.grpc_env_manager import EnvManagerServicer, health_feed
 from rayinfra.api.grpc_orchestrator import OrchestratorServicer, event_feed, task_feed
 from rayinfra.api.http import env_manager_app, orchestrator_app
 from rayinfra.config import RayinfraConfig, parse_listen_addr
-from rayinfra.connection import read_connection
+from rayinfra.connection import ConnectionInfo, read_connection
 from rayinfra.control import ControlPlane
 from rayinfra.errors import UnavailableError
 
@@ -124,6 +125,7 @@ class GatewayActor(ControlActor):
                         self.feeds["health"],
                         hardware.detect,
                         list(self.config.classes),
+                        self.actor_log,
                     ),
                     server,
                 )
@@ -195,10 +197,19 @@ class GatewayActor(ControlActor):
     async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
         """What ``rayinfra status`` shows (:func:`rayinfra.runtime.live_status`), gathered here:
         this actor is in the cluster already, so a client needs no Ray driver of its own."""
+        info = self._connection()
+        return await asyncio.to_thread(runtime.live_status, self.config, info, services or ())
+
+    def actor_log(self, name: str, tail: int, follow: bool) -> Iterator[str]:
+        """A runtime actor's log lines for StreamLogs (blocking: called by a thread): this
+        actor is in the cluster, so ``rayinfra logs scheduler`` needs no Ray driver."""
+        return raywrap.actor_log(self._connection().gcs_address, name, tail=tail, follow=follow)
+
+    def _connection(self) -> ConnectionInfo:
         info = read_connection(self.config.state.dir)
         if info is None:
             raise UnavailableError(f"no runtime is recorded in {self.config.state.dir}")
-        return await asyncio.to_thread(runtime.live_status, self.config, info, services or ())
+        return info
 
     # ------------------------------------------------------------------ introspection
     async def ping(self) -> dict[str, Any]:

@@ -1,14 +1,17 @@
 """``env_manager.v1.EnvManagerService``: the service registry and health checker over gRPC,
-plus ExecuteTask and GetResourceAvailability through the scheduler. Every RPC does real work."""
+plus ExecuteTask and GetResourceAvailability through the scheduler, and the logs of the runtime's
+own actors (StreamLogs of ``scheduler``, ``gateway``, ``executor-<class>-<n>``, ...). Every RPC
+does real work."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
@@ -16,7 +19,7 @@ from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
-from rayinfra.config import CLASS_ALIASES
+from rayinfra.config import CLASS_ALIASES, CONTROL_ACTOR_NAMES
 from rayinfra.control import ControlPlane
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.hardware import HardwareInfo
@@ -27,6 +30,59 @@ FEED_POLL_S = 10.0
 OP_POLL_S = 10.0
 LOG_READ_S = 5.0
 EXECUTE_DEFAULT_TIMEOUT_S = 300.0
+EXECUTOR_PREFIX = "executor-"
+
+T = TypeVar("T")
+#: ``(actor name, tail (-1 = all), follow) -> lines`` of a runtime actor's log; blocking;
+#: LookupError for an unknown actor
+ActorLog = Callable[[str, int, bool], Iterator[str]]
+
+
+def is_runtime_actor(name: str) -> bool:
+    """Whether StreamLogs reads ``name`` from Ray's session logs: a control actor or an
+    executor (they win over a service of the same name, as ``rayinfra logs`` always did)."""
+    return name in CONTROL_ACTOR_NAMES or name.startswith(EXECUTOR_PREFIX)
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncGenerator[T, None]:
+    """The items of a blocking iterator, made and read by a thread of its own. When the
+    consumer stops early, the thread stops at its next item (it may block until then)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(done: bool, item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is reading
+            loop.call_soon_threadsafe(queue.put_nowait, (done, item))
+
+    def pump() -> None:
+        it: Iterator[T] = iter(())
+        try:
+            it = make()
+            for item in it:
+                if stop.is_set():
+                    return
+                put(False, item)
+            put(True, None)
+        except Exception as e:  # noqa: BLE001 - re-raised by the consumer
+            put(True, e)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    threading.Thread(target=pump, daemon=True, name="iterate-in-thread").start()
+    try:
+        while True:
+            done, item = await queue.get()
+            if done:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def health_feed(control: ControlPlane) -> Fanout:
@@ -53,12 +109,14 @@ class EnvManagerServicer:
         health: Fanout,
         hardware: Callable[[], HardwareInfo],
         class_names: list[str],
+        actor_log: ActorLog,
     ) -> None:
         self.control = control
         self.auth = auth
         self.health = health
         self.hardware = hardware
         self.class_names = class_names
+        self.actor_log = actor_log
         self.pb2, _ = stubs.env_manager()
 
     async def _op_stream(
@@ -92,21 +150,32 @@ class EnvManagerServicer:
             await abort_for(context, e)
             raise
         async for u in self._op_stream(op_id, context):
+            required = False
+            if u["progress"] >= 100:  # the service's final update: is it required?
+                try:
+                    row = await self.control.call("service_registry", "status", [u["service_name"]])
+                except Exception as e:
+                    await abort_for(context, e)
+                    raise
+                required = bool(row[u["service_name"]].get("required"))
             yield self.pb2.ServiceStatusUpdate(
                 service_name=u["service_name"],
                 status=u["status"],
                 message=u["message"],
                 progress=int(u["progress"]),
+                required=required,
             )
 
     async def StopServices(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._stop(context, "stop", list(request.service_names), _timeout(request))
+
+    async def PruneServices(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Stop, remove and forget the orphaned services (the registry's ``prune``)."""
+        return await self._stop(context, "prune", _timeout(request))
+
+    async def _stop(self, context: grpc.aio.ServicerContext, method: str, *args: Any) -> Any:
         try:
-            results: dict[str, str] = await self.control.call(
-                "service_registry",
-                "stop",
-                list(request.service_names),
-                float(request.timeout_seconds) if request.timeout_seconds > 0 else None,
-            )
+            results: dict[str, str] = await self.control.call("service_registry", method, *args)
         except Exception as e:
             await abort_for(context, e)
             raise
@@ -121,7 +190,7 @@ class EnvManagerServicer:
                 "service_registry",
                 "restart",
                 request.service_name,
-                float(request.timeout_seconds) if request.timeout_seconds > 0 else None,
+                _timeout(request),
             )
         except Exception as e:
             await abort_for(context, e)
@@ -210,6 +279,7 @@ class EnvManagerServicer:
                 current=int(u["current"]),
                 total=int(u["total"]),
                 progress_percent=int(u["progress_percent"]),
+                message=u.get("message", ""),
             )
 
     async def StreamLogs(
@@ -217,13 +287,22 @@ class EnvManagerServicer:
     ) -> AsyncIterator[Any]:
         if not request.service_name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "service_name: is required")
+        tail = request.tail if request.tail > 0 else None
+        if request.HasField("tail_lines"):
+            if request.tail_lines < 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tail_lines: must be >= 0")
+            tail = request.tail_lines
+        if is_runtime_actor(request.service_name):
+            async for entry in self._actor_log(request.service_name, tail, request.follow, context):
+                yield entry
+            return
         try:
             sid = await self.control.call(
                 "service_registry",
                 "open_logs",
                 request.service_name,
                 request.follow,
-                request.tail if request.tail > 0 else None,
+                tail,
                 float(request.since_timestamp) if request.since_timestamp > 0 else None,
             )
         except InvalidArgumentError as e:
@@ -232,8 +311,8 @@ class EnvManagerServicer:
             await abort_for(context, e)
             raise
         except Exception as e:
-            if type(e).__name__ == "LogStreamNotFound":
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            if type(e).__name__ == "LogStreamNotFound":  # a KeyError: its str() quotes
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(e.args[0] if e.args else e))
             await abort_for(context, e)
             raise
         try:
@@ -253,10 +332,34 @@ class EnvManagerServicer:
                         stream=ln["stream"],
                         message=ln["message"],
                         timestamp=int(ln["timestamp"]),
+                        logged_at=float(ln["timestamp"]),
                     )
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.control.call("service_registry", "close_logs", sid))
+
+    async def _actor_log(
+        self, name: str, tail: int | None, follow: bool, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        """A runtime actor's log (its worker's stderr, where Python logging goes), read from
+        Ray's session logs by a thread; the lines carry Ray's own timestamps in their text."""
+        lines = iterate_in_thread(
+            lambda: self.actor_log(name, -1 if tail is None else tail, follow)
+        )
+        try:
+            async for line in lines:
+                yield self.pb2.LogEntry(service_name=name, stream="stderr", message=line)
+        except LookupError as e:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"service_name: {e.args[0] if e.args else name} (runtime actors: "
+                f"{', '.join(CONTROL_ACTOR_NAMES)}, {EXECUTOR_PREFIX}<class>-<n>)",
+            )
+        except Exception as e:
+            await abort_for(context, e)
+            raise
+        finally:
+            await lines.aclose()
 
     @staticmethod
     async def _abort_read(
@@ -359,3 +462,8 @@ class EnvManagerServicer:
             seq, _ = await self.control.call(
                 "scheduler", "changes", seq, [task_id], min(left, FEED_POLL_S), True
             )
+
+
+def _timeout(request: Any) -> float | None:
+    """A request's ``timeout_seconds`` for the registry: ``None`` (its default) when 0."""
+    return float(request.timeout_seconds) if request.timeout_seconds > 0 else None

@@ -155,9 +155,11 @@ def start(
     if info.dashboard_url:
         console.print(f"  dashboard: {info.dashboard_url}")
     if selection:
-        handle = services_cmd.registry(cfg)
         names = [] if selection == ["*"] else selection
-        ok, final = services_cmd.run_start(handle, names, True, {})
+        # the same start as `rayinfra services start`: over gRPC, through the gateway (which
+        # a runtime started just now may still be binding: wait as the client would)
+        with services_cmd.env_manager(cfg, cfg.client.service_timeout_s) as client:
+            ok, final = services_cmd.run_start(client, names, True, {})
         console.print(services_cmd.final_table(final))
         if not ok:
             err_console.print("[red]a required service did not come up[/]")

@@ -1,24 +1,26 @@
-"""``rayinfra services start|stop|restart|status|pull`` and ``rayinfra logs``.
+"""``rayinfra services start|stop|restart|status|pull|prune`` and ``rayinfra logs``.
 
-Every command talks to the ``service_registry`` actor of a running runtime (it never starts
-one). ``start`` shows a live progress bar per service and a final table; it exits 1 only when
-a required service failed, was unhealthy or was blocked.
+Every command is a gRPC client of the running runtime's gateway (``env_manager.v1``, through
+:class:`~rayinfra.client.services.ServicesClient`; ``status``: the orchestrator's
+GetRuntimeStatus), never a Ray driver, and never starts a runtime. ``start`` shows a live
+progress bar per service and a final table; it exits 1 only when a required service failed,
+was unhealthy or was blocked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from rayinfra import raywrap, runtime
+from rayinfra.cli import remote
 from rayinfra.cli.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -31,11 +33,15 @@ from rayinfra.cli.common import (
     print_json,
 )
 from rayinfra.config import RayinfraConfig
-from rayinfra.errors import InvalidArgument
+from rayinfra.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from rayinfra.client.services import ServicesClient
 
 app = typer.Typer(help="Start, stop and inspect services.", no_args_is_help=True)
 
-REGISTRY = "service_registry"
+#: final statuses of a start that fail it when the service is required
+START_FAILED = ("failed", "unhealthy", "blocked")
 FINAL_STYLE = {
     "healthy": "green",
     "running": "green",
@@ -44,31 +50,39 @@ FINAL_STYLE = {
     "failed": "red",
     "blocked": "red",
     "stopped": "dim",
+    "orphaned": "yellow",
 }
 
 
-def registry(cfg: RayinfraConfig) -> Any:
-    """The registry's handle (connecting this process to the runtime); exit 1 if not running."""
-    if runtime.recorded(cfg.state.dir) is None:
+@contextlib.contextmanager
+def env_manager(
+    cfg: RayinfraConfig, connect_timeout_s: float | None = None
+) -> Iterator[ServicesClient]:
+    """The runtime's env manager over gRPC (through its gateway; never a Ray driver). Not
+    running or not answering: exit 1; bad input: exit 2 naming the field and its choices;
+    any other request error: exit 1 with its cause."""
+    from rayinfra.client.services import ServicesClient
+
+    if remote.gateway_addr(cfg) is None:
         fail(f"rayinfra is not running (state dir {cfg.state.dir}); run `rayinfra start`")
+    if not cfg.gateway.enabled:
+        fail("services are managed through the gateway, and gateway.enabled is false")
     try:
-        runtime.connect(cfg.state.dir)
-    except runtime.RuntimeFailure as e:
+        client = ServicesClient.from_config(cfg, connect_timeout_s)
+    except ConnectionError as e:
+        fail(f"{e}: is the runtime still running?")
+    except RuntimeError as e:  # an unreadable TLS CA file
         fail(str(e))
-    handle = raywrap.get_actor(REGISTRY)
-    if handle is None:
-        fail("the service_registry actor is not running; `rayinfra start` creates it")
-    return handle
-
-
-def call(handle: Any, method: str, *args: Any, timeout_s: float = 120.0) -> Any:
-    """Call a registry method; its bad-input errors exit 2, others exit 1."""
     try:
-        return raywrap.invoke(handle, method, *args, timeout_s=timeout_s)
-    except InvalidArgument as e:
+        yield client
+    except (typer.Exit, typer.Abort):
+        raise
+    except InvalidArgumentError as e:
         fail(str(e), EXIT_USAGE)
-    except Exception as e:  # noqa: BLE001 - mapped to an exit code with the cause
-        fail(f"{type(e).__name__}: {e}")
+    except (LookupError, RuntimeError) as e:
+        fail(str(e))
+    finally:
+        client.close()
 
 
 def split_names(names: list[str], services: str | None) -> list[str]:
@@ -90,50 +104,30 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 def run_start(
-    handle: Any,
-    names: list[str],
-    parallel: bool,
-    overrides: dict[str, str],
-    *,
-    show: bool = True,
+    client: ServicesClient, names: list[str], parallel: bool, overrides: dict[str, str]
 ) -> tuple[bool, dict[str, dict[str, Any]]]:
     """Start services, rendering progress; returns (no required service failed, final updates)."""
-    op_id = call(handle, "start", names, parallel, overrides)
+    from rich.progress import BarColumn, Progress, TextColumn
+
     final: dict[str, dict[str, Any]] = {}
     bars: dict[str, Any] = {}
-    seq = 0
-    done = False
     with Progress(
         TextColumn("{task.fields[name]:<22}"),
         BarColumn(),
         TextColumn("{task.fields[status]:<10} {task.fields[message]}"),
         console=console,
-        disable=not show,
         transient=False,
     ) as progress:
-        while not done:
-            seq, updates, done = call(handle, "op_updates", op_id, seq, 10.0)
-            for u in updates:
-                name = u["service_name"]
-                if name not in bars:
-                    bars[name] = progress.add_task("", total=100, name=name, status="", message="")
-                progress.update(
-                    bars[name],
-                    completed=u["progress"],
-                    status=u["status"],
-                    message=u["message"][:80],
-                )
-                if u["progress"] >= 100:
-                    final[name] = u
-    status = call(handle, "status", list(final))
-    ok = True
-    for name, u in final.items():
-        if status.get(name, {}).get("required") and u["status"] in (
-            "failed",
-            "unhealthy",
-            "blocked",
-        ):
-            ok = False
+        for u in client.start(names, parallel, overrides):
+            name = u["service_name"]
+            if name not in bars:
+                bars[name] = progress.add_task("", total=100, name=name, status="", message="")
+            progress.update(
+                bars[name], completed=u["progress"], status=u["status"], message=u["message"][:80]
+            )
+            if u["progress"] >= 100:
+                final[name] = u
+    ok = not any(u["required"] and u["status"] in START_FAILED for u in final.values())
     return ok, final
 
 
@@ -168,8 +162,8 @@ def start(
             "services.selected in the config",
             EXIT_USAGE,
         )
-    handle = registry(cfg)
-    ok, final = run_start(handle, wanted, not sequential, parse_overrides(sets))
+    with env_manager(cfg) as client:
+        ok, final = run_start(client, wanted, not sequential, parse_overrides(sets))
     console.print(final_table(final))
     raise typer.Exit(0 if ok else EXIT_FAILURE)
 
@@ -182,13 +176,39 @@ def stop(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Stop services, dependants first; exit 1 if any stop failed."""
-    cfg = load(config, state_dir).config
-    results: dict[str, str] = call(registry(cfg), "stop", names or [], timeout)
+    with env_manager(load(config, state_dir).config) as client:
+        report_stops(client.stop(names or [], timeout))
+
+
+def report_stops(results: dict[str, str]) -> None:
+    """Print ``name -> stop result``; exit 1 if any stop failed."""
     table = Table("service", "result", title="stopped", title_justify="left")
     for name, res in results.items():
         table.add_row(name, res)
     console.print(table)
     raise typer.Exit(EXIT_FAILURE if any(r.startswith("error") for r in results.values()) else 0)
+
+
+@app.command("prune")
+def prune(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.0, help="Seconds before SIGKILL."),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Stop and forget orphaned services (started under an earlier config, not in this one)."""
+    with env_manager(load(config, state_dir).config) as client:
+        orphans = [
+            f"{n} ({row['container_id']})"
+            for n, row in client.status().items()
+            if row["status"] == "orphaned"
+        ]
+        if not orphans:
+            console.print("no orphaned services")
+            return
+        if not yes:
+            typer.confirm(f"stop and remove {', '.join(orphans)}?", abort=True)
+        report_stops(client.prune(timeout))
 
 
 @app.command("restart")
@@ -199,8 +219,8 @@ def restart(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Stop and start one service."""
-    cfg = load(config, state_dir).config
-    ok, message = call(registry(cfg), "restart", name, timeout)
+    with env_manager(load(config, state_dir).config) as client:
+        ok, message = client.restart(name, timeout)
     (console if ok else err_console).print(message)
     raise typer.Exit(0 if ok else EXIT_FAILURE)
 
@@ -212,14 +232,26 @@ def status(
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Status, ports, health and resource use of each service."""
-    cfg = load(config, state_dir).config
-    st: dict[str, dict[str, Any]] = call(registry(cfg), "status", names or [])
+    """Status, ports, health and resource use of each service (asked of the gateway: no Ray
+    driver). Exit 1 if the runtime is not running."""
+    from rayinfra.cli.runtime_cmd import runtime_status
+
+    st = runtime_status(load(config, state_dir).config, names or [])
+    if not st["ray"]["running"]:
+        fail(f"rayinfra is not running (state dir {st['ray'].get('state_dir')})", EXIT_FAILURE)
     if as_json:
-        print_json(st)
+        print_json(st["services"])
         return
-    table = Table("service", "status", "driver", "ports", "cpu %", "memory", "message")
-    for name, row in st.items():
+    console.print(status_table(st["services"]))
+
+
+def status_table(rows: dict[str, dict[str, Any]], title: str | None = None) -> Table:
+    """One row per service: status, driver, ports, CPU and memory use, health message."""
+    table = Table(
+        "service", "status", "driver", "ports", "cpu %", "memory", "message",
+        title=title, title_justify="left",
+    )  # fmt: skip
+    for name, row in rows.items():
         usage = (row.get("health") or {}).get("resource_usage") or {}
         style = FINAL_STYLE.get(row["status"], "")
         table.add_row(
@@ -231,7 +263,7 @@ def status(
             _bytes(usage.get("memory_bytes")) if usage else "-",
             (row.get("health") or {}).get("message") or row.get("message", ""),
         )
-    console.print(table)
+    return table
 
 
 @app.command("pull")
@@ -241,31 +273,30 @@ def pull(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Pull images with byte progress; exit 1 if any pull failed."""
-    cfg = load(config, state_dir).config
-    handle = registry(cfg)
-    op_id = call(handle, "pull", images or [])
+    from rich.progress import BarColumn, Progress, TextColumn
+
     bars: dict[str, Any] = {}
     failed: list[str] = []
-    seq, done = 0, False
-    with Progress(
-        TextColumn("{task.fields[name]:<40}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]:<12} {task.fields[detail]}"),
-        console=console,
-    ) as progress:
-        while not done:
-            seq, updates, done = call(handle, "op_updates", op_id, seq, 10.0)
-            for u in updates:
-                name = u["image_name"]
-                if name not in bars:
-                    bars[name] = progress.add_task("", total=100, name=name, status="", detail="")
-                detail = f"{_bytes(u['current'])} / {_bytes(u['total'])}" if u["total"] else ""
-                if u["status"] == "error":
-                    detail = u["message"][:100]
-                    failed.append(name)
-                progress.update(
-                    bars[name], completed=u["progress_percent"], status=u["status"], detail=detail
-                )
+    with (
+        env_manager(load(config, state_dir).config) as client,
+        Progress(
+            TextColumn("{task.fields[name]:<40}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]:<12} {task.fields[detail]}"),
+            console=console,
+        ) as progress,
+    ):
+        for u in client.pull(images or []):
+            name = u["image_name"]
+            if name not in bars:
+                bars[name] = progress.add_task("", total=100, name=name, status="", detail="")
+            detail = f"{_bytes(u['current'])} / {_bytes(u['total'])}" if u["total"] else ""
+            if u["status"] == "error":
+                detail = u["message"][:100]
+                failed.append(name)
+            progress.update(
+                bars[name], completed=u["progress_percent"], status=u["status"], detail=detail
+            )
     for name in failed:
         err_console.print(f"[red]pull failed:[/] {name}")
     raise typer.Exit(EXIT_FAILURE if failed else 0)
@@ -280,25 +311,6 @@ def _bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
-
-
-COMPONENTS = ("scheduler", "service_registry", "health_checker", "gateway")
-
-
-def component_logs(cfg: RayinfraConfig, name: str, follow: bool, tail: int | None) -> None:
-    """A runtime component's log (its actor's stderr, where Python logging goes)."""
-    if runtime.recorded(cfg.state.dir) is None:
-        fail(f"rayinfra is not running (state dir {cfg.state.dir})")
-    info = runtime.connect(cfg.state.dir)
-    try:
-        for line in raywrap.actor_log(
-            info.gcs_address, name, tail=-1 if tail is None else tail, follow=follow
-        ):
-            typer.echo(line)
-    except LookupError as e:
-        fail(str(e), EXIT_USAGE)
-    except KeyboardInterrupt:
-        pass
 
 
 def parse_since(text: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -333,27 +345,18 @@ def logs(
     """Print a service's log lines, each with its own timestamp.
 
     SERVICE may also be a runtime component (scheduler, service_registry, health_checker,
-    gateway, executor-<class>-<n>): its lines come from Ray's session logs.
+    gateway, executor-<class>-<n>): the gateway reads its lines from Ray's session logs.
     """
     cfg = load(config, state_dir).config
-    if service in COMPONENTS or service.startswith("executor-"):
-        component_logs(cfg, service, follow, tail)
-        return
-    handle = registry(cfg)
-    sid = call(handle, "open_logs", service, follow, tail, parse_since(since))
-    try:
-        done = False
-        while not done:
-            lines, done = call(handle, "read_logs", sid, 5.0)
-            for ln in lines:
-                if as_json:
-                    typer.echo(json.dumps(ln, sort_keys=True))
-                else:
-                    ts = datetime.fromtimestamp(ln["timestamp"], timezone.utc).isoformat(
-                        timespec="milliseconds"
-                    )
-                    typer.echo(f"{ts} {ln['stream']:<6} {ln['message']}")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        raywrap.invoke(handle, "close_logs", sid, timeout_s=10.0)
+    since_ts = parse_since(since)
+    with env_manager(cfg) as client, contextlib.suppress(KeyboardInterrupt):
+        for ln in client.logs(service, follow, tail, since_ts):
+            if as_json:
+                typer.echo(json.dumps(ln, sort_keys=True))
+            elif not ln["timestamp"]:  # a runtime actor's line: Ray's timestamp is in its text
+                typer.echo(ln["message"])
+            else:
+                ts = datetime.fromtimestamp(ln["timestamp"], timezone.utc).isoformat(
+                    timespec="milliseconds"
+                )
+                typer.echo(f"{ts} {ln['stream']:<6} {ln['message']}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,9 +28,10 @@ from typing import Any, TypeVar
 from rayinfra.client.connect import Connection, connect
 from rayinfra.client.transport import Transport
 from rayinfra.config import RayinfraConfig, load_config
-from rayinfra.errors import TaskNotFoundError, UnavailableError
+from rayinfra.errors import TaskNotFoundError
 from rayinfra.models import FROM_NOW, STREAM_KEYS, Progress, TaskStatus
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 FEED_POLL_S = 20.0
 FEED_FILTER_MAX = 256  # waited-for ids sent with each feed poll; more: poll unfiltered
@@ -170,7 +172,8 @@ class AgentInfra:
                 continue
             try:
                 seq, states = poll.result()
-            except UnavailableError:
+            except Exception as e:  # noqa: BLE001 - the feed outlives any one failed poll
+                log.warning("task feed poll failed (%s); retrying", e)
                 await asyncio.sleep(FEED_RETRY_S)
                 continue
             self._feed_seq = max(self._feed_seq, seq)

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rayinfra import connection
 from rayinfra.client import runtime_child
@@ -124,16 +125,10 @@ def grpc_transport(
     config: RayinfraConfig, addr: str, connect_timeout_s: float | None = None
 ) -> Transport:
     """A :class:`GrpcTransport` to ``addr`` with this config's token, TLS CA and timeouts."""
-    from rayinfra import runtime
     from rayinfra.client.grpc_transport import GrpcTransport
 
     client = config.client
-    token = config.gateway.auth_token or _read_token(config.gateway_token_path)
-    ca_file = client.tls_ca_file or config.gateway.tls_cert_file
-    try:
-        tls_ca = ca_file.read_bytes() if ca_file is not None else None
-    except OSError as e:
-        raise runtime.RuntimeFailure(f"cannot read the TLS CA file {ca_file}: {e}") from None
+    token, tls_ca = gateway_credentials(config)
     return GrpcTransport(
         addr,
         token=token,
@@ -142,6 +137,40 @@ def grpc_transport(
         retry_for_s=client.service_timeout_s,
         backoff_s=client.reconnect_backoff_s,
     )
+
+
+def gateway_credentials(config: RayinfraConfig) -> tuple[str | None, bytes | None]:
+    """``(token, tls_ca)`` for a client of this config's gateway (either gRPC service): the
+    configured auth token, else the local gateway token file's (``None`` if neither); the TLS CA
+    (PEM) from ``client.tls_ca_file``, else ``gateway.tls_cert_file`` (``None``: plaintext).
+    An unreadable CA file is :class:`~rayinfra.runtime.RuntimeFailure`."""
+    token = config.gateway.auth_token or _read_token(config.gateway_token_path)
+    ca_file = config.client.tls_ca_file or config.gateway.tls_cert_file
+    try:
+        return token, ca_file.read_bytes() if ca_file is not None else None
+    except OSError as e:
+        from rayinfra import runtime
+
+        raise runtime.RuntimeFailure(f"cannot read the TLS CA file {ca_file}: {e}") from None
+
+
+def gateway_channel(addr: str, tls_ca: bytes | None, *, aio: bool = False) -> Any:
+    """A gRPC channel to a gateway at ``addr`` (a ``grpc.aio`` one with ``aio``): TLS verified
+    against ``tls_ca`` (PEM) when given, else plaintext; messages up to
+    :data:`~rayinfra.client.grpc_transport.MAX_MESSAGE_BYTES` either way."""
+    import grpc
+
+    from rayinfra.client.grpc_transport import MAX_MESSAGE_BYTES
+
+    api = grpc.aio if aio else grpc
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if tls_ca is None:
+        return api.insecure_channel(addr, options=options)
+    creds = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+    return api.secure_channel(addr, creds, options=options)
 
 
 def listening(addr: str, timeout_s: float) -> bool:

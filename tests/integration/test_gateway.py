@@ -19,8 +19,12 @@ import ray
 
 from rayinfra.actors.gateway import token_path
 from rayinfra.api import stubs
+from rayinfra.client.grpc_transport import ConnectError
+from rayinfra.client.services import ServiceNotFoundError, ServicesClient
 from rayinfra.config import dial_addr
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.raywrap import NAMESPACE
+from tests.conftest import free_port
 from tests.integration.conftest import SERVICE_PORTS, Runtime
 
 # the channels of the async fixtures live on the session loop (asyncio_default_fixture_loop_scope)
@@ -380,7 +384,56 @@ async def test_pull_from_an_unreachable_registry_fails_clearly(env: Any) -> None
     ups = [
         u async for u in env.PullImages(epb.PullImagesRequest(image_names=["127.0.0.1:9/none/x:1"]))
     ]
-    assert ups[-1].status == "error"
+    assert ups[-1].status == "error" and ups[-1].message  # new field 6 says why
+
+
+def test_services_client_over_the_gateway(gw: Runtime) -> None:
+    """ServicesClient, what `rayinfra services ...` and `rayinfra logs` use: each method against
+    the gateway, the fields added for them (required, tail_lines, logged_at, PruneServices) and
+    its typed errors."""
+    reg = ray.get_actor("service_registry", namespace=NAMESPACE)
+    with ServicesClient.from_config(gw.config) as sc:
+        finals = [u for u in sc.start(["kv", "victim"]) if u["progress"] == 100]
+        assert sorted((u["service_name"], u["status"], u["required"]) for u in finals) == [
+            ("kv", "healthy", True),
+            ("victim", "healthy", False),
+        ]
+        before = sc.status(["kv"])["kv"]
+        assert before["status"] == "running" and before["ports"] == [SERVICE_PORTS["kv"]]
+        assert sc.restart("kv", timeout_s=2.5) == (True, "Service kv restarted successfully")
+        assert sc.status(["kv"])["kv"]["container_id"] != before["container_id"]
+        lines = list(sc.logs("kv", tail=2))
+        assert len(lines) == 2 and lines[0]["service_name"] == "kv"
+        assert all(ln["timestamp"] % 1 != 0 for ln in lines)  # logged_at keeps the fraction
+        assert list(sc.logs("kv", tail=0)) == []  # tail_lines: 0 means none, not all
+        follow = sc.logs("kv", follow=True, tail=1)
+        assert next(follow)["message"]
+        follow.close()  # cancels the stream: the gateway closes the registry's log stream
+        deadline = time.monotonic() + 10
+        while ray.get(reg.log_streams.remote()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ray.get(reg.log_streams.remote()) == 0
+        sched = list(sc.logs("scheduler", tail=3))  # a control actor's log, read by the gateway
+        assert 1 <= len(sched) <= 3
+        assert all(ln["service_name"] == "scheduler" and ln["timestamp"] == 0 for ln in sched)
+        assert sc.stop(["victim"], timeout_s=3) == {"victim": "stopped"}
+        assert sc.prune() == {}  # nothing orphaned here (tests/e2e/test_cli_services.py prunes)
+        pulled = list(sc.pull(["127.0.0.1:9/none/x:1"]))
+        assert pulled[-1]["status"] == "error" and pulled[-1]["message"]
+
+        with pytest.raises(InvalidArgumentError, match="unknown service 'ghost'") as bad:
+            list(sc.logs("ghost"))  # NOT_FOUND on the wire, a bad name for the client
+        assert bad.value.field == "service_name" and "known:" in bad.value.message
+        with pytest.raises(InvalidArgumentError, match="runtime actors: scheduler"):
+            list(sc.logs("executor-nope-9"))
+        with pytest.raises(ServiceNotFoundError, match=r"^service victim has no instance"):
+            list(sc.logs("victim"))  # stopped: no instance to read
+        with pytest.raises(InvalidArgumentError, match="ghost"):
+            list(sc.start(["ghost"]))
+        with pytest.raises(InvalidArgumentError, match="tail_lines"):
+            list(sc.logs("kv", tail=-1))
+    with pytest.raises(ConnectError, match="no gateway answered"):
+        ServicesClient(f"127.0.0.1:{free_port()}", connect_timeout_s=0.3)
 
 
 # ----------------------------------------------------------------------------- HTTP

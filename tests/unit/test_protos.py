@@ -148,7 +148,8 @@ ENV_MANAGER: dict[str, Any] = {
 }
 # What rayinfra adds on top of the original layout (api.md: "adding new RPCs or new fields with
 # new numbers is fine"): fields per message, and whole RPCs with their new messages. They give
-# AgentInfra over gRPC the surface it has over actor handles (rayinfra/client/grpc_transport.py).
+# AgentInfra over gRPC the surface it has over actor handles (rayinfra/client/grpc_transport.py),
+# and `rayinfra services`/`logs` what they print (env_manager.v1, rayinfra/client/services.py).
 NEW_FIELDS: dict[str, dict[str, set[str]]] = {
     "orchestrator.v1": {
         "SubmitTaskRequest": {"6 double timeout_seconds"},
@@ -172,7 +173,13 @@ NEW_FIELDS: dict[str, dict[str, set[str]]] = {
             "15 double timeout_seconds",
         },
         "SystemEvent": {"5 string data_json"},
-    }
+    },
+    "env_manager.v1": {
+        "ServiceStatusUpdate": {"5 bool required"},
+        "ImagePullProgress": {"6 string message"},
+        "StreamLogsRequest": {"5 optional int32 tail_lines"},
+        "LogEntry": {"6 double logged_at"},
+    },
 }
 NEW_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
     "orchestrator.v1": {
@@ -183,7 +190,10 @@ NEW_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
         "PurgeTasks": ("PurgeTasksRequest", "PurgeTasksResponse", False),
         "PollTaskChanges": ("PollTaskChangesRequest", "PollTaskChangesResponse", False),
         "GetRuntimeStatus": ("GetRuntimeStatusRequest", "GetRuntimeStatusResponse", False),
-    }
+    },
+    "env_manager.v1": {
+        "PruneServices": ("PruneServicesRequest", "StopServicesResponse", False),
+    },
 }
 NEW_MESSAGES: dict[str, dict[str, str]] = {
     "orchestrator.v1": {
@@ -202,7 +212,8 @@ NEW_MESSAGES: dict[str, dict[str, str]] = {
         "PollTaskChangesResponse": "1 int64 seq; 2 repeated TaskResult changes",
         "GetRuntimeStatusRequest": "1 repeated string service_names",
         "GetRuntimeStatusResponse": "1 string status_json",
-    }
+    },
+    "env_manager.v1": {"PruneServicesRequest": "1 int32 timeout_seconds"},
 }
 
 

@@ -25,16 +25,18 @@ class StartServicesRequest(_message.Message):
     def __init__(self, service_names: _Optional[_Iterable[str]] = ..., parallel: _Optional[bool] = ..., overrides: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ServiceStatusUpdate(_message.Message):
-    __slots__ = ("service_name", "status", "message", "progress")
+    __slots__ = ("service_name", "status", "message", "progress", "required")
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
     service_name: str
     status: str
     message: str
     progress: int
-    def __init__(self, service_name: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., progress: _Optional[int] = ...) -> None: ...
+    required: bool
+    def __init__(self, service_name: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., progress: _Optional[int] = ..., required: _Optional[bool] = ...) -> None: ...
 
 class StopServicesRequest(_message.Message):
     __slots__ = ("service_names", "timeout_seconds")
@@ -245,41 +247,53 @@ class PullImagesRequest(_message.Message):
     def __init__(self, image_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImagePullProgress(_message.Message):
-    __slots__ = ("image_name", "status", "current", "total", "progress_percent")
+    __slots__ = ("image_name", "status", "current", "total", "progress_percent", "message")
     IMAGE_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     image_name: str
     status: str
     current: int
     total: int
     progress_percent: int
-    def __init__(self, image_name: _Optional[str] = ..., status: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ..., progress_percent: _Optional[int] = ...) -> None: ...
+    message: str
+    def __init__(self, image_name: _Optional[str] = ..., status: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ..., progress_percent: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StreamLogsRequest(_message.Message):
-    __slots__ = ("service_name", "follow", "tail", "since_timestamp")
+    __slots__ = ("service_name", "follow", "tail", "since_timestamp", "tail_lines")
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     TAIL_FIELD_NUMBER: _ClassVar[int]
     SINCE_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
     service_name: str
     follow: bool
     tail: int
     since_timestamp: int
-    def __init__(self, service_name: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ..., since_timestamp: _Optional[int] = ...) -> None: ...
+    tail_lines: int
+    def __init__(self, service_name: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ..., since_timestamp: _Optional[int] = ..., tail_lines: _Optional[int] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = ("service_name", "container_id", "stream", "message", "timestamp")
+    __slots__ = ("service_name", "container_id", "stream", "message", "timestamp", "logged_at")
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    LOGGED_AT_FIELD_NUMBER: _ClassVar[int]
     service_name: str
     container_id: str
     stream: str
     message: str
     timestamp: int
-    def __init__(self, service_name: _Optional[str] = ..., container_id: _Optional[str] = ..., stream: _Optional[str] = ..., message: _Optional[str] = ..., timestamp: _Optional[int] = ...) -> None: ...
+    logged_at: float
+    def __init__(self, service_name: _Optional[str] = ..., container_id: _Optional[str] = ..., stream: _Optional[str] = ..., message: _Optional[str] = ..., timestamp: _Optional[int] = ..., logged_at: _Optional[float] = ...) -> None: ...
+
+class PruneServicesRequest(_message.Message):
+    __slots__ = ("timeout_seconds",)
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    timeout_seconds: int
+    def __init__(self, timeout_seconds: _Optional[int] = ...) -> None: ...

@@ -80,6 +80,11 @@ class EnvManagerServiceStub:
                 request_serializer=env__manager__v1__pb2.StreamLogsRequest.SerializeToString,
                 response_deserializer=env__manager__v1__pb2.LogEntry.FromString,
                 _registered_method=True)
+        self.PruneServices = channel.unary_unary(
+                '/env_manager.v1.EnvManagerService/PruneServices',
+                request_serializer=env__manager__v1__pb2.PruneServicesRequest.SerializeToString,
+                response_deserializer=env__manager__v1__pb2.StopServicesResponse.FromString,
+                _registered_method=True)
 
 
 class EnvManagerServiceServicer:
@@ -139,6 +144,15 @@ class EnvManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PruneServices(self, request, context):
+        """rayinfra's additions.
+        Stop, remove and forget the orphaned services (running instances of services the config no
+        longer has): name -> "stopped" | "not running" | "error: ..."; success = no error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnvManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +200,11 @@ def add_EnvManagerServiceServicer_to_server(servicer, server):
                     servicer.StreamLogs,
                     request_deserializer=env__manager__v1__pb2.StreamLogsRequest.FromString,
                     response_serializer=env__manager__v1__pb2.LogEntry.SerializeToString,
+            ),
+            'PruneServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneServices,
+                    request_deserializer=env__manager__v1__pb2.PruneServicesRequest.FromString,
+                    response_serializer=env__manager__v1__pb2.StopServicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +450,33 @@ class EnvManagerService:
             '/env_manager.v1.EnvManagerService/StreamLogs',
             env__manager__v1__pb2.StreamLogsRequest.SerializeToString,
             env__manager__v1__pb2.LogEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/env_manager.v1.EnvManagerService/PruneServices',
+            env__manager__v1__pb2.PruneServicesRequest.SerializeToString,
+            env__manager__v1__pb2.StopServicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,224 @@
+"""The gateway's ``env_manager.v1`` service as a small synchronous client: what ``rayinfra
+services ...`` and ``rayinfra logs`` use, so a command is a gRPC client of the running runtime
+(milliseconds) and never a Ray driver (a second or two to join).
+
+    with ServicesClient.from_config(config) as services:
+        for update in services.start(["redis"]):
+            print(update["service_name"], update["status"], update["progress"])
+        print(services.stop(["redis"]))  # {"redis": "stopped"}
+
+Every call sends ``authorization: Bearer <token>`` when a token is known (the configured auth
+token, else the local gateway token file: :func:`~rayinfra.client.connect.gateway_credentials`).
+Errors are the client's typed errors (:func:`~rayinfra.client.grpc_transport.error_from_rpc`),
+except NOT_FOUND, which here is about a service, not a task: an unknown name is
+:class:`~rayinfra.errors.InvalidArgumentError` on ``service_name`` (as the other RPCs answer an
+unknown service), a service with nothing to show is :class:`ServiceNotFoundError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from rayinfra.api import stubs
+from rayinfra.client.connect import gateway_channel, gateway_credentials
+from rayinfra.client.grpc_transport import ConnectError, error_from_rpc
+from rayinfra.config import RayinfraConfig, dial_addr
+from rayinfra.errors import InvalidArgumentError
+
+#: deadline of the unary calls (a stop waits for each service's own stop timeout)
+CALL_TIMEOUT_S = 120.0
+
+
+class ServiceNotFoundError(LookupError):
+    """The service has nothing to show (no instance to read logs of): gRPC NOT_FOUND."""
+
+
+def rpc_error(e: grpc.RpcError) -> BaseException:
+    """The typed error of an env-manager status (see the module docstring)."""
+    if e.code() != grpc.StatusCode.NOT_FOUND:
+        return error_from_rpc(e)
+    details = e.details() or ""
+    field_name, sep, message = details.partition(": ")
+    if sep and field_name == "service_name":
+        return InvalidArgumentError(field_name, message)
+    return ServiceNotFoundError(details)
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    """A message of scalar fields as ``{field name: value}``."""
+    return {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields}
+
+
+def wire_seconds(timeout_s: float | None) -> int:
+    """A timeout for an ``int32 timeout_seconds`` field: whole seconds rounded up, 0 (the
+    server's default) for ``None`` or 0."""
+    return math.ceil(timeout_s) if timeout_s and timeout_s > 0 else 0
+
+
+class ServicesClient:
+    """One channel to the env manager at ``addr``; the constructor waits up to
+    ``connect_timeout_s`` for it (:class:`~rayinfra.client.grpc_transport.ConnectError`)."""
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        token: str | None = None,
+        tls_ca: bytes | None = None,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.addr = addr
+        self.pb2, pb2_grpc = stubs.env_manager()
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = gateway_channel(addr, tls_ca)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=connect_timeout_s)
+        except grpc.FutureTimeoutError:
+            self._channel.close()
+            raise ConnectError(
+                f"no gateway answered at {addr} within {connect_timeout_s:g}s"
+            ) from None
+        self._stub = pb2_grpc.EnvManagerServiceStub(self._channel)
+
+    @classmethod
+    def from_config(
+        cls, config: RayinfraConfig, connect_timeout_s: float | None = None
+    ) -> ServicesClient:
+        """The env manager of this config's runtime (``gateway.env_manager_grpc_addr``), with
+        its token and TLS CA."""
+        token, tls_ca = gateway_credentials(config)
+        return cls(
+            dial_addr(config.gateway.env_manager_grpc_addr),
+            token=token,
+            tls_ca=tls_ca,
+            connect_timeout_s=connect_timeout_s or config.client.connect_timeout_s,
+        )
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ServicesClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _unary(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(
+                request, metadata=self._metadata, timeout=CALL_TIMEOUT_S
+            )
+        except grpc.RpcError as e:
+            raise rpc_error(e) from None
+
+    def _stream(self, method: str, request: Any) -> Iterator[Any]:
+        call = getattr(self._stub, method)(request, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            raise rpc_error(e) from None
+        finally:
+            call.cancel()
+
+    # ------------------------------------------------------------------ services
+    def start(
+        self,
+        names: Sequence[str] = (),
+        parallel: bool = True,
+        overrides: Mapping[str, str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Start services (empty: the selection) and what they depend on. Yields each update
+        ``{service_name, status, message, progress, required}``; each service ends with one
+        at progress 100 (``required`` is set on that one)."""
+        request = self.pb2.StartServicesRequest(
+            service_names=list(names), parallel=parallel, overrides=dict(overrides or {})
+        )
+        yield from map(_fields, self._stream("StartServices", request))
+
+    def stop(self, names: Sequence[str] = (), timeout_s: float | None = None) -> dict[str, str]:
+        """Stop services (empty: all but orphans), dependants first: ``name -> "stopped" |
+        "not running" | "error: ..."``. ``timeout_s``: before SIGKILL (whole seconds)."""
+        res = self._unary(
+            "StopServices",
+            self.pb2.StopServicesRequest(
+                service_names=list(names), timeout_seconds=wire_seconds(timeout_s)
+            ),
+        )
+        return dict(sorted(res.service_results.items()))
+
+    def restart(self, name: str, timeout_s: float | None = None) -> tuple[bool, str]:
+        """Stop and start one service: ``(success, message)``."""
+        res = self._unary(
+            "RestartService",
+            self.pb2.RestartServiceRequest(
+                service_name=name, timeout_seconds=wire_seconds(timeout_s)
+            ),
+        )
+        return bool(res.success), str(res.message)
+
+    def prune(self, timeout_s: float | None = None) -> dict[str, str]:
+        """Stop, remove and forget the orphaned services: ``name -> stop result``."""
+        res = self._unary(
+            "PruneServices",
+            self.pb2.PruneServicesRequest(timeout_seconds=wire_seconds(timeout_s)),
+        )
+        return dict(sorted(res.service_results.items()))
+
+    def status(self, names: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+        """``name -> {status, container_id, ports, started_at}`` (empty ``names``: every
+        service). The full rows, with driver, health and resource use, are the orchestrator's
+        GetRuntimeStatus (``rayinfra services status``)."""
+        res = self._unary(
+            "GetServicesStatus", self.pb2.GetServicesStatusRequest(service_names=list(names))
+        )
+        return {
+            name: {
+                "status": s.status,
+                "container_id": s.container_id,
+                "ports": list(s.ports),
+                "started_at": s.started_at,
+            }
+            for name, s in sorted(res.services.items())
+        }
+
+    def pull(self, images: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+        """Pull images (empty: the catalog's): ``{image_name, status, current, total,
+        progress_percent, message}`` as bytes arrive; ``status`` ends ``complete`` or ``error``
+        (with ``message``)."""
+        request = self.pb2.PullImagesRequest(image_names=list(images))
+        yield from map(_fields, self._stream("PullImages", request))
+
+    def logs(
+        self,
+        name: str,
+        follow: bool = False,
+        tail: int | None = None,
+        since: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """A service's log lines ``{service_name, container_id, stream, message, timestamp}``
+        (``timestamp``: unix seconds with fraction, when the line was produced); ``tail``: the
+        last N (``None``: all), ``since``: unix seconds (whole seconds on the wire). ``name``
+        may be a runtime actor (``scheduler``, ``gateway``, ``executor-<class>-<n>``, ...):
+        its lines have ``timestamp`` 0 (Ray's own is in the text) and ignore ``since``."""
+        request = self.pb2.StreamLogsRequest(
+            service_name=name,
+            follow=follow,
+            tail=max(tail or 0, 0),
+            since_timestamp=int(since or 0),
+        )
+        if tail is not None:
+            request.tail_lines = tail
+        for entry in self._stream("StreamLogs", request):
+            line = _fields(entry)
+            line["timestamp"] = line.pop("logged_at") or float(entry.timestamp)
+            yield line
