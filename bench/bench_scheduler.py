@@ -33,7 +33,7 @@ import ray
 
 from bench.common import pct, print_table
 from rayinfra import AgentInfra, runtime
-from rayinfra.client.connect import grpc_transport
+from rayinfra.client.discovery import grpc_transport
 from rayinfra.config import NAMESPACE, dial_addr, load_config
 from tests.conftest import make_runtime_spec
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rayinfra._deprecation import renamed
+
 
 class InvalidArgumentError(ValueError):
     """A request field is invalid. ``str(e)`` is ``"<field>: <message>"``; ``e.field`` names it.
@@ -48,11 +50,13 @@ class PermissionDeniedError(RuntimeError):
     """The caller may not do this (gRPC PERMISSION_DENIED, HTTP 403)."""
 
 
-# TODO(rename pass): the names before the Error suffix, still used inside the package
-InvalidArgument = InvalidArgumentError
-NotTrusted = NotTrustedError
-TaskConflict = TaskConflictError
-BackendUnavailable = BackendUnavailableError
-Unavailable = UnavailableError
-PermissionDenied = PermissionDeniedError
-TaskNotFound = TaskNotFoundError
+__getattr__ = renamed(
+    __name__,
+    {
+        old: f"{old}Error"
+        for old in (
+            "InvalidArgument", "NotTrusted", "TaskConflict", "BackendUnavailable",
+            "TaskNotFound", "Unavailable", "PermissionDenied",
+        )
+    },
+)  # fmt: skip

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayinfra import hardware
+from rayinfra._deprecation import renamed
 from rayinfra.config import RayinfraConfig
 from rayinfra.connection import ConnectionInfo, pid_alive
 
@@ -34,7 +35,7 @@ class HeadError(RuntimeError):
     """The head could not be started or stopped; the message says why and what to look at."""
 
 
-class PortBusy(HeadError):
+class PortBusyError(HeadError):
     """A port the head needs is already taken."""
 
     def __init__(self, name: str, port: int, host: str = LOOPBACK) -> None:
@@ -77,10 +78,10 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
 
 
 def check_ports(config: RayinfraConfig, host: str = LOOPBACK) -> None:
-    """Raise :class:`PortBusy` naming the first configured head port that is taken."""
+    """Raise :class:`PortBusyError` naming the first configured head port that is taken."""
     for name, port in config.ray.named_ports().items():
         if port_in_use(port, host):
-            raise PortBusy(name, port, host)
+            raise PortBusyError(name, port, host)
 
 
 def ensure_token(path: Path) -> Path:
@@ -172,7 +173,7 @@ def launch_head(
 ) -> LaunchedHead:
     """Start ``ray start --head --block`` in its own session and wait until it serves.
 
-    Raises :class:`PortBusy` before launching if a configured port is taken, and
+    Raises :class:`PortBusyError` before launching if a configured port is taken, and
     :class:`HeadError` (with the head log's tail) if it exits or does not get ready in time.
     """
     check_ports(config)
@@ -311,3 +312,6 @@ def _reap(pid: int) -> None:
     """Collect the head's exit status if it is our child (avoids a zombie looking alive)."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+__getattr__ = renamed(__name__, {"PortBusy": "PortBusyError"})

@@ -22,7 +22,7 @@ from rayinfra.errors import UnavailableError
 HEAD_RESOURCE = "node:__internal_head__"
 
 
-class RayUnavailable(RuntimeError):
+class RayUnavailableError(RuntimeError):
     """The Ray cluster recorded in connection.json cannot be reached."""
 
 
@@ -70,7 +70,7 @@ def connect(info: ConnectionInfo, *, namespace: str = NAMESPACE) -> None:
     if current is not None:
         if current == info.gcs_address:
             return
-        raise RayUnavailable(
+        raise RayUnavailableError(
             f"this process is already connected to Ray at {current}, not {info.gcs_address}"
         )
     prepare_process(info)
@@ -85,7 +85,7 @@ def connect(info: ConnectionInfo, *, namespace: str = NAMESPACE) -> None:
             configure_logging=False,
         )
     except (ConnectionError, RuntimeError) as e:
-        raise RayUnavailable(f"cannot connect to Ray at {info.gcs_address}: {e}") from e
+        raise RayUnavailableError(f"cannot connect to Ray at {info.gcs_address}: {e}") from e
 
 
 def current_actor_id() -> str | None:
@@ -214,7 +214,7 @@ class ActorCaller:
         if h is None:
             h = await asyncio.to_thread(get_actor, actor, self.namespace)  # a GCS lookup blocks
             if h is None:
-                raise _Gone(f"the {actor} actor is not running")
+                raise _GoneError(f"the {actor} actor is not running")
             self._handles[actor] = h
         return h
 
@@ -238,12 +238,12 @@ class ActorCaller:
             async for attempt in AsyncRetrying(
                 stop=stop_after_delay(window),
                 wait=wait_exponential(multiplier=0.05, max=self.backoff_s),
-                retry=retry_if_exception_type(_Gone),
+                retry=retry_if_exception_type(_GoneError),
                 reraise=True,
             ):
                 with attempt:
                     return await self._once(actor, method, args, timeout_s)
-        except _Gone as e:
+        except _GoneError as e:
             raise UnavailableError(str(e)) from None
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True above
 
@@ -255,14 +255,14 @@ class ActorCaller:
             return await acall(h, method, *args, timeout_s=timeout_s)
         except actor_errors() as e:
             self._handles.pop(actor, None)
-            raise _Gone(f"the {actor} actor is unavailable ({type(e).__name__})") from None
+            raise _GoneError(f"the {actor} actor is unavailable ({type(e).__name__})") from None
         except asyncio.TimeoutError:
             raise UnavailableError(
                 f"the {actor} actor did not answer within {timeout_s:g}s"
             ) from None
 
 
-class _Gone(Exception):
+class _GoneError(Exception):
     """An actor that is missing or died: worth a retry (it may be restarting)."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rayinfra import hardware, head, raywrap
+from rayinfra._deprecation import renamed
 from rayinfra.config import CONTROL_ACTOR_NAMES, RayinfraConfig, config_to_dict, save_effective
 from rayinfra.connection import (
     ConnectionInfo,
@@ -29,11 +30,11 @@ ACTOR_READY_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 5.0
 
 
-class RuntimeFailure(RuntimeError):
+class RuntimeFailureError(RuntimeError):
     """The runtime could not be started, reached or stopped (CLI exit code 1)."""
 
 
-class NoGpu(RuntimeFailure):
+class NoGpuError(RuntimeFailureError):
     """``--gpu`` was given but no GPU was found; the message carries the probe report."""
 
 
@@ -59,11 +60,11 @@ def connect(state_dir: Path) -> ConnectionInfo:
     """Connect this process to the runtime recorded under ``state_dir``."""
     info = recorded(state_dir)
     if info is None:
-        raise RuntimeFailure(f"no rayinfra runtime is running for state dir {state_dir}")
+        raise RuntimeFailureError(f"no rayinfra runtime is running for state dir {state_dir}")
     try:
         raywrap.connect(info)
-    except raywrap.RayUnavailable as e:
-        raise RuntimeFailure(str(e)) from e
+    except raywrap.RayUnavailableError as e:
+        raise RuntimeFailureError(str(e)) from e
     return info
 
 
@@ -79,8 +80,8 @@ def attach(config: RayinfraConfig, address: str) -> ConnectionInfo:
     )
     try:
         raywrap.connect(info)
-    except raywrap.RayUnavailable as e:
-        raise RuntimeFailure(str(e)) from e
+    except raywrap.RayUnavailableError as e:
+        raise RuntimeFailureError(str(e)) from e
     return info
 
 
@@ -109,7 +110,7 @@ def ensure_actors(
             time.sleep(0.5)
     if pending:
         detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in errors.items())
-        raise RuntimeFailure(f"control actors not ready after {timeout_s:.0f}s: {detail}")
+        raise RuntimeFailureError(f"control actors not ready after {timeout_s:.0f}s: {detail}")
     return outcome
 
 
@@ -119,7 +120,7 @@ def start(
     address: str | None = None,
     require_gpu: bool = False,
 ) -> StartReport:
-    """Bring the runtime up (or report the one already up). Raises RuntimeFailure / PortBusy."""
+    """Bring the runtime up (or report the one already up). Raises RuntimeFailureError / PortBusyError."""
     state_dir = config.state.dir
     existing = recorded(state_dir)
     if existing is not None:
@@ -129,7 +130,7 @@ def start(
 
     hw = hardware.detect()
     if require_gpu and not hw.gpus:
-        raise NoGpu("--gpu was given but no GPU was found:\n" + hardware.format_report(hw))
+        raise NoGpuError("--gpu was given but no GPU was found:\n" + hardware.format_report(hw))
     state_dir.mkdir(parents=True, exist_ok=True)
     save_effective(config)
 
@@ -202,9 +203,9 @@ def stop(state_dir: Path, *, timeout_s: float = 30.0, force: bool = False) -> St
         try:
             raywrap.connect(info)
             report.actors_removed, report.actor_errors = remove_actors()
-        except raywrap.RayUnavailable as e:
+        except raywrap.RayUnavailableError as e:
             if not force:
-                raise RuntimeFailure(f"{e}; use --force to stop the head anyway") from e
+                raise RuntimeFailureError(f"{e}; use --force to stop the head anyway") from e
             report.actor_errors["*"] = str(e)
         finally:
             raywrap.disconnect()
@@ -212,7 +213,7 @@ def stop(state_dir: Path, *, timeout_s: float = 30.0, force: bool = False) -> St
         report.leftover_pids = head.stop_head(info.head_pid, timeout_s=timeout_s, force=force)
         report.head_stopped = not report.leftover_pids
         if report.leftover_pids:
-            raise RuntimeFailure(
+            raise RuntimeFailureError(
                 f"head (pid {info.head_pid}) still has processes after {timeout_s:.0f}s: "
                 f"{head.describe_pids(report.leftover_pids)}; rerun with --force"
             )
@@ -228,7 +229,7 @@ def status(config: RayinfraConfig, services: Sequence[str] = ()) -> dict[str, An
         return not_running_status(config)
     try:
         raywrap.connect(info)
-    except raywrap.RayUnavailable as e:
+    except raywrap.RayUnavailableError as e:
         st = live_status(config, info, services, connected=False)
         st["ray"].update(running=False, error=str(e))
         return st
@@ -319,3 +320,6 @@ def _ask(actor: str, actors: dict[str, Any], method: str, *args: Any) -> Any:
     except Exception as e:  # noqa: BLE001 - reported beside the actor's state
         actors[actor]["error"] = f"{method}: {type(e).__name__}: {e}"
         return None
+
+
+__getattr__ = renamed(__name__, {"RuntimeFailure": "RuntimeFailureError", "NoGpu": "NoGpuError"})

@@ -23,6 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rayinfra._deprecation import renamed
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class StoreError(RuntimeError):
     """Raised for state store failures (closed store, broken transactions, ...)."""
 
 
-class SchemaTooNew(StoreError):
+class SchemaTooNewError(StoreError):
     """The database was written by a newer rayinfra than the one running."""
 
 
@@ -303,7 +305,7 @@ class StateStore:
             # processes opening a fresh database never both run a migration.
             current = _user_version(conn)
             if current > target:
-                raise SchemaTooNew(
+                raise SchemaTooNewError(
                     f"database {self._path} has schema version {current} but this rayinfra "
                     f"supports up to {target}; upgrade rayinfra"
                 )
@@ -756,3 +758,6 @@ class ChangeFeed:
             await self._notifier.wait_beyond(
                 cursor, remaining, poll_interval_s=READER_POLL_S, poll=poll
             )
+
+
+__getattr__ = renamed(__name__, {"SchemaTooNew": "SchemaTooNewError"})

@@ -23,10 +23,10 @@ from rayinfra.config import RayinfraConfig
 from rayinfra.handlers import (
     HandlerError,
     HandlerRegistry,
-    TaskCancelled,
+    TaskCancelledError,
     TaskContext,
-    TaskFailed,
-    UnknownHandler,
+    TaskFailedError,
+    UnknownHandlerError,
 )
 from rayinfra.scheduling.limiter import Outcome
 from rayinfra.scheduling.state import TaskResult
@@ -92,14 +92,14 @@ class ExecutorActor:
                 value = await self._call(ctx, payload)
             json.dumps(value)  # a non-JSON return fails the task here, not in the scheduler
             outcome, result = Outcome.SUCCESS, value
-        except TaskCancelled:
+        except TaskCancelledError:
             outcome, error = Outcome.CANCELLED, "cancelled"
         except (TimeoutError, asyncio.TimeoutError):
             outcome = Outcome.TIMEOUT
             error = f"timed out after {ctx.timeout_s:g}s" if ctx.timeout_s else "timed out"
-        except TaskFailed as e:
+        except TaskFailedError as e:
             outcome, error, result = Outcome.FAILURE, str(e), e.result
-        except (HandlerError, UnknownHandler) as e:
+        except (HandlerError, UnknownHandlerError) as e:
             outcome, error = Outcome.INVALID, str(e)
         except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
             outcome, error = Outcome.FAILURE, f"{type(e).__name__}: {e}"
@@ -136,7 +136,7 @@ class ExecutorActor:
             )
         except asyncio.CancelledError:
             ctx.cancel_event.set()  # the thread sees it; we report cancelled
-            raise TaskCancelled() from None
+            raise TaskCancelledError() from None
 
     async def _call_in_env(
         self, ctx: TaskContext, payload: dict[str, Any], runtime_env: dict[str, Any]
@@ -176,7 +176,7 @@ class ExecutorActor:
                     except Exception as e:  # noqa: BLE001 - re-raised as the task's own error
                         raise raywrap.unwrap_task_error(e) from None
                 if ctx.cancelled():
-                    raise TaskCancelled()
+                    raise TaskCancelledError()
                 left = ctx.remaining()
                 if left is not None and left < -TIMEOUT_GRACE_S:
                     raise TimeoutError(f"timed out after {ctx.timeout_s:g}s")

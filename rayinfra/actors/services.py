@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rayinfra.actors.base import ControlActor
-from rayinfra.errors import InvalidArgument
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.services.catalog import build_catalog, cluster_name
 from rayinfra.services.drivers.base import Driver, DriverError, LogLine
 from rayinfra.services.drivers.docker import DockerDriver
@@ -47,7 +47,7 @@ HEALTH_TO_STATUS = {
 }
 
 
-class LogStreamNotFound(KeyError):
+class LogStreamNotFoundError(KeyError):
     pass
 
 
@@ -127,7 +127,7 @@ class ServiceRegistryActor(ControlActor):
 
     async def _wait_ready(self) -> None:
         if self.catalog_error:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "services", f"the service catalog is invalid: {self.catalog_error}"
             )
         with contextlib.suppress(Exception):
@@ -245,21 +245,21 @@ class ServiceRegistryActor(ControlActor):
         """Start reading a service's log; returns a stream id for :meth:`read_logs`."""
         await self._wait_ready()
         if not name:
-            raise InvalidArgument("service_name", "is required")
+            raise InvalidArgumentError("service_name", "is required")
         st = self.manager.services.get(name)
         if st is None:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "service_name", f"unknown service {name!r}; known: {sorted(self.manager.services)}"
             )
         if st.instance is None:
-            raise LogStreamNotFound(f"service {name} has no instance (never started here)")
+            raise LogStreamNotFoundError(f"service {name} has no instance (never started here)")
         drv = self.manager.driver(st.spec)
         try:
             it = await asyncio.to_thread(
                 drv.logs, st.instance.id, follow=follow, tail=tail, since=since
             )
         except DriverError as e:
-            raise LogStreamNotFound(f"logs of {name}: {e}") from None
+            raise LogStreamNotFoundError(f"logs of {name}: {e}") from None
         stream = _LogStream(name, st.instance.id)
         sid = uuid.uuid4().hex
         self._logs[sid] = stream
@@ -272,7 +272,7 @@ class ServiceRegistryActor(ControlActor):
         """Next lines of a log stream (``(lines, done)``); each line keeps its own timestamp."""
         stream = self._logs.get(stream_id)
         if stream is None:
-            raise LogStreamNotFound(stream_id)
+            raise LogStreamNotFoundError(stream_id)
         lines, done = await asyncio.to_thread(stream.take, timeout_s)
         if stream.error and done:
             self._logs.pop(stream_id, None)

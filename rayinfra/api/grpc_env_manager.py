@@ -311,7 +311,7 @@ class EnvManagerServicer:
             await abort_for(context, e)
             raise
         except Exception as e:
-            if type(e).__name__ == "LogStreamNotFound":  # a KeyError: its str() quotes
+            if type(e).__name__ == "LogStreamNotFoundError":  # a KeyError: its str() quotes
                 await context.abort(grpc.StatusCode.NOT_FOUND, str(e.args[0] if e.args else e))
             await abort_for(context, e)
             raise
@@ -369,7 +369,7 @@ class EnvManagerServicer:
         restarted, or dropped the stream as idle) is UNAVAILABLE (open it again); anything
         else maps as usual (an actor that cannot be reached: UNAVAILABLE; a driver error:
         INTERNAL with its message)."""
-        if type(e).__name__ == "LogStreamNotFound":
+        if type(e).__name__ == "LogStreamNotFoundError":
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the log stream of {service!r} was lost (the service registry restarted or "

@@ -36,7 +36,7 @@ def session(config: RayinfraConfig) -> Iterator[AgentInfraSync]:
     """A client of the runtime through its gateway (never starting one); request errors become
     exit codes (2: bad input, 1: not found / not running / failed); always closed."""
     from rayinfra.client import AgentInfraSync
-    from rayinfra.client.connect import grpc_transport, listening
+    from rayinfra.client.discovery import grpc_transport, listening
 
     addr = gateway_addr(config)
     if addr is None:

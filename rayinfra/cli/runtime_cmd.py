@@ -1,4 +1,9 @@
-"""``rayinfra start|stop|status``: the runtime's lifecycle."""
+"""``rayinfra start|stop|status``: the runtime's lifecycle.
+
+``start`` and ``stop`` are Ray drivers (they launch or stop the head, create or remove the
+control actors); ``status`` asks the gateway. The driver's modules are imported inside the
+commands that need them, so every other command starts fast.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,11 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
 from rich.table import Table
 
-from rayinfra import runtime
 from rayinfra.cli import remote, services_cmd
 from rayinfra.cli.common import (
     EXIT_FAILURE,
@@ -28,10 +31,9 @@ from rayinfra.cli.common import (
 )
 from rayinfra.config import RayinfraConfig
 from rayinfra.connection import pid_alive, recorded
-from rayinfra.head import HeadError
-from rayinfra.services.catalog import build_catalog
-from rayinfra.services.graph import closure
-from rayinfra.services.spec import SpecError
+
+if TYPE_CHECKING:
+    from rayinfra.runtime import StartReport
 
 STATUS_REFRESH_S = 2.0
 
@@ -126,7 +128,14 @@ def start(
     """Start the runtime (local Ray head on 127.0.0.1 + control actors), or report the running one.
 
     Services start only when selected: --profile, --services, or services.selected in the config.
+    Runs as a Ray driver (it launches the head or joins --address, and creates the actors).
     """
+    from rayinfra import runtime
+    from rayinfra.head import HeadError
+    from rayinfra.services.catalog import build_catalog
+    from rayinfra.services.graph import closure
+    from rayinfra.services.spec import SpecError
+
     flags = {"services.profile": profile} if profile else {}
     loaded = load(config, state_dir, **flags)
     cfg = loaded.config
@@ -140,7 +149,7 @@ def start(
             fail(str(e), EXIT_USAGE)
     try:
         report = runtime.start(cfg, address=address, require_gpu=gpu)
-    except (runtime.RuntimeFailure, HeadError) as e:
+    except (runtime.RuntimeFailureError, HeadError) as e:
         fail(str(e), EXIT_FAILURE)
     info = report.info
     if report.already_running:
@@ -170,8 +179,12 @@ def start(
     _foreground(cfg.state.dir, report, cfg.ray.stop_timeout_s)
 
 
-def _foreground(state_dir: Path, report: runtime.StartReport, stop_timeout: float) -> None:
+def _foreground(state_dir: Path, report: StartReport, stop_timeout: float) -> None:
     """Show live status until SIGINT/SIGTERM, then stop what this command started."""
+    from rich.live import Live
+
+    from rayinfra import runtime
+
     stop_requested = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -199,7 +212,7 @@ def _foreground(state_dir: Path, report: runtime.StartReport, stop_timeout: floa
     console.print("stopping ...")
     try:
         stopped = runtime.stop(state_dir, timeout_s=stop_timeout, force=True)
-    except runtime.RuntimeFailure as e:
+    except runtime.RuntimeFailureError as e:
         fail(str(e), EXIT_FAILURE)
     console.print(f"stopped (actors removed: {', '.join(stopped.actors_removed) or 'none'})")
     raise typer.Exit(code)
@@ -218,7 +231,11 @@ def stop(
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Stop services (unless --keep-services), remove the control actors, stop the Ray head."""
+    """Stop services (unless --keep-services), remove the control actors, stop the Ray head.
+
+    Runs as a Ray driver (it removes the actors and signals the head it launched)."""
+    from rayinfra import runtime
+
     cfg = load(config, state_dir).config
     if not keep_services and recorded(cfg.state.dir) is not None:
         stopped = runtime.stop_services(cfg.state.dir, timeout_s=cfg.services.stop_timeout_s)
@@ -226,7 +243,7 @@ def stop(
             console.print(f"  service {name}: {res}")
     try:
         report = runtime.stop(cfg.state.dir, timeout_s=timeout, force=force)
-    except runtime.RuntimeFailure as e:
+    except runtime.RuntimeFailureError as e:
         fail(str(e), EXIT_FAILURE)
     if not report.was_running:
         console.print(f"rayinfra is not running (state dir {cfg.state.dir})")
@@ -242,6 +259,8 @@ def stop(
 def runtime_status(config: RayinfraConfig, services: list[str] | None = None) -> dict[str, Any]:
     """The runtime's status from its gateway (no Ray driver); not running: the static view."""
     if remote.gateway_addr(config) is None:
+        from rayinfra import runtime
+
         return runtime.not_running_status(config)
     with remote.session(config) as infra:
         return infra.runtime_status(services)

@@ -2,6 +2,7 @@
 
 ``ActorTransport`` talks to the control actors through Ray handles (this process joins the
 runtime's Ray cluster); ``GrpcTransport`` talks to the gateway. :func:`connect` picks one.
+``ServicesClient`` drives the service manager through the gateway's env_manager.v1.
 Names are imported on first use, so ``import rayinfra.client`` loads neither Ray nor grpc.
 """
 
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rayinfra.client.actor_transport import ActorTransport
     from rayinfra.client.agentinfra import AgentInfra, AgentInfraSync
-    from rayinfra.client.connect import connect
+    from rayinfra.client.discovery import connect
     from rayinfra.client.grpc_transport import GrpcTransport
+    from rayinfra.client.services import ServicesClient
     from rayinfra.client.transport import Transport
 
 _WHERE = {
@@ -22,8 +24,9 @@ _WHERE = {
     "AgentInfraSync": "rayinfra.client.agentinfra",
     "ActorTransport": "rayinfra.client.actor_transport",
     "GrpcTransport": "rayinfra.client.grpc_transport",
+    "ServicesClient": "rayinfra.client.services",
     "Transport": "rayinfra.client.transport",
-    "connect": "rayinfra.client.connect",
+    "connect": "rayinfra.client.discovery",
 }
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "AgentInfra",
     "AgentInfraSync",
     "GrpcTransport",
+    "ServicesClient",
     "Transport",
     "connect",
 ]

@@ -3,7 +3,7 @@
 Every public method is written once, here, over a :class:`~rayinfra.client.transport.Transport`:
 :class:`~rayinfra.client.ActorTransport` (Ray actor handles, inside the cluster) or
 :class:`~rayinfra.client.GrpcTransport` (the gateway, from anywhere). ``AgentInfra(transport=...)``
-takes either; without one, :func:`rayinfra.client.connect.connect` picks it (and starts a local
+takes either; without one, :func:`rayinfra.client.discovery.connect` picks it (and starts a local
 runtime when none runs). ``infra.transport.kind`` says which (``"actors"`` or ``"grpc"``).
 
 One background long-poll on the scheduler's task feed (``Transport.changes``) resolves
@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from rayinfra.client.connect import Connection, connect
+from rayinfra.client.discovery import Connection, connect
 from rayinfra.client.transport import Transport
 from rayinfra.config import RayinfraConfig, load_config
 from rayinfra.errors import TaskNotFoundError
@@ -61,6 +61,7 @@ class AgentInfra:
         self._given = transport
         self._conn: Connection | None = None
         self._feed_task: asyncio.Task[None] | None = None
+        self._feed_lock = asyncio.Lock()
         self._feed_seq = 0
         self._feed_reset = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
@@ -73,7 +74,7 @@ class AgentInfra:
         return _StartContext(cls(*args, **kwargs))
 
     async def start_async(self) -> AgentInfra:
-        """Connect (to the given transport, else as :func:`~rayinfra.client.connect.connect`
+        """Connect (to the given transport, else as :func:`~rayinfra.client.discovery.connect`
         decides); start a local runtime if none runs (unless ``DSPY_AGENT_SKIP_START``). Only
         what this call started is stopped by :meth:`stop`.
 
@@ -107,11 +108,9 @@ class AgentInfra:
         )
 
     async def _finish_start(self) -> None:
-        """Open the transport and the feed; on failure stop what this client started."""
+        """Open the transport; on failure stop what this client started."""
         try:
             await self.transport.open()
-            self._feed_seq, _ = await self.transport.changes(FROM_NOW, None, 0.0, False)
-            self._feed_task = asyncio.create_task(self._follow_feed())
         except BaseException:
             await self.stop()
             raise
@@ -144,6 +143,15 @@ class AgentInfra:
             await asyncio.to_thread(conn.stop_runtime)
 
     # ------------------------------------------------------------------ feed
+    async def _watch(self) -> None:
+        """Make the feed follow the waiters and streams just registered: started on first use
+        (its cursor read before the caller reads current states, so nothing falls between)."""
+        async with self._feed_lock:
+            if self._feed_task is None:
+                self._feed_seq, _ = await self.transport.changes(FROM_NOW, None, 0.0, False)
+                self._feed_task = asyncio.create_task(self._follow_feed())
+        self._feed_reset.set()
+
     async def _follow_feed(self) -> None:
         t = self.transport
         while True:
@@ -238,8 +246,8 @@ class AgentInfra:
             if tid not in futs:
                 futs[tid] = loop.create_future()
                 self._waiters.setdefault(tid, []).append(futs[tid])
-        self._feed_reset.set()  # the feed now has to watch these ids too
-        try:  # registered before this read: a finish after it reaches the waiter by the feed
+        try:  # registered and watched before this read: a later finish comes by the feed
+            await self._watch()
             current = await self._current(list(futs))
         except BaseException:
             self._drop_waiters(futs)
@@ -291,9 +299,9 @@ class AgentInfra:
         q: asyncio.Queue[TaskStatus] = asyncio.Queue()
         entry = (wanted, q)
         self._streams.append(entry)
-        self._feed_reset.set()
         remaining = set(wanted) if wanted else None
         try:
+            await self._watch()
             if wanted:  # subscribed first: a change after this read reaches the queue too
                 current = await self._current(sorted(wanted))
                 for st in current.values():

@@ -40,6 +40,21 @@ RETRY_FIRST_S = 0.05
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
+def gateway_channel(addr: str, tls_ca: bytes | None, *, aio: bool = False) -> Any:
+    """A gRPC channel to a gateway at ``addr`` (a ``grpc.aio`` one with ``aio``): TLS verified
+    against ``tls_ca`` (PEM) when given, else plaintext; messages up to
+    :data:`MAX_MESSAGE_BYTES` either way."""
+    api = grpc.aio if aio else grpc
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if tls_ca is None:
+        return api.insecure_channel(addr, options=options)
+    creds = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+    return api.secure_channel(addr, creds, options=options)
+
+
 class ConnectError(ConnectionError):
     """Nothing answered at the gateway's address within the connect timeout."""
 
@@ -52,7 +67,7 @@ def _field_error(cls: type[InvalidArgumentError], details: str) -> InvalidArgume
     return cls(field_name, message)
 
 
-def error_from_rpc(e: grpc.aio.AioRpcError) -> BaseException:
+def error_from_rpc(e: grpc.RpcError) -> BaseException:
     """The typed error a gateway status stands for (the same ones the actor path raises)."""
     code, details = e.code(), e.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -81,9 +96,9 @@ class GrpcTransport:
     """The client's primitives over one gRPC channel to the gateway at ``addr``.
 
     ``token`` is sent as ``authorization: Bearer``; ``tls_ca`` (PEM) makes the channel TLS.
-    :meth:`open` waits ``connect_timeout_s`` for the channel, then up to ``retry_for_s`` for
-    the gateway's Health to report the task path ready; ``UNAVAILABLE`` is retried for
-    ``retry_for_s`` with back-off up to ``backoff_s``.
+    :meth:`open` waits ``connect_timeout_s`` for the channel; ``UNAVAILABLE`` (the gateway or
+    the scheduler restarting, or not up yet) is retried for ``retry_for_s`` with back-off up to
+    ``backoff_s``.
     """
 
     kind = "grpc"
@@ -109,41 +124,16 @@ class GrpcTransport:
         self._stub: Any = None
 
     async def open(self) -> None:
-        """Create the channel (on this event loop: a grpc.aio channel belongs to one), wait for
-        it to connect, then for the task path to be ready."""
-        options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
-        self._channel = (
-            grpc.aio.secure_channel(
-                self.addr,
-                grpc.ssl_channel_credentials(root_certificates=self._tls_ca),
-                options=options,
-            )
-            if self._tls_ca is not None
-            else grpc.aio.insecure_channel(self.addr, options=options)
-        )
+        """Create the channel (on this event loop: a grpc.aio channel belongs to one) and wait
+        for it to connect. A gateway whose scheduler is not ready yet answers UNAVAILABLE,
+        which every call retries for ``retry_for_s``."""
+        self._channel = gateway_channel(self.addr, self._tls_ca, aio=True)
         self._stub = self._pb2_grpc.OrchestratorServiceStub(self._channel)
         wait = self.connect_timeout_s
         try:
             await asyncio.wait_for(self._channel.channel_ready(), wait)
         except asyncio.TimeoutError:
             raise ConnectError(f"no gateway answered at {self.addr} within {wait:g}s") from None
-        deadline = time.monotonic() + self.retry_for_s
-        while True:  # the task path (scheduler, gateway) up; services may still be starting
-            try:
-                h = await self.health()
-                if all(h["services"].get(a) == "healthy" for a in ("scheduler", "gateway")):
-                    return
-                why = f"not ready: {h['services']}"
-            except UnavailableError as e:
-                why = str(e)
-            if time.monotonic() >= deadline:
-                raise UnavailableError(
-                    f"the gateway at {self.addr} did not become ready in {self.retry_for_s:g}s ({why})"
-                )
-            await asyncio.sleep(min(self.backoff_s, 0.5))
 
     async def _unary(self, method: str, request: Any) -> Any:
         """Call ``method``; UNAVAILABLE is retried (with back-off) for ``retry_for_s``."""

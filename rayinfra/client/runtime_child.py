@@ -23,7 +23,7 @@ from rayinfra.config import RayinfraConfig, config_to_dict
 Action = Literal["start", "stop"]
 
 
-class ChildFailure(RuntimeError):
+class RuntimeChildError(RuntimeError):
     """The child could not start or stop the runtime; the message carries its stderr tail."""
 
 
@@ -49,12 +49,14 @@ def run(
             argv, input=stdin, capture_output=True, text=True, timeout=timeout_s, env=env
         )
     except subprocess.TimeoutExpired:
-        raise ChildFailure(f"`{' '.join(argv[:4])}` did not finish in {timeout_s:g}s") from None
+        raise RuntimeChildError(
+            f"`{' '.join(argv[:4])}` did not finish in {timeout_s:g}s"
+        ) from None
     except OSError as e:
-        raise ChildFailure(f"could not run {argv[0]}: {e}") from None
+        raise RuntimeChildError(f"could not run {argv[0]}: {e}") from None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip()[-2000:]
-        raise ChildFailure(f"runtime {action} failed (exit {proc.returncode}): {tail}")
+        raise RuntimeChildError(f"runtime {action} failed (exit {proc.returncode}): {tail}")
 
 
 def _main(argv: list[str]) -> int:
@@ -72,7 +74,7 @@ def _main(argv: list[str]) -> int:
             runtime.start(config)
         else:
             runtime.stop(config.state.dir, force=True)
-    except runtime.RuntimeFailure as e:
+    except runtime.RuntimeFailureError as e:
         print(str(e), file=sys.stderr)
         return 1
     return 0

@@ -8,7 +8,7 @@ services ...`` and ``rayinfra logs`` use, so a command is a gRPC client of the r
         print(services.stop(["redis"]))  # {"redis": "stopped"}
 
 Every call sends ``authorization: Bearer <token>`` when a token is known (the configured auth
-token, else the local gateway token file: :func:`~rayinfra.client.connect.gateway_credentials`).
+token, else the local gateway token file: :func:`~rayinfra.client.discovery.gateway_credentials`).
 Errors are the client's typed errors (:func:`~rayinfra.client.grpc_transport.error_from_rpc`),
 except NOT_FOUND, which here is about a service, not a task: an unknown name is
 :class:`~rayinfra.errors.InvalidArgumentError` on ``service_name`` (as the other RPCs answer an
@@ -25,8 +25,8 @@ from typing import Any
 import grpc
 
 from rayinfra.api import stubs
-from rayinfra.client.connect import gateway_channel, gateway_credentials
-from rayinfra.client.grpc_transport import ConnectError, error_from_rpc
+from rayinfra.client.discovery import gateway_credentials
+from rayinfra.client.grpc_transport import ConnectError, error_from_rpc, gateway_channel
 from rayinfra.config import RayinfraConfig, dial_addr
 from rayinfra.errors import InvalidArgumentError
 

@@ -7,14 +7,15 @@ type to a builtin (``noop``, ``echo``, ``sleep``, ``shell``, ``python``), a conf
 
 from __future__ import annotations
 
+from rayinfra._deprecation import renamed
 from rayinfra.handlers.builtin import echo_handler, noop_handler, python_handler, sleep_handler
 from rayinfra.handlers.context import (
     HandlerError,
     HandlerLoadError,
-    TaskCancelled,
+    TaskCancelledError,
     TaskContext,
-    TaskFailed,
-    UnknownHandler,
+    TaskFailedError,
+    UnknownHandlerError,
 )
 from rayinfra.handlers.registry import (
     ENTRY_POINT_GROUP,
@@ -40,10 +41,10 @@ __all__ = [
     "HandlerInfo",
     "HandlerLoadError",
     "HandlerRegistry",
-    "TaskCancelled",
+    "TaskCancelledError",
     "TaskContext",
-    "TaskFailed",
-    "UnknownHandler",
+    "TaskFailedError",
+    "UnknownHandlerError",
     "builtin_handlers",
     "echo_handler",
     "kill_process_group",
@@ -53,3 +54,7 @@ __all__ = [
     "shell_handler",
     "sleep_handler",
 ]
+
+__getattr__ = renamed(
+    __name__, {n: f"{n}Error" for n in ("TaskCancelled", "TaskFailed", "UnknownHandler")}
+)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from rayinfra.handlers._targets import load_target
-from rayinfra.handlers.context import HandlerError, TaskCancelled, TaskContext
+from rayinfra.handlers.context import HandlerError, TaskCancelledError, TaskContext
 
 __all__ = ["echo_handler", "noop_handler", "python_handler", "sleep_handler"]
 
@@ -36,7 +36,7 @@ def echo_handler(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 def sleep_handler(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Wait ``payload["seconds"]`` (a finite number >= 0); the result is ``{"slept": seconds}``.
 
-    Raises TaskCancelled as soon as ``ctx`` is cancelled and TimeoutError
+    Raises TaskCancelledError as soon as ``ctx`` is cancelled and TimeoutError
     (``"timed out after Xs"``) when the context's deadline comes first.
     """
     seconds = payload.get("seconds")
@@ -51,7 +51,7 @@ def sleep_handler(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     end = started + seconds
     while True:
         if ctx.cancelled():
-            raise TaskCancelled(f"task {ctx.task_id} cancelled")
+            raise TaskCancelledError(f"task {ctx.task_id} cancelled")
         now = time.monotonic()
         left = end - now
         remaining = ctx.remaining()
@@ -67,7 +67,7 @@ def python_handler(payload: dict[str, Any], ctx: TaskContext) -> Any:
     """Call ``payload["function"]`` (``"pkg.mod:fn"``) with optional ``args`` and ``kwargs``.
 
     A coroutine (or other awaitable) result is run to completion with :func:`asyncio.run` in the
-    calling thread, and is cancelled when ``ctx`` is cancelled (TaskCancelled) or past its deadline
+    calling thread, and is cancelled when ``ctx`` is cancelled (TaskCancelledError) or past its deadline
     (TimeoutError). A plain function cannot be interrupted once called. The return value must be
     JSON-serialisable; it is returned unchanged. Exceptions raised by the function propagate.
     """

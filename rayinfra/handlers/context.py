@@ -2,7 +2,7 @@
 
 A handler is called as ``fn(payload, ctx)`` where ``ctx`` is a :class:`TaskContext`. Handlers that
 run for a while poll :meth:`TaskContext.cancelled` and :meth:`TaskContext.remaining` and raise
-:class:`TaskCancelled` or :class:`TimeoutError` themselves; the executor cannot interrupt a thread.
+:class:`TaskCancelledError` or :class:`TimeoutError` themselves; the executor cannot interrupt a thread.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from typing import Any
 __all__ = [
     "HandlerError",
     "HandlerLoadError",
-    "TaskCancelled",
+    "TaskCancelledError",
     "TaskContext",
-    "TaskFailed",
-    "UnknownHandler",
+    "TaskFailedError",
+    "UnknownHandlerError",
     "format_seconds",
 ]
 
 
-class TaskCancelled(Exception):
+class TaskCancelledError(Exception):
     """Raised by a handler that stopped because its context was cancelled."""
 
 
-class TaskFailed(Exception):
+class TaskFailedError(Exception):
     """The task ran and failed, and its result is worth keeping (e.g. a shell task's output).
 
     ``result`` is the JSON result recorded for the failed task.
@@ -43,7 +43,7 @@ class HandlerError(ValueError):
     """A payload the handler cannot run; the message names the key, e.g. ``payload.argv: ...``."""
 
 
-class UnknownHandler(LookupError):
+class UnknownHandlerError(LookupError):
     """No handler is registered for a task type; the message lists the known types."""
 
 
@@ -82,11 +82,11 @@ class TaskContext:
         seconds = self.timeout_s if self.timeout_s is not None else time.monotonic() - started
         return TimeoutError(f"{prefix}timed out after {format_seconds(seconds)}s")
 
-    def stop_error(self, prefix: str, started: float) -> TaskCancelled | TimeoutError | None:
-        """What to raise now: :class:`TaskCancelled` once cancelled, else a
+    def stop_error(self, prefix: str, started: float) -> TaskCancelledError | TimeoutError | None:
+        """What to raise now: :class:`TaskCancelledError` once cancelled, else a
         :meth:`timeout_error` once past the deadline; ``None`` while the task may go on."""
         if self.cancelled():
-            return TaskCancelled(f"task {self.task_id} cancelled")
+            return TaskCancelledError(f"task {self.task_id} cancelled")
         remaining = self.remaining()
         if remaining is not None and remaining <= 0:
             return self.timeout_error(prefix, started)
@@ -98,8 +98,8 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
-class HandlerLoadError(UnknownHandler):
+class HandlerLoadError(UnknownHandlerError):
     """A registered handler (config or entry point) could not be imported.
 
-    A subclass of :class:`UnknownHandler`: either way the task type cannot be run.
+    A subclass of :class:`UnknownHandlerError`: either way the task type cannot be run.
     """

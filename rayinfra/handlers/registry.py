@@ -21,7 +21,7 @@ from rayinfra.handlers.context import (
     HandlerError,
     HandlerLoadError,
     TaskContext,
-    UnknownHandler,
+    UnknownHandlerError,
 )
 from rayinfra.handlers.shell import shell_handler
 
@@ -114,7 +114,7 @@ class HandlerRegistry:
     def get(self, type_name: str) -> HandlerInfo:
         """The handler for ``type_name``, importing it on first use.
 
-        Raises UnknownHandler (listing the known types) or its subclass HandlerLoadError.
+        Raises UnknownHandlerError (listing the known types) or its subclass HandlerLoadError.
         """
         with self._lock:
             info = self._loaded.get(type_name)
@@ -128,7 +128,7 @@ class HandlerRegistry:
             elif type_name in self._entry_points:
                 info = self._load_entry_point(type_name, self._entry_points[type_name])
             else:
-                raise UnknownHandler(
+                raise UnknownHandlerError(
                     f"unknown task type {type_name!r}; known types: {', '.join(self.names())}"
                 )
             self._loaded[type_name] = info
@@ -137,9 +137,9 @@ class HandlerRegistry:
     def run(self, payload: dict[str, Any], ctx: TaskContext) -> Any:
         """Run the handler ``payload["type"]`` names and return its JSON result.
 
-        Raises HandlerError for a payload without a usable ``type``, UnknownHandler for a type no
+        Raises HandlerError for a payload without a usable ``type``, UnknownHandlerError for a type no
         handler has, TypeError when a non-builtin handler returns a non-JSON value, and whatever
-        the handler raises (TaskFailed, TaskCancelled, TimeoutError, HandlerError, ...).
+        the handler raises (TaskFailedError, TaskCancelledError, TimeoutError, HandlerError, ...).
         """
         if not isinstance(payload, dict):
             raise HandlerError(f"payload: must be a JSON object, got {type(payload).__name__}")

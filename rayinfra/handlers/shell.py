@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from rayinfra.handlers.context import HandlerError, TaskContext, TaskFailed
+from rayinfra.handlers.context import HandlerError, TaskContext, TaskFailedError
 
 __all__ = [
     "KILL_GRACE_S",
@@ -61,8 +61,8 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 def shell_handler(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Run ``payload["argv"]`` with optional ``cwd`` and ``env``; see the module docstring.
 
-    Raises HandlerError for a bad payload or a missing executable, TaskFailed (keeping the result)
-    for a non-zero exit, TaskCancelled on cancellation and TimeoutError past the deadline.
+    Raises HandlerError for a bad payload or a missing executable, TaskFailedError (keeping the result)
+    for a non-zero exit, TaskCancelledError on cancellation and TimeoutError past the deadline.
     """
     argv = _parse_argv(payload.get("argv"))
     cwd = _parse_cwd(payload.get("cwd"))
@@ -123,7 +123,7 @@ def run_command(
         if own_dir and not keep_files:
             shutil.rmtree(out_dir, ignore_errors=True)
     if rc != 0:
-        raise TaskFailed(f"exit code {rc}", result=result)
+        raise TaskFailedError(f"exit code {rc}", result=result)
     return result
 
 

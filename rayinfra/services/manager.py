@@ -32,9 +32,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from rayinfra.errors import InvalidArgument
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.services import probes
-from rayinfra.services.drivers.base import Driver, DriverError, DriverUnavailable, Instance
+from rayinfra.services.drivers.base import Driver, DriverError, DriverUnavailableError, Instance
 from rayinfra.services.graph import StartPlan, closure, stop_order
 from rayinfra.services.metrics import ServiceMetrics
 from rayinfra.services.spec import (
@@ -67,7 +67,7 @@ HEALTH_POLL_MAX_S = 2.0
 HEALTH_POLL_FRACTION = 0.05
 
 
-class UnknownOperation(KeyError):
+class UnknownOperationError(KeyError):
     pass
 
 
@@ -123,7 +123,7 @@ class Operation:
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, DriverError) and not isinstance(exc, DriverUnavailable)
+    return isinstance(exc, DriverError) and not isinstance(exc, DriverUnavailableError)
 
 
 class ServiceManager:
@@ -291,7 +291,7 @@ class ServiceManager:
             specs = apply_overrides(self.catalog, overrides or {})
             order = closure(specs, list(names) or list(specs))
         except SpecError as e:
-            raise InvalidArgument(e.field, e.message) from None
+            raise InvalidArgumentError(e.field, e.message) from None
         return specs, order
 
     async def start(
@@ -303,7 +303,7 @@ class ServiceManager:
         """Begin starting ``names`` (empty = the whole catalog) and their dependencies.
 
         Returns an operation id; follow it with :meth:`op_updates`. Bad names/overrides raise
-        :class:`InvalidArgument` before anything starts.
+        :class:`InvalidArgumentError` before anything starts.
         """
         specs, order = self.resolve(names, overrides)
         self._reap_ops()
@@ -330,7 +330,7 @@ class ServiceManager:
         """Long-poll an operation: ``(seq, updates after after_seq, done)``."""
         op = self.ops.get(op_id)
         if op is None:
-            raise UnknownOperation(op_id)
+            raise UnknownOperationError(op_id)
         async with op.cond:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(
@@ -532,7 +532,7 @@ class ServiceManager:
         wanted = list(images) or self.images()
         for img in wanted:
             if not img or any(c.isspace() for c in img):
-                raise InvalidArgument("image_names", f"{img!r} is not an image reference")
+                raise InvalidArgumentError("image_names", f"{img!r} is not an image reference")
         self._reap_ops()
         op = Operation(id=f"pull-{next(self._op_ids)}-{uuid.uuid4().hex[:8]}", names=wanted)
         self.ops[op.id] = op
@@ -644,7 +644,7 @@ class ServiceManager:
         """Stop then start one service with its current spec (dependencies must run)."""
         self._known("service_name", [name])
         if name not in self.catalog:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "service_name",
                 f"{name} is orphaned (no longer in the config): add it back to the config, "
                 "or `rayinfra services prune` stops and forgets it",
@@ -670,11 +670,11 @@ class ServiceManager:
         return {n: self.services[n].as_dict() for n in (wanted or sorted(self.services))}
 
     def _known(self, field: str, names: Iterable[str]) -> list[str]:
-        """``names`` as a list; an unknown one is :class:`InvalidArgument` on ``field``."""
+        """``names`` as a list; an unknown one is :class:`InvalidArgumentError` on ``field``."""
         wanted = list(names)
         for n in wanted:
             if n not in self.services:
-                raise InvalidArgument(
+                raise InvalidArgumentError(
                     field, f"unknown service {n!r}; known: {sorted(self.services)}"
                 )
         return wanted

@@ -83,10 +83,10 @@ def test_unreachable_gateway_fails_fast_and_says_why(rt: Runtime, tmp_path: Path
     slow = {"DSPY_AGENT_SERVICE_TIMEOUT": "3600"}
     cfg = remote_config(rt, tmp_path, DSPY_AGENT_SKIP_START="1", **slow)
     t0 = time.monotonic()
-    with pytest.raises(runtime.RuntimeFailure, match="DSPY_AGENT_SKIP_START"):
+    with pytest.raises(runtime.RuntimeFailureError, match="DSPY_AGENT_SKIP_START"):
         AgentInfraSync(orchestrator_addr=dead, config=cfg).start()
     cfg = remote_config(rt, tmp_path, **slow)
-    with pytest.raises(runtime.RuntimeFailure, match="none was started"):
+    with pytest.raises(runtime.RuntimeFailureError, match="none was started"):
         AgentInfraSync(orchestrator_addr=dead, config=cfg).start()
     assert time.monotonic() - t0 < 600  # the connect timeout (5 s) decided, not the 3600 s one
     assert not (tmp_path / "client-state" / "connection.json").exists()

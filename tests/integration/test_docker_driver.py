@@ -26,7 +26,7 @@ import docker
 import docker.errors
 import pytest
 
-from rayinfra.services.drivers.base import DriverError, DriverUnavailable, cpu_percent
+from rayinfra.services.drivers.base import DriverError, DriverUnavailableError, cpu_percent
 from rayinfra.services.drivers.docker import (
     DockerDriver,
     api_error,
@@ -316,13 +316,13 @@ def test_check_passes_against_the_engine_and_fails_with_a_hint_on_a_bogus_socket
 ) -> None:
     driver.check()
     bogus = DockerDriver(f"unix:///tmp/rayinfra-no-docker-{uuid.uuid4().hex[:8]}.sock")
-    with pytest.raises(DriverUnavailable) as ei:
+    with pytest.raises(DriverUnavailableError) as ei:
         bogus.check()
     msg = str(ei.value)
     assert msg.startswith("docker unavailable: ") and "rayinfra-no-docker" in msg
     assert msg.endswith("hint: start dockerd or set DOCKER_HOST / services.docker_host")
     assert ei.value.reason == "unavailable"
-    with pytest.raises(DriverUnavailable):
+    with pytest.raises(DriverUnavailableError):
         bogus.inspect("abc")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from rayinfra import AgentInfraSync, InvalidArgument, TaskNotFound
+from rayinfra import AgentInfraSync, InvalidArgumentError, TaskNotFoundError
 from rayinfra.config import NAMESPACE
 from tests.conftest import FIXTURES
 from tests.integration.conftest import Runtime
@@ -118,19 +118,19 @@ def test_bad_inputs_name_the_field(infra: AgentInfraSync) -> None:
     ]
     for kwargs, field in cases:
         args = {"task_id": uid("bad"), "payload": {"type": "noop"}, **kwargs}
-        with pytest.raises(InvalidArgument) as e:
+        with pytest.raises(InvalidArgumentError) as e:
             infra.submit_task(**args)
         assert e.value.field == field, (kwargs, str(e.value))
-    with pytest.raises(InvalidArgument, match="valid:"):
+    with pytest.raises(InvalidArgumentError, match="valid:"):
         infra.submit_task(uid("c"), {}, "tpu")
     infra.submit_task(tid, {"type": "noop"})
     assert infra.submit_task(tid, {"type": "noop"})["success"] is True  # same spec: idempotent
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         infra.submit_task(tid, {"type": "echo"})
     assert e.value.field == "task_id" and "different" in str(e.value)
     # a batch is all or nothing, and the error names the item
     good, bad = uid("good"), uid("bad")
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         infra.submit_tasks(
             [
                 {"task_id": good, "payload": {"type": "noop"}},
@@ -138,9 +138,9 @@ def test_bad_inputs_name_the_field(infra: AgentInfraSync) -> None:
             ]
         )
     assert e.value.field == "tasks[1].timeout_s"
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFoundError):
         infra.get_task_status(good)
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFoundError):
         infra.wait_task(uid("never"), timeout=1)
 
 
@@ -148,7 +148,7 @@ def test_gpu_slurm_is_rejected_with_nothing_queued(infra: AgentInfraSync) -> Non
     tid = uid("slurm")
     with pytest.raises(RuntimeError, match="Slurm backend"):
         infra.submit_task(tid, {"type": "noop"}, task_class="gpu_slurm")
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFoundError):
         infra.get_task_status(tid)
 
 
@@ -222,7 +222,7 @@ def test_timed_out_and_cancelled_shell_tasks_leave_no_process(infra: AgentInfraS
     assert _processes_of_task(timed) == [] and _processes_of_task(cancelled) == []
     # cancelling a finished task changes nothing
     assert infra.cancel_task(timed) == {"task_id": timed, "status": "failed", "cancelled": False}
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFoundError):
         infra.cancel_task(uid("nope"))
 
 
@@ -254,7 +254,7 @@ def test_hostile_argv_runs_literally(infra: AgentInfraSync, tmp_path: Path) -> N
 
 def test_untrusted_callers_cannot_run_code(rt: Runtime) -> None:
     sched = ray.get_actor("scheduler", namespace=NAMESPACE)
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         ray.get(
             sched.submit.remote(
                 [{"task_id": uid("x"), "payload": {"type": "shell", "argv": ["id"]}}], False
@@ -649,7 +649,7 @@ def test_the_scheduler_actor_admits_too(rt: Runtime, infra: AgentInfraSync) -> N
     (again,) = ray.get(sched.submit.remote([spec]))
     assert again["duplicate"] is True
     assert infra.wait_task(tid, timeout=30)["result_payload"] == {"via": "actor"}
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         ray.get(sched.submit.remote([spec, {"payload": {}, "priority": "high"}]))
     assert e.value.field == "tasks[1].priority"
 

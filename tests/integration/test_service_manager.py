@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from rayinfra.errors import InvalidArgument
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.services.drivers.process import ProcessDriver
 from rayinfra.services.manager import ServiceManager
 from rayinfra.services.monitor import HealthMonitor
@@ -218,9 +218,9 @@ async def test_unhealthy_optional_service_does_not_fail_the_start(env: Env) -> N
 
 async def test_bad_names_and_overrides_are_rejected_before_anything_starts(env: Env) -> None:
     m = env.manager(http_service("a"))
-    with pytest.raises(InvalidArgument, match="unknown service 'zzz'"):
+    with pytest.raises(InvalidArgumentError, match="unknown service 'zzz'"):
         await m.start(["zzz"])
-    with pytest.raises(InvalidArgument, match="unknown field 'nope'") as e:
+    with pytest.raises(InvalidArgumentError, match="unknown field 'nope'") as e:
         await m.start(["a"], overrides={"a.nope": "1"})
     assert e.value.field == "a.nope"
     assert env.driver.list_owned({LABEL_CLUSTER: env.cluster}) == []
@@ -264,7 +264,7 @@ async def test_stop_is_reverse_order_and_truthful(env: Env) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert await m.stop(["idle"]) == {"idle": "not running"}
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         await m.stop(["ghost"])
 
 

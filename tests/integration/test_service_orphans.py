@@ -24,7 +24,7 @@ import pytest
 from rayinfra.actors.services import ServiceRegistryActor
 from rayinfra.config import config_to_dict, load_config
 from rayinfra.connection import pid_alive
-from rayinfra.errors import InvalidArgument
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.services.drivers.process import ProcessDriver
 from rayinfra.services.spec import LABEL_CLUSTER
 from tests.conftest import free_port
@@ -193,7 +193,7 @@ def orphaned_then_pruned(
         assert set(await reg.watch_list()) == {"keep"}
         ok, why = await reg.restart_unhealthy("gone", "exited")
         assert not ok and "not wanted running" in why
-        with pytest.raises(InvalidArgument, match="orphaned"):
+        with pytest.raises(InvalidArgumentError, match="orphaned"):
             await reg.restart("gone")
         # stopping "everything" stops what the config has and leaves the orphan alone
         assert await reg.stop([]) == {"keep": "stopped"}

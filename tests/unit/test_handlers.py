@@ -28,10 +28,10 @@ from rayinfra.handlers import (
     HandlerError,
     HandlerLoadError,
     HandlerRegistry,
-    TaskCancelled,
+    TaskCancelledError,
     TaskContext,
-    TaskFailed,
-    UnknownHandler,
+    TaskFailedError,
+    UnknownHandlerError,
 )
 from rayinfra.handlers import shell as shell_mod
 
@@ -138,10 +138,10 @@ def test_public_surface_is_pinned() -> None:
             "HandlerInfo",
             "HandlerLoadError",
             "HandlerRegistry",
-            "TaskCancelled",
+            "TaskCancelledError",
             "TaskContext",
-            "TaskFailed",
-            "UnknownHandler",
+            "TaskFailedError",
+            "UnknownHandlerError",
             "builtin_handlers",
             "echo_handler",
             "kill_process_group",
@@ -164,8 +164,8 @@ def test_context_remaining_and_cancelled() -> None:
     assert remaining is not None and 4 < remaining <= 5
     ctx.cancel_event.set()
     assert ctx.cancelled()
-    assert TaskFailed("x", result={"a": 1}).result == {"a": 1}
-    assert TaskFailed("x").result is None
+    assert TaskFailedError("x", result={"a": 1}).result == {"a": 1}
+    assert TaskFailedError("x").result is None
 
 
 # --------------------------------------------------------------------------- builtins
@@ -195,7 +195,7 @@ def test_sleep_cancel_is_prompt() -> None:
     ctx = make_ctx()
     cancel_after(ctx, 0.1)
     t0 = time.monotonic()
-    with pytest.raises(TaskCancelled):
+    with pytest.raises(TaskCancelledError):
         run({"type": "sleep", "seconds": 10}, ctx)
     assert time.monotonic() - t0 < 1.0
 
@@ -236,7 +236,7 @@ def test_python_coroutine_is_cancelled_and_timed_out() -> None:
     ctx = make_ctx()
     cancel_after(ctx, 0.1)
     t0 = time.monotonic()
-    with pytest.raises(TaskCancelled):
+    with pytest.raises(TaskCancelledError):
         run({"type": "python", "function": "asyncio:sleep", "args": [30]}, ctx)
     assert time.monotonic() - t0 < 1.0
     with pytest.raises(TimeoutError, match=r"^python task timed out after 0\.1s$"):
@@ -347,7 +347,7 @@ def test_shell_rejects_bad_cwd_and_env(extra: dict[str, Any], message: str) -> N
 
 
 def test_shell_nonzero_exit_keeps_result() -> None:
-    with pytest.raises(TaskFailed, match=r"^exit code 3$") as info:
+    with pytest.raises(TaskFailedError, match=r"^exit code 3$") as info:
         run({"type": "shell", "argv": ["sh", "-c", "echo out; echo err >&2; exit 3"]})
     assert info.value.result == {"exit_code": 3, "stdout": "out\n", "stderr": "err\n"}
 
@@ -432,7 +432,7 @@ def test_shell_cancel_kills_the_whole_group(started_pids: list[int]) -> None:
     cancel_after(ctx, 0.4)
     t0 = time.monotonic()
     try:
-        with pytest.raises(TaskCancelled):
+        with pytest.raises(TaskCancelledError):
             run({"type": "shell", "argv": ["sh", "-c", "sleep 30 & sleep 30"]}, ctx)
     finally:
         watcher.stop()
@@ -539,7 +539,7 @@ def test_shell_past_deadline_or_cancelled_never_starts(started_pids: list[int]) 
         run({"type": "shell", "argv": ["true"]}, make_ctx(deadline_in=-1))
     ctx = make_ctx()
     ctx.cancel_event.set()
-    with pytest.raises(TaskCancelled):
+    with pytest.raises(TaskCancelledError):
         run({"type": "shell", "argv": ["true"]}, ctx)
     assert started_pids == []
 
@@ -563,7 +563,7 @@ def test_registry_builtins() -> None:
 
 def test_registry_unknown_type_lists_known_types() -> None:
     reg = HandlerRegistry(load_entry_points=False)
-    with pytest.raises(UnknownHandler) as info:
+    with pytest.raises(UnknownHandlerError) as info:
         reg.run({"type": "nope"}, make_ctx())
     assert str(info.value) == (
         "unknown task type 'nope'; known types: echo, noop, python, shell, sleep"
@@ -643,7 +643,7 @@ def test_registry_config_load_failures(plugin_path: Path) -> None:
     )
     with pytest.raises(HandlerLoadError, match=r"handler 'missing'.*no_such_module_xyz"):
         reg.get("missing")
-    with pytest.raises(UnknownHandler):  # remembered, and still an UnknownHandler
+    with pytest.raises(UnknownHandlerError):  # remembered, and still an UnknownHandlerError
         reg.get("missing")
     with pytest.raises(HandlerLoadError, match="not callable"):
         reg.get("notcallable")

@@ -20,7 +20,7 @@ from rayinfra.store import (
     ChangeRecord,
     EventRecord,
     Migration,
-    SchemaTooNew,
+    SchemaTooNewError,
     SeqNotifier,
     StateStore,
     StoreError,
@@ -107,7 +107,7 @@ def test_schema_too_new(db_path: Path) -> None:
     StateStore(db_path).close()
     with raw(db_path) as c:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(SchemaTooNew) as info:
+    with pytest.raises(SchemaTooNewError) as info:
         StateStore(db_path)
     msg = str(info.value)
     assert str(SCHEMA_VERSION + 1) in msg and str(SCHEMA_VERSION) in msg
@@ -126,7 +126,7 @@ def test_later_migration_applies_forward_and_keeps_rows(db_path: Path) -> None:
         assert s.schema_version == SCHEMA_VERSION + 1
         assert [e.data for e in s.events()] == [{"x": 1}]
         assert s.read(lambda c: c.execute("SELECT note FROM events").fetchall()) == [("n",)]
-    with pytest.raises(SchemaTooNew):  # old code refuses the newer db
+    with pytest.raises(SchemaTooNewError):  # old code refuses the newer db
         StateStore(db_path)
 
 

@@ -74,3 +74,15 @@ def test_both_transports_implement_the_protocol() -> None:
             assert str(have[name].return_annotation) == str(sig.return_annotation), name
     assert set(_public(GrpcTransport)) == set(want)
     assert (ActorTransport.kind, GrpcTransport.kind) == ("actors", "grpc")
+
+
+def test_public_names_stay_what_they_are_once_submodules_load() -> None:
+    """A submodule named like a function would replace it as the package's attribute."""
+    import rayinfra
+    import rayinfra.client
+    from rayinfra.client import AgentInfra, ServicesClient  # loads every client submodule
+
+    assert callable(rayinfra.client.connect) and rayinfra.connect is rayinfra.client.connect
+    assert inspect.isfunction(rayinfra.connect)
+    assert AgentInfra.__module__ == "rayinfra.client.agentinfra"
+    assert ServicesClient.__module__ == "rayinfra.client.services"

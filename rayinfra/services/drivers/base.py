@@ -26,7 +26,7 @@ class DriverError(RuntimeError):
         self.reason = reason
 
 
-class DriverUnavailable(DriverError):
+class DriverUnavailableError(DriverError):
     """The backend itself cannot be reached (no Docker engine, ...): message carries a hint."""
 
     def __init__(self, message: str) -> None:
@@ -90,7 +90,7 @@ class Driver(Protocol):
     kind: str
 
     def check(self) -> None:
-        """Raise :class:`DriverUnavailable` (with a hint) if the backend cannot be used."""
+        """Raise :class:`DriverUnavailableError` (with a hint) if the backend cannot be used."""
 
     def start(self, spec: ServiceSpec, labels: Mapping[str, str]) -> Instance:
         """Create and start an instance of ``spec`` carrying ``labels``; return it running.

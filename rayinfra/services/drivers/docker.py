@@ -22,7 +22,7 @@ What it does with a :class:`~rayinfra.services.spec.ServiceSpec`:
   health checker owns restarts.
 - **Errors** from the engine become :class:`DriverError` with a message a person can act on
   (image not found, registry unreachable, port already allocated, name taken) and a short
-  ``reason``; an engine that cannot be reached is :class:`DriverUnavailable` with a hint.
+  ``reason``; an engine that cannot be reached is :class:`DriverUnavailableError` with a hint.
 
 The pure half (names, network plan, create arguments, inspect/timestamp/pull/log decoding) is
 :mod:`rayinfra.services.drivers.docker_format`; this module is the SDK edge: the driver, the
@@ -53,7 +53,7 @@ from docker.utils import version_lt
 
 from rayinfra.services.drivers.base import (
     DriverError,
-    DriverUnavailable,
+    DriverUnavailableError,
     Instance,
     LogLine,
     PullProgress,
@@ -215,8 +215,8 @@ class DockerDriver:
     def _where(self) -> str:
         return self.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
-    def _unavailable(self, e: BaseException) -> DriverUnavailable:
-        return DriverUnavailable(
+    def _unavailable(self, e: BaseException) -> DriverUnavailableError:
+        return DriverUnavailableError(
             f"docker unavailable: cannot reach the engine at {self._where()} "
             f"({_explanation(e)}); {UNAVAILABLE_HINT}"
         )
@@ -268,7 +268,7 @@ class DockerDriver:
     def check(self) -> None:
         try:
             self._client().ping()
-        except DriverUnavailable:
+        except DriverUnavailableError:
             raise
         except (docker.errors.DockerException, _requests_exc.RequestException, OSError) as e:
             raise self._unavailable(e) from e
@@ -370,7 +370,7 @@ class DockerDriver:
         try:
             for _ in self.pull(image):
                 pass
-        except DriverUnavailable:
+        except DriverUnavailableError:
             raise
         except DriverError as e:
             raise DriverError(f"{action}: {e}", reason=e.reason) from e

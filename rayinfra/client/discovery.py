@@ -20,7 +20,6 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rayinfra import connection
 from rayinfra.client import runtime_child
@@ -58,7 +57,7 @@ def connect(
         if listening(dial, client.connect_timeout_s):
             return Connection(grpc_transport(config, dial))
         if client.skip_start:
-            raise runtime.RuntimeFailure(
+            raise runtime.RuntimeFailureError(
                 f"rayinfra is not running (state dir {config.state.dir}) and "
                 "DSPY_AGENT_SKIP_START is set"
             )
@@ -85,12 +84,12 @@ def _to_gateway(
         return Connection(grpc_transport(config, addr))
     local = dial_addr(config.gateway.orchestrator_grpc_addr)
     if client.skip_start:
-        raise runtime.RuntimeFailure(
+        raise runtime.RuntimeFailureError(
             f"no gateway answered at {addr} within {client.connect_timeout_s:g}s and "
             "DSPY_AGENT_SKIP_START is set"
         )
     if addr != local:
-        raise runtime.RuntimeFailure(
+        raise runtime.RuntimeFailureError(
             f"no gateway answered at {addr} within {client.connect_timeout_s:g}s (a "
             f"runtime started here would serve {local}, so none was started)"
         )
@@ -103,8 +102,8 @@ def _to_gateway(
             workspace=workspace,
             cli_path=cli,
         )
-    except runtime_child.ChildFailure as e:
-        raise runtime.RuntimeFailure(str(e)) from None
+    except runtime_child.RuntimeChildError as e:
+        raise runtime.RuntimeFailureError(str(e)) from None
 
     def stop() -> None:
         runtime_child.run("stop", config, timeout_s=CHILD_TIMEOUT_S, cli_path=cli)
@@ -143,7 +142,7 @@ def gateway_credentials(config: RayinfraConfig) -> tuple[str | None, bytes | Non
     """``(token, tls_ca)`` for a client of this config's gateway (either gRPC service): the
     configured auth token, else the local gateway token file's (``None`` if neither); the TLS CA
     (PEM) from ``client.tls_ca_file``, else ``gateway.tls_cert_file`` (``None``: plaintext).
-    An unreadable CA file is :class:`~rayinfra.runtime.RuntimeFailure`."""
+    An unreadable CA file is :class:`~rayinfra.runtime.RuntimeFailureError`."""
     token = config.gateway.auth_token or _read_token(config.gateway_token_path)
     ca_file = config.client.tls_ca_file or config.gateway.tls_cert_file
     try:
@@ -151,26 +150,7 @@ def gateway_credentials(config: RayinfraConfig) -> tuple[str | None, bytes | Non
     except OSError as e:
         from rayinfra import runtime
 
-        raise runtime.RuntimeFailure(f"cannot read the TLS CA file {ca_file}: {e}") from None
-
-
-def gateway_channel(addr: str, tls_ca: bytes | None, *, aio: bool = False) -> Any:
-    """A gRPC channel to a gateway at ``addr`` (a ``grpc.aio`` one with ``aio``): TLS verified
-    against ``tls_ca`` (PEM) when given, else plaintext; messages up to
-    :data:`~rayinfra.client.grpc_transport.MAX_MESSAGE_BYTES` either way."""
-    import grpc
-
-    from rayinfra.client.grpc_transport import MAX_MESSAGE_BYTES
-
-    api = grpc.aio if aio else grpc
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ]
-    if tls_ca is None:
-        return api.insecure_channel(addr, options=options)
-    creds = grpc.ssl_channel_credentials(root_certificates=tls_ca)
-    return api.secure_channel(addr, creds, options=options)
+        raise runtime.RuntimeFailureError(f"cannot read the TLS CA file {ca_file}: {e}") from None
 
 
 def listening(addr: str, timeout_s: float) -> bool:
