@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from rayinfra.scheduling.state import TaskResult
 
 RESULT_LINGER_S = 0.002  # gather results finishing together into one reply
 TIMEOUT_GRACE_S = 2.0  # a handler that ignores its deadline is abandoned after this
+EARLY_CANCELS_KEPT = 4096  # cancels of tasks not (yet) here, remembered for a later submit
 
 
 class ExecutorActor:
@@ -53,6 +55,8 @@ class ExecutorActor:
         self.running: dict[str, tuple[TaskContext, asyncio.Task[None]]] = {}
         self.results: list[TaskResult] = []
         self.results_ready = asyncio.Event()
+        # cancels that overtook their task's submit (an async actor may run calls out of order)
+        self._cancelled_early: OrderedDict[str, None] = OrderedDict()
         self.pid = os.getpid()
         self._envs: dict[str, dict[str, Any]] = {}  # task runtime_env -> uploaded form
 
@@ -64,6 +68,10 @@ class ExecutorActor:
         for item in batch:
             tid = item["task_id"]
             if tid in self.running:  # a re-dispatch of what already runs here: keep one
+                continue
+            if tid in self._cancelled_early:  # cancelled before it arrived
+                del self._cancelled_early[tid]
+                self._report(TaskResult(tid, Outcome.CANCELLED, "cancelled"))
                 continue
             timeout = item.get("timeout_s")
             ctx = TaskContext(
@@ -104,7 +112,7 @@ class ExecutorActor:
         except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
             outcome, error = Outcome.FAILURE, f"{type(e).__name__}: {e}"
         self.running.pop(ctx.task_id, None)
-        self.results.append(
+        self._report(
             TaskResult(
                 ctx.task_id,
                 outcome,
@@ -115,6 +123,9 @@ class ExecutorActor:
                 latency_s=time.monotonic() - t0,
             )
         )
+
+    def _report(self, result: TaskResult) -> None:
+        self.results.append(result)
         self.results_ready.set()
 
     async def _call(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
@@ -197,11 +208,15 @@ class ExecutorActor:
         return out
 
     async def cancel(self, task_ids: list[str]) -> list[str]:
-        """Cancel running tasks: handlers see their cancel event (shell kills its process group)."""
+        """Cancel running tasks: handlers see their cancel event (shell kills its process group).
+        A task not here yet is remembered: if its submit comes later, it ends cancelled."""
         hit = []
         for tid in task_ids:
             entry = self.running.get(tid)
             if entry is None:
+                self._cancelled_early[tid] = None
+                while len(self._cancelled_early) > EARLY_CANCELS_KEPT:
+                    self._cancelled_early.popitem(last=False)
                 continue
             ctx, task = entry
             ctx.cancel_event.set()
