@@ -9,8 +9,8 @@ Starts a private runtime (own ports and state dir, loopback), then measures:
 - single-task ack latency p50/p99 (``submit_task`` returns once the task is committed): idle
   (each submit meets a settled scheduler) and under load (back-to-back submits while another
   client keeps 500-task batches flowing), beside one bare Ray actor call. Over actor handles
-  an ack is one call to the scheduler actor (which admits and commits); over gRPC the gateway
-  admits and commits itself, then rings the scheduler's doorbell;
+  an ack is one call to the gateway actor, over gRPC one SubmitTask to the gateway; either way
+  the gateway admits and commits, then rings the scheduler's doorbell;
 - scheduler memory (RSS) with 100k tasks queued (a class no node can run, so they stay queued).
 Prints a markdown table; docs/benchmarks.md records a run.
 """
@@ -162,7 +162,7 @@ async def main(args: argparse.Namespace) -> None:
                 (
                     "single-task ack p50 / p99, idle (ms)",
                     f"{statistics.median(idle):.2f} / {pct(idle, 99):.2f}",
-                    f"must p50 <= 3, aim <= 1; ActorTransport: one scheduler actor call "
+                    f"must p50 <= 3, aim <= 1; ActorTransport: one gateway actor call "
                     f"({statistics.median(idle) / statistics.median(floor):.1f}x the bare call)",
                 )
             )

@@ -55,12 +55,15 @@ class ControlPlane:
     async def submit(
         self, specs: Sequence[Mapping[str, Any]], trusted: bool = True, source: str = "client"
     ) -> list[dict[str, Any]]:
-        """Admit a batch (all or nothing); ``{success, task_id, error}`` once it is durable."""
-        if self.submitter is not None:
-            admitted = await self.submitter.submit(specs, trusted=trusted, source=source)
-            replies = admitted.replies()
+        """Admit a batch (all or nothing); ``{success, task_id, error}`` once it is durable.
+
+        With a submitter (the gateway's own ControlPlane) the batch is admitted here; without
+        one (a client's) it goes to the gateway actor, which admits it the same way: an idle
+        actor next to the store, where the scheduler would answer only between dispatches."""
+        if self.submitter is None:
+            replies = await self.call("gateway", "submit", list(specs), trusted, source)
         else:
-            replies = await self.call("scheduler", "submit", list(specs), trusted, source)
+            replies = (await self.submitter.submit(specs, trusted=trusted, source=source)).replies()
         return [{k: r[k] for k in ("success", "task_id", "error")} for r in replies]
 
     async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:

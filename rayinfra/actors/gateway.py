@@ -194,6 +194,13 @@ class GatewayActor(ControlActor):
             log.exception("gateway: %s on %s failed", name, addr)
             self.servers[name] = f"failed on {addr}: {e}"
 
+    async def submit(
+        self, specs: list[dict[str, Any]], trusted: bool = True, source: str = "client"
+    ) -> list[dict[str, Any]]:
+        """Admit a batch for a client over actor handles (``ActorTransport``), as a gRPC
+        SubmitTasks would: validated, committed, the scheduler's doorbell rung."""
+        return await self.control.submit(specs, trusted, source)
+
     async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
         """What ``rayinfra status`` shows (:func:`rayinfra.runtime.live_status`), gathered here:
         this actor is in the cluster already, so a client needs no Ray driver of its own."""
