@@ -22,7 +22,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from rayinfra.client.discovery import Connection, connect
@@ -173,10 +172,13 @@ class AgentInfra:
                 t.changes(self._feed_seq, ids, FEED_POLL_S, not self._streams)
             )
             reset = asyncio.ensure_future(self._feed_reset.wait())
-            await asyncio.wait({poll, reset}, return_when=asyncio.FIRST_COMPLETED)
-            reset.cancel()
-            if not poll.done():
-                poll.cancel()
+            try:
+                await asyncio.wait({poll, reset}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the feed itself is cancelled: leave no task behind
+                reset.cancel()
+                if not poll.done():
+                    poll.cancel()
+            if poll.cancelled():
                 continue
             try:
                 seq, states = poll.result()
@@ -398,12 +400,7 @@ class AgentInfraSync:
     def __enter__(self) -> AgentInfraSync:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def _iterate(self, agen: AsyncIterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
