@@ -473,3 +473,27 @@ def test_the_local_token_makes_code_running_tasks_accepted(gw: Runtime) -> None:
             metadata=bearer(token),
         )
         assert (res.success, dict(res.result), res.error) == (True, {"result": "42"}, "")
+
+
+def test_python_clients_need_the_token_when_auth_is_required(secured: Secured) -> None:
+    """``GrpcTransport`` and ``ServicesClient`` without the token are refused with a typed error
+    that says what to do; with it (as ``rayinfra.connect`` would send it) they work."""
+    from rayinfra import AgentInfraSync, GrpcTransport
+    from rayinfra.client import ServicesClient
+    from rayinfra.errors import PermissionDeniedError
+
+    orch = addr(secured.config, "orchestrator_grpc_addr")
+    env_addr = addr(secured.config, "env_manager_grpc_addr")
+    with AgentInfraSync(transport=GrpcTransport(orch, retry_for_s=5)) as anonymous:
+        with pytest.raises(PermissionDeniedError, match="RAYINFRA_AUTH_TOKEN"):
+            anonymous.submit_task(payload={"type": "noop"})
+    with ServicesClient(env_addr) as anonymous_services:
+        with pytest.raises(PermissionDeniedError, match="RAYINFRA_AUTH_TOKEN"):
+            anonymous_services.status([])
+    transport = GrpcTransport(orch, token=secured.token)
+    with AgentInfraSync(transport=transport) as infra:
+        tid = infra.submit_task(payload={"type": "shell", "argv": ["true"]})["task_id"]
+        assert infra.wait_task(tid, timeout=60)["status"] == "completed"
+        assert infra.runtime_status()["actors"]["gateway"]["state"] == "alive"
+    with ServicesClient(env_addr, token=secured.token) as services:
+        assert isinstance(services.status([]), dict)
