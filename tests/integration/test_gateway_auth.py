@@ -484,12 +484,12 @@ def test_python_clients_need_the_token_when_auth_is_required(secured: Secured) -
 
     orch = addr(secured.config, "orchestrator_grpc_addr")
     env_addr = addr(secured.config, "env_manager_grpc_addr")
-    with AgentInfraSync(transport=GrpcTransport(orch, retry_for_s=5)) as anonymous:
-        with pytest.raises(PermissionDeniedError, match="RAYINFRA_AUTH_TOKEN"):
-            anonymous.submit_task(payload={"type": "noop"})
-    with ServicesClient(env_addr) as anonymous_services:
-        with pytest.raises(PermissionDeniedError, match="RAYINFRA_AUTH_TOKEN"):
-            anonymous_services.status([])
+    refused = pytest.raises(PermissionDeniedError, match="RAYINFRA_AUTH_TOKEN")
+    with AgentInfraSync(transport=GrpcTransport(orch, retry_for_s=5)) as anonymous, refused:
+        anonymous.submit_task(payload={"type": "noop"})
+    refused = pytest.raises(PermissionDeniedError, match="RAYINFRA_AUTH_TOKEN")
+    with ServicesClient(env_addr) as anonymous_services, refused:
+        anonymous_services.status([])
     transport = GrpcTransport(orch, token=secured.token)
     with AgentInfraSync(transport=transport) as infra:
         tid = infra.submit_task(payload={"type": "shell", "argv": ["true"]})["task_id"]
