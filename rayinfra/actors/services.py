@@ -246,11 +246,8 @@ class ServiceRegistryActor(ControlActor):
         await self._wait_ready()
         if not name:
             raise InvalidArgumentError("service_name", "is required")
-        st = self.manager.services.get(name)
-        if st is None:
-            raise InvalidArgumentError(
-                "service_name", f"unknown service {name!r}; known: {sorted(self.manager.services)}"
-            )
+        self.manager.known("service_name", [name])
+        st = self.manager.services[name]
         if st.instance is None:
             raise LogStreamNotFoundError(f"service {name} has no instance (never started here)")
         drv = self.manager.driver(st.spec)
@@ -274,11 +271,10 @@ class ServiceRegistryActor(ControlActor):
         if stream is None:
             raise LogStreamNotFoundError(stream_id)
         lines, done = await asyncio.to_thread(stream.take, timeout_s)
-        if stream.error and done:
-            self._logs.pop(stream_id, None)
-            raise DriverError(f"logs of {stream.service}: {stream.error}")
         if done:
             self._logs.pop(stream_id, None)
+            if stream.error:
+                raise DriverError(f"logs of {stream.service}: {stream.error}")
         return [
             {
                 "service_name": stream.service,

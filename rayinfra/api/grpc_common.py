@@ -45,6 +45,16 @@ async def abort_for(context: grpc.aio.ServicerContext, e: BaseException) -> None
     await context.abort(*mapped)
 
 
+@contextlib.asynccontextmanager
+async def aborting(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Abort the call with the status of any error raised inside (:func:`abort_for`)."""
+    try:
+        yield
+    except Exception as e:
+        await abort_for(context, e)
+        raise
+
+
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     for k, v in context.invocation_metadata() or ():
         if k == key:

@@ -18,7 +18,7 @@ import grpc
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout
-from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
+from rayinfra.api.grpc_common import abort_for, aborting, is_trusted, string_map
 from rayinfra.config import CLASS_ALIASES, CONTROL_ACTOR_NAMES
 from rayinfra.control import ControlPlane
 from rayinfra.errors import InvalidArgumentError
@@ -124,13 +124,10 @@ class EnvManagerServicer:
     ) -> AsyncIterator[dict[str, Any]]:
         seq, done = 0, False
         while not done:
-            try:
+            async with aborting(context):
                 seq, updates, done = await self.control.call(
                     "service_registry", "op_updates", op_id, seq, OP_POLL_S
                 )
-            except Exception as e:
-                await abort_for(context, e)
-                raise
             for u in updates:
                 yield u
 
@@ -138,7 +135,7 @@ class EnvManagerServicer:
     async def StartServices(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        try:
+        async with aborting(context):
             op_id = await self.control.call(
                 "service_registry",
                 "start",
@@ -146,17 +143,11 @@ class EnvManagerServicer:
                 request.parallel,
                 dict(request.overrides),
             )
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         async for u in self._op_stream(op_id, context):
             required = False
             if u["progress"] >= 100:  # the service's final update: is it required?
-                try:
+                async with aborting(context):
                     row = await self.control.call("service_registry", "status", [u["service_name"]])
-                except Exception as e:
-                    await abort_for(context, e)
-                    raise
                 required = bool(row[u["service_name"]].get("required"))
             yield self.pb2.ServiceStatusUpdate(
                 service_name=u["service_name"],
@@ -174,16 +165,13 @@ class EnvManagerServicer:
         return await self._stop(context, "prune", _timeout(request))
 
     async def _stop(self, context: grpc.aio.ServicerContext, method: str, *args: Any) -> Any:
-        try:
+        async with aborting(context):
             results: dict[str, str] = await self.control.call("service_registry", method, *args)
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         ok = all(r in ("stopped", "not running") for r in results.values())
         return self.pb2.StopServicesResponse(success=ok, service_results=results)
 
     async def RestartService(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             if not request.service_name:
                 raise InvalidArgumentError("service_name", "is required")
             ok, message = await self.control.call(
@@ -192,19 +180,13 @@ class EnvManagerServicer:
                 request.service_name,
                 _timeout(request),
             )
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.RestartServiceResponse(success=ok, message=message)
 
     async def GetServicesStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             rows: dict[str, dict[str, Any]] = await self.control.call(
                 "service_registry", "status", list(request.service_names)
             )
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         out = {}
         for name, row in rows.items():
             health = row.get("health") or {}
@@ -245,11 +227,8 @@ class EnvManagerServicer:
         """Real probe results as the health checker makes them; ends when the caller goes."""
         names = set(request.service_names)
         if names:
-            try:  # unknown names are an error, not an empty stream
+            async with aborting(context):  # unknown names are an error, not an empty stream
                 await self.control.call("service_registry", "status", sorted(names))
-            except Exception as e:
-                await abort_for(context, e)
-                raise
         sub = await self.health.subscribe(lambda u: not names or u["service"] in names)
         try:
             while True:
@@ -267,11 +246,8 @@ class EnvManagerServicer:
     async def PullImages(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        try:
+        async with aborting(context):
             op_id = await self.control.call("service_registry", "pull", list(request.image_names))
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         async for u in self._op_stream(op_id, context):
             yield self.pb2.ImagePullProgress(
                 image_name=u["image_name"],
@@ -305,12 +281,9 @@ class EnvManagerServicer:
                 tail,
                 float(request.since_timestamp) if request.since_timestamp > 0 else None,
             )
-        except InvalidArgumentError as e:
-            if "unknown service" in e.message:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-            await abort_for(context, e)
-            raise
         except Exception as e:
+            if isinstance(e, InvalidArgumentError) and "unknown service" in e.message:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
             if type(e).__name__ == "LogStreamNotFoundError":  # a KeyError: its str() quotes
                 await context.abort(grpc.StatusCode.NOT_FOUND, str(e.args[0] if e.args else e))
             await abort_for(context, e)
@@ -387,13 +360,10 @@ class EnvManagerServicer:
         return cls
 
     async def GetResourceAvailability(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             cls = self._class(request.workload_class)
             st = await self.control.call("scheduler", "status")
             hw = await asyncio.to_thread(self.hardware)
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         live = st["classes"].get(cls, {})
         capacity, in_use = int(live.get("limit", 0)), int(live.get("inflight", 0))
         available = capacity > in_use and live.get("unschedulable_since") is None
@@ -419,7 +389,7 @@ class EnvManagerServicer:
     async def ExecuteTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Submit through the scheduler and wait for the result; success = completed."""
         t0 = time.perf_counter()
-        try:
+        async with aborting(context):
             if request.timeout_seconds < 0:
                 raise InvalidArgumentError("timeout_seconds", "must be >= 0 (0 = class default)")
             spec = {
@@ -433,9 +403,6 @@ class EnvManagerServicer:
             wait = float(request.timeout_seconds) + 5.0 if request.timeout_seconds else None
             deadline = time.monotonic() + (wait or EXECUTE_DEFAULT_TIMEOUT_S)
             st = await self._wait_terminal(tid, deadline)
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if st is None:
             return self.pb2.ExecuteTaskResponse(

@@ -17,7 +17,7 @@ from rayinfra._version import __version__
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout
-from rayinfra.api.grpc_common import abort_for, is_trusted, string_map
+from rayinfra.api.grpc_common import aborting, is_trusted, string_map
 from rayinfra.control import LIST_LIMIT_MAX, ControlPlane
 from rayinfra.errors import InvalidArgumentError, PermissionDeniedError, TaskNotFoundError
 from rayinfra.models import FROM_NOW, Progress, TaskStatus
@@ -100,16 +100,13 @@ class OrchestratorServicer:
 
     # ------------------------------------------------------------------ tasks
     async def SubmitTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             spec = _submit_spec(request)
             (res,) = await self.control.submit([spec], is_trusted(self.auth, context), "grpc")
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.SubmitTaskResponse(success=True, task_id=res["task_id"], error="")
 
     async def SubmitTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             specs = []
             for i, t in enumerate(request.tasks):
                 try:
@@ -119,9 +116,6 @@ class OrchestratorServicer:
             if not specs:
                 raise InvalidArgumentError("tasks", "is empty: submit at least one task")
             res = await self.control.submit(specs, is_trusted(self.auth, context), "grpc")
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.SubmitTasksResponse(
             results=[
                 self.pb2.SubmitTaskResponse(success=True, task_id=r["task_id"], error="")
@@ -130,26 +124,20 @@ class OrchestratorServicer:
         )
 
     async def GetTaskStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             if not request.task_id:
                 raise InvalidArgumentError("task_id", "is required")
             st = (await self.control.get([request.task_id])).get(request.task_id)
             if st is None:
                 raise TaskNotFoundError(request.task_id)
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return st.to_pb(self.pb2.GetTaskStatusResponse)
 
     async def GetTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             ids = _distinct(request.task_ids)
             if not ids:
                 raise InvalidArgumentError("task_ids", "is empty: name at least one task")
             found = await self.control.get(ids)
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.GetTasksResponse(
             tasks=[
                 st.to_pb(self.pb2.GetTaskStatusResponse) for st in found.values() if st is not None
@@ -158,20 +146,17 @@ class OrchestratorServicer:
         )
 
     async def CancelTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             if not request.task_id:
                 raise InvalidArgumentError("task_id", "is required")
             self._require_trust(context, "cancelling a task")
             res = await self.control.cancel(request.task_id)
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.CancelTaskResponse(
             task_id=res["task_id"], status=res["status"], cancelled=res["cancelled"]
         )
 
     async def ListTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             if request.limit < 0:  # 0: the default; the rest is checked by list_tasks
                 raise InvalidArgumentError("limit", f"must be between 0 and {LIST_LIMIT_MAX}")
             rows = await self.control.list_tasks(
@@ -179,15 +164,12 @@ class OrchestratorServicer:
                 request.task_class or None,
                 request.limit or LIST_LIMIT_DEFAULT,
             )
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.ListTasksResponse(
             tasks=[st.to_pb(self.pb2.GetTaskStatusResponse) for st in rows]
         )
 
     async def PurgeTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             if request.older_than_seconds < 0:
                 raise InvalidArgumentError(
                     "older_than_seconds", "must be >= 0 (unset: the retention)"
@@ -196,21 +178,15 @@ class OrchestratorServicer:
             deleted = await self.control.purge(
                 request.older_than_seconds if request.HasField("older_than_seconds") else None
             )
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.PurgeTasksResponse(deleted={k: int(v) for k, v in deleted.items()})
 
     async def GetRuntimeStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             st = await self.runtime_status(_distinct(request.service_names))
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.GetRuntimeStatusResponse(status_json=json.dumps(st, default=str))
 
     async def PollTaskChanges(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             if request.after_seq < 0:
                 raise InvalidArgumentError("after_seq", "must be >= 0")
             if not 0 <= request.timeout_seconds <= POLL_TIMEOUT_MAX_S:
@@ -223,9 +199,6 @@ class OrchestratorServicer:
                 request.timeout_seconds,
                 request.terminal_only,
             )
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         return self.pb2.PollTaskChangesResponse(
             seq=seq, changes=[st.to_pb(self.pb2.TaskResult) for st in states]
         )
@@ -248,11 +221,8 @@ class OrchestratorServicer:
         progress = Progress()
         try:
             if ids:
-                try:
+                async with aborting(context):
                     current = await self.control.get(sorted(ids))
-                except Exception as e:
-                    await abort_for(context, e)
-                    raise
                 for st in current.values():
                     if st is None or (st.terminal and not request.include_completed):
                         continue
@@ -271,11 +241,8 @@ class OrchestratorServicer:
 
     # ------------------------------------------------------------------ metrics, events, health
     async def GetMetrics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
+        async with aborting(context):
             metrics = await self.control.metrics()
-        except Exception as e:
-            await abort_for(context, e)
-            raise
         names = list(request.metric_names)
         if names:
             metrics = {
@@ -294,28 +261,20 @@ class OrchestratorServicer:
         try:
             last_seq = 0
             if request.since_timestamp > 0:
-                cursor: int | None = None
+                # the first page by timestamp, the next ones after the last page's seq
+                after, since = 0, request.since_timestamp
                 while True:
-                    try:
-                        if cursor is None:
-                            seq, rows = await self.control.call(
-                                "scheduler", "events", 0, request.since_timestamp,
-                                sorted(types) or None, EVENT_BATCH, 0.0,
-                            )  # fmt: skip
-                        else:
-                            seq, rows = await self.control.call(
-                                "scheduler", "events", cursor, None,
-                                sorted(types) or None, EVENT_BATCH, 0.0,
-                            )  # fmt: skip
-                    except Exception as e:
-                        await abort_for(context, e)
-                        raise
+                    async with aborting(context):
+                        seq, rows = await self.control.call(
+                            "scheduler", "events", after, since, sorted(types) or None,
+                            EVENT_BATCH, 0.0,
+                        )  # fmt: skip
                     for ev in rows:
                         last_seq = max(last_seq, ev["seq"])
                         yield _system_event(self.pb2, ev)
                     if not rows or seq >= self.events.seq:
                         break
-                    cursor = seq
+                    after, since = seq, None
             while True:
                 if sub.overflowed:
                     await context.abort(

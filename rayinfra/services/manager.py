@@ -35,8 +35,9 @@ from tenacity import (
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.services import probes
 from rayinfra.services.drivers.base import Driver, DriverError, DriverUnavailableError, Instance
-from rayinfra.services.graph import StartPlan, closure, stop_order
+from rayinfra.services.graph import Phase, StartPlan, closure, stop_order
 from rayinfra.services.metrics import ServiceMetrics
+from rayinfra.services.monitor import probe_exec
 from rayinfra.services.spec import (
     LABEL_CLUSTER,
     LABEL_SERVICE,
@@ -416,17 +417,13 @@ class ServiceManager:
         if spec.health is not None:
             await op.emit(_update(name, "starting", f"{name} started; waiting for health", 50))
             healthy, message = await self.wait_healthy(spec, inst)
-            if healthy:
-                st.status, st.message = "running", message
-                plan.mark(name, "healthy", message)
-                self.metrics.starts.labels(name, "success").inc()
-                await self._event("service_healthy", name, message=message)
-            else:
-                st.status, st.message = "unhealthy", message
-                plan.mark(name, "unhealthy", message)
-                self.metrics.starts.labels(name, "failed").inc()
+            phase: Phase = "healthy" if healthy else "unhealthy"
+            st.status, st.message = "running" if healthy else "unhealthy", message
+            plan.mark(name, phase, message)
+            self.metrics.starts.labels(name, "success" if healthy else "failed").inc()
+            if not healthy:
                 self.metrics.failed_starts.labels(name, "health_check_failed").inc()
-                await self._event("service_unhealthy", name, message=message)
+            await self._event(f"service_{phase}", name, message=message)
             return
         if "completed" in plan.awaited(name):
             await op.emit(_update(name, "starting", f"{name} started; waiting for it to exit", 50))
@@ -478,7 +475,7 @@ class ServiceManager:
                     await self._call("inspect", partial(drv.inspect, inst.id))
                 ).health
             res = await probes.run_probe(
-                check, exec_fn=self.exec_fn(spec, inst), container_health=container_health
+                check, exec_fn=probe_exec(spec, drv, inst.id), container_health=container_health
             )
             self.metrics.health_duration.labels(
                 spec.name, "success" if res.healthy else "failed"
@@ -500,12 +497,6 @@ class ServiceManager:
                 check.interval_s,
                 HEALTH_POLL_MAX_S,
             )
-
-    def exec_fn(self, spec: ServiceSpec, inst: Instance) -> probes.ExecFn:
-        check = spec.health
-        if check is not None and check.in_container and spec.driver == "docker":
-            return partial(self.driver(spec).exec, inst.id)
-        return probes.host_exec
 
     async def _wait_exit(self, spec: ServiceSpec, inst: Instance) -> int | None:
         drv = self.driver(spec)
@@ -556,18 +547,14 @@ class ServiceManager:
             current = total = 0
             while True:
                 item = await queue.get()
-                if item is None:
-                    await op.emit(_pull_update(image, "complete", current, total, "pulled"))
-                    self.metrics.driver_duration.labels("pull", "success").observe(
-                        time.perf_counter() - t0
-                    )
-                    break
-                if isinstance(item, BaseException):
-                    ok = False
-                    await op.emit(_pull_update(image, "error", current, total, str(item)))
-                    self.metrics.driver_duration.labels("pull", "error").observe(
-                        time.perf_counter() - t0
-                    )
+                if item is None or isinstance(item, BaseException):  # the pull ended
+                    failed = item is not None
+                    ok = ok and not failed
+                    status, message = ("error", str(item)) if failed else ("complete", "pulled")
+                    await op.emit(_pull_update(image, status, current, total, message))
+                    outcome = "error" if failed else "success"
+                    elapsed = time.perf_counter() - t0
+                    self.metrics.driver_duration.labels("pull", outcome).observe(elapsed)
                     break
                 current, total = item.current, item.total
                 pct = int(100 * current / total) if total else 0
@@ -588,18 +575,17 @@ class ServiceManager:
         Returns ``name -> result`` ("stopped", "not running", or "error: ..."); truthful per
         service.
         """
-        wanted = self._known("service_names", names)
+        wanted = self.known("service_names", names)
         if not wanted:  # orphans only go when named (or pruned)
             wanted = [
                 n
                 for n, s in self.services.items()
                 if n in self.catalog and (s.desired or s.instance)
             ]
-        timeout = self.stop_timeout_s if timeout_s is None or timeout_s <= 0 else timeout_s
         specs = {n: s.spec for n, s in self.services.items()}
         results: dict[str, str] = {}
         for n in stop_order(specs, wanted):
-            results[n] = await self.stop_one(n, timeout)
+            results[n] = await self.stop_one(n, timeout_s)
             if n not in self.catalog and not results[n].startswith("error"):
                 self.services.pop(n, None)  # a stopped orphan is forgotten
         return results
@@ -613,7 +599,9 @@ class ServiceManager:
         names = self.orphans()
         return await self.stop(names, timeout_s) if names else {}
 
-    async def stop_one(self, name: str, timeout_s: float) -> str:
+    async def stop_one(self, name: str, timeout_s: float | None = None) -> str:
+        """Stop one service (``timeout_s`` None or <= 0: ``stop_timeout_s``): its result."""
+        timeout = self.stop_timeout_s if timeout_s is None or timeout_s <= 0 else timeout_s
         st = self.services[name]
         async with self._lock(name):
             st.desired = False
@@ -623,7 +611,7 @@ class ServiceManager:
                 return "not running"
             drv = self.driver(st.spec)
             try:
-                await self._call("stop", partial(drv.stop, st.instance.id, timeout_s))
+                await self._call("stop", partial(drv.stop, st.instance.id, timeout))
                 await self._call("remove", partial(drv.remove, st.instance.id))
             except DriverError as e:
                 self.metrics.stops.labels(name, "error").inc()
@@ -642,7 +630,7 @@ class ServiceManager:
         self, name: str, timeout_s: float | None = None, reason: str = "requested"
     ) -> tuple[bool, str]:
         """Stop then start one service with its current spec (dependencies must run)."""
-        self._known("service_name", [name])
+        self.known("service_name", [name])
         if name not in self.catalog:
             raise InvalidArgumentError(
                 "service_name",
@@ -650,8 +638,7 @@ class ServiceManager:
                 "or `rayinfra services prune` stops and forgets it",
             )
         st = self.services[name]
-        timeout = self.stop_timeout_s if timeout_s is None or timeout_s <= 0 else timeout_s
-        res = await self.stop_one(name, timeout)
+        res = await self.stop_one(name, timeout_s)
         if res.startswith("error"):
             return False, f"Failed to stop service: {res}"
         spec = st.spec
@@ -666,10 +653,10 @@ class ServiceManager:
 
     # ------------------------------------------------------------------ status
     def status(self, names: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
-        wanted = self._known("service_names", names)
+        wanted = self.known("service_names", names)
         return {n: self.services[n].as_dict() for n in (wanted or sorted(self.services))}
 
-    def _known(self, field: str, names: Iterable[str]) -> list[str]:
+    def known(self, field: str, names: Iterable[str]) -> list[str]:
         """``names`` as a list; an unknown one is :class:`InvalidArgumentError` on ``field``."""
         wanted = list(names)
         for n in wanted:

@@ -84,6 +84,15 @@ class _Watched:
         return out
 
 
+def probe_exec(spec: ServiceSpec, drv: Driver, instance_id: str) -> probes.ExecFn:
+    """Where a probe's command runs: in the container when it asks to and is a Docker one,
+    else on the host."""
+    check = spec.health
+    if check is not None and check.in_container and spec.driver == "docker":
+        return partial(drv.exec, instance_id)
+    return probes.host_exec
+
+
 class HealthMonitor:
     def __init__(
         self,
@@ -184,33 +193,22 @@ class HealthMonitor:
             await self._save(name, w.view())
             return
         check = w.spec.health
-        exec_fn: probes.ExecFn = (
-            partial(drv.exec, w.instance_id)
-            if check.in_container and w.spec.driver == "docker"
-            else probes.host_exec
-        )
+        exec_fn = probe_exec(w.spec, drv, w.instance_id)
         res = await probes.run_probe(check, exec_fn=exec_fn, container_health=inst.health)
         status = w.tracker.observe(res)
         w.status, w.message = status, res.message
-        await self._publish(
-            [
-                (
-                    name,
-                    "probe",
-                    {
-                        "healthy": res.healthy,
-                        "message": res.message,
-                        "timestamp": int(time.time()),
-                        "details": {
-                            **res.details,
-                            "kind": check.kind,
-                            "status": status,
-                            "latency_ms": f"{res.latency_s * 1000:.1f}",
-                        },
-                    },
-                )
-            ]
-        )
+        probe = {
+            "healthy": res.healthy,
+            "message": res.message,
+            "timestamp": int(time.time()),
+            "details": {
+                **res.details,
+                "kind": check.kind,
+                "status": status,
+                "latency_ms": f"{res.latency_s * 1000:.1f}",
+            },
+        }
+        await self._publish([(name, "probe", probe)])
         if w.tracker.changed:
             await self._event(f"service_{status}", name, {"message": res.message})
         await self._save(name, w.view())
