@@ -91,7 +91,7 @@ class _Section(BaseModel):
 
 
 #: the single ports a head listens on besides the dashboard's (worker range excluded)
-_HEAD_PORTS = (
+HEAD_PORT_KEYS = (
     "gcs_port",
     "client_server_port",
     "node_manager_port",
@@ -134,7 +134,7 @@ class RaySection(_Section):
     stop_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=2.0, ge=0)
 
-    @field_validator(*_HEAD_PORTS, "dashboard_port", "min_worker_port", "max_worker_port")
+    @field_validator(*HEAD_PORT_KEYS, "dashboard_port", "min_worker_port", "max_worker_port")
     @classmethod
     def _port(cls, v: int) -> int:
         if not 1024 <= v <= 65535:
@@ -156,7 +156,7 @@ class RaySection(_Section):
 
     def named_ports(self) -> dict[str, int]:
         """The single ports the head listens on (worker range excluded), keyed by config name."""
-        ports = {name: getattr(self, name) for name in _HEAD_PORTS}
+        ports = {name: getattr(self, name) for name in HEAD_PORT_KEYS}
         if self.include_dashboard:
             ports["dashboard_port"] = self.dashboard_port
         return ports

@@ -13,22 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from rayinfra.config import HEAD_PORT_KEYS
+
 # Every Ray process a test starts binds 127.0.0.1 only (TESTING.md); keep Ray quiet and fast.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "2")
 
-RAY_PORT_KEYS = (
-    "gcs_port",
-    "dashboard_port",
-    "client_server_port",
-    "node_manager_port",
-    "object_manager_port",
-    "dashboard_agent_listen_port",
-    "dashboard_agent_grpc_port",
-    "metrics_export_port",
-    "runtime_env_agent_port",
-)
+RAY_PORT_KEYS = (*HEAD_PORT_KEYS, "dashboard_port")  # every [ray] port a head binds
 _handed_out: set[int] = set()
 
 
