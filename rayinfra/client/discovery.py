@@ -24,7 +24,7 @@ from pathlib import Path
 from rayinfra import connection
 from rayinfra.client import runtime_child
 from rayinfra.client.transport import Transport
-from rayinfra.config import RayinfraConfig, dial_addr
+from rayinfra.config import RayinfraConfig, dial_addr, load_config
 
 CHILD_TIMEOUT_S = 180.0
 
@@ -37,14 +37,18 @@ class Connection:
 
 
 def connect(
-    config: RayinfraConfig,
+    config: RayinfraConfig | None = None,
     *,
     orchestrator_addr: str | None = None,
     workspace: Path | None = None,
     cli_path: Path | None = None,
 ) -> Connection:
+    """The transport to this config's runtime (default: the config from the environment, as
+    ``load_config`` resolves it), starting one if none runs; open it with ``await
+    conn.transport.open()`` or pass it to ``AgentInfra(transport=...)``."""
     from rayinfra import runtime  # a Ray driver's business: not loaded for gRPC clients
 
+    config = config or load_config().config
     client = config.client
     addr = orchestrator_addr or client.orchestrator_addr
     if addr is not None:
