@@ -17,17 +17,6 @@ from pydantic import BaseModel, ConfigDict
 
 from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
 
-#: the keys of the Python client's status dict, in order
-CLIENT_KEYS = (
-    "task_id",
-    "status",
-    "result",
-    "result_payload",
-    "error",
-    "attempts",
-    "duration_ms",
-    "completed_at",
-)
 #: what ``stream_task_results`` yields (the original client's keys)
 STREAM_KEYS = ("task_id", "status", "result", "error", "duration_ms", "completed_at")
 

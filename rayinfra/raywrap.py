@@ -46,12 +46,6 @@ def prepare_process(info: ConnectionInfo) -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
-def is_connected() -> bool:
-    import ray
-
-    return bool(ray.is_initialized())
-
-
 def connected_address() -> str | None:
     import ray
 

@@ -204,8 +204,10 @@ class GatewayActor(ControlActor):
     async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
         """What ``rayinfra status`` shows (:func:`rayinfra.runtime.live_status`), gathered here:
         this actor is in the cluster already, so a client needs no Ray driver of its own."""
-        info = self._connection()
-        return await asyncio.to_thread(runtime.live_status, self.config, info, services or ())
+        def gather() -> dict[str, Any]:  # file and GCS reads: off this actor's loop
+            return runtime.live_status(self.config, self._connection(), services or ())
+
+        return await asyncio.to_thread(gather)
 
     def actor_log(self, name: str, tail: int, follow: bool) -> Iterator[str]:
         """A runtime actor's log lines for StreamLogs (blocking: called by a thread): this

@@ -58,6 +58,14 @@ def gateway_channel(addr: str, tls_ca: bytes | None, *, aio: bool = False) -> An
 class ConnectError(ConnectionError):
     """Nothing answered at the gateway's address within the connect timeout."""
 
+    def __init__(self, addr: str, timeout_s: float) -> None:
+        super().__init__(f"no gateway answered at {addr} within {timeout_s:g}s")
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that presents ``token`` to a gateway (none without one)."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
 
 def _field_error(cls: type[InvalidArgumentError], details: str) -> InvalidArgumentError:
     """``"field: message"`` (how the gateway words INVALID_ARGUMENT) back into the exception."""
@@ -117,7 +125,7 @@ class GrpcTransport:
         self.connect_timeout_s = connect_timeout_s
         self.retry_for_s = retry_for_s
         self.backoff_s = backoff_s
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer_metadata(token)
         self._tls_ca = tls_ca
         self.pb2, self._pb2_grpc = stubs.orchestrator()
         self._channel: Any = None
@@ -133,7 +141,7 @@ class GrpcTransport:
         try:
             await asyncio.wait_for(self._channel.channel_ready(), wait)
         except asyncio.TimeoutError:
-            raise ConnectError(f"no gateway answered at {self.addr} within {wait:g}s") from None
+            raise ConnectError(self.addr, wait) from None
 
     async def _unary(self, method: str, request: Any) -> Any:
         """Call ``method``; UNAVAILABLE is retried (with back-off) for ``retry_for_s``."""

@@ -25,7 +25,12 @@ import grpc
 
 from rayinfra.api import stubs
 from rayinfra.client.discovery import gateway_credentials
-from rayinfra.client.grpc_transport import ConnectError, error_from_rpc, gateway_channel
+from rayinfra.client.grpc_transport import (
+    ConnectError,
+    bearer_metadata,
+    error_from_rpc,
+    gateway_channel,
+)
 from rayinfra.config import RayinfraConfig, dial_addr
 from rayinfra.errors import InvalidArgumentError
 
@@ -73,15 +78,13 @@ class ServicesClient:
     ) -> None:
         self.addr = addr
         self.pb2, pb2_grpc = stubs.env_manager()
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer_metadata(token)
         self._channel = gateway_channel(addr, tls_ca)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=connect_timeout_s)
         except grpc.FutureTimeoutError:
             self._channel.close()
-            raise ConnectError(
-                f"no gateway answered at {addr} within {connect_timeout_s:g}s"
-            ) from None
+            raise ConnectError(addr, connect_timeout_s) from None
         self._stub = pb2_grpc.EnvManagerServiceStub(self._channel)
 
     @classmethod
