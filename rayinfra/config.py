@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,55 +30,54 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+# re-exported (``X as X``): rayinfra.config stays the one place users import config names from
+from rayinfra.config_sources import (
+    CONNECTION_FILE as CONNECTION_FILE,
+)
+from rayinfra.config_sources import (
+    DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH,
+)
+from rayinfra.config_sources import (
+    DEFAULT_HOME as DEFAULT_HOME,
+)
+from rayinfra.config_sources import (
+    DEFAULT_STATE_DIR,
+    DIAL_DEFAULTS,
+    IGNORED_ENV_VARS,
+    gather,
+    source_of,
+)
+from rayinfra.config_sources import (
+    EFFECTIVE_CONFIG_FILE as EFFECTIVE_CONFIG_FILE,
+)
+from rayinfra.config_sources import (
+    ENV_VARS as ENV_VARS,
+)
+from rayinfra.config_sources import (
+    GATEWAY_TOKEN_FILE as GATEWAY_TOKEN_FILE,
+)
+from rayinfra.config_sources import (
+    ConfigError as ConfigError,
+)
+from rayinfra.config_sources import (
+    DialSettings as DialSettings,
+)
+from rayinfra.config_sources import (
+    dial_addr as dial_addr,
+)
+from rayinfra.config_sources import (
+    is_loopback_host as is_loopback_host,
+)
+from rayinfra.config_sources import (
+    parse_listen_addr as parse_listen_addr,
+)
 
 NAMESPACE = "rayinfra"
 #: the control actors, in start order (the gateway last: it fronts the others)
 CONTROL_ACTOR_NAMES = ("scheduler", "service_registry", "health_checker", "gateway")
-EFFECTIVE_CONFIG_FILE = "config.effective.json"
-CONNECTION_FILE = "connection.json"
-GATEWAY_TOKEN_FILE = "gateway.token"  # noqa: S105 - a file name, not a secret
-DEFAULT_HOME = Path("~/.rayinfra")
-DEFAULT_CONFIG_PATH = DEFAULT_HOME / "config.toml"
 
 TASK_CLASSES = ("cpu_short", "cpu_long", "gpu_short", "gpu_long", "gpu_slurm")
 CLASS_ALIASES = {"gpu": "gpu_short"}
-
-
-class ConfigError(ValueError):
-    """A config value is invalid or unknown; the message names the key and its source."""
-
-
-# --------------------------------------------------------------------------------------------
-# addresses
-
-
-def parse_listen_addr(value: str) -> tuple[str, int]:
-    """Parse ``host:port``, ``:port`` (all interfaces) or ``[v6]:port`` into ``(host, port)``."""
-    text = value.strip()
-    m = re.fullmatch(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})", text)
-    if not m:
-        raise ValueError(f"{value!r} is not an address of the form host:port or :port")
-    port = int(m["port"])
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} in {value!r} is out of range 1-65535")
-    host = m["v6"] if m["v6"] is not None else (m["host"] or "0.0.0.0")  # noqa: S104
-    return host, port
-
-
-def is_loopback_host(host: str) -> bool:
-    return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
-def dial_addr(value: str) -> str:
-    """The address a client dials for a configured listen address (``:P``/``0.0.0.0:P`` -> loopback)."""
-    host, port = parse_listen_addr(value)
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104
-        host = "127.0.0.1"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +163,7 @@ class RaySection(_Section):
 class StateSection(_Section):
     """Where durable state lives (paths are absolute once resolved)."""
 
-    dir: Path = DEFAULT_HOME / "state"  # RAYINFRA_STATE_DIR
+    dir: Path = DEFAULT_STATE_DIR  # RAYINFRA_STATE_DIR
     queue_dir: Path | None = None  # ENV_QUEUE_DIR, default <dir>/env_queue
     workflow_store_dir: Path | None = None  # WORKFLOW_STORE_DIR, default <dir>/workflows
     workflow_run_dir: Path | None = None  # WORKFLOW_RUN_DIR, default <dir>/workflow_runs
@@ -306,9 +304,13 @@ class GatewaySection(_Section):
     """Listen addresses (all loopback by default) and access control."""
 
     enabled: bool = True
-    orchestrator_grpc_addr: str = "127.0.0.1:50052"  # ORCHESTRATOR_GRPC_ADDR
+    orchestrator_grpc_addr: str = DIAL_DEFAULTS[
+        "gateway.orchestrator_grpc_addr"
+    ]  # ORCHESTRATOR_GRPC_ADDR
     orchestrator_http_addr: str = "127.0.0.1:9097"  # ORCHESTRATOR_HTTP_ADDR
-    env_manager_grpc_addr: str = "127.0.0.1:50100"  # ENV_MANAGER_GRPC_ADDR
+    env_manager_grpc_addr: str = DIAL_DEFAULTS[
+        "gateway.env_manager_grpc_addr"
+    ]  # ENV_MANAGER_GRPC_ADDR
     env_manager_http_addr: str = "127.0.0.1:50101"  # ENV_MANAGER_METRICS_ADDR
     token_file: Path | None = None  # RAYINFRA_TOKEN_FILE; default <state dir>/gateway.token
     # "auto": required when auth_token is set or a server listens beyond loopback, else off
@@ -375,10 +377,10 @@ class ClientSection(_Section):
     orchestrator_addr: str | None = None  # RAYINFRA_GATEWAY: use this gateway (gRPC)
     ray_address: str | None = None  # RAYINFRA_ADDRESS: the runtime's Ray cluster (actor handles)
     skip_start: bool = False  # DSPY_AGENT_SKIP_START
-    service_timeout_s: float = Field(default=60.0, gt=0)  # DSPY_AGENT_SERVICE_TIMEOUT
-    reconnect_backoff_s: float = Field(default=2.0, gt=0)  # DSPY_AGENT_RECONNECT_BACKOFF
+    service_timeout_s: float = Field(default=DIAL_DEFAULTS["client.service_timeout_s"], gt=0)
+    reconnect_backoff_s: float = Field(default=DIAL_DEFAULTS["client.reconnect_backoff_s"], gt=0)
     cli_path: Path | None = None  # DSPY_AGENT_CLI_PATH
-    connect_timeout_s: float = Field(default=5.0, gt=0)  # dialling a gateway over gRPC
+    connect_timeout_s: float = Field(default=DIAL_DEFAULTS["client.connect_timeout_s"], gt=0)
     # CA (PEM) to verify a TLS gateway; default gateway.tls_cert_file (a self-signed local one)
     tls_ca_file: Path | None = None  # RAYINFRA_TLS_CA_FILE
 
@@ -454,7 +456,25 @@ class RayinfraConfig(_Section):
 
     @property
     def orchestrator_dial_addr(self) -> str:
-        return self.client.orchestrator_addr or dial_addr(self.gateway.orchestrator_grpc_addr)
+        return self.dial.orchestrator_dial_addr
+
+    @property
+    def dial(self) -> DialSettings:
+        """What a client of this config's gateway needs (the CLI resolves the same without the
+        model: :meth:`DialSettings.from_layers`)."""
+        return DialSettings(
+            state_dir=self.state.dir,
+            orchestrator_grpc_addr=self.gateway.orchestrator_grpc_addr,
+            env_manager_grpc_addr=self.gateway.env_manager_grpc_addr,
+            gateway_addr=self.client.orchestrator_addr,
+            auth_token=self.gateway.auth_token,
+            token_path=self.gateway_token_path,
+            tls_ca_file=self.client.tls_ca_file or self.gateway.tls_cert_file,
+            connect_timeout_s=self.client.connect_timeout_s,
+            service_timeout_s=self.client.service_timeout_s,
+            reconnect_backoff_s=self.client.reconnect_backoff_s,
+            gateway_enabled=self.gateway.enabled,
+        )
 
     def class_config(self, name: str) -> ClassConfig:
         """Look up a class by name or alias (``gpu`` -> ``gpu_short``); KeyError names the choices."""
@@ -468,77 +488,6 @@ class RayinfraConfig(_Section):
 
     def class_names(self) -> list[str]:
         return sorted([*self.classes, *CLASS_ALIASES])
-
-
-# --------------------------------------------------------------------------------------------
-# environment variables (names are the original system's; tests pin this table)
-
-#: env var -> dotted config key. ``ENV_MANAGER_CONFIG`` and ``RAYINFRA_CONFIG`` select files.
-ENV_VARS: dict[str, str] = {
-    "RAYINFRA_STATE_DIR": "state.dir",
-    "RAYINFRA_RESULT_TTL_S": "state.result_ttl_s",
-    "ENV_QUEUE_DIR": "state.queue_dir",
-    "WORKFLOW_STORE_DIR": "state.workflow_store_dir",
-    "WORKFLOW_RUN_DIR": "state.workflow_run_dir",
-    "RAY_ADDRESS": "ray.address",
-    "ORCHESTRATOR_GRPC_ADDR": "gateway.orchestrator_grpc_addr",
-    "ORCHESTRATOR_HTTP_ADDR": "gateway.orchestrator_http_addr",
-    "ENV_MANAGER_GRPC_ADDR": "gateway.env_manager_grpc_addr",
-    "ENV_MANAGER_METRICS_ADDR": "gateway.env_manager_http_addr",
-    "RAYINFRA_TOKEN_FILE": "gateway.token_file",
-    "RAYINFRA_AUTH_TOKEN": "gateway.auth_token",
-    "DOCKER_HOST": "services.docker_host",
-    "ENV_MANAGER_MAX_CONCURRENT": "services.max_concurrent_starts",
-    "ENV_MANAGER_HEALTH_TIMEOUT": "services.health_timeout_s",
-    "ENV_MANAGER_VERBOSE": "services.verbose",
-    "KAFKA_BOOTSTRAP_SERVERS": "events.kafka_bootstrap_servers",
-    "KAFKA_EVENT_TOPIC": "events.event_topic",
-    "KAFKA_VECTOR_TOPIC": "events.vector_topic",
-    "KAFKA_SPOOL_DIR": "events.spool_dir",
-    "REDDB_URL": "events.reddb_url",
-    "DSPY_AGENT_SKIP_START": "client.skip_start",
-    "DSPY_AGENT_SERVICE_TIMEOUT": "client.service_timeout_s",
-    "DSPY_AGENT_RECONNECT_BACKOFF": "client.reconnect_backoff_s",
-    "DSPY_AGENT_CLI_PATH": "client.cli_path",
-    "RAYINFRA_TLS_CA_FILE": "client.tls_ca_file",
-    "RAYINFRA_GATEWAY": "client.orchestrator_addr",
-    "RAYINFRA_ADDRESS": "client.ray_address",
-}
-
-#: Documented env vars of the original that have no meaning here, and why (shown by config show).
-IGNORED_ENV_VARS: dict[str, str] = {
-    "ENV_RUNNER_URL": "there is no separate runner: tasks run on Ray executor actors",
-    "ENV_MANAGER_ADDR": "orchestrator and service manager are actors in one runtime",
-    "DISABLE_ENV_MANAGER": "the service manager is an actor; select no services instead",
-}
-
-#: keys of the original env-manager TOML (ENV_MANAGER_CONFIG) -> dotted rayinfra keys
-ENV_MANAGER_TOML_KEYS: dict[str, str] = {
-    "grpc_addr": "gateway.env_manager_grpc_addr",
-    "metrics_http_addr": "gateway.env_manager_http_addr",
-    "docker_host": "services.docker_host",
-    "max_concurrent_starts": "services.max_concurrent_starts",
-    "health_check_timeout_secs": "services.health_timeout_s",
-    "health_check_max_attempts": "services.health_max_attempts",
-    "verbose_logging": "services.verbose",
-    "service_overrides": "services.overrides",
-    "services": "services.definitions",  # rayinfra extension: [services.<name>] tables
-}
-
-#: dotted keys holding paths: resolved against the cwd of the resolving process, ``~`` expanded
-PATH_KEYS = (
-    "state.dir",
-    "state.queue_dir",
-    "state.workflow_store_dir",
-    "state.workflow_run_dir",
-    "ray.temp_dir",
-    "ray.token_path",
-    "gateway.token_file",
-    "gateway.tls_cert_file",
-    "gateway.tls_key_file",
-    "events.spool_dir",
-    "client.cli_path",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,82 +505,7 @@ class LoadedConfig:
 
     def source_of(self, dotted: str) -> str:
         """The source of a dotted key, or of its nearest set parent; ``default`` otherwise."""
-        return _source_of(self.sources, dotted) or "default"
-
-
-def _source_of(sources: Mapping[str, str], dotted: str) -> str | None:
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        hit = sources.get(".".join(parts[:i]))
-        if hit:
-            return hit
-    return None
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"{dotted}: {p!r} is not a table")
-        node = nxt
-    node[leaf] = value
-
-
-def _get_dotted(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for p in dotted.split("."):
-        if not isinstance(node, Mapping) or p not in node:
-            return None
-        node = node[p]
-    return node
-
-
-def _leaves(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        # classes.<name> tables merge per key; other dict-valued keys (labels, runtime_env) are leaves
-        if isinstance(v, dict) and (not prefix or prefix == "classes.") and k != "handlers":
-            out.extend(_leaves(v, key + "."))
-        else:
-            out.append(key)
-    return out
-
-
-def _merge(
-    base: dict[str, Any], overlay: Mapping[str, Any], sources: dict[str, str], src: str
-) -> None:
-    for key in _leaves(overlay):
-        _set_dotted(base, key, _get_dotted(overlay, key))
-        sources[key] = src
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            data: dict[str, Any] = tomllib.load(f)
-            return data
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from e
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from e
-
-
-def _expand(value: str | Path, env: Mapping[str, str]) -> Path:
-    """``~`` expansion against the given environment's HOME (not necessarily this process's)."""
-    text = str(value)
-    if text == "~" or text.startswith("~/"):
-        home = env.get("HOME") or str(Path.home())
-        return Path(home + text[1:])
-    return Path(text).expanduser()
-
-
-def _absolute(value: str | Path, cwd: Path, env: Mapping[str, str]) -> Path:
-    """``value`` with ``~`` expanded, relative to ``cwd`` unless it is absolute."""
-    p = _expand(value, env)
-    return p if p.is_absolute() else cwd / p
+        return source_of(self.sources, dotted) or "default"
 
 
 def load_config(
@@ -646,51 +520,8 @@ def load_config(
     Raises :class:`ConfigError` naming the offending key and its source.
     """
     env = dict(os.environ if env is None else env)
-    cwd = Path.cwd() if cwd is None else cwd
-    merged: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    files: list[Path] = []
-
-    explicit = path if path is not None else env.get("RAYINFRA_CONFIG") or None
-    cfg_path = _absolute(DEFAULT_CONFIG_PATH if explicit is None else explicit, cwd, env)
-    if explicit is not None or cfg_path.exists():
-        if not cfg_path.exists():
-            raise ConfigError(f"config file {cfg_path} does not exist (RAYINFRA_CONFIG)")
-        _merge(merged, _read_toml(cfg_path), sources, f"file:{cfg_path}")
-        files.append(cfg_path)
-
-    em = env.get("ENV_MANAGER_CONFIG")
-    if em:
-        em_path = _absolute(em, cwd, env)
-        if not em_path.exists():
-            raise ConfigError(f"ENV_MANAGER_CONFIG names {em_path}, which does not exist")
-        raw = _read_toml(em_path)
-        for key, value in raw.items():
-            target = ENV_MANAGER_TOML_KEYS.get(key)
-            if target is None:
-                raise ConfigError(
-                    f"{em_path}: unknown env-manager key {key!r}; "
-                    f"known keys: {sorted(ENV_MANAGER_TOML_KEYS)}"
-                )
-            _set_dotted(merged, target, value)
-            sources[target] = f"file:{em_path}"
-        files.append(em_path)
-
-    for var, dotted in ENV_VARS.items():
-        if var in env and env[var] != "":
-            _set_dotted(merged, dotted, env[var])
-            sources[dotted] = f"env:{var}"
-
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(merged, dotted, value)
-        sources[dotted] = "flag"
-
-    for dotted in PATH_KEYS:
-        val = _get_dotted(merged, dotted)
-        if val is not None:
-            _set_dotted(merged, dotted, str(_absolute(val, cwd, env)) if val != "" else None)
-    if _get_dotted(merged, "state.dir") is None:
-        _set_dotted(merged, "state.dir", str(_expand(StateSection().dir, env)))
+    layers = gather(env, cwd, path, overrides)
+    merged, sources = layers.merged, layers.sources
     # per-class tables overlay the defaults key by key rather than replacing the whole class
     if isinstance(merged.get("classes"), dict):
         defaults = {k: v.model_dump() for k, v in _default_classes().items()}
@@ -704,14 +535,14 @@ def load_config(
     except ValidationError as e:
         raise ConfigError(_describe(e, sources)) from None
     ignored = {v: IGNORED_ENV_VARS[v] for v in IGNORED_ENV_VARS if env.get(v)}
-    return LoadedConfig(config=config, sources=sources, files=files, ignored_env=ignored)
+    return LoadedConfig(config=config, sources=sources, files=layers.files, ignored_env=ignored)
 
 
 def _describe(err: ValidationError, sources: Mapping[str, str]) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        src = _source_of(sources, loc)
+        src = source_of(sources, loc)
         where = f" (from {src})" if src else ""
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key {loc!r}{where}")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rayinfra.config import CONNECTION_FILE
+from rayinfra.config_sources import CONNECTION_FILE
 
 SCHEMA = 1
 

@@ -8,12 +8,11 @@ its protobuf messages and JSON bodies from the same fields.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
-
-from pydantic import BaseModel, ConfigDict
 
 from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
 
@@ -21,10 +20,14 @@ from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
 STREAM_KEYS = ("task_id", "status", "result", "error", "duration_ms", "completed_at")
 
 
-class TaskStatus(BaseModel):
-    """One task's state. ``result`` is the handler's native JSON (``None`` until it finished)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """One task's state. ``result`` is the handler's native JSON (``None`` until it finished).
 
-    model_config = ConfigDict(frozen=True)
+    A frozen dataclass, not a pydantic model: every field is built by the constructors below
+    from data the runtime wrote, so there is nothing to validate, and pydantic's import and
+    model build (~110 ms) would be a third of a CLI command's budget (docs/benchmarks.md).
+    """
 
     task_id: str
     status: str
@@ -145,7 +148,7 @@ class TaskStatus(BaseModel):
 
     def json_dict(self) -> dict[str, Any]:
         """Every field plus the derived ones, JSON-ready (HTTP ``GET /tasks/{id}``, the CLI)."""
-        return {**self.model_dump(), "duration_ms": self.duration_ms}
+        return {**dataclasses.asdict(self), "duration_ms": self.duration_ms}
 
 
 class Progress:

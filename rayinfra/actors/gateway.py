@@ -204,6 +204,7 @@ class GatewayActor(ControlActor):
     async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
         """What ``rayinfra status`` shows (:func:`rayinfra.runtime.live_status`), gathered here:
         this actor is in the cluster already, so a client needs no Ray driver of its own."""
+
         def gather() -> dict[str, Any]:  # file and GCS reads: off this actor's loop
             return runtime.live_status(self.config, self._connection(), services or ())
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 
-from rayinfra.config import ConfigError, LoadedConfig, load_config
+from rayinfra.config_sources import ConfigError, DialSettings, gather
+
+if TYPE_CHECKING:
+    from rayinfra.config import LoadedConfig
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the runtime failed (port busy, head did not start, no GPU, ...)
@@ -41,13 +44,28 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
 
 def load(config_path: Path | None, state_dir: Path | None = None, **flags: Any) -> LoadedConfig:
     """Load the effective config; a config error exits 2 naming the key."""
-    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    if state_dir is not None:
-        overrides["state.dir"] = str(state_dir)
+    from rayinfra.config import load_config  # pydantic: ~110 ms, only for commands that need it
+
     try:
-        return load_config(path=config_path, overrides=overrides)
+        return load_config(path=config_path, overrides=_overrides(state_dir, flags))
     except ConfigError as e:
         fail(str(e), EXIT_USAGE)
+
+
+def dial(config_path: Path | None, state_dir: Path | None = None) -> DialSettings:
+    """What a command that only talks to the running runtime needs of the config (its gateway,
+    token, TLS CA, timeouts), resolved without the typed model; a bad value exits 2."""
+    try:
+        return DialSettings.from_layers(gather(path=config_path, overrides=_overrides(state_dir)))
+    except ConfigError as e:
+        fail(str(e), EXIT_USAGE)
+
+
+def _overrides(state_dir: Path | None, flags: dict[str, Any] | None = None) -> dict[str, Any]:
+    overrides = {k: v for k, v in (flags or {}).items() if v is not None}
+    if state_dir is not None:
+        overrides["state.dir"] = str(state_dir)
+    return overrides
 
 
 def print_json(data: Any) -> None:

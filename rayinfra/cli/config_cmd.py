@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rayinfra.cli.common import ConfigOption, StateDirOption, console, fail, load, print_json
-from rayinfra.config import DEFAULT_CONFIG_PATH, ENV_VARS, default_toml
+from rayinfra.config_sources import DEFAULT_CONFIG_PATH, ENV_VARS
 
 app = typer.Typer(help="Write or inspect the configuration.", no_args_is_help=True)
 
@@ -24,6 +24,8 @@ def init(
     if target.exists() and not force:
         fail(f"{target} exists; use --force to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    from rayinfra.config import default_toml
+
     target.write_text(default_toml())
     console.print(f"wrote {target}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from rayinfra.cli import config_cmd, runtime_cmd, services_cmd
-from rayinfra.cli.common import ConfigOption, StateDirOption, console, load, version_option
+from rayinfra.cli.common import ConfigOption, StateDirOption, console, version_option
 
 app = typer.Typer(
     name="dspy-agent",
@@ -82,7 +82,7 @@ def status(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """A table of services (exit 0 with "Services not running" when nothing runs)."""
-    st = runtime_cmd.runtime_status(load(config, state_dir).config)
+    st = runtime_cmd.runtime_status(config, state_dir)
     if not st["ray"]["running"]:
         console.print("Services not running")
         return

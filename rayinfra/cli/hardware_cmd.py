@@ -6,7 +6,6 @@ import shlex
 
 import typer
 
-from rayinfra import hardware
 from rayinfra.cli.common import console, print_json
 
 
@@ -15,6 +14,8 @@ def hardware_cmd(
     role: str = typer.Option("head", help="Role label to show in the ray start arguments."),
 ) -> None:
     """Detect CPUs, memory and GPUs and show the derived Ray node arguments."""
+    from rayinfra import hardware  # imported here: `rayinfra --help` need not probe for GPUs
+
     hw = hardware.detect()
     args = hardware.ray_start_args(hw, role=role)
     if as_json:

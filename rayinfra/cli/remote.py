@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from rayinfra.cli.common import EXIT_FAILURE, EXIT_USAGE, fail
-from rayinfra.config import RayinfraConfig
+from rayinfra.config_sources import DialSettings
 from rayinfra.connection import recorded
 from rayinfra.errors import InvalidArgumentError, TaskNotFoundError
 
@@ -23,32 +23,32 @@ if TYPE_CHECKING:
     from rayinfra.client import AgentInfraSync
 
 
-def gateway_addr(config: RayinfraConfig) -> str | None:
+def gateway_addr(dial: DialSettings) -> str | None:
     """Where this config's runtime answers gRPC; ``None`` when no runtime is recorded here and
     no gateway was named (nothing runs: say so without dialling)."""
-    if config.client.orchestrator_addr is None and recorded(config.state.dir) is None:
+    if dial.gateway_addr is None and recorded(dial.state_dir) is None:
         return None
-    return config.orchestrator_dial_addr
+    return dial.orchestrator_dial_addr
 
 
 @contextlib.contextmanager
-def session(config: RayinfraConfig) -> Iterator[AgentInfraSync]:
+def session(dial: DialSettings) -> Iterator[AgentInfraSync]:
     """A client of the runtime through its gateway (never starting one); request errors become
     exit codes (2: bad input, 1: not found / not running / failed); always closed."""
     from rayinfra.client import AgentInfraSync
     from rayinfra.client.discovery import grpc_transport, listening
 
-    addr = gateway_addr(config)
+    addr = gateway_addr(dial)
     if addr is None:
-        fail(f"rayinfra is not running (state dir {config.state.dir})", EXIT_FAILURE)
-    if not listening(addr, config.client.connect_timeout_s):
+        fail(f"rayinfra is not running (state dir {dial.state_dir})", EXIT_FAILURE)
+    if not listening(addr, dial.connect_timeout_s):
         fail(
             f"rayinfra's gateway does not answer at {addr} (is the runtime running, with "
             "gateway.enabled?)",
             EXIT_FAILURE,
         )
     try:
-        infra = AgentInfraSync(transport=grpc_transport(config, addr)).start()
+        infra = AgentInfraSync(transport=grpc_transport(dial, addr)).start()
     except (ConnectionError, RuntimeError) as e:
         fail(str(e), EXIT_FAILURE)
     try:

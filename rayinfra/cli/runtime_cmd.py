@@ -24,12 +24,12 @@ from rayinfra.cli.common import (
     ConfigOption,
     StateDirOption,
     console,
+    dial,
     err_console,
     fail,
     load,
     print_json,
 )
-from rayinfra.config import RayinfraConfig
 from rayinfra.connection import pid_alive, recorded
 
 if TYPE_CHECKING:
@@ -256,13 +256,16 @@ def stop(
     )
 
 
-def runtime_status(config: RayinfraConfig, services: list[str] | None = None) -> dict[str, Any]:
+def runtime_status(
+    config: Path | None, state_dir: Path | None, services: list[str] | None = None
+) -> dict[str, Any]:
     """The runtime's status from its gateway (no Ray driver); not running: the static view."""
-    if remote.gateway_addr(config) is None:
+    settings = dial(config, state_dir)
+    if remote.gateway_addr(settings) is None:
         from rayinfra import runtime
 
-        return runtime.not_running_status(config)
-    with remote.session(config) as infra:
+        return runtime.not_running_status(load(config, state_dir).config)
+    with remote.session(settings) as infra:
         return infra.runtime_status(services)
 
 
@@ -277,7 +280,7 @@ def status(
 ) -> None:
     """Show the runtime: Ray nodes, control actors, gateway addresses, task classes and services
     with their health (asked of the gateway: no Ray driver). Exit 1 if not running."""
-    st = runtime_status(load(config, state_dir).config)
+    st = runtime_status(config, state_dir)
     if as_json:
         print_json(st)
     else:

@@ -27,16 +27,18 @@ from rayinfra.cli.common import (
     ConfigOption,
     StateDirOption,
     console,
+    dial,
     err_console,
     fail,
     load,
     print_json,
 )
-from rayinfra.config import RayinfraConfig
+from rayinfra.config_sources import DialSettings, as_dial
 from rayinfra.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from rayinfra.client.services import ServicesClient
+    from rayinfra.config import RayinfraConfig
 
 app = typer.Typer(help="Start, stop and inspect services.", no_args_is_help=True)
 
@@ -56,19 +58,20 @@ FINAL_STYLE = {
 
 @contextlib.contextmanager
 def env_manager(
-    cfg: RayinfraConfig, connect_timeout_s: float | None = None
+    cfg: RayinfraConfig | DialSettings, connect_timeout_s: float | None = None
 ) -> Iterator[ServicesClient]:
     """The runtime's env manager over gRPC (through its gateway; never a Ray driver). Not
     running or not answering: exit 1; bad input: exit 2 naming the field and its choices;
     any other request error: exit 1 with its cause."""
     from rayinfra.client.services import ServicesClient
 
-    if remote.gateway_addr(cfg) is None:
-        fail(f"rayinfra is not running (state dir {cfg.state.dir}); run `rayinfra start`")
-    if not cfg.gateway.enabled:
+    settings = as_dial(cfg)
+    if remote.gateway_addr(settings) is None:
+        fail(f"rayinfra is not running (state dir {settings.state_dir}); run `rayinfra start`")
+    if not settings.gateway_enabled:
         fail("services are managed through the gateway, and gateway.enabled is false")
     try:
-        client = ServicesClient.from_config(cfg, connect_timeout_s)
+        client = ServicesClient.from_config(settings, connect_timeout_s)
     except ConnectionError as e:
         fail(f"{e}: is the runtime still running?")
     except RuntimeError as e:  # an unreadable TLS CA file
@@ -176,7 +179,7 @@ def stop(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Stop services, dependants first; exit 1 if any stop failed."""
-    with env_manager(load(config, state_dir).config) as client:
+    with env_manager(dial(config, state_dir)) as client:
         report_stops(client.stop(names or [], timeout))
 
 
@@ -197,7 +200,7 @@ def prune(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Stop and forget orphaned services (started under an earlier config, not in this one)."""
-    with env_manager(load(config, state_dir).config) as client:
+    with env_manager(dial(config, state_dir)) as client:
         orphans = [
             f"{n} ({row['container_id']})"
             for n, row in client.status().items()
@@ -219,7 +222,7 @@ def restart(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Stop and start one service."""
-    with env_manager(load(config, state_dir).config) as client:
+    with env_manager(dial(config, state_dir)) as client:
         ok, message = client.restart(name, timeout)
     (console if ok else err_console).print(message)
     raise typer.Exit(0 if ok else EXIT_FAILURE)
@@ -236,7 +239,7 @@ def status(
     driver). Exit 1 if the runtime is not running."""
     from rayinfra.cli.runtime_cmd import runtime_status
 
-    st = runtime_status(load(config, state_dir).config, names or [])
+    st = runtime_status(config, state_dir, names or [])
     if not st["ray"]["running"]:
         fail(f"rayinfra is not running (state dir {st['ray'].get('state_dir')})", EXIT_FAILURE)
     if as_json:
@@ -278,7 +281,7 @@ def pull(
     bars: dict[str, Any] = {}
     failed: list[str] = []
     with (
-        env_manager(load(config, state_dir).config) as client,
+        env_manager(dial(config, state_dir)) as client,
         Progress(
             TextColumn("{task.fields[name]:<40}"),
             BarColumn(),
@@ -347,9 +350,8 @@ def logs(
     SERVICE may also be a runtime component (scheduler, service_registry, health_checker,
     gateway, executor-<class>-<n>): the gateway reads its lines from Ray's session logs.
     """
-    cfg = load(config, state_dir).config
     since_ts = parse_since(since)
-    with env_manager(cfg) as client, contextlib.suppress(KeyboardInterrupt):
+    with env_manager(dial(config, state_dir)) as client, contextlib.suppress(KeyboardInterrupt):
         for ln in client.logs(service, follow, tail, since_ts):
             if as_json:
                 typer.echo(json.dumps(ln, sort_keys=True))

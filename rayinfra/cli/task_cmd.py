@@ -17,8 +17,8 @@ from rayinfra.cli.common import (
     ConfigOption,
     StateDirOption,
     console,
+    dial,
     fail,
-    load,
     print_json,
 )
 from rayinfra.scheduling.tasks import TASK_STATES
@@ -27,7 +27,7 @@ app = typer.Typer(help="Inspect and control tasks.", no_args_is_help=True)
 
 
 def _session(config: Path | None, state_dir: Path | None) -> Any:
-    return remote.session(load(config, state_dir).config)
+    return remote.session(dial(config, state_dir))
 
 
 def submit(

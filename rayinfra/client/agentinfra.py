@@ -22,13 +22,15 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rayinfra.client.discovery import Connection, connect
 from rayinfra.client.transport import Transport
-from rayinfra.config import RayinfraConfig, load_config
 from rayinfra.errors import TaskNotFoundError
 from rayinfra.models import FROM_NOW, STREAM_KEYS, Progress, TaskStatus
+
+if TYPE_CHECKING:
+    from rayinfra.config import RayinfraConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +94,8 @@ class AgentInfra:
         if self._given is not None:
             self._conn = Connection(self._given)
             return
+        from rayinfra.config import load_config  # a given transport needs no config
+
         cfg = (
             self._config
             or load_config(

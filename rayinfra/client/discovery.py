@@ -20,11 +20,14 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rayinfra import connection
-from rayinfra.client import runtime_child
 from rayinfra.client.transport import Transport
-from rayinfra.config import RayinfraConfig, dial_addr, load_config
+from rayinfra.config_sources import DialSettings, as_dial, dial_addr
+
+if TYPE_CHECKING:
+    from rayinfra.config import RayinfraConfig
 
 CHILD_TIMEOUT_S = 180.0
 
@@ -47,6 +50,7 @@ def connect(
     ``load_config`` resolves it), starting one if none runs; open it with ``await
     conn.transport.open()`` or pass it to ``AgentInfra(transport=...)``."""
     from rayinfra import runtime  # a Ray driver's business: not loaded for gRPC clients
+    from rayinfra.config import load_config
 
     config = config or load_config().config
     client = config.client
@@ -82,6 +86,7 @@ def _to_gateway(
     """gRPC to ``addr``; with nothing listening there, start the local runtime in a child
     process if it would serve ``addr``."""
     from rayinfra import runtime
+    from rayinfra.client import runtime_child
 
     client = config.client
     if listening(addr, client.connect_timeout_s):
@@ -125,30 +130,31 @@ def actor_transport(config: RayinfraConfig) -> Transport:
 
 
 def grpc_transport(
-    config: RayinfraConfig, addr: str, connect_timeout_s: float | None = None
+    config: RayinfraConfig | DialSettings, addr: str, connect_timeout_s: float | None = None
 ) -> Transport:
     """A :class:`GrpcTransport` to ``addr`` with this config's token, TLS CA and timeouts."""
     from rayinfra.client.grpc_transport import GrpcTransport
 
-    client = config.client
-    token, tls_ca = gateway_credentials(config)
+    dial = as_dial(config)
+    token, tls_ca = gateway_credentials(dial)
     return GrpcTransport(
         addr,
         token=token,
         tls_ca=tls_ca,
-        connect_timeout_s=connect_timeout_s or client.connect_timeout_s,
-        retry_for_s=client.service_timeout_s,
-        backoff_s=client.reconnect_backoff_s,
+        connect_timeout_s=connect_timeout_s or dial.connect_timeout_s,
+        retry_for_s=dial.service_timeout_s,
+        backoff_s=dial.reconnect_backoff_s,
     )
 
 
-def gateway_credentials(config: RayinfraConfig) -> tuple[str | None, bytes | None]:
+def gateway_credentials(config: RayinfraConfig | DialSettings) -> tuple[str | None, bytes | None]:
     """``(token, tls_ca)`` for a client of this config's gateway (either gRPC service): the
     configured auth token, else the local gateway token file's (``None`` if neither); the TLS CA
     (PEM) from ``client.tls_ca_file``, else ``gateway.tls_cert_file`` (``None``: plaintext).
     An unreadable CA file is :class:`~rayinfra.runtime.RuntimeFailureError`."""
-    token = config.gateway.auth_token or _read_token(config.gateway_token_path)
-    ca_file = config.client.tls_ca_file or config.gateway.tls_cert_file
+    dial = as_dial(config)
+    token = dial.auth_token or _read_token(dial.token_path)
+    ca_file = dial.tls_ca_file
     try:
         return token, ca_file.read_bytes() if ca_file is not None else None
     except OSError as e:

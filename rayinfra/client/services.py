@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -31,8 +31,11 @@ from rayinfra.client.grpc_transport import (
     error_from_rpc,
     gateway_channel,
 )
-from rayinfra.config import RayinfraConfig, dial_addr
+from rayinfra.config_sources import DialSettings, as_dial, dial_addr
 from rayinfra.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from rayinfra.config import RayinfraConfig
 
 #: deadline of the unary calls (a stop waits for each service's own stop timeout)
 CALL_TIMEOUT_S = 120.0
@@ -89,16 +92,17 @@ class ServicesClient:
 
     @classmethod
     def from_config(
-        cls, config: RayinfraConfig, connect_timeout_s: float | None = None
+        cls, config: RayinfraConfig | DialSettings, connect_timeout_s: float | None = None
     ) -> ServicesClient:
         """The env manager of this config's runtime (``gateway.env_manager_grpc_addr``), with
         its token and TLS CA."""
-        token, tls_ca = gateway_credentials(config)
+        dial = as_dial(config)
+        token, tls_ca = gateway_credentials(dial)
         return cls(
-            dial_addr(config.gateway.env_manager_grpc_addr),
+            dial_addr(dial.env_manager_grpc_addr),
             token=token,
             tls_ca=tls_ca,
-            connect_timeout_s=connect_timeout_s or config.client.connect_timeout_s,
+            connect_timeout_s=connect_timeout_s or dial.connect_timeout_s,
         )
 
     def close(self) -> None:

@@ -249,3 +249,54 @@ def test_configuration_doc_lists_every_env_var() -> None:
         assert f"| `{var}` | `{dotted}` |" in doc, var
     for var in IGNORED_ENV_VARS:
         assert var in doc
+
+
+@pytest.mark.parametrize(
+    ("env", "toml"),
+    [
+        ({}, None),
+        (
+            {
+                "RAYINFRA_GATEWAY": "10.0.0.5:7000",
+                "DSPY_AGENT_SERVICE_TIMEOUT": "12.5",
+                "RAYINFRA_AUTH_TOKEN": "s3cret",
+                "RAYINFRA_TLS_CA_FILE": "ca.pem",
+            },
+            None,
+        ),
+        (
+            {"ENV_MANAGER_GRPC_ADDR": ":50200"},
+            '[gateway]\norchestrator_grpc_addr = "127.0.0.1:6001"\ntoken_file = "tok"\n'
+            "enabled = false\n[client]\nconnect_timeout_s = 0.5\n[state]\ndir = \"st\"\n",
+        ),
+    ],
+)
+def test_dial_settings_from_layers_equal_the_models(
+    tmp_path: Path, env: dict[str, str], toml: str | None
+) -> None:
+    """The CLI's pydantic-free slice resolves exactly what the typed config resolves."""
+    from rayinfra.config_sources import DialSettings, gather
+
+    full = load(tmp_path, dict(env), toml)
+    env = {**env, "HOME": str(tmp_path / "home")}
+    if toml is not None:
+        env["RAYINFRA_CONFIG"] = str(tmp_path / "cfg.toml")
+    lite = DialSettings.from_layers(gather(env=env, cwd=tmp_path))
+    assert lite == full.config.dial
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "needle"),
+    [
+        ("DSPY_AGENT_SERVICE_TIMEOUT", "soon", "client.service_timeout_s"),
+        ("DSPY_AGENT_RECONNECT_BACKOFF", "-1", "client.reconnect_backoff_s"),
+        ("ORCHESTRATOR_GRPC_ADDR", "nowhere", "gateway.orchestrator_grpc_addr"),
+    ],
+)
+def test_dial_settings_name_the_bad_key_and_its_source(
+    tmp_path: Path, var: str, value: str, needle: str
+) -> None:
+    from rayinfra.config_sources import DialSettings, gather
+
+    with pytest.raises(ConfigError, match=rf"{needle}.*env:{var}"):
+        DialSettings.from_layers(gather(env={var: value, "HOME": str(tmp_path)}, cwd=tmp_path))
