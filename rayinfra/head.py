@@ -1,14 +1,20 @@
-"""The local Ray head process: ``ray start --head --block`` launched, watched and stopped by pid.
+"""The Ray node processes this machine runs: the local head (``rayinfra start``) and worker
+nodes joining a cluster (``rayinfra join``), each ``ray start ... --block`` launched, watched and
+stopped by pid.
 
 This is the one wrapper around the ``ray`` CLI process. It never runs a bare ``ray stop`` (that
-kills every Ray process on the machine): the head runs in its own session, its pid is recorded in
-``connection.json``, and stopping signals that pid, then sweeps whatever is left in its session.
+kills every Ray process on the machine): each node runs in its own session, its pid is recorded
+(``connection.json`` for the head, ``worker-node.json`` for a joined node), and stopping signals
+that pid, then sweeps whatever is left in its session.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -29,6 +35,16 @@ from rayinfra.connection import ConnectionInfo, pid_alive
 
 LOOPBACK = "127.0.0.1"
 READY_MARKER = "This command will now block forever"
+WORKER_NODE_FILE = "worker-node.json"
+#: the single ports a worker node listens on (``ray start`` flag names); picked free per join
+WORKER_PORT_FLAGS = (
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
 
 
 class HeadError(RuntimeError):
@@ -147,10 +163,10 @@ def head_env(config: RayinfraConfig, base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
-        return s.connect_ex((LOOPBACK, port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:
@@ -178,42 +194,18 @@ def launch_head(
     """
     check_ports(config)
     state_dir = config.state.dir
-    state_dir.mkdir(parents=True, exist_ok=True)
     if config.ray.auth_mode == "token":
         ensure_token(config.ray_token_path)
-    log_path = state_dir / "ray-head.log"
-    argv = head_argv(config, hw, ray_executable())
-    env = head_env(config, os.environ if base_env is None else base_env)
-    with log_path.open("ab") as log:
-        log.write(f"\n=== {time.ctime()} {json.dumps(argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=state_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + config.ray.start_timeout_s
     r = config.ray
-    while True:
-        code = proc.poll()
-        if code is not None:
-            raise HeadError(
-                f"ray head exited with code {code} during start-up; log {log_path}:\n"
-                + _log_tail(log_path)
-            )
-        if _listening(r.gcs_port) and _listening(r.node_manager_port) and _ready_logged(log_path):
-            break
-        if time.monotonic() > deadline:
-            stop_head(proc.pid, timeout_s=10, force=True)
-            raise HeadError(
-                f"ray head not ready after {r.start_timeout_s:.0f}s; log {log_path}:\n"
-                + _log_tail(log_path)
-            )
-        time.sleep(0.1)
+    proc, log_path = _launch(
+        head_argv(config, hw, ray_executable()),
+        head_env(config, os.environ if base_env is None else base_env),
+        state_dir,
+        "ray-head.log",
+        ready=lambda: _listening(r.gcs_port) and _listening(r.node_manager_port),
+        what="ray head",
+        timeout_s=r.start_timeout_s,
+    )
     dashboard = f"http://{r.dashboard_host}:{r.dashboard_port}" if r.include_dashboard else None
     info = ConnectionInfo(
         gcs_address=f"{LOOPBACK}:{r.gcs_port}",
@@ -235,12 +227,260 @@ def launch_head(
     return LaunchedHead(info=info, process=proc)
 
 
-def _ready_logged(log_path: Path) -> bool:
+def _launch(
+    argv: list[str],
+    env: Mapping[str, str],
+    state_dir: Path,
+    log_name: str,
+    ready: Callable[[], bool],
+    what: str,
+    timeout_s: float,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a ``ray start ... --block`` in its own session, logging to ``state_dir/log_name``;
+    wait until it says it blocks and ``ready()``; :class:`HeadError` with the log's tail if it
+    exits or is not ready in ``timeout_s`` (then it is stopped)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / log_name
+    with log_path.open("ab") as log:
+        log.write(f"\n=== {time.ctime()} {json.dumps(argv)}\n".encode())
+        log.flush()
+        start = log.tell()
+        proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=state_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise HeadError(
+                f"{what} exited with code {code} during start-up; log {log_path}:\n"
+                + _log_tail(log_path)
+            )
+        if _ready_logged(log_path, start) and ready():
+            return proc, log_path
+        if time.monotonic() > deadline:
+            stop_head(proc.pid, timeout_s=10, force=True)
+            raise HeadError(
+                f"{what} not ready after {timeout_s:.0f}s; log {log_path}:\n" + _log_tail(log_path)
+            )
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# worker nodes: `rayinfra join HEAD:PORT`
+
+
+def interface_ip(interface: str) -> str:
+    """The IPv4 address of a network interface (``HeadError`` naming it if it has none)."""
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), siocgifaddr, interface.encode()[:15].ljust(256, b"\0"))
+        except OSError as e:
+            raise HeadError(f"network interface {interface!r} has no IPv4 address: {e}") from None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def node_ip_towards(head_host: str) -> str:
+    """The local address this machine uses to reach ``head_host`` (its route's source)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((head_host, 9))  # UDP: no packet is sent, only the route is looked up
+        except OSError as e:
+            raise HeadError(f"no route to the head {head_host}: {e}") from None
+        return str(s.getsockname()[0])
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on at ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class WorkerNode:
+    """A Ray worker node ``rayinfra join`` started on this machine (``worker-node.json``)."""
+
+    head: str  # host:port of the cluster's GCS
+    node_ip: str
+    pid: int
+    temp_dir: str
+    log: str
+    labels: dict[str, str]
+
+
+def worker_argv(
+    config: RayinfraConfig,
+    hw: hardware.HardwareInfo,
+    ray_bin: str,
+    head: str,
+    node_ip: str,
+    ports: Mapping[str, int],
+    temp_dir: Path,
+    labels: Mapping[str, str],
+) -> list[str]:
+    """``ray start --address=HEAD --block`` with an explicit node IP and ports, a short temp
+    dir, and the same hardware labels and resources as a head (role ``worker``)."""
+    r = config.ray
+    argv = [
+        ray_bin,
+        "start",
+        f"--address={head}",
+        "--block",
+        f"--node-ip-address={node_ip}",
+        *(f"--{flag}={ports[flag]}" for flag in WORKER_PORT_FLAGS),
+        # workers bind ports the OS picks: nodes sharing a machine never collide
+        "--min-worker-port=0",
+        "--max-worker-port=0",
+        f"--temp-dir={temp_dir}",
+    ]
+    if r.object_store_memory:
+        argv.append(f"--object-store-memory={r.object_store_memory}")
+    if not r.usage_stats:
+        argv.append("--disable-usage-stats")
+    argv += hardware.ray_start_args(
+        hw,
+        role="worker",
+        num_cpus=r.num_cpus,
+        num_gpus=r.num_gpus,
+        extra_labels={**r.labels, **labels},
+        extra_resources=r.resources,
+    )
+    return argv
+
+
+def worker_env(
+    config: RayinfraConfig, base: Mapping[str, str], token_path: Path | None
+) -> dict[str, str]:
+    """Environment of a worker node: cluster mode (never the loopback setting, which makes Ray
+    refuse to join), the cluster's auth token when it has one."""
+    env = {
+        k: v
+        for k, v in base.items()
+        if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    }
+    env["RAY_USAGE_STATS_ENABLED"] = "1" if config.ray.usage_stats else "0"
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = str(config.ray.drain_timeout_s)
+    if token_path is not None:
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    else:
+        env["RAY_AUTH_MODE"] = "disabled"
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
+    return env
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How ``rayinfra join`` starts a worker node: the argv, its environment and where."""
+
+    head: str
+    node_ip: str
+    ports: dict[str, int]
+    temp_dir: Path
+    labels: dict[str, str]  # given on top of the hardware labels
+    argv: list[str]
+    env: dict[str, str]
+
+
+def worker_plan(
+    config: RayinfraConfig,
+    hw: hardware.HardwareInfo,
+    head: str,
+    *,
+    node_ip: str | None = None,
+    interface: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    token_path: Path | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> WorkerPlan:
+    """A worker joining ``head``: the node IP given, else the interface's, else the one that
+    routes to the head; every listening port picked free; a short temp dir of its own."""
+    host, _, port = head.rpartition(":")
+    if not host or not port.isdigit():
+        raise HeadError(f"{head!r} is not HOST:PORT of a Ray head (its GCS address)")
+    if node_ip is None:
+        node_ip = interface_ip(interface) if interface else node_ip_towards(host)
+    if node_ip in ("127.0.0.1", "localhost", "::1"):
+        raise HeadError(
+            f"node IP {node_ip} would be replaced by Ray with this machine's address: Ray nodes "
+            "of one cluster on one machine need another loopback address (127.0.0.2, ...) or a "
+            "real interface (--node-ip-address / --interface)"
+        )
+    extra = dict(labels or {})
+    for label_key, label_value in extra.items():
+        hardware.validate_label(label_key, label_value)
+    digest = hashlib.sha256(f"{config.state.dir}|{head}|{node_ip}".encode()).hexdigest()[:8]
+    temp_dir = Path("/tmp") / f"rayinfra-w{os.getuid()}-{digest}"  # noqa: S108 - short socket paths
+    ports = {flag: free_port(node_ip) for flag in WORKER_PORT_FLAGS}
+    argv = worker_argv(config, hw, ray_executable(), head, node_ip, ports, temp_dir, extra)
+    env = worker_env(config, os.environ if base_env is None else base_env, token_path)
+    return WorkerPlan(head, node_ip, ports, temp_dir, extra, argv, env)
+
+
+def launch_worker(config: RayinfraConfig, plan: WorkerPlan) -> WorkerNode:
+    """Start the worker node in its own session, wait until its raylet serves, record it."""
+    state_dir = config.state.dir
+    if (existing := read_worker(state_dir)) is not None and pid_alive(existing.pid):
+        raise HeadError(
+            f"this state dir already runs a worker node (pid {existing.pid}, joined to "
+            f"{existing.head}); `rayinfra stop` it first or use another --state-dir"
+        )
+    manager = plan.ports["node-manager-port"]
+    proc, log_path = _launch(
+        plan.argv,
+        plan.env,
+        state_dir,
+        "ray-worker.log",
+        ready=lambda: _listening(manager, plan.node_ip),
+        what=f"ray worker node joining {plan.head}",
+        timeout_s=config.ray.start_timeout_s,
+    )
+    node = WorkerNode(
+        plan.head, plan.node_ip, proc.pid, str(plan.temp_dir), str(log_path), plan.labels
+    )
+    path = state_dir / WORKER_NODE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(node), indent=2, sort_keys=True))
+    tmp.replace(path)
+    return node
+
+
+def read_worker(state_dir: Path) -> WorkerNode | None:
+    try:
+        return WorkerNode(**json.loads((state_dir / WORKER_NODE_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def stop_worker(
+    state_dir: Path, timeout_s: float, force: bool
+) -> tuple[WorkerNode | None, list[int]]:
+    """Stop the worker node recorded in ``state_dir`` (if any): ``(node, pids left)``; the
+    record and the node's temp dir are removed once nothing is left."""
+    node = read_worker(state_dir)
+    if node is None:
+        return None, []
+    left = stop_head(node.pid, timeout_s=timeout_s, force=force)
+    if not left:
+        (state_dir / WORKER_NODE_FILE).unlink(missing_ok=True)
+        shutil.rmtree(node.temp_dir, ignore_errors=True)
+    return node, left
+
+
+def _ready_logged(log_path: Path, start: int = 0) -> bool:
+    """Whether the log, after offset ``start`` (this launch's part), says Ray now blocks."""
     try:
         with log_path.open("rb") as f:
             f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 65536))
+            f.seek(max(start, f.tell() - 65536))
             return READY_MARKER.encode() in f.read()
     except OSError:
         return False

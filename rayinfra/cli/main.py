@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.command("start")(runtime_cmd.start)
 app.command("stop")(runtime_cmd.stop)
+app.command("join")(runtime_cmd.join)
 app.command("status")(runtime_cmd.status)
 app.command("hardware")(hardware_cmd.hardware_cmd)
 app.command("submit")(task_cmd.submit)

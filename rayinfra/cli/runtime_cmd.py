@@ -235,8 +235,14 @@ def stop(
 
     Runs as a Ray driver (it removes the actors and signals the head it launched)."""
     from rayinfra import runtime
+    from rayinfra.head import describe_pids, stop_worker
 
     cfg = load(config, state_dir).config
+    node, left = stop_worker(cfg.state.dir, timeout_s=timeout, force=force)
+    if left:
+        fail(f"the worker node still has processes: {describe_pids(left)}; rerun with --force")
+    if node is not None:
+        console.print(f"worker node {node.node_ip} (joined to {node.head}) stopped")
     if not keep_services and recorded(cfg.state.dir) is not None:
         stopped = runtime.stop_services(cfg.state.dir, timeout_s=cfg.services.stop_timeout_s)
         for name, res in stopped.items():
@@ -246,7 +252,8 @@ def stop(
     except runtime.RuntimeFailureError as e:
         fail(str(e), EXIT_FAILURE)
     if not report.was_running:
-        console.print(f"rayinfra is not running (state dir {cfg.state.dir})")
+        if node is None:
+            console.print(f"rayinfra is not running (state dir {cfg.state.dir})")
         return
     console.print(f"actors removed: {', '.join(report.actors_removed) or 'none'}")
     for name, err in report.actor_errors.items():
@@ -254,6 +261,73 @@ def stop(
     console.print(
         "head stopped" if report.head_stopped else "head left running (not launched by rayinfra)"
     )
+
+
+def join(
+    head: str = typer.Argument(..., help="HOST:PORT of the cluster's Ray head (its GCS)."),
+    node_ip_address: str | None = typer.Option(
+        None,
+        "--node-ip-address",
+        help="This node's IP (default: --interface's, else the address that routes to the head).",
+    ),
+    interface: str | None = typer.Option(
+        None, "--interface", help="Take the node IP from this network interface (e.g. ib0)."
+    ),
+    labels: list[str] = typer.Option(
+        [], "--labels", help="Extra node labels k=v (repeatable or comma-separated)."
+    ),
+    num_cpus: int | None = typer.Option(None, "--num-cpus", min=0, help="Default: detected."),
+    num_gpus: int | None = typer.Option(None, "--num-gpus", min=0, help="Default: detected."),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="The cluster's Ray auth token (default: $RAY_AUTH_TOKEN_PATH; none: no auth).",
+    ),
+    block: bool = typer.Option(
+        False,
+        "--block",
+        help="Become the node process (exec; for batch scripts and systemd): its signals stop it.",
+    ),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Start a Ray worker node on this machine and join it to a cluster, with the detected
+    CPUs, GPUs, memory and hardware labels (as the head's) plus --labels.
+
+    Starts a Ray node, not a driver; `rayinfra stop` (same --state-dir) stops it."""
+    import os
+
+    from rayinfra import hardware
+    from rayinfra.head import HeadError, launch_worker, worker_plan
+
+    extra: dict[str, str] = {}
+    for item in (part for arg in labels for part in arg.split(",") if part.strip()):
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--labels {item!r}: expected KEY=VALUE", EXIT_USAGE)
+        extra[key.strip()] = value.strip()
+    flags = {"ray.num_cpus": num_cpus, "ray.num_gpus": num_gpus}
+    cfg = load(config, state_dir, **flags).config
+    token = token_file or (Path(p) if (p := os.environ.get("RAY_AUTH_TOKEN_PATH")) else None)
+    try:
+        plan = worker_plan(
+            cfg,
+            hardware.detect(),
+            head,
+            node_ip=node_ip_address,
+            interface=interface,
+            labels=extra,
+            token_path=token,
+        )
+        if block:
+            sys.stdout.flush()
+            os.execve(plan.argv[0], plan.argv, plan.env)  # noqa: S606 - an argv list, no shell
+        node = launch_worker(cfg, plan)
+    except ValueError as e:  # an invalid label
+        fail(str(e), EXIT_USAGE)
+    except HeadError as e:
+        fail(str(e), EXIT_FAILURE)
+    console.print(f"joined {node.head} as node {node.node_ip} (pid {node.pid}, log {node.log})")
 
 
 def runtime_status(
