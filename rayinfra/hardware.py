@@ -268,17 +268,7 @@ def parse_cpu_max(text: str) -> float | None:
 def parse_memory_max(text: str) -> int | None:
     """Return the byte limit of a cgroup v2 ``memory.max``, None for ``max``/garbage."""
     value = text.strip()
-    if not value.isdigit():
-        return None
-    return int(value)
-
-
-def _effective_cpu_count(available: int, cgroup_quota: float | None) -> int:
-    """Cap ``available`` CPUs by a cgroup quota, flooring it and keeping at least 1."""
-    count = max(1, available)
-    if cgroup_quota is not None:
-        count = min(count, max(1, math.floor(cgroup_quota)))
-    return count
+    return int(value) if value.isdigit() else None
 
 
 # --------------------------------------------------------------------------- #
@@ -335,7 +325,9 @@ def _detect_cpus(proc_root: str, cgroup_root: str) -> tuple[int, str]:
         available = os.cpu_count() or 1
         source = "os.cpu_count"
     quota, where = _cgroup_limit(proc_root, cgroup_root, "cpu.max", parse_cpu_max)
-    count = _effective_cpu_count(available, quota)
+    count = max(1, available)
+    if quota is not None:
+        count = min(count, max(1, math.floor(quota)))
     note = f"cpu: {count} usable ({source}: {available}"
     note += f", cgroup quota {quota:g} at {where})" if quota is not None else ", no cgroup quota)"
     return count, note

@@ -306,19 +306,11 @@ def list_tasks(
     conn: sqlite3.Connection, status: str | None, task_class: str | None, limit: int
 ) -> list[TaskRow]:
     sql = f"SELECT {_COLUMNS} FROM tasks"
-    where: list[str] = []
-    params: list[Any] = []
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    if task_class:
-        where.append("class = ?")
-        params.append(task_class)
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    filters = {column: v for column, v in (("status", status), ("class", task_class)) if v}
+    if filters:
+        sql += " WHERE " + " AND ".join(f"{column} = ?" for column in filters)
     sql += " ORDER BY submitted_at DESC LIMIT ?"
-    params.append(limit)
-    return [_row(r) for r in conn.execute(sql, params).fetchall()]
+    return [_row(r) for r in conn.execute(sql, [*filters.values(), limit]).fetchall()]
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:

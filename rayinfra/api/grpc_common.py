@@ -136,17 +136,6 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             raise  # not reached: abort raises
 
     serialize = handler.response_serializer
-    if not handler.response_streaming:
-        unary = handler.unary_unary
-        if not inspect.iscoroutinefunction(unary):
-            return handler
-
-        async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            return await unary(await parse(raw, context), context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=None, response_serializer=serialize
-        )
     stream = handler.unary_stream
     if inspect.isasyncgenfunction(stream):
 
@@ -158,15 +147,21 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, request_deserializer=None, response_serializer=serialize
         )
-    if inspect.iscoroutinefunction(stream):  # writes with context.write (grpc health's Watch)
+    # a coroutine: unary-unary, or unary-stream writing with context.write (grpc health's Watch)
+    behaviour = stream if handler.response_streaming else handler.unary_unary
+    if not inspect.iscoroutinefunction(behaviour):
+        return handler
 
-        async def unary_stream_writer(raw: bytes, context: grpc.aio.ServicerContext) -> None:
-            await stream(await parse(raw, context), context)
+    async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        return await behaviour(await parse(raw, context), context)
 
+    if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            unary_stream_writer, request_deserializer=None, response_serializer=serialize
+            call, request_deserializer=None, response_serializer=serialize
         )
-    return handler
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=None, response_serializer=serialize
+    )
 
 
 def _deny(message: str) -> grpc.RpcMethodHandler:

@@ -16,7 +16,7 @@ import grpc
 from rayinfra._version import __version__
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
-from rayinfra.api.fanout import Fanout
+from rayinfra.api.fanout import Fanout, Subscription
 from rayinfra.api.grpc_common import aborting, is_trusted, string_map
 from rayinfra.control import LIST_LIMIT_MAX, ControlPlane
 from rayinfra.errors import InvalidArgumentError, PermissionDeniedError, TaskNotFoundError
@@ -229,11 +229,7 @@ class OrchestratorServicer:
                     progress.advance(st)
                     yield st.to_pb(result)
             while True:
-                if sub.overflowed:
-                    await context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, "stream reader too slow; resubscribe"
-                    )
-                change: TaskStatus = await sub.get()
+                change: TaskStatus = await _next(sub, context)
                 if progress.advance(change):  # not older than what was sent already
                     yield change.to_pb(result)
         finally:
@@ -276,11 +272,7 @@ class OrchestratorServicer:
                         break
                     after, since = seq, None
             while True:
-                if sub.overflowed:
-                    await context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, "stream reader too slow; resubscribe"
-                    )
-                ev = await sub.get()
+                ev = await _next(sub, context)
                 if ev["seq"] <= last_seq:
                     continue  # already replayed
                 yield _system_event(self.pb2, ev)
@@ -303,6 +295,15 @@ class OrchestratorServicer:
     ) -> AsyncIterator[Any]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, WORKFLOWS_UNIMPLEMENTED)
         yield  # pragma: no cover - makes this a server-streaming handler
+
+
+async def _next(sub: Subscription, context: grpc.aio.ServicerContext) -> Any:
+    """The next item of a stream's subscription; RESOURCE_EXHAUSTED once it overflowed."""
+    if sub.overflowed:
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "stream reader too slow; resubscribe"
+        )
+    return await sub.get()
 
 
 def _distinct(ids: Sequence[str]) -> list[str]:

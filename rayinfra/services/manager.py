@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -190,6 +190,9 @@ class ServiceManager:
         finally:
             self.metrics.driver_duration.labels(op, status).observe(time.perf_counter() - t0)
 
+    async def _inspect(self, spec: ServiceSpec, instance_id: str) -> Instance:
+        return await self._call("inspect", partial(self.driver(spec).inspect, instance_id))
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -307,11 +310,7 @@ class ServiceManager:
         :class:`InvalidArgumentError` before anything starts.
         """
         specs, order = self.resolve(names, overrides)
-        self._reap_ops()
-        op = Operation(id=f"op-{next(self._op_ids)}-{uuid.uuid4().hex[:8]}", names=order)
-        self.ops[op.id] = op
-        self._spawn(self._run_start(op, specs, order, parallel))
-        return op.id
+        return self._new_op("op", order, partial(self._run_start, specs=specs, parallel=parallel))
 
     async def start_and_wait(
         self,
@@ -341,13 +340,21 @@ class ServiceManager:
             new = op.updates[after_seq:]
             return len(op.updates), new, op.done and len(op.updates) == after_seq + len(new)
 
-    def _reap_ops(self) -> None:
+    def _new_op(
+        self, kind: str, names: list[str], run: Callable[[Operation, list[str]], Awaitable[None]]
+    ) -> str:
+        """Register an operation (forgetting those that ended over ``OP_RETENTION_S`` ago), run
+        it in the background and return its id."""
         cutoff = time.time() - OP_RETENTION_S
         for op_id in [i for i, o in self.ops.items() if o.finished_at and o.finished_at < cutoff]:
             del self.ops[op_id]
+        op = Operation(id=f"{kind}-{next(self._op_ids)}-{uuid.uuid4().hex[:8]}", names=names)
+        self.ops[op.id] = op
+        self._spawn(run(op, names))
+        return op.id
 
     async def _run_start(
-        self, op: Operation, specs: dict[str, ServiceSpec], order: list[str], parallel: bool
+        self, op: Operation, order: list[str], specs: dict[str, ServiceSpec], parallel: bool
     ) -> None:
         plan = StartPlan(specs, order, parallel=self.max_parallel if parallel else 1)
         try:
@@ -357,10 +364,7 @@ class ServiceManager:
             while True:
                 for n in plan.startable():
                     running[n] = self._spawn(self._start_one(op, plan, specs[n]))
-                if plan.finished():
-                    break
-                if not running:  # nothing active, nothing startable: everything left is blocked
-                    plan.finished()
+                if plan.finished() or not running:  # not running: all that is left is blocked
                     break
                 done, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
                 for n in [n for n, t in running.items() if t in done]:
@@ -471,9 +475,7 @@ class ServiceManager:
             attempts += 1
             container_health = None
             if check.kind == "container":
-                container_health = (
-                    await self._call("inspect", partial(drv.inspect, inst.id))
-                ).health
+                container_health = (await self._inspect(spec, inst.id)).health
             res = await probes.run_probe(
                 check, exec_fn=probe_exec(spec, drv, inst.id), container_health=container_health
             )
@@ -483,7 +485,7 @@ class ServiceManager:
             if res.healthy:
                 return True, res.message
             last = res.message
-            now = await self._call("inspect", partial(drv.inspect, inst.id))
+            now = await self._inspect(spec, inst.id)
             if now.state != "running":
                 return False, f"{now.state} (exit code {now.exit_code}) before healthy: {last}"
             if deadline is not None and loop.time() + delay > deadline:
@@ -499,11 +501,10 @@ class ServiceManager:
             )
 
     async def _wait_exit(self, spec: ServiceSpec, inst: Instance) -> int | None:
-        drv = self.driver(spec)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.health_timeout_s or 3600.0)
         while loop.time() < deadline:
-            now = await self._call("inspect", partial(drv.inspect, inst.id))
+            now = await self._inspect(spec, inst.id)
             if now.state in ("exited", "missing"):
                 return now.exit_code
             await asyncio.sleep(0.2)
@@ -524,11 +525,7 @@ class ServiceManager:
         for img in wanted:
             if not img or any(c.isspace() for c in img):
                 raise InvalidArgumentError("image_names", f"{img!r} is not an image reference")
-        self._reap_ops()
-        op = Operation(id=f"pull-{next(self._op_ids)}-{uuid.uuid4().hex[:8]}", names=wanted)
-        self.ops[op.id] = op
-        self._spawn(self._run_pull(op, wanted))
-        return op.id
+        return self._new_op("pull", wanted, self._run_pull)
 
     async def _run_pull(self, op: Operation, images: list[str]) -> None:
         drv = self.drivers.get("docker")
@@ -641,11 +638,11 @@ class ServiceManager:
         res = await self.stop_one(name, timeout_s)
         if res.startswith("error"):
             return False, f"Failed to stop service: {res}"
-        spec = st.spec
-        plan = StartPlan({name: spec.model_copy(update={"depends_on": []})}, [name], parallel=1)
+        spec = st.spec.model_copy(update={"depends_on": []})
+        plan = StartPlan({name: spec}, [name], parallel=1)
         plan.startable()
         op = Operation(id=f"restart-{uuid.uuid4().hex[:8]}", names=[name])
-        await self._start_one(op, plan, spec.model_copy(update={"depends_on": []}))
+        await self._start_one(op, plan, spec)
         await self._event("service_restarted", name, reason=reason)
         if st.status == "running":
             return True, f"Service {name} restarted successfully"
@@ -672,9 +669,7 @@ class ServiceManager:
             if st.instance is None or self._lock(st.name).locked():
                 continue
             try:
-                inst = await self._call(
-                    "inspect", partial(self.driver(st.spec).inspect, st.instance.id)
-                )
+                inst = await self._inspect(st.spec, st.instance.id)
             except DriverError as e:
                 st.message = str(e)
                 continue

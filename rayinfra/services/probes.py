@@ -24,12 +24,13 @@ no I/O, the clock and the random source are injected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
@@ -120,11 +121,23 @@ async def _guarded(
     return ProbeResult(healthy, message, time.monotonic() - start, details)
 
 
-async def _open(
+@contextlib.asynccontextmanager
+async def _connected(
     host: str, port: int, step: _Step, limit: int = MAX_HTTP_HEAD
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection to ``host:port``, closed when the block ends."""
     step.now = "connecting"
-    return await asyncio.open_connection(host, port, limit=limit)
+    reader, writer = await asyncio.open_connection(host, port, limit=limit)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes, step: _Step, what: str) -> None:
+    step.now = f"sending {what}"
+    writer.write(data)
+    await writer.drain()
 
 
 async def _read_to_close(
@@ -140,11 +153,6 @@ async def _read_to_close(
     return bytes(data)
 
 
-def _close(writer: asyncio.StreamWriter | None) -> None:
-    if writer is not None:
-        writer.close()
-
-
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -157,9 +165,8 @@ async def probe_tcp(host: str, port: int, timeout_s: float) -> ProbeResult:
     where = f"tcp {_hostport(host, port)}"
 
     async def body(step: _Step, details: dict[str, str]) -> tuple[bool, str]:
-        _, writer = await _open(host, port, step)
-        _close(writer)
-        return True, f"{where}: connection accepted"
+        async with _connected(host, port, step):
+            return True, f"{where}: connection accepted"
 
     return await _guarded(where, timeout_s, body)
 
@@ -295,15 +302,10 @@ async def probe_http(url: str, timeout_s: float, expect: str | None = None) -> P
     async def body(step: _Step, details: dict[str, str]) -> tuple[bool, str]:
         step.now = "parsing the URL"
         host, port, target = split_http_url(url)
-        reader, writer = await _open(host, port, step)
-        try:
-            step.now = "sending the request"
-            writer.write(build_http_get(host, port, target))
-            await writer.drain()
+        async with _connected(host, port, step) as (reader, writer):
+            await _send(writer, build_http_get(host, port, target), step, "the request")
             step.now = "waiting for the response"
             resp = await read_http_response(reader, want_body=expect is not None)
-        finally:
-            _close(writer)
         details["status"] = str(resp.status)
         status = f"HTTP {resp.status}{' ' + resp.reason if resp.reason else ''}"
         if not 200 <= resp.status < 300:
@@ -331,11 +333,8 @@ async def probe_redis(host: str, port: int, timeout_s: float) -> ProbeResult:
     what = f"redis {_hostport(host, port)}"
 
     async def body(step: _Step, details: dict[str, str]) -> tuple[bool, str]:
-        reader, writer = await _open(host, port, step, limit=MAX_REDIS_LINE)
-        try:
-            step.now = "sending PING"
-            writer.write(REDIS_PING)
-            await writer.drain()
+        async with _connected(host, port, step, limit=MAX_REDIS_LINE) as (reader, writer):
+            await _send(writer, REDIS_PING, step, "PING")
             step.now = "waiting for the PING reply"
             try:
                 line = (await reader.readuntil(b"\r\n"))[:-2]
@@ -343,8 +342,6 @@ async def probe_redis(host: str, port: int, timeout_s: float) -> ProbeResult:
                 if not e.partial:
                     raise
                 line = e.partial  # the peer closed after an answer that is not RESP
-        finally:
-            _close(writer)
         reply = line.decode("utf-8", errors="replace")
         details["reply"] = _short(reply)
         if reply == "+PONG":
@@ -409,11 +406,8 @@ async def probe_kafka(host: str, port: int, timeout_s: float) -> ProbeResult:
 
     async def body(step: _Step, details: dict[str, str]) -> tuple[bool, str]:
         correlation_id = next(_correlation) & 0x7FFFFFFF
-        reader, writer = await _open(host, port, step)
-        try:
-            step.now = "sending ApiVersions"
-            writer.write(encode_api_versions_request(correlation_id))
-            await writer.drain()
+        async with _connected(host, port, step) as (reader, writer):
+            await _send(writer, encode_api_versions_request(correlation_id), step, "ApiVersions")
             step.now = "waiting for the ApiVersions response"
             (size,) = struct.unpack(">i", await reader.readexactly(4))
             if not 10 <= size <= MAX_KAFKA_RESPONSE:
@@ -422,8 +416,6 @@ async def probe_kafka(host: str, port: int, timeout_s: float) -> ProbeResult:
                     f"{struct.pack('>i', size)!r})"
                 )
             payload = await reader.readexactly(size)
-        finally:
-            _close(writer)
         resp = decode_api_versions_response(payload)
         if resp.correlation_id != correlation_id:
             return False, (
@@ -454,13 +446,10 @@ async def four_letter(host: str, port: int, word: str, timeout_s: float) -> str:
         raise ValueError(f"{word!r} is not a four-letter word")
 
     async def go() -> str:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
+        async with _connected(host, port, _Step()) as (reader, writer):
             writer.write(word.encode("ascii"))
             await writer.drain()
             return (await _read_to_close(reader, MAX_FOUR_LETTER)).decode("utf-8", errors="replace")
-        finally:
-            writer.close()
 
     return await asyncio.wait_for(go(), timeout_s)
 
@@ -474,15 +463,12 @@ async def probe_tcp_exchange(
     what = f"tcp {_hostport(host, port)}"
 
     async def body(step: _Step, details: dict[str, str]) -> tuple[bool, str]:
-        reader, writer = await _open(host, port, step)
-        try:
+        async with _connected(host, port, step) as (reader, writer):
             writer.write(send.encode())
             await writer.drain()
             step.now = f"waiting for the reply to {send!r}"
             until = None if expect is None else expect.encode()
             data = await _read_to_close(reader, MAX_FOUR_LETTER, until)
-        finally:
-            _close(writer)
         text = data.decode("utf-8", errors="replace")
         if expect is None:
             return (

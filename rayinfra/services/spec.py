@@ -354,7 +354,6 @@ _OPEN_MAPS = {"env", "labels"}  # fields whose keys are free-form
 
 
 def _set_path(table: dict[str, Any], path: list[str], value: Any, key: str) -> None:
-    fields: Mapping[str, Any] = ServiceSpec.model_fields
     node = table
     model: type[BaseModel] | None = ServiceSpec
     for i, part in enumerate(path):
@@ -370,19 +369,12 @@ def _set_path(table: dict[str, Any], path: list[str], value: Any, key: str) -> N
         if last:
             node[part] = value
             return
-        if part in _OPEN_MAPS:
-            model = None
-        else:
-            ann = fields[part].annotation
-            sub = _model_of(ann)
-            if sub is None:
-                raise SpecError(key, f"{part} has no sub-fields")
-            model = sub
-        nxt = node.get(part)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[part] = nxt
-        node = nxt
+        model = None if part in _OPEN_MAPS else _model_of(fields[part].annotation)
+        if model is None and part not in _OPEN_MAPS:
+            raise SpecError(key, f"{part} has no sub-fields")
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
 
 
 def _model_of(ann: Any) -> type[BaseModel] | None:

@@ -171,12 +171,12 @@ def api_error(action: str, e: BaseException) -> DriverError:
             reason="name_conflict",
         )
     if "is not running" in low:
-        return DriverError(f"{action}: {msg}", reason="not_running")
-    if "no such image" in low:
-        return DriverError(f"{action}: {msg}", reason="image_not_found")
-    if isinstance(e, docker.errors.NotFound):
-        return DriverError(f"{action}: {msg}", reason="not_found")
-    return DriverError(f"{action}: {msg}", reason="docker_error")
+        reason = "not_running"
+    elif "no such image" in low:
+        reason = "image_not_found"
+    else:
+        reason = "not_found" if isinstance(e, docker.errors.NotFound) else "docker_error"
+    return DriverError(f"{action}: {msg}", reason=reason)
 
 
 # ------------------------------------------------------------------------------------------
@@ -225,12 +225,11 @@ class DockerDriver:
         with self._lock:
             if self._docker is None:
                 try:
-                    if self.base_url:
-                        self._docker = docker.DockerClient(
-                            base_url=self.base_url, timeout=self.timeout_s
-                        )
-                    else:
-                        self._docker = docker.from_env(timeout=self.timeout_s)
+                    self._docker = (
+                        docker.DockerClient(base_url=self.base_url, timeout=self.timeout_s)
+                        if self.base_url
+                        else docker.from_env(timeout=self.timeout_s)
+                    )
                 except (docker.errors.DockerException, _requests_exc.RequestException) as e:
                     raise self._unavailable(e) from e
             return self._docker
@@ -490,10 +489,9 @@ class DockerDriver:
                 return
             raise DriverError(f"{action}: {_explanation(e)}", reason="docker_error") from e
         finally:
-            with contextlib.suppress(Exception):
-                stream.close()
-            with contextlib.suppress(Exception):
-                res.close()
+            for closable in (stream, res):
+                with contextlib.suppress(Exception):
+                    closable.close()
 
     def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
         """Run ``argv`` in the container; (exit code, stdout+stderr in arrival order).

@@ -367,11 +367,10 @@ def _log_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
     """Frames -> lines. Each docker log message is ``<timestamp> <text>\\n``; a message split
     into several frames (no trailing newline: Docker's 16 KiB partial messages) is joined and
     keeps its first timestamp."""
-    pending: dict[int, tuple[float, bytes]] = {}
+    pending: dict[Literal["stdout", "stderr"], tuple[float, bytes]] = {}
     last_ts = 0.0
     for stream_id, payload in frames:
         name = _STREAMS.get(stream_id, "stdout")
-        key = 2 if name == "stderr" else 1
         pieces = payload.split(b"\n")
         for i, raw in enumerate(pieces):
             terminated = i < len(pieces) - 1
@@ -382,12 +381,12 @@ def _log_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
                 ts = last_ts or time.time()
             last_ts = ts
             body = message.encode()
-            if key in pending:
-                first_ts, prefix = pending.pop(key)
+            if name in pending:
+                first_ts, prefix = pending.pop(name)
                 ts, body = first_ts, prefix + body
             if terminated:
                 yield LogLine(ts, name, body.decode(errors="replace").removesuffix("\r"))
             else:
-                pending[key] = (ts, body)
-    for key, (ts, body) in pending.items():
-        yield LogLine(ts, "stderr" if key == 2 else "stdout", body.decode(errors="replace"))
+                pending[name] = (ts, body)
+    for name, (ts, body) in pending.items():
+        yield LogLine(ts, name, body.decode(errors="replace"))

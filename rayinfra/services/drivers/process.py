@@ -67,7 +67,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import psutil
 
@@ -82,6 +82,7 @@ from rayinfra.services.drivers.base import (
 )
 from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, LABEL_SPEC, ServiceSpec
 
+T = TypeVar("T")
 DEFAULT_CLUSTER = "default"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ID_RE = re.compile(r"^(\d+)-(\d+)$")
@@ -111,14 +112,12 @@ def cluster_dirname(cluster: str) -> str:
     return "c-" + hashlib.sha256(cluster.encode()).hexdigest()[:16]
 
 
-def _wait_until(cond: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
+def _wait_until(cond: Callable[[], T], timeout_s: float, interval_s: float = 0.02) -> T:
+    """Poll ``cond`` until it returns something true or ``timeout_s`` passed: its last value."""
     deadline = time.monotonic() + max(0.0, timeout_s)
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
+    while not (value := cond()) and time.monotonic() < deadline:
         time.sleep(interval_s)
+    return value
 
 
 def popen_session(
@@ -271,9 +270,8 @@ class ProcessDriver:
 
     def _launch(self, d: Path, spec: ServiceSpec, labels: dict[str, str]) -> Instance:
         assert spec.argv
-        log_path = d / sv.LOG_NAME
-        if log_path.exists():
-            log_path.replace(d / (sv.LOG_NAME + ".1"))
+        with contextlib.suppress(FileNotFoundError):
+            (d / sv.LOG_NAME).replace(d / f"{sv.LOG_NAME}.1")
         (d / sv.RECORD_NAME).unlink(missing_ok=True)
         if spec.cwd:
             cwd = Path(spec.cwd).expanduser()
@@ -325,14 +323,13 @@ class ProcessDriver:
                 reason="supervisor_failed",
             )
 
-        rec = None
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
+        def launched() -> sv.InstanceRecord | None:
+            """This launch's record once the supervisor ran argv (or failed to)."""
             now = sv.read_record(d / sv.RECORD_NAME)
-            if now is not None and now.launch_id == launch_id and now.state != "starting":
-                rec = now
-                break
-            time.sleep(0.01)
+            ours = now is not None and now.launch_id == launch_id and now.state != "starting"
+            return now if ours else None
+
+        rec = _wait_until(launched, self.start_timeout_s, 0.01)
         if rec is None:
             now = sv.read_record(d / sv.RECORD_NAME)
             if now is not None and now.launch_id == launch_id:
@@ -437,9 +434,8 @@ class ProcessDriver:
                 return  # removed or replaced meanwhile
             self._stop_record(d, rec, rec.stop_timeout_s)
             self._retire_supervisor(rec)
-            log_path = d / sv.LOG_NAME
-            if log_path.exists():
-                log_path.replace(d / (sv.LOG_NAME + ".1"))
+            with contextlib.suppress(FileNotFoundError):
+                (d / sv.LOG_NAME).replace(d / f"{sv.LOG_NAME}.1")
             for name in (sv.RECORD_NAME, sv.LAUNCH_NAME, sv.SUPERVISOR_LOG_NAME):
                 (d / name).unlink(missing_ok=True)
             shutil.rmtree(d / "work", ignore_errors=True)
@@ -556,12 +552,10 @@ class ProcessDriver:
             raise DriverError("exec needs a non-empty argv", reason="invalid_argument")
         d, rec = self._get(instance_id)
         env = sv.child_env(os.environ, {})
-        try:
+        with contextlib.suppress(OSError, ValueError):
             launch = json.loads((d / sv.LAUNCH_NAME).read_text(encoding="utf-8"))
             if launch.get("launch_id") == rec.launch_id:
                 env = {str(k): str(v) for k, v in dict(launch.get("env", {})).items()}
-        except (OSError, ValueError):
-            pass
         cwd = rec.cwd if Path(rec.cwd).is_dir() else None
         try:
             proc = popen_session(argv, cwd=cwd, env=env)
