@@ -71,6 +71,7 @@ from rayinfra.config_sources import (
 from rayinfra.config_sources import (
     parse_listen_addr as parse_listen_addr,
 )
+from rayinfra.hardware import ACCELERATOR_LABEL
 
 NAMESPACE = "rayinfra"
 #: the control actors, in start order (the gateway last: it fronts the others)
@@ -198,6 +199,10 @@ class ClassConfig(_Section):
     num_gpus: float = Field(default=0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict)
     label_selector: dict[str, str] = Field(default_factory=dict)
+    """Ray label selector of the class's executors: ``{"key": "v" | "!v" | "in(a,b)" |
+    "!in(a,b)"}`` over node labels (``rayinfra hardware`` shows a node's)."""
+    accelerator_type: str | None = None
+    """Shorthand for ``label_selector["rayinfra.io/accelerator-type"]``: ``"H200"``, ``"!none"``."""
     runtime_env: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)  # None: no timeout
     max_attempts: int = Field(default=1, ge=1)
@@ -211,6 +216,13 @@ class ClassConfig(_Section):
     """Tasks one executor runs at once. Unset: unbounded for CPU-only classes (the adaptive
     limit governs), 1 for classes that reserve GPUs or custom resources, whose executors then
     scale out (one per free unit that Ray reports) up to ``max_limit`` tasks."""
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        """The label selector with ``accelerator_type`` folded in."""
+        if self.accelerator_type is None:
+            return dict(self.label_selector)
+        return {**self.label_selector, ACCELERATOR_LABEL: self.accelerator_type}
 
     @property
     def slots(self) -> int | None:
@@ -231,11 +243,17 @@ def _default_classes() -> dict[str, ClassConfig]:
     return {
         "cpu_short": ClassConfig(timeout_s=60.0, max_limit=256, initial_limit=8),
         "cpu_long": ClassConfig(timeout_s=None, max_limit=32, initial_limit=2),
+        # GPU classes run on nodes whose detected accelerator is not "none" (rayinfra labels it)
         "gpu_short": ClassConfig(
-            num_cpus=1.0, num_gpus=1.0, timeout_s=300.0, max_limit=16, initial_limit=1
+            num_cpus=1.0,
+            num_gpus=1.0,
+            accelerator_type="!none",
+            timeout_s=300.0,
+            max_limit=16,
+            initial_limit=1,
         ),
         "gpu_long": ClassConfig(
-            num_cpus=1.0, num_gpus=1.0, timeout_s=None, max_limit=16, initial_limit=1
+            num_cpus=1.0, num_gpus=1.0, accelerator_type="!none", max_limit=16, initial_limit=1
         ),
         "gpu_slurm": ClassConfig(
             num_cpus=0.0, timeout_s=None, max_limit=64, initial_limit=4, executors=0

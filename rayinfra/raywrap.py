@@ -82,6 +82,15 @@ def connect(info: ConnectionInfo, *, namespace: str = NAMESPACE) -> None:
         raise RayUnavailableError(f"cannot connect to Ray at {info.gcs_address}: {e}") from e
 
 
+def current_node_id() -> str | None:
+    """The id of the Ray node this process runs on, or ``None`` outside Ray."""
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+
+
 def current_actor_id() -> str | None:
     """The id of the actor this process runs, or ``None`` outside one (or outside Ray).
 
@@ -290,30 +299,26 @@ def kill_actor(handle: Any) -> None:
 
 
 def cluster_summary() -> dict[str, Any]:
-    """Nodes (alive), total and available resources of the connected cluster."""
+    """Alive nodes (id, address, labels but Ray's own, resources but ``node:*``), total and
+    available resources of the connected cluster."""
     import ray
+
+    def mine(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if not k.startswith(prefix)}
 
     nodes = [
         {
-            "node_id": n["NodeID"],
-            "address": n["NodeManagerAddress"],
-            "alive": n["Alive"],
-            "labels": {k: v for k, v in n.get("Labels", {}).items() if not k.startswith("ray.io/")},
-            "resources": {
-                k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")
-            },
+            **n,
+            "alive": True,
+            "labels": mine(n["labels"], "ray.io/"),
+            "resources": mine(n["resources"], "node:"),
         }
-        for n in ray.nodes()
-        if n["Alive"]
+        for n in node_views()
     ]
     return {
         "nodes": nodes,
-        "resources_total": {
-            k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")
-        },
-        "resources_available": {
-            k: v for k, v in ray.available_resources().items() if not k.startswith("node:")
-        },
+        "resources_total": mine(ray.cluster_resources(), "node:"),
+        "resources_available": mine(ray.available_resources(), "node:"),
     }
 
 
@@ -331,6 +336,7 @@ def node_views() -> list[dict[str, Any]]:
     return [
         {
             "node_id": n["NodeID"],
+            "address": n["NodeManagerAddress"],
             "resources": dict(n.get("Resources", {})),
             "labels": dict(n.get("Labels", {})),
         }

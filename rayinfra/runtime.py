@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,10 @@ def connect(state_dir: Path) -> ConnectionInfo:
         raywrap.connect(info)
     except raywrap.RayUnavailableError as e:
         raise RuntimeFailureError(str(e)) from e
-    return info
+    # record where "auto" led (the cluster on this node): a later client must reach that
+    # cluster, not whichever one "auto" finds then
+    actual = raywrap.connected_address()
+    return replace(info, gcs_address=actual) if actual else info
 
 
 def attach(config: RayinfraConfig, address: str) -> ConnectionInfo:
@@ -82,7 +85,10 @@ def attach(config: RayinfraConfig, address: str) -> ConnectionInfo:
         raywrap.connect(info)
     except raywrap.RayUnavailableError as e:
         raise RuntimeFailureError(str(e)) from e
-    return info
+    # record where "auto" led (the cluster on this node): a later client must reach that
+    # cluster, not whichever one "auto" finds then
+    actual = raywrap.connected_address()
+    return replace(info, gcs_address=actual) if actual else info
 
 
 def ensure_actors(
@@ -241,7 +247,7 @@ def class_table(config: RayinfraConfig) -> dict[str, dict[str, Any]]:
         name: {
             "num_cpus": c.num_cpus,
             "num_gpus": c.num_gpus,
-            "label_selector": c.label_selector,
+            "label_selector": c.node_selector,
             "timeout_s": c.timeout_s,
             "limit": [c.min_limit, c.max_limit],
         }

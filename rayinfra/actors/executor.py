@@ -61,7 +61,14 @@ class ExecutorActor:
         self._envs: dict[str, dict[str, Any]] = {}  # task runtime_env -> uploaded form
 
     async def ping(self) -> dict[str, Any]:
-        return {"task_class": self.task_class, "pid": self.pid, "running": len(self.running)}
+        from rayinfra import raywrap
+
+        return {
+            "task_class": self.task_class,
+            "pid": self.pid,
+            "node_id": raywrap.current_node_id(),
+            "running": len(self.running),
+        }
 
     async def submit(self, batch: list[dict[str, Any]]) -> int:
         """Start each ``{task_id, payload, timeout_s, attempt}``; returns how many now run."""

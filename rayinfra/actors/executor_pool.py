@@ -40,6 +40,7 @@ class Executor:
     ready: asyncio.Future[bool]
     poller: asyncio.Task[None] | None = None
     busy_at: float = field(default_factory=time.monotonic)  # last time it had work
+    node_id: str | None = None  # where Ray placed it (known once it answered its ping)
 
 
 ResultsCallback = Callable[[str, list[TaskResult]], Awaitable[None]]  # executor name, results
@@ -81,10 +82,11 @@ class ExecutorPools:
             self._nodes_at = time.monotonic()
         klass = self.config.classes[cls]
         request = class_logic.resource_request(klass)
-        return class_logic.unsatisfiable_reason(cls, request, klass.label_selector, self._nodes)
+        return class_logic.unsatisfiable_reason(cls, request, klass.node_selector, self._nodes)
 
-    def names(self, cls: str) -> list[str]:
-        return [e.name for e in self.pools[cls]]
+    def placement(self, cls: str) -> dict[str, str | None]:
+        """The class's executors and the node each runs on (``None`` until it started)."""
+        return {e.name: e.node_id for e in self.pools[cls]}
 
     def take_error(self, cls: str) -> str | None:
         """Why the class's executors could not start (reported once), or ``None``."""
@@ -148,7 +150,7 @@ class ExecutorPools:
     async def _poll(self, cls: str, ex: Executor) -> None:
         try:
             try:
-                await raywrap.acall(
+                started = await raywrap.acall(
                     ex.handle, "ping", timeout_s=self.config.scheduler.executor_start_timeout_s
                 )
             except asyncio.TimeoutError:
@@ -157,6 +159,7 @@ class ExecutorPools:
                     f"not started after {self.config.scheduler.executor_start_timeout_s:g}s "
                     "(scheduler.executor_start_timeout_s); check the class's runtime_env and resources"
                 ) from None
+            ex.node_id = started.get("node_id")
             ex.ready.set_result(True)
             self.wake()
             while True:

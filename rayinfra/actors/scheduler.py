@@ -188,7 +188,7 @@ class SchedulerActor(ControlActor):
         return {
             "counts": counts,
             "classes": {
-                c: {**self.state.describe(c), "executors": self.pools.names(c)}
+                c: {**self.state.describe(c), "executors": self.pools.placement(c)}
                 for c in sorted(self.config.classes)
             },
             "active": len(self.state),

@@ -42,6 +42,8 @@ def status_tables(st: dict[str, Any]) -> list[Table]:
     """``rayinfra status``: actors (with nodes and the dashboard), gateway servers, task classes,
     services."""
     tables = [_actor_table(st)]
+    if nodes := st["ray"].get("nodes"):
+        tables.append(_node_table(nodes, st.get("classes", {})))
     if st.get("gateway"):
         servers = Table("server", "state", box=None, title="gateway", title_justify="left")
         for name, state in st["gateway"].items():
@@ -77,6 +79,36 @@ def status_tables(st: dict[str, Any]) -> list[Table]:
     if st.get("services"):
         tables.append(services_cmd.status_table(st["services"], title="services"))
     return tables
+
+
+def _node_table(nodes: list[dict[str, Any]], classes: dict[str, Any]) -> Table:
+    """One row per alive node: address, CPUs, GPUs, the executors placed there, its labels."""
+    placed: dict[str, list[str]] = {}
+    for c in classes.values():
+        for executor, node_id in c.get("live", {}).get("executors", {}).items():
+            placed.setdefault(node_id, []).append(executor.removeprefix("executor-"))
+    table = Table(
+        "node",
+        "address",
+        "CPU",
+        "GPU",
+        "executors",
+        "labels",
+        box=None,
+        title="nodes",
+        title_justify="left",
+    )
+    for n in nodes:
+        res, labels = n.get("resources", {}), n.get("labels", {})
+        table.add_row(
+            n["node_id"][:8],
+            n.get("address", "-"),
+            f"{res.get('CPU', 0):g}",
+            f"{res.get('GPU', 0):g}",
+            ", ".join(sorted(placed.get(n["node_id"], []))) or "-",
+            " ".join(f"{k.removeprefix('rayinfra.io/')}={v}" for k, v in sorted(labels.items())),
+        )
+    return table
 
 
 def _actor_table(st: dict[str, Any]) -> Table:

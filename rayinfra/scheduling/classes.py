@@ -49,8 +49,8 @@ def executor_options(task_class: str, cls: ClassConfig, n: int, namespace: str) 
     }
     if cls.resources:
         opts["resources"] = dict(cls.resources)
-    if cls.label_selector:
-        opts["label_selector"] = dict(cls.label_selector)
+    if selector := cls.node_selector:
+        opts["label_selector"] = selector
     if cls.runtime_env:
         opts["runtime_env"] = dict(cls.runtime_env)
     return opts
