@@ -73,6 +73,13 @@ def connect(state_dir: Path) -> ConnectionInfo:
 
 def attach(config: RayinfraConfig, address: str) -> ConnectionInfo:
     """Connect this process to the Ray cluster at ``address`` (cluster mode, never loopback)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        raise RuntimeFailureError(
+            f"cannot join {address} in cluster mode: Ray replaces {host} with this machine's "
+            "address (so the connection would hang); give the head's own address, another "
+            "loopback address (127.0.0.2, ...) or 'auto' on a node of that cluster"
+        )
     info = ConnectionInfo(
         gcs_address=address,
         mode="cluster",

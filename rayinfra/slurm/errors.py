@@ -1,8 +1,11 @@
-"""Errors of the Slurm layer: a person reading one knows what to fix or where to look."""
+"""Errors of the Slurm layer: a person reading one knows what to fix or where to look.
+
+Each pickles with its fields intact, so it survives a trip through Ray."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rayinfra.errors import BackendUnavailableError
 
@@ -38,6 +41,9 @@ class SlurmTimeoutError(SlurmUnavailableError):
         self.argv = tuple(argv)
         self.timeout_s = timeout_s
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.argv, self.timeout_s))
+
 
 class SlurmCommandError(SlurmError):
     """A Slurm command ran and failed: its argv, exit code and stderr are kept."""
@@ -48,6 +54,9 @@ class SlurmCommandError(SlurmError):
         self.argv = tuple(argv)
         self.returncode = returncode
         self.stderr = stderr
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.argv, self.returncode, self.stderr))
 
 
 class SlurmParseError(SlurmError, ValueError):

@@ -129,3 +129,15 @@ def test_join_block_is_the_node_process(tmp_path: Path) -> None:
         finally:
             if pid_alive(proc.pid):
                 proc.kill()
+
+
+def test_start_address_refuses_loopback_127_0_0_1(tmp_path: Path) -> None:
+    """Cluster mode and 127.0.0.1 hang in Ray (it dials the machine's address instead)."""
+    done = subprocess.run(
+        [*RAYINFRA, "start", "--address", "127.0.0.1:6385", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "127.0.0.2" in done.stderr

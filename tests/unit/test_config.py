@@ -267,7 +267,7 @@ def test_configuration_doc_lists_every_env_var() -> None:
         (
             {"ENV_MANAGER_GRPC_ADDR": ":50200"},
             '[gateway]\norchestrator_grpc_addr = "127.0.0.1:6001"\ntoken_file = "tok"\n'
-            "enabled = false\n[client]\nconnect_timeout_s = 0.5\n[state]\ndir = \"st\"\n",
+            'enabled = false\n[client]\nconnect_timeout_s = 0.5\n[state]\ndir = "st"\n',
         ),
     ],
 )

@@ -1,0 +1,280 @@
+# ---- the cluster (static part of rayinfra/slurm/templates/cluster.sh) ----
+# The batch shell runs on the allocation's first node, the head: it picks the node IP and free
+# ports, starts `ray start --head --block` there as a job step, waits until the head serves,
+# writes the connection file (atomically) on the shared path, starts one worker per other node
+# (each waits for that file, then execs the join command), runs the driver command (rayinfra),
+# and waits on the head. SIGTERM (scancel, or --signal before the time limit) stops the steps,
+# removes the connection file and the head's temp dir. A worker execs its join command, so its
+# temp dir (Ray's logs, <temp root>/ri-<job>-<node id>) stays for inspection.
+set -euo pipefail
+
+ri_log() { echo "rayinfra[$(date +%H:%M:%S)] $*" >&2; }
+
+ri_node_ip() {  # this node's IP: forced, the interface's, `hostname -I`, or the hostname's
+  local ip=""
+  if [ -n "$RI_NODE_IP_FORCED" ]; then
+    ip=$RI_NODE_IP_FORCED
+  elif [ -n "$RI_INTERFACE" ]; then
+    ip=$("$RI_PYTHON" -c 'import fcntl, socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+req = struct.pack("256s", sys.argv[1][:15].encode())
+print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, req)[20:24]))' "$RI_INTERFACE") || ip=""
+  else
+    ip=$(hostname -I 2>/dev/null | awk '{print $1}') || ip=""
+    if [ -z "$ip" ]; then
+      ip=$(getent ahostsv4 "$(hostname)" | awk 'NR == 1 {print $1}') || ip=""
+    fi
+  fi
+  if [ -z "$ip" ]; then
+    ri_log "cannot determine the IP of $(hostname) (interface '${RI_INTERFACE}')"
+    return 1
+  fi
+  echo "$ip"
+}
+
+ri_pick_ports() {  # IP PORT...: each 0 becomes a port free on IP now (all distinct)
+  "$RI_PYTHON" -c 'import socket, sys
+want = [int(p) for p in sys.argv[2:]]
+taken, held, out = set(want), [], []
+for port in want:
+    while not port:
+        s = socket.socket()
+        s.bind((sys.argv[1], 0))
+        held.append(s)
+        if s.getsockname()[1] not in taken:
+            port = s.getsockname()[1]
+            taken.add(port)
+    out.append(str(port))
+print(" ".join(out))' "$@"
+}
+
+ri_set_ports() {  # NAMES VALUES: RI_<NAME> for each name (node-manager-port -> RI_NODE_MANAGER_PORT)
+  local names values i var
+  read -r -a names <<<"$1"
+  read -r -a values <<<"$2"
+  for i in "${!names[@]}"; do
+    var=${names[$i]^^}
+    var=RI_${var//-/_}
+    printf -v "$var" '%s' "${values[$i]}"
+    export "${var?}"
+  done
+}
+
+ri_port_args() {  # NAMES: --<flag>=$RI_<NAME> for each name (gcs-port is ray's --port)
+  local names name var
+  read -r -a names <<<"$1"
+  for name in "${names[@]}"; do
+    var=${name^^}
+    var=RI_${var//-/_}
+    if [ "$name" = gcs-port ]; then name=port; fi
+    printf '%s\n' "--$name=${!var}"
+  done
+}
+
+ri_port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+ri_hardware_args() {  # ROLE: --num-cpus, --num-gpus, --labels, --resources, one per line, built
+  # by rayinfra.hardware as for rayinfra's own nodes (detected accelerator labels); a Python
+  # without rayinfra gets the same flags without the detected GPU labels
+  "$RI_PYTHON" - "$1" <<'PY' || ri_log "cannot build the ray start arguments with $RI_PYTHON"
+import os, sys
+e = os.environ
+role, cpus, gpus = sys.argv[1], int(e["RI_NUM_CPUS"]), int(e["RI_NUM_GPUS"])
+extra = dict(kv.split("=", 1) for kv in e["RI_NODE_LABELS"].split(","))
+try:
+    from rayinfra import hardware
+except ImportError:
+    labels = {e["RI_ROLE_LABEL"]: role, e["RI_GPU_COUNT_LABEL"]: str(gpus), **extra}
+    joined = ",".join(f"{k}={labels[k]}" for k in sorted(labels))
+    args = [f"--num-cpus={cpus}", f"--num-gpus={gpus}", f"--labels={joined}"]
+else:
+    hw = hardware.detect()
+    args = hardware.ray_start_args(hw, role=role, num_cpus=cpus, num_gpus=gpus, extra_labels=extra)
+print("\n".join(args))
+PY
+}
+
+ri_worker_main() {  # one per worker node (a job step): wait for the head, then become the node
+  set -euo pipefail
+  local deadline=$((SECONDS + RI_WORKER_TIMEOUT_S)) names zeros=()
+  until [ -s "$RI_CONNECTION_FILE" ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      ri_log "worker $(hostname): no connection file $RI_CONNECTION_FILE after ${RI_WORKER_TIMEOUT_S} s"
+      exit 1
+    fi
+    sleep 0.5
+  done
+  RI_GCS_ADDRESS=$("$RI_PYTHON" -c 'import json, sys
+print(json.load(open(sys.argv[1]))["gcs_address"])' "$RI_CONNECTION_FILE")
+  RI_HEAD_IP=${RI_GCS_ADDRESS%:*}
+  RI_GCS_PORT=${RI_GCS_ADDRESS##*:}
+  RI_NODE_IP=$(ri_node_ip)
+  RI_TEMP_DIR="$RI_TEMP_ROOT/ri-$RI_JOB_ID-${SLURM_NODEID:-w}"
+  RI_NUM_CPUS=${SLURM_CPUS_ON_NODE:-1}
+  RI_NODE_LABELS="${RI_EXTRA_LABELS:+$RI_EXTRA_LABELS,}$RI_JOB_LABEL=$RI_JOB_ID"
+  export RI_GCS_ADDRESS RI_HEAD_IP RI_GCS_PORT RI_NODE_IP RI_TEMP_DIR RI_NUM_CPUS RI_NODE_LABELS
+  mkdir -p "$RI_TEMP_DIR"
+  mapfile -t RI_HARDWARE_ARGS < <(ri_hardware_args worker)
+  if [ "${#RI_HARDWARE_ARGS[@]}" = 0 ]; then exit 1; fi
+  read -r -a names <<<"$RI_WORKER_PORT_NAMES"
+  for _ in "${names[@]}"; do zeros+=(0); done
+  ri_set_ports "$RI_WORKER_PORT_NAMES" "$(ri_pick_ports "$RI_NODE_IP" "${zeros[@]}")"
+  ri_log "worker $(hostname) ($RI_NODE_IP) joins $RI_GCS_ADDRESS"
+  ri_worker_command
+}
+
+ri_write_connection() {  # $1: rayinfra's state (starting, running, none); tmp file + rename
+  RI_STATUS=$1 "$RI_PYTHON" - "$RI_CONNECTION_FILE" <<'PY'
+import json, os, sys, time
+e = os.environ
+ports = {n: int(e["RI_" + n.upper().replace("-", "_")]) for n in e["RI_HEAD_PORT_NAMES"].split()}
+dashboard = ports.get("dashboard-port")
+info = {
+    "kind": "rayinfra-slurm-cluster",
+    "version": 1,
+    "job_id": e["RI_JOB_ID"],
+    "nodes": int(e["RI_NODES"]),
+    "head_node": e["RI_HEAD_NODE"],
+    "head_ip": e["RI_NODE_IP"],
+    "gcs_address": e["RI_GCS_ADDRESS"],
+    "ports": ports,
+    "temp_dir": e["RI_TEMP_DIR"],
+    "state_dir": e["RI_STATE_DIR"],
+    "dashboard_url": f"http://{e['RI_DASHBOARD_HOST']}:{dashboard}" if dashboard else None,
+    "rayinfra": e["RI_STATUS"],
+    "updated_at": int(time.time()),
+}
+path = sys.argv[1]
+tmp = f"{path}.tmp{os.getpid()}"
+with open(tmp, "w") as f:
+    json.dump(info, f, indent=2, sort_keys=True)
+    f.write("\n")
+os.replace(tmp, path)
+PY
+}
+
+RI_HEAD_SRUN_PID=""
+RI_WORKER_SRUN_PID=""
+RI_DRIVER_PID=""
+ri_cleanup() {  # EXIT: stop the driver and the steps (bounded), remove the connection file and temp dir
+  local rc=$? pids=() pid alive deadline driver_deadline
+  trap - EXIT TERM INT
+  set +e
+  for pid in $RI_DRIVER_PID $RI_HEAD_SRUN_PID $RI_WORKER_SRUN_PID; do
+    if kill -0 "$pid" 2>/dev/null; then pids+=("$pid"); fi
+  done
+  if [ "${#pids[@]}" -gt 0 ]; then
+    # SIGTERM to the steps' processes through Slurm (Ray drains); a signalled srun would
+    # SIGKILL its step at once
+    scancel --signal=TERM "$RI_JOB_ID" 2>/dev/null
+    if [ -n "$RI_DRIVER_PID" ]; then kill -TERM "$RI_DRIVER_PID" 2>/dev/null; fi
+    deadline=$((SECONDS + RI_STOP_TIMEOUT_S))
+    driver_deadline=$((SECONDS + 5))
+    while :; do
+      alive=0
+      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+      [ "$alive" = 0 ] && break
+      if [ -n "$RI_DRIVER_PID" ] && [ "$SECONDS" -ge "$driver_deadline" ]; then
+        kill -KILL "$RI_DRIVER_PID" 2>/dev/null  # a Ray driver blocked in a connect ignores TERM
+      fi
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        ri_log "steps still running after ${RI_STOP_TIMEOUT_S} s: killing them"
+        kill -KILL "${pids[@]}" 2>/dev/null
+        break
+      fi
+      sleep 0.2
+    done
+  fi
+  rm -f "$RI_CONNECTION_FILE"
+  rm -rf "$RI_TEMP_DIR"
+  ri_log "stopped (exit code $rc)"
+  exit "$rc"
+}
+
+# ---- main ----
+trap ri_cleanup EXIT
+trap 'ri_log "SIGTERM: stopping the cluster"; exit 143' TERM
+trap 'ri_log "SIGINT: stopping the cluster"; exit 130' INT
+
+RI_JOB_ID=${SLURM_JOB_ID:?not inside a Slurm job}
+RI_HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+RI_JOB_DIR="$RI_SHARED_DIR/$RI_JOB_ID"
+RI_CONNECTION_FILE="$RI_JOB_DIR/connection.json"
+RI_TEMP_DIR="$RI_TEMP_ROOT/ri-$RI_JOB_ID"
+RI_STATE_DIR=${RI_STATE_DIR:-$RI_TEMP_DIR/state}
+RI_NUM_CPUS=${SLURM_CPUS_ON_NODE:-1}
+export RI_JOB_ID RI_HEAD_NODE RI_JOB_DIR RI_CONNECTION_FILE RI_TEMP_DIR RI_STATE_DIR RI_NUM_CPUS
+mkdir -p "$RI_JOB_DIR" "$RI_TEMP_DIR"
+RI_NODE_IP=$(ri_node_ip)
+RI_HEAD_IP=$RI_NODE_IP
+RI_NODE_LABELS="${RI_EXTRA_LABELS:+$RI_EXTRA_LABELS,}$RI_JOB_LABEL=$RI_JOB_ID"
+export RI_NODE_IP RI_HEAD_IP RI_NODE_LABELS
+read -r -a RI_PORT_VALUES <<<"$RI_HEAD_PORT_VALUES"
+ri_set_ports "$RI_HEAD_PORT_NAMES" "$(ri_pick_ports "$RI_NODE_IP" "${RI_PORT_VALUES[@]}")"
+RI_GCS_ADDRESS="$RI_NODE_IP:$RI_GCS_PORT"
+export RI_GCS_ADDRESS
+
+mapfile -t RI_HARDWARE_ARGS < <(ri_hardware_args head)
+if [ "${#RI_HARDWARE_ARGS[@]}" = 0 ]; then exit 1; fi
+mapfile -t RI_HEAD_ARGS < <(ri_port_args "$RI_HEAD_PORT_NAMES")
+RI_HEAD_ARGS+=(
+  --min-worker-port="$RI_MIN_WORKER_PORT" --max-worker-port="$RI_MAX_WORKER_PORT"
+  --temp-dir="$RI_TEMP_DIR" "${RI_HARDWARE_ARGS[@]}" --include-dashboard="$RI_INCLUDE_DASHBOARD"
+)
+if [ "$RI_INCLUDE_DASHBOARD" = true ]; then RI_HEAD_ARGS+=(--dashboard-host="$RI_DASHBOARD_HOST"); fi
+if [ "$RI_USAGE_STATS" = false ]; then RI_HEAD_ARGS+=(--disable-usage-stats); fi
+ri_log "job $RI_JOB_ID: head $RI_HEAD_NODE ($RI_NODE_IP), GCS $RI_GCS_ADDRESS, $RI_NODES node(s), temp dir $RI_TEMP_DIR"
+srun --nodes=1 --ntasks=1 --nodelist="$RI_HEAD_NODE" \
+  "$RI_RAY" start --head --block --node-ip-address="$RI_NODE_IP" "${RI_HEAD_ARGS[@]}" &
+RI_HEAD_SRUN_PID=$!
+
+RI_DEADLINE=$((SECONDS + RI_HEAD_TIMEOUT_S))
+until ri_port_open "$RI_NODE_IP" "$RI_GCS_PORT" && ri_port_open "$RI_NODE_IP" "$RI_NODE_MANAGER_PORT"; do
+  if ! kill -0 "$RI_HEAD_SRUN_PID" 2>/dev/null; then
+    ri_log "the Ray head exited during start-up (its output is above)"
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$RI_DEADLINE" ]; then
+    ri_log "the Ray head does not serve on $RI_GCS_ADDRESS after ${RI_HEAD_TIMEOUT_S} s"
+    exit 1
+  fi
+  sleep 0.2
+done
+ri_write_connection starting
+ri_log "Ray head up at $RI_GCS_ADDRESS; connection file $RI_CONNECTION_FILE"
+
+if [ "$RI_NODES" -gt 1 ]; then
+  srun --nodes=$((RI_NODES - 1)) --ntasks=$((RI_NODES - 1)) --ntasks-per-node=1 \
+    --exclude="$RI_HEAD_NODE" bash -c "$(declare -f ri_log ri_node_ip ri_pick_ports \
+    ri_set_ports ri_worker_command ri_worker_main); ri_worker_main" &
+  RI_WORKER_SRUN_PID=$!
+fi
+
+if declare -F ri_driver_command >/dev/null; then
+  # in the background: a trapped signal interrupts `wait`, not a foreground command
+  ri_driver_command &
+  RI_DRIVER_PID=$!
+  RI_DEADLINE=$((SECONDS + RI_DRIVER_TIMEOUT_S))
+  while kill -0 "$RI_DRIVER_PID" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$RI_DEADLINE" ]; then
+      ri_log "the driver command did not finish within ${RI_DRIVER_TIMEOUT_S} s: stopping the cluster"
+      exit 1
+    fi
+    sleep 0.2
+  done
+  if ! wait "$RI_DRIVER_PID"; then
+    ri_log "the driver command failed: stopping the cluster"
+    exit 1
+  fi
+  RI_DRIVER_PID=""
+  ri_write_connection running
+  ri_log "rayinfra is running on $RI_GCS_ADDRESS"
+else
+  ri_write_connection none
+fi
+
+set +e
+wait "$RI_HEAD_SRUN_PID"
+RI_RC=$?
+ri_log "the Ray head step ended (exit code $RI_RC)"
+exit "$RI_RC"
