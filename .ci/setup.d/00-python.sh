@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced. Create .venv and install rayinfra with its test extra; skipped when pyproject is unchanged.
 # Idempotent and quick on a machine that already has it.
 _ri_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -13,9 +14,9 @@ if [ "$(cat "$_ri_stamp" 2>/dev/null)" != "$_ri_want" ]; then
   # process ~15 ms at start-up (each `rayinfra` command: docs/benchmarks.md "CLI").
   # setuptools calls the mode transitional: if a release drops it, install the default way.
   "$_ri_root/.venv/bin/python" -m pip install -q --disable-pip-version-check \
-    --config-settings editable_mode=compat -e "$_ri_root[test]" 2>/dev/null \
+    --config-settings editable_mode=compat -e "${_ri_root}[test]" 2>/dev/null \
     || "$_ri_root/.venv/bin/python" -m pip install -q --disable-pip-version-check \
-      -e "$_ri_root[test]"
+      -e "${_ri_root}[test]"
   echo "$_ri_want" > "$_ri_stamp"
 fi
 export PATH="$_ri_root/.venv/bin:$PATH"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced. A private Docker engine for the tests (TESTING.md): its own data root and socket, no
 # default bridge (containers can never get a 172.17.x address), no iptables/NAT/forwarding.
 # Tests run containers with network_mode "host" or "none" and bind 127.0.0.1. Idempotent: skips

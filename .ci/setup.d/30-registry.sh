@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced. A container registry (Debian's docker-registry, distribution 2.8) on 127.0.0.1:5000
 # with its own config and storage, for real pulls with byte progress. dockerd treats 127.0.0.0/8
 # registries as insecure by default, so plain HTTP works. Idempotent: skips when /v2/ answers.
