@@ -134,19 +134,29 @@ def head_argv(config: RayinfraConfig, hw: hardware.HardwareInfo, ray_bin: str) -
     ]
     if r.include_dashboard:
         argv += [f"--dashboard-host={r.dashboard_host}", f"--dashboard-port={r.dashboard_port}"]
-    if r.object_store_memory:
-        argv.append(f"--object-store-memory={r.object_store_memory}")
+    return argv + node_args(config, hw, "head")
+
+
+def node_args(
+    config: RayinfraConfig,
+    hw: hardware.HardwareInfo,
+    role: str,
+    labels: Mapping[str, str] | None = None,
+) -> list[str]:
+    """What every node rayinfra starts passes ``ray start``: object store size, usage stats, and
+    its CPUs, GPUs, hardware labels (plus ``[ray] labels`` and ``labels``) and resources."""
+    r = config.ray
+    argv = [f"--object-store-memory={r.object_store_memory}"] if r.object_store_memory else []
     if not r.usage_stats:
         argv.append("--disable-usage-stats")
-    argv += hardware.ray_start_args(
+    return argv + hardware.ray_start_args(
         hw,
-        role="head",
+        role=role,
         num_cpus=r.num_cpus,
         num_gpus=r.num_gpus,
-        extra_labels=r.labels,
+        extra_labels={**r.labels, **(labels or {})},
         extra_resources=r.resources,
     )
-    return argv
 
 
 def head_env(config: RayinfraConfig, base: Mapping[str, str]) -> dict[str, str]:
@@ -328,7 +338,6 @@ def worker_argv(
 ) -> list[str]:
     """``ray start --address=HEAD --block`` with an explicit node IP and ports, a short temp
     dir, and the same hardware labels and resources as a head (role ``worker``)."""
-    r = config.ray
     argv = [
         ray_bin,
         "start",
@@ -341,19 +350,7 @@ def worker_argv(
         "--max-worker-port=0",
         f"--temp-dir={temp_dir}",
     ]
-    if r.object_store_memory:
-        argv.append(f"--object-store-memory={r.object_store_memory}")
-    if not r.usage_stats:
-        argv.append("--disable-usage-stats")
-    argv += hardware.ray_start_args(
-        hw,
-        role="worker",
-        num_cpus=r.num_cpus,
-        num_gpus=r.num_gpus,
-        extra_labels={**r.labels, **labels},
-        extra_resources=r.resources,
-    )
-    return argv
+    return argv + node_args(config, hw, "worker", labels)
 
 
 def worker_env(

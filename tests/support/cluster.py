@@ -20,7 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayinfra.head import READY_MARKER, ray_executable, session_members, stop_head
+from rayinfra.head import (
+    READY_MARKER,
+    WORKER_PORT_FLAGS,
+    ray_executable,
+    session_members,
+    stop_head,
+)
 from tests.conftest import free_port, free_port_range
 
 HEAD_IP = "127.0.0.2"
@@ -57,18 +63,7 @@ def cluster_head(tmp: Path, *, token: bool = True, num_cpus: int = 1) -> Iterato
         "--block",
         f"--node-ip-address={HEAD_IP}",
         f"--port={gcs}",
-        *(
-            f"--{flag}={free_port()}"
-            for flag in (
-                "node-manager-port",
-                "object-manager-port",
-                "dashboard-agent-listen-port",
-                "dashboard-agent-grpc-port",
-                "metrics-export-port",
-                "runtime-env-agent-port",
-                "ray-client-server-port",
-            )
-        ),
+        *(f"--{flag}={free_port()}" for flag in (*WORKER_PORT_FLAGS, "ray-client-server-port")),
         f"--min-worker-port={low}",
         f"--max-worker-port={high}",
         "--include-dashboard=false",
