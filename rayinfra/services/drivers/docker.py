@@ -457,8 +457,9 @@ class DockerDriver:
     ) -> Iterator[LogLine]:
         """Docker logs (stdout and stderr, demultiplexed), each line with its own timestamp.
 
-        ``tail=None`` is all lines, ``tail=n`` the last n; ``since`` is unix seconds. With
-        ``follow`` the iterator ends when the container stops; ``close()`` it to stop early.
+        ``tail=None`` is all lines, ``tail=n`` the last n, in timestamp order; ``since`` is unix
+        seconds. With ``follow`` the iterator (in arrival order) ends when the container stops;
+        ``close()`` it to stop early.
         """
         action = f"cannot read logs of {instance_id[:12]}"
         with self._errors(action):
@@ -483,7 +484,10 @@ class DockerDriver:
         frames = _log_frames(res.raw, tty)
         stream = CancellableStream(frames, res)
         try:
-            yield from _log_lines(stream)
+            lines = _log_lines(stream)
+            # Docker orders the two streams by arrival, so lines written to stdout and stderr
+            # within microseconds can come swapped: a finished read is put in timestamp order
+            yield from lines if follow else sorted(lines, key=lambda ln: ln.timestamp)
         except (OSError, _requests_exc.RequestException, docker.errors.DockerException) as e:
             if follow:  # closed from another thread, or the engine went away mid-stream
                 return
