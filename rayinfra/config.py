@@ -403,6 +403,49 @@ class ClientSection(_Section):
     tls_ca_file: Path | None = None  # RAYINFRA_TLS_CA_FILE
 
 
+class SlurmSection(_Section):
+    """Slurm: where its commands are, ``gpu_slurm`` task jobs, and ``rayinfra slurm up`` clusters.
+    Values that reach an sbatch script are checked again where the script is rendered."""
+
+    bin_dir: Path | None = None  # SLURM_BIN_DIR: where sbatch, squeue, ... are (default: PATH)
+    command_timeout_s: float = Field(default=30.0, gt=0)  # one Slurm command
+    partition: str | None = None  # default partition of task jobs and clusters
+    account: str | None = None
+    # gpu_slurm tasks ------------------------------------------------------------------------
+    # the original's deploy/slurm: payload.template / payload.method pick a template file here
+    template_dir: Path | None = None  # SLURM_TEMPLATE_DIR
+    task_template: Path | None = None  # used when nothing picks one; default: the shipped one
+    # placeholder values over the template's defaults (e.g. MEMORY_GB = 4): the payload wins
+    task_values: dict[str, str | int | float] = Field(default_factory=dict)
+    output_dir: Path | None = None  # LOG_DIR of task jobs; default <state dir>/slurm/tasks
+    poll_interval_s: float = Field(default=2.0, gt=0)  # the watcher's squeue period (backs off)
+    poll_max_interval_s: float = Field(default=30.0, gt=0)
+    # clusters (rayinfra slurm up) -------------------------------------------------------------
+    # visible from every node: <shared_dir>/<job id>/connection.json; default ~/.rayinfra/slurm
+    shared_dir: Path | None = None  # RAYINFRA_SLURM_DIR
+    temp_root: Path = Path("/tmp")  # noqa: S108 - per-job dirs <temp_root>/ri-<job id>, short paths
+    interface: str | None = None  # take each node's IP from this interface (e.g. ib0)
+    node_ip: str | None = None  # force the node IP (single-node allocations, tests)
+    nodes: int = Field(default=1, ge=1)
+    cpus_per_node: int | None = Field(default=None, ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
+    time: str | None = None  # Slurm time limit of the cluster job
+    extra_sbatch: list[str] = Field(default_factory=list)  # more #SBATCH options (--name=value)
+    labels: dict[str, str] = Field(default_factory=dict)  # more node labels on every node
+    up_timeout_s: float = Field(default=600.0, gt=0)  # slurm up: submit -> rayinfra serving
+
+    @model_validator(mode="after")
+    def _poll(self) -> SlurmSection:
+        if self.poll_max_interval_s < self.poll_interval_s:
+            raise ValueError("slurm.poll_max_interval_s must be >= slurm.poll_interval_s")
+        return self
+
+    @property
+    def cluster_dir(self) -> Path:
+        """Where cluster jobs keep their connection files (shared by every node)."""
+        return self.shared_dir or (DEFAULT_HOME / "slurm").expanduser()
+
+
 _HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -418,6 +461,7 @@ class RayinfraConfig(_Section):
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     events: EventsSection = Field(default_factory=EventsSection)
     client: ClientSection = Field(default_factory=ClientSection)
+    slurm: SlurmSection = Field(default_factory=SlurmSection)
 
     @field_validator("handlers")
     @classmethod
@@ -453,6 +497,10 @@ class RayinfraConfig(_Section):
     @property
     def spool_dir(self) -> Path:
         return self.events.spool_dir or self.state.dir / "kafka"
+
+    @property
+    def slurm_output_dir(self) -> Path:
+        return self.slurm.output_dir or self.state.dir / "slurm" / "tasks"
 
     @property
     def ray_token_path(self) -> Path:

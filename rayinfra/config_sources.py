@@ -99,6 +99,9 @@ ENV_VARS: dict[str, str] = {
     "RAYINFRA_TLS_CA_FILE": "client.tls_ca_file",
     "RAYINFRA_GATEWAY": "client.orchestrator_addr",
     "RAYINFRA_ADDRESS": "client.ray_address",
+    "SLURM_BIN_DIR": "slurm.bin_dir",
+    "SLURM_TEMPLATE_DIR": "slurm.template_dir",
+    "RAYINFRA_SLURM_DIR": "slurm.shared_dir",
 }
 
 #: Documented env vars of the original that have no meaning here, and why (shown by config show).
@@ -134,6 +137,12 @@ PATH_KEYS = (
     "gateway.tls_key_file",
     "events.spool_dir",
     "client.cli_path",
+    "slurm.bin_dir",
+    "slurm.template_dir",
+    "slurm.task_template",
+    "slurm.output_dir",
+    "slurm.shared_dir",
+    "slurm.temp_root",
 )
 
 
