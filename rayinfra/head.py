@@ -396,10 +396,12 @@ def worker_plan(
     interface: str | None = None,
     labels: Mapping[str, str] | None = None,
     token_path: Path | None = None,
+    temp_dir: Path | None = None,
     base_env: Mapping[str, str] | None = None,
 ) -> WorkerPlan:
     """A worker joining ``head``: the node IP given, else the interface's, else the one that
-    routes to the head; every listening port picked free; a short temp dir of its own."""
+    routes to the head; every listening port picked free; a short temp dir of its own (or
+    ``temp_dir``)."""
     host, _, port = head.rpartition(":")
     if not host or not port.isdigit():
         raise HeadError(f"{head!r} is not HOST:PORT of a Ray head (its GCS address)")
@@ -414,8 +416,9 @@ def worker_plan(
     extra = dict(labels or {})
     for label_key, label_value in extra.items():
         hardware.validate_label(label_key, label_value)
-    digest = hashlib.sha256(f"{config.state.dir}|{head}|{node_ip}".encode()).hexdigest()[:8]
-    temp_dir = Path("/tmp") / f"rayinfra-w{os.getuid()}-{digest}"  # noqa: S108 - short socket paths
+    if temp_dir is None:
+        digest = hashlib.sha256(f"{config.state.dir}|{head}|{node_ip}".encode()).hexdigest()[:8]
+        temp_dir = Path("/tmp") / f"rayinfra-w{os.getuid()}-{digest}"  # noqa: S108 - short paths
     ports = {flag: free_port(node_ip) for flag in WORKER_PORT_FLAGS}
     argv = worker_argv(config, hw, ray_executable(), head, node_ip, ports, temp_dir, extra)
     env = worker_env(config, os.environ if base_env is None else base_env, token_path)

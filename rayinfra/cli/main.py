@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from rayinfra.cli import config_cmd, hardware_cmd, runtime_cmd, services_cmd, task_cmd
+from rayinfra.cli import (
+    config_cmd,
+    hardware_cmd,
+    runtime_cmd,
+    services_cmd,
+    slurm_cmd,
+    task_cmd,
+)
 from rayinfra.cli.common import version_option
 
 app = typer.Typer(
@@ -23,6 +30,7 @@ app.command("submit")(task_cmd.submit)
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(services_cmd.app, name="services")
+app.add_typer(slurm_cmd.app, name="slurm")
 app.command("logs")(services_cmd.logs)
 
 

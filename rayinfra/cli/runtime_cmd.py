@@ -7,6 +7,7 @@ commands that need them, so every other command starts fast.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -154,6 +155,12 @@ def start(
     services: str | None = typer.Option(
         None, "--services", help="Comma-separated services to start (dependencies pulled in)."
     ),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="With --address: the cluster's Ray auth token (default: $RAY_AUTH_TOKEN_PATH, "
+        "else ray.token_path / ray.auth_mode).",
+    ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
@@ -168,7 +175,12 @@ def start(
     from rayinfra.services.graph import closure
     from rayinfra.services.spec import SpecError
 
-    flags = {"services.profile": profile} if profile else {}
+    flags: dict[str, Any] = {"services.profile": profile} if profile else {}
+    token = token_file or (Path(p) if (p := os.environ.get("RAY_AUTH_TOKEN_PATH")) else None)
+    if address is not None and token is not None:  # the cluster's token, as `join` takes it
+        flags.update({"ray.auth_mode": "token", "ray.token_path": str(token)})
+    elif token_file is not None:
+        fail("--token-file goes with --address (a local head makes its own token)", EXIT_USAGE)
     loaded = load(config, state_dir, **flags)
     cfg = loaded.config
     selection = services_cmd.split_names([], services) or list(cfg.services.selected)
@@ -315,6 +327,11 @@ def join(
         "--token-file",
         help="The cluster's Ray auth token (default: $RAY_AUTH_TOKEN_PATH; none: no auth).",
     ),
+    temp_dir: Path | None = typer.Option(
+        None,
+        "--temp-dir",
+        help="Ray's temp dir for this node (default: a short one per state dir, head and IP).",
+    ),
     block: bool = typer.Option(
         False,
         "--block",
@@ -327,8 +344,6 @@ def join(
     CPUs, GPUs, memory and hardware labels (as the head's) plus --labels.
 
     Starts a Ray node, not a driver; `rayinfra stop` (same --state-dir) stops it."""
-    import os
-
     from rayinfra import hardware
     from rayinfra.head import HeadError, launch_worker, worker_plan
 
@@ -350,6 +365,7 @@ def join(
             interface=interface,
             labels=extra,
             token_path=token,
+            temp_dir=temp_dir,
         )
         if block:
             sys.stdout.flush()

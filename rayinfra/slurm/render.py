@@ -44,7 +44,9 @@ __all__ = [
     "CLUSTER_PLACEHOLDERS",
     "DEFAULT_DRIVER_COMMAND",
     "DEFAULT_WORKER_COMMAND",
+    "GATEWAY_PORT_NAMES",
     "HEAD_PORT_NAMES",
+    "RAY_START_WORKER_COMMAND",
     "SLURM_JOB_LABEL",
     "TASK_ARGV_VAR",
     "TASK_PLACEHOLDERS",
@@ -61,6 +63,15 @@ SLURM_JOB_LABEL = "rayinfra.io/slurm-job"
 #: the head's ports, in the connection file's ``ports`` (``gcs-port`` is ``ray start --port``);
 #: the worker ports are :data:`rayinfra.head.WORKER_PORT_FLAGS`, as ``rayinfra join`` uses them
 HEAD_PORT_NAMES = ("gcs-port", *WORKER_PORT_FLAGS, "ray-client-server-port", "dashboard-port")
+#: the ports of rayinfra's gateway on the head (picked free per job unless given), each the
+#: listen-address variable the driver command gets (rayinfra's env var names); connection file
+#: ``gateway``
+GATEWAY_PORT_NAMES: dict[str, str] = {
+    "orchestrator-grpc-port": "ORCHESTRATOR_GRPC_ADDR",
+    "orchestrator-http-port": "ORCHESTRATOR_HTTP_ADDR",
+    "env-manager-grpc-port": "ENV_MANAGER_GRPC_ADDR",
+    "env-manager-http-port": "ENV_MANAGER_METRICS_ADDR",
+}
 
 _PLACEHOLDER_TOKEN = re.compile(r"\{([a-z_]+)\}")
 _HARDWARE_ARGS = "{hardware_args}"
@@ -90,14 +101,30 @@ CLUSTER_PLACEHOLDERS: dict[str, str] = {
     "num_gpus": "RI_NUM_GPUS",
     "labels": "RI_NODE_LABELS",
     "hardware_args": "RI_HARDWARE_ARGS",
+    "ray_token_file": "RI_RAY_TOKEN_FILE",
     **{
         flag.replace("-", "_"): "RI_" + flag.upper().replace("-", "_") for flag in WORKER_PORT_FLAGS
     },
 }
 
-#: how a worker node joins by default (``rayinfra join`` can replace it): every listening port
-#: picked free on the node, an explicit node IP, a short temp dir, the node's labels
+#: how a worker node joins: ``rayinfra join`` (the one way to join, as ``cluster.yaml``'s workers
+#: do) with this node's IP, its share of the allocation's CPUs and GPUs, the job's labels and a
+#: temp dir of its own; join picks its ports free and detects the hardware labels itself, and
+#: reads the cluster's Ray token from ``RAY_AUTH_TOKEN_PATH`` (the job exports it)
 DEFAULT_WORKER_COMMAND: tuple[str, ...] = (
+    "{rayinfra}",
+    "join",
+    "{gcs_address}",
+    "--block",
+    "--node-ip-address={node_ip}",
+    "--num-cpus={num_cpus}",
+    "--num-gpus={num_gpus}",
+    "--labels={labels}",
+    "--temp-dir={temp_dir}",
+)
+#: the same with plain ``ray start``, for worker nodes without rayinfra: every listening port
+#: picked free on the node, an explicit node IP, a short temp dir, the node's labels
+RAY_START_WORKER_COMMAND: tuple[str, ...] = (
     "{ray}",
     "start",
     "--address={gcs_address}",
@@ -111,6 +138,7 @@ DEFAULT_WORKER_COMMAND: tuple[str, ...] = (
     "--disable-usage-stats",
 )
 #: what runs on the head once Ray serves: rayinfra's control actors, attached to the cluster
+#: (its gateway listens where ``GATEWAY_PORT_NAMES`` ' variables say, the job exports them)
 DEFAULT_DRIVER_COMMAND: tuple[str, ...] = (
     "{rayinfra}",
     "start",
@@ -141,6 +169,10 @@ class ClusterJobSpec:
     interface: str | None = None
     node_ip: str | None = None  # forced node IP (single node / tests); else interface, hostname -I
     ports: Mapping[str, int] = field(default_factory=dict)  # HEAD_PORT_NAMES; missing: picked free
+    gateway_host: str | None = None  # rayinfra's gateway listens here; default: the head's IP
+    gateway_ports: Mapping[str, int] = field(default_factory=dict)  # GATEWAY_PORT_NAMES; free
+    ray_auth: bool = True  # a Ray auth token per job (<job dir>/ray_auth_token, 0600)
+    workers_per_node: int = 1  # Ray nodes per Slurm node (the head's node: head + this - 1)
     min_worker_port: int = 0  # 0/0: Ray's workers take ports the OS picks
     max_worker_port: int = 0
     include_dashboard: bool = True
@@ -215,7 +247,7 @@ def _validate_spec(spec: ClusterJobSpec) -> None:
             text_field(name, getattr(spec, name))
     if spec.interface is not None:
         matching("interface", spec.interface, INTERFACE, "must be a network interface name")
-    for name in ("node_ip", "dashboard_host"):
+    for name in ("node_ip", "dashboard_host", "gateway_host"):
         value = getattr(spec, name)
         if value is not None:
             try:
@@ -231,6 +263,14 @@ def _validate_spec(spec: ClusterJobSpec) -> None:
             )
         if integer(f"ports.{key}", port, 1) > 65535:
             raise InvalidArgumentError(f"ports.{key}", f"must be <= 65535, got {port}")
+    for key, port in spec.gateway_ports.items():
+        if key not in GATEWAY_PORT_NAMES:
+            raise InvalidArgumentError(
+                f"gateway_ports.{key}", f"unknown port (known: {', '.join(GATEWAY_PORT_NAMES)})"
+            )
+        if integer(f"gateway_ports.{key}", port, 1) > 65535:
+            raise InvalidArgumentError(f"gateway_ports.{key}", f"must be <= 65535, got {port}")
+    integer("workers_per_node", spec.workers_per_node, 1)
     for name in ("min_worker_port", "max_worker_port"):
         if integer(name, getattr(spec, name), 0) > 65535:
             raise InvalidArgumentError(name, "must be <= 65535")
@@ -302,6 +342,15 @@ def render_cluster_job(spec: ClusterJobSpec) -> str:
         assign("RI_HEAD_PORT_NAMES", " ".join(head_names)),
         assign("RI_HEAD_PORT_VALUES", " ".join(str(spec.ports.get(n, 0)) for n in head_names)),
         assign("RI_WORKER_PORT_NAMES", " ".join(WORKER_PORT_FLAGS)),
+        assign("RI_WORKERS_PER_NODE", str(spec.workers_per_node)),
+        assign("RI_GATEWAY_HOST", spec.gateway_host or ""),  # "": the head's IP
+        assign("RI_GATEWAY_PORT_NAMES", " ".join(GATEWAY_PORT_NAMES)),
+        assign("RI_GATEWAY_PORT_VARS", " ".join(GATEWAY_PORT_NAMES.values())),
+        assign(
+            "RI_GATEWAY_PORT_VALUES",
+            " ".join(str(spec.gateway_ports.get(n, 0)) for n in GATEWAY_PORT_NAMES),
+        ),
+        assign("RI_RAY_AUTH", "token" if spec.ray_auth else "disabled"),
         assign("RI_MIN_WORKER_PORT", str(spec.min_worker_port)),
         assign("RI_MAX_WORKER_PORT", str(spec.max_worker_port)),
         assign("RI_INCLUDE_DASHBOARD", "true" if spec.include_dashboard else "false"),

@@ -201,7 +201,7 @@ async def test_the_watcher_sees_every_transition_with_one_squeue_per_poll(
 def test_the_cluster_job_starts_ray_and_rayinfra_and_cleans_up(tmp_path: Path) -> None:
     """``render_cluster_job(nodes=1)`` submitted for real: the connection file appears, the Ray
     head answers, rayinfra's control actors start on it (the default driver command); scancel
-    stops every Ray process and removes the temp dir and the connection file.
+    stops every Ray process and removes the temp dir, the connection file and the job's token.
 
     Cluster mode on one machine: node IP 127.0.0.2 (Ray rewrites 127.0.0.1 unless the loopback
     setting is on, and with it on `rayinfra start --address` cannot attach), explicit ports."""
@@ -268,7 +268,12 @@ def test_the_cluster_job_starts_ray_and_rayinfra_and_cleans_up(tmp_path: Path) -
         assert info["temp_dir"] == str(temp_dir) and temp_dir.is_dir()
         got_ports = info["ports"]
         assert isinstance(got_ports, dict) and {k: got_ports[k] for k in ports} == ports
-        ray_env_cli = {**env, "RAY_AUTH_MODE": "disabled"}
+        # the job's own Ray token, 0600 in its 0700 dir: a driver without it cannot attach
+        token = Path(str(info["ray_token_file"]))
+        assert token.parent == connection.parent and token.stat().st_mode & 0o777 == 0o600
+        assert connection.parent.stat().st_mode & 0o777 == 0o700
+        ray_env_cli = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+        assert _ray_status(venv_bin / "ray", gcs, {**env, "RAY_AUTH_MODE": "disabled"}) is None
         status = wait_for(
             "`ray status` to answer",
             lambda: _ray_status(venv_bin / "ray", gcs, ray_env_cli),
@@ -295,7 +300,7 @@ def test_the_cluster_job_starts_ray_and_rayinfra_and_cleans_up(tmp_path: Path) -
             60,
             0.5,
         )
-        assert not connection.exists()
+        assert not connection.exists() and not token.exists()
     finally:
         cli.cancel(job_id)
         if not os.environ.get("KEEP_SLURM_LOGS"):

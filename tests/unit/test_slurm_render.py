@@ -18,6 +18,7 @@ import pytest
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.slurm.render import (
     DEFAULT_WORKER_COMMAND,
+    RAY_START_WORKER_COMMAND,
     ClusterJobSpec,
     default_task_template,
     render_cluster_job,
@@ -199,7 +200,8 @@ def _worker_script(spec: ClusterJobSpec, tmp: Path, connection: Path, timeout_s:
         "RI_TEMP_ROOT": str(tmp),
         "RI_JOB_ID": "9",
         "RI_WORKER_TIMEOUT_S": str(timeout_s),
-        "SLURM_NODEID": "1",
+        "SLURM_STEP_ID": "1",
+        "SLURM_PROCID": "0",
         "SLURM_CPUS_ON_NODE": "4",
     }
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
@@ -221,11 +223,18 @@ FALLBACK_LABELS = "rayinfra.io/gpu-count=0,rayinfra.io/role=worker,rayinfra.io/s
 def test_worker_waits_for_the_connection_file_then_joins(
     tmp_path: Path, python: str, labels: str
 ) -> None:
-    """``ri_worker_main`` (what each worker node's srun runs): polls for the connection file,
-    picks its own free ports, execs the join command with the head's GCS address and the
-    labels rayinfra.hardware builds (or, with a Python that lacks rayinfra, the basic ones)."""
+    """``ri_worker_main`` (what each worker node's srun runs) with plain ``ray start`` as the
+    join command: polls for the connection file, picks its own free ports, runs the command
+    with the head's GCS address and the labels rayinfra.hardware builds (or, with a Python that
+    lacks rayinfra, the basic ones), and removes its temp dir once the node exits."""
     fake = recorder(tmp_path, "ray")
-    spec = ClusterJobSpec(ray=str(fake), python=python, node_ip="127.0.0.1", labels={"team": "a"})
+    spec = ClusterJobSpec(
+        ray=str(fake),
+        python=python,
+        node_ip="127.0.0.1",
+        labels={"team": "a"},
+        worker_command=RAY_START_WORKER_COMMAND,
+    )
     connection = tmp_path / "shared" / "connection.json"
     connection.parent.mkdir()
     proc = subprocess.Popen(
@@ -247,13 +256,51 @@ def test_worker_waits_for_the_connection_file_then_joins(
     flags = dict(a.lstrip("-").split("=", 1) for a in argv if "=" in a)
     assert argv[:2] == ["start", "--address=10.1.2.3:6380"] and "--block" in argv
     assert flags["node-ip-address"] == "127.0.0.1"
-    assert flags["temp-dir"] == str(tmp_path / "ri-9-1") and (tmp_path / "ri-9-1").is_dir()
+    assert flags["temp-dir"] == str(tmp_path / "ri-9-w1.0")
+    assert not (tmp_path / "ri-9-w1.0").exists()  # the node exited: its temp dir went with it
     assert flags["num-cpus"] == "4" and flags["num-gpus"] == "0"
     assert flags["labels"] == labels
     from rayinfra.head import WORKER_PORT_FLAGS
 
     ports = [int(flags[f]) for f in WORKER_PORT_FLAGS]
     assert len(set(ports)) == len(ports) and all(p > 0 for p in ports)
+
+
+def test_a_worker_joins_with_rayinfra_join_and_its_share_of_the_node(tmp_path: Path) -> None:
+    """The default join command is ``rayinfra join`` (the one way to join): the head's GCS
+    address, this node's IP, its share of the node's CPUs and GPUs when several Ray nodes
+    share it, the job's labels and a temp dir of its own."""
+    fake = recorder(tmp_path, "rayinfra")
+    spec = ClusterJobSpec(
+        rayinfra=str(fake),
+        python=sys.executable,
+        node_ip="127.0.0.1",
+        gpus_per_node=4,
+        workers_per_node=2,
+        labels={"team": "a"},
+    )
+    connection = tmp_path / "connection.json"
+    connection.write_text(json.dumps({"gcs_address": "10.1.2.3:6380"}))
+    proc = subprocess.run(
+        ["bash", "-c", _worker_script(spec, tmp_path, connection, 5)],
+        env={**os.environ, "RECORD_TO": str(tmp_path / "record.json")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    argv = json.loads((tmp_path / "record.json").read_text())["argv"]
+    assert argv == [
+        "join",
+        "10.1.2.3:6380",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--num-gpus=2",
+        "--labels=team=a,rayinfra.io/slurm-job=9",
+        f"--temp-dir={tmp_path / 'ri-9-w1.0'}",
+    ]
+    assert DEFAULT_WORKER_COMMAND[:2] == ("{rayinfra}", "join")
 
 
 def test_worker_gives_up_without_a_connection_file(tmp_path: Path) -> None:
@@ -293,6 +340,10 @@ def test_worker_gives_up_without_a_connection_file(tmp_path: Path) -> None:
         ({"ports": {"gcs-port": 70000}}, "ports.gcs-port"),
         ({"ports": {"redis": 6379}}, "ports.redis"),
         ({"min_worker_port": 2000, "max_worker_port": 1000}, "min_worker_port"),
+        ({"gateway_ports": {"grpc": 1}}, "gateway_ports.grpc"),
+        ({"gateway_ports": {"orchestrator-grpc-port": 0}}, "gateway_ports.orchestrator-grpc-port"),
+        ({"gateway_host": "0.0.0.0; x"}, "gateway_host"),
+        ({"workers_per_node": 0}, "workers_per_node"),
         ({"labels": {"team": "a b"}}, "labels.team"),
         ({"labels": {"ray.io/x": "y"}}, "labels.ray.io/x"),
         ({"labels": {"rayinfra.io/role": "head"}}, "labels.rayinfra.io/role"),
@@ -322,10 +373,10 @@ def test_cluster_job_quotes_an_output_path_with_spaces() -> None:
     assert '#SBATCH --output="/tmp/my logs/it\'s $(x)-%j.out"' in script.splitlines()
 
 
-def test_default_worker_command_names_every_worker_port() -> None:
+def test_ray_start_worker_command_names_every_worker_port() -> None:
     from rayinfra.head import WORKER_PORT_FLAGS
 
-    joined = " ".join(DEFAULT_WORKER_COMMAND)
+    joined = " ".join(RAY_START_WORKER_COMMAND)
     for flag in WORKER_PORT_FLAGS:
         assert f"--{flag}={{{flag.replace('-', '_')}}}" in joined
     assert "--node-ip-address={node_ip}" in joined and "--block" in joined

@@ -1,12 +1,16 @@
 # ---- the cluster (static part of rayinfra/slurm/templates/cluster.sh) ----
-# The batch shell runs on the allocation's first node, the head: it picks the node IP and free
-# ports, starts `ray start --head --block` there as a job step, waits until the head serves,
-# writes the connection file (atomically) on the shared path, starts one worker per other node
-# (each waits for that file, then execs the join command), runs the driver command (rayinfra),
-# and waits on the head. SIGTERM (scancel, or --signal before the time limit) stops the steps,
-# removes the connection file and the head's temp dir. A worker execs its join command, so its
-# temp dir (Ray's logs, <temp root>/ri-<job>-<node id>) stays for inspection.
+# The batch shell runs on the allocation's first node, the head: it makes the job dir (0700, on
+# the shared path) and the job's Ray auth token, picks the node IP and free ports, starts
+# `ray start --head --block` there as a job step, waits until the head serves, writes the
+# connection file (atomically) in the job dir, starts the workers (RI_WORKERS_PER_NODE Ray nodes
+# per other node, that many minus one beside the head; each waits for that file, then runs the
+# join command), runs the driver command (rayinfra, its gateway on ports picked free) and waits
+# on the head. SIGTERM (scancel, or --signal before the time limit) stops the steps, removes the
+# connection file, the token and the head's temp dir; each worker removes its own temp dir.
 set -euo pipefail
+# cluster mode: never the loopback setting (Ray would refuse workers), never another cluster's
+# address or token from the submitting shell (sbatch exports its environment)
+unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER RAY_ADDRESS RAY_AUTH_TOKEN RAYINFRA_GATEWAY RAYINFRA_ADDRESS
 
 ri_log() { echo "rayinfra[$(date +%H:%M:%S)] $*" >&2; }
 
@@ -94,9 +98,16 @@ print("\n".join(args))
 PY
 }
 
-ri_worker_main() {  # one per worker node (a job step): wait for the head, then become the node
+ri_share() {  # TOTAL: this Ray node's share of TOTAL (CPUs, GPUs) when RI_WORKERS_PER_NODE share a node
+  local share=$(($1 / RI_WORKERS_PER_NODE))
+  if [ "$share" -lt 1 ] && [ "$1" -gt 0 ]; then share=1; fi
+  echo "$share"
+}
+
+ri_worker_main() {  # one per worker Ray node (a job step task): wait for the head, join it, and
+  # remove the node's temp dir once Ray exits
   set -euo pipefail
-  local deadline=$((SECONDS + RI_WORKER_TIMEOUT_S)) names zeros=()
+  local deadline=$((SECONDS + RI_WORKER_TIMEOUT_S)) names zeros=() child rc
   until [ -s "$RI_CONNECTION_FILE" ]; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       ri_log "worker $(hostname): no connection file $RI_CONNECTION_FILE after ${RI_WORKER_TIMEOUT_S} s"
@@ -109,18 +120,29 @@ print(json.load(open(sys.argv[1]))["gcs_address"])' "$RI_CONNECTION_FILE")
   RI_HEAD_IP=${RI_GCS_ADDRESS%:*}
   RI_GCS_PORT=${RI_GCS_ADDRESS##*:}
   RI_NODE_IP=$(ri_node_ip)
-  RI_TEMP_DIR="$RI_TEMP_ROOT/ri-$RI_JOB_ID-${SLURM_NODEID:-w}"
-  RI_NUM_CPUS=${SLURM_CPUS_ON_NODE:-1}
+  RI_TEMP_DIR="$RI_TEMP_ROOT/ri-$RI_JOB_ID-w${SLURM_STEP_ID:-0}.${SLURM_PROCID:-0}"
+  RI_NUM_CPUS=$(ri_share "${SLURM_CPUS_ON_NODE:-1}")
+  RI_NUM_GPUS=$(ri_share "$RI_NUM_GPUS")
   RI_NODE_LABELS="${RI_EXTRA_LABELS:+$RI_EXTRA_LABELS,}$RI_JOB_LABEL=$RI_JOB_ID"
-  export RI_GCS_ADDRESS RI_HEAD_IP RI_GCS_PORT RI_NODE_IP RI_TEMP_DIR RI_NUM_CPUS RI_NODE_LABELS
+  export RI_GCS_ADDRESS RI_HEAD_IP RI_GCS_PORT RI_NODE_IP RI_TEMP_DIR RI_NUM_CPUS RI_NUM_GPUS \
+    RI_NODE_LABELS
   mkdir -p "$RI_TEMP_DIR"
+  trap 'rm -rf "$RI_TEMP_DIR"' EXIT
   mapfile -t RI_HARDWARE_ARGS < <(ri_hardware_args worker)
   if [ "${#RI_HARDWARE_ARGS[@]}" = 0 ]; then exit 1; fi
   read -r -a names <<<"$RI_WORKER_PORT_NAMES"
   for _ in "${names[@]}"; do zeros+=(0); done
   ri_set_ports "$RI_WORKER_PORT_NAMES" "$(ri_pick_ports "$RI_NODE_IP" "${zeros[@]}")"
-  ri_log "worker $(hostname) ($RI_NODE_IP) joins $RI_GCS_ADDRESS"
-  ri_worker_command
+  ri_log "worker $(hostname) ($RI_NODE_IP, temp dir $RI_TEMP_DIR) joins $RI_GCS_ADDRESS"
+  ri_worker_command &
+  child=$!
+  trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+  while :; do  # a trapped signal ends `wait` early: wait again until the node has exited
+    rc=0
+    wait "$child" || rc=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
+  return "$rc"
 }
 
 ri_write_connection() {  # $1: rayinfra's state (starting, running, none); tmp file + rename
@@ -129,6 +151,10 @@ import json, os, sys, time
 e = os.environ
 ports = {n: int(e["RI_" + n.upper().replace("-", "_")]) for n in e["RI_HEAD_PORT_NAMES"].split()}
 dashboard = ports.get("dashboard-port")
+gateway = None
+if e["RI_STATUS"] == "running":  # the driver (rayinfra) serves where these say
+    gateway = {v: e[v] for v in e["RI_GATEWAY_PORT_VARS"].split()}
+    gateway["RAYINFRA_TOKEN_FILE"] = e["RAYINFRA_TOKEN_FILE"]
 info = {
     "kind": "rayinfra-slurm-cluster",
     "version": 1,
@@ -141,6 +167,9 @@ info = {
     "temp_dir": e["RI_TEMP_DIR"],
     "state_dir": e["RI_STATE_DIR"],
     "dashboard_url": f"http://{e['RI_DASHBOARD_HOST']}:{dashboard}" if dashboard else None,
+    "ray_token_file": e.get("RAY_AUTH_TOKEN_PATH") or None,
+    "workers_per_node": int(e["RI_WORKERS_PER_NODE"]),
+    "gateway": gateway,
     "rayinfra": e["RI_STATUS"],
     "updated_at": int(time.time()),
 }
@@ -154,13 +183,13 @@ PY
 }
 
 RI_HEAD_SRUN_PID=""
-RI_WORKER_SRUN_PID=""
+RI_WORKER_SRUN_PIDS=""
 RI_DRIVER_PID=""
 ri_cleanup() {  # EXIT: stop the driver and the steps (bounded), remove the connection file and temp dir
   local rc=$? pids=() pid alive deadline driver_deadline
   trap - EXIT TERM INT
   set +e
-  for pid in $RI_DRIVER_PID $RI_HEAD_SRUN_PID $RI_WORKER_SRUN_PID; do
+  for pid in $RI_DRIVER_PID $RI_HEAD_SRUN_PID $RI_WORKER_SRUN_PIDS; do
     if kill -0 "$pid" 2>/dev/null; then pids+=("$pid"); fi
   done
   if [ "${#pids[@]}" -gt 0 ]; then
@@ -185,7 +214,8 @@ ri_cleanup() {  # EXIT: stop the driver and the steps (bounded), remove the conn
       sleep 0.2
     done
   fi
-  rm -f "$RI_CONNECTION_FILE"
+  rm -f "$RI_CONNECTION_FILE" "${RAY_AUTH_TOKEN_PATH:-}" "${RAYINFRA_TOKEN_FILE:-}"
+  rmdir "$RI_JOB_DIR" 2>/dev/null
   rm -rf "$RI_TEMP_DIR"
   ri_log "stopped (exit code $rc)"
   exit "$rc"
@@ -202,9 +232,22 @@ RI_JOB_DIR="$RI_SHARED_DIR/$RI_JOB_ID"
 RI_CONNECTION_FILE="$RI_JOB_DIR/connection.json"
 RI_TEMP_DIR="$RI_TEMP_ROOT/ri-$RI_JOB_ID"
 RI_STATE_DIR=${RI_STATE_DIR:-$RI_TEMP_DIR/state}
-RI_NUM_CPUS=${SLURM_CPUS_ON_NODE:-1}
+RI_NUM_CPUS=$(ri_share "${SLURM_CPUS_ON_NODE:-1}")
+RI_HEAD_GPUS=$(ri_share "$RI_NUM_GPUS")
 export RI_JOB_ID RI_HEAD_NODE RI_JOB_DIR RI_CONNECTION_FILE RI_TEMP_DIR RI_STATE_DIR RI_NUM_CPUS
-mkdir -p "$RI_JOB_DIR" "$RI_TEMP_DIR"
+mkdir -p "$RI_SHARED_DIR" "$RI_TEMP_DIR"
+mkdir -p "$RI_JOB_DIR" && chmod 700 "$RI_JOB_DIR"  # the job's tokens live here
+if [ "$RI_RAY_AUTH" = token ]; then
+  # the job's own Ray token: another user's (or job's) driver cannot attach to this cluster
+  RI_RAY_TOKEN_FILE="$RI_JOB_DIR/ray_auth_token"
+  (umask 077 && "$RI_PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$RI_RAY_TOKEN_FILE")
+  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$RI_RAY_TOKEN_FILE"
+else
+  RI_RAY_TOKEN_FILE=""
+  export RAY_AUTH_MODE=disabled
+  unset RAY_AUTH_TOKEN_PATH
+fi
+export RI_RAY_TOKEN_FILE
 RI_NODE_IP=$(ri_node_ip)
 RI_HEAD_IP=$RI_NODE_IP
 RI_NODE_LABELS="${RI_EXTRA_LABELS:+$RI_EXTRA_LABELS,}$RI_JOB_LABEL=$RI_JOB_ID"
@@ -214,7 +257,7 @@ ri_set_ports "$RI_HEAD_PORT_NAMES" "$(ri_pick_ports "$RI_NODE_IP" "${RI_PORT_VAL
 RI_GCS_ADDRESS="$RI_NODE_IP:$RI_GCS_PORT"
 export RI_GCS_ADDRESS
 
-mapfile -t RI_HARDWARE_ARGS < <(ri_hardware_args head)
+mapfile -t RI_HARDWARE_ARGS < <(RI_NUM_GPUS=$RI_HEAD_GPUS ri_hardware_args head)
 if [ "${#RI_HARDWARE_ARGS[@]}" = 0 ]; then exit 1; fi
 mapfile -t RI_HEAD_ARGS < <(ri_port_args "$RI_HEAD_PORT_NAMES")
 RI_HEAD_ARGS+=(
@@ -224,7 +267,7 @@ RI_HEAD_ARGS+=(
 if [ "$RI_INCLUDE_DASHBOARD" = true ]; then RI_HEAD_ARGS+=(--dashboard-host="$RI_DASHBOARD_HOST"); fi
 if [ "$RI_USAGE_STATS" = false ]; then RI_HEAD_ARGS+=(--disable-usage-stats); fi
 ri_log "job $RI_JOB_ID: head $RI_HEAD_NODE ($RI_NODE_IP), GCS $RI_GCS_ADDRESS, $RI_NODES node(s), temp dir $RI_TEMP_DIR"
-srun --nodes=1 --ntasks=1 --nodelist="$RI_HEAD_NODE" \
+srun --overlap --nodes=1 --ntasks=1 --nodelist="$RI_HEAD_NODE" \
   "$RI_RAY" start --head --block --node-ip-address="$RI_NODE_IP" "${RI_HEAD_ARGS[@]}" &
 RI_HEAD_SRUN_PID=$!
 
@@ -243,14 +286,31 @@ done
 ri_write_connection starting
 ri_log "Ray head up at $RI_GCS_ADDRESS; connection file $RI_CONNECTION_FILE"
 
+RI_WORKER_FUNCTIONS="$(declare -f ri_log ri_node_ip ri_pick_ports ri_set_ports ri_share \
+  ri_hardware_args ri_worker_command ri_worker_main); ri_worker_main"
 if [ "$RI_NODES" -gt 1 ]; then
-  srun --nodes=$((RI_NODES - 1)) --ntasks=$((RI_NODES - 1)) --ntasks-per-node=1 \
-    --exclude="$RI_HEAD_NODE" bash -c "$(declare -f ri_log ri_node_ip ri_pick_ports \
-    ri_set_ports ri_worker_command ri_worker_main); ri_worker_main" &
-  RI_WORKER_SRUN_PID=$!
+  srun --overlap --nodes=$((RI_NODES - 1)) --ntasks=$(((RI_NODES - 1) * RI_WORKERS_PER_NODE)) \
+    --ntasks-per-node="$RI_WORKERS_PER_NODE" --exclude="$RI_HEAD_NODE" \
+    bash -c "$RI_WORKER_FUNCTIONS" &
+  RI_WORKER_SRUN_PIDS="$RI_WORKER_SRUN_PIDS $!"
+fi
+if [ "$RI_WORKERS_PER_NODE" -gt 1 ]; then  # the other Ray nodes of the head's Slurm node
+  srun --overlap --nodes=1 --ntasks=$((RI_WORKERS_PER_NODE - 1)) --nodelist="$RI_HEAD_NODE" \
+    bash -c "$RI_WORKER_FUNCTIONS" &
+  RI_WORKER_SRUN_PIDS="$RI_WORKER_SRUN_PIDS $!"
 fi
 
 if declare -F ri_driver_command >/dev/null; then
+  # rayinfra's gateway: on the head's IP (or RI_GATEWAY_HOST), ports picked free now, its
+  # token file in the job dir (required beyond loopback)
+  RI_GATEWAY_HOST=${RI_GATEWAY_HOST:-$RI_NODE_IP}
+  read -r -a RI_PORT_VALUES <<<"$RI_GATEWAY_PORT_VALUES"
+  read -r -a RI_GATEWAY_VARS <<<"$RI_GATEWAY_PORT_VARS"
+  read -r -a RI_PORT_VALUES <<<"$(ri_pick_ports "$RI_GATEWAY_HOST" "${RI_PORT_VALUES[@]}")"
+  for i in "${!RI_GATEWAY_VARS[@]}"; do
+    export "${RI_GATEWAY_VARS[$i]}=$RI_GATEWAY_HOST:${RI_PORT_VALUES[$i]}"
+  done
+  export RAYINFRA_TOKEN_FILE="$RI_JOB_DIR/gateway.token"
   # in the background: a trapped signal interrupts `wait`, not a foreground command
   ri_driver_command &
   RI_DRIVER_PID=$!
