@@ -75,6 +75,28 @@ ri_port_args() {  # NAMES: --<flag>=$RI_<NAME> for each name (gcs-port is ray's 
   done
 }
 
+ri_reap() {  # DIR...: SIGKILL this user's processes still using a Ray temp dir of this job (a
+  # Ray worker whose raylet died first is re-parented and escapes the step's process tracking)
+  "$RI_PYTHON" - "$@" <<'PY' || true
+import os, signal, sys
+dirs = [d.rstrip("/") for d in sys.argv[1:]]
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid() or int(pid) == os.getpid():
+            continue
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        continue
+    if any(a == f"--temp-dir={d}" or a.startswith(f"{d}/") or f"={d}/" in a
+           for a in args for d in dirs):
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+PY
+}
+
 ri_port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 ri_hardware_args() {  # ROLE: --num-cpus, --num-gpus, --labels, --resources, one per line, built
@@ -127,7 +149,7 @@ print(json.load(open(sys.argv[1]))["gcs_address"])' "$RI_CONNECTION_FILE")
   export RI_GCS_ADDRESS RI_HEAD_IP RI_GCS_PORT RI_NODE_IP RI_TEMP_DIR RI_NUM_CPUS RI_NUM_GPUS \
     RI_NODE_LABELS
   mkdir -p "$RI_TEMP_DIR"
-  trap 'rm -rf "$RI_TEMP_DIR"' EXIT
+  trap 'ri_reap "$RI_TEMP_DIR"; rm -rf "$RI_TEMP_DIR"' EXIT
   mapfile -t RI_HARDWARE_ARGS < <(ri_hardware_args worker)
   if [ "${#RI_HARDWARE_ARGS[@]}" = 0 ]; then exit 1; fi
   read -r -a names <<<"$RI_WORKER_PORT_NAMES"
@@ -216,7 +238,10 @@ ri_cleanup() {  # EXIT: stop the driver and the steps (bounded), remove the conn
   fi
   rm -f "$RI_CONNECTION_FILE" "${RAY_AUTH_TOKEN_PATH:-}" "${RAYINFRA_TOKEN_FILE:-}"
   rmdir "$RI_JOB_DIR" 2>/dev/null
-  rm -rf "$RI_TEMP_DIR"
+  # this node's Ray temp dirs of the job (the head's; workers beside it that could not clean
+  # up, e.g. a step killed with SIGKILL) and whatever still runs from them
+  ri_reap "$RI_TEMP_DIR" "$RI_TEMP_ROOT/ri-$RI_JOB_ID-w"*
+  rm -rf "$RI_TEMP_DIR" "$RI_TEMP_ROOT/ri-$RI_JOB_ID-w"*
   ri_log "stopped (exit code $rc)"
   exit "$rc"
 }
@@ -287,7 +312,7 @@ ri_write_connection starting
 ri_log "Ray head up at $RI_GCS_ADDRESS; connection file $RI_CONNECTION_FILE"
 
 RI_WORKER_FUNCTIONS="$(declare -f ri_log ri_node_ip ri_pick_ports ri_set_ports ri_share \
-  ri_hardware_args ri_worker_command ri_worker_main); ri_worker_main"
+  ri_hardware_args ri_reap ri_worker_command ri_worker_main); ri_worker_main"
 if [ "$RI_NODES" -gt 1 ]; then
   srun --overlap --nodes=$((RI_NODES - 1)) --ntasks=$(((RI_NODES - 1) * RI_WORKERS_PER_NODE)) \
     --ntasks-per-node="$RI_WORKERS_PER_NODE" --exclude="$RI_HEAD_NODE" \
