@@ -58,6 +58,7 @@ def start(
         daemon=True,
         profile=None,
         services=services,
+        token_file=None,
         config=config,
         state_dir=state_dir,
     )

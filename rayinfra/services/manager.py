@@ -505,7 +505,8 @@ class ServiceManager:
         deadline = loop.time() + (self.health_timeout_s or 3600.0)
         while loop.time() < deadline:
             now = await self._inspect(spec, inst.id)
-            if now.state in ("exited", "missing"):
+            # "exited" with no code yet: the process driver's supervisor is still recording it
+            if now.state == "missing" or (now.state == "exited" and now.exit_code is not None):
                 return now.exit_code
             await asyncio.sleep(0.2)
         return None

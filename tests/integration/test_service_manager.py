@@ -7,6 +7,7 @@ the runtime tests).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from rayinfra.errors import InvalidArgumentError
+from rayinfra.services.drivers.base import Instance
 from rayinfra.services.drivers.process import ProcessDriver
 from rayinfra.services.manager import ServiceManager
 from rayinfra.services.monitor import HealthMonitor
@@ -154,6 +156,34 @@ async def test_dependency_order_and_condition_waits(env: Env) -> None:
         ]
         == 1
     )
+
+
+class SlowRecordingDriver(ProcessDriver):
+    """The process driver with the supervisor's recording window widened: for the first few
+    inspections after the child exited, it reports ``exited`` with no exit code yet."""
+
+    def __init__(self, root: Path, unrecorded: int) -> None:
+        super().__init__(root)
+        self.unrecorded = unrecorded
+
+    def inspect(self, instance_id: str) -> Instance:
+        inst = super().inspect(instance_id)
+        if inst.state == "exited" and self.unrecorded > 0:
+            self.unrecorded -= 1
+            return dataclasses.replace(inst, exit_code=None)
+        return inst
+
+
+async def test_a_completed_condition_waits_for_the_exit_code_to_be_recorded(env: Env) -> None:
+    migrate = oneshot("migrate", 0)
+    app = http_service("app", depends_on=[{"service": "migrate", "condition": "completed"}])
+    m = env.manager(migrate, app)
+    m.drivers["process"] = SlowRecordingDriver(env.tmp / "services", unrecorded=3)
+    op = await m.start_and_wait(["app"])
+    final = {u["service_name"]: u for u in op.updates if u["progress"] == 100}
+    assert final["migrate"]["status"] == "stopped", final  # completed, not "exit code None"
+    assert final["app"]["status"] == "healthy", final
+    assert op.success
 
 
 async def test_dependants_start_without_waiting_for_a_whole_depth_level(env: Env) -> None:
