@@ -80,6 +80,12 @@ def attach(config: RayinfraConfig, address: str) -> ConnectionInfo:
             "address (so the connection would hang); give the head's own address, another "
             "loopback address (127.0.0.2, ...) or 'auto' on a node of that cluster"
         )
+    if config.ray.auth_mode == "token" and not config.ray_token_path.is_file():
+        raise RuntimeFailureError(
+            f"no Ray auth token for {address}: {config.ray_token_path} does not exist; give the "
+            "cluster's token (--token-file, $RAY_AUTH_TOKEN_PATH or ray.token_path), or, for a "
+            'cluster without auth, RAY_AUTH_MODE=disabled or ray.auth_mode = "disabled"'
+        )
     info = ConnectionInfo(
         gcs_address=address,
         mode="cluster",

@@ -158,8 +158,8 @@ def start(
     token_file: Path | None = typer.Option(
         None,
         "--token-file",
-        help="With --address: the cluster's Ray auth token (default: $RAY_AUTH_TOKEN_PATH, "
-        "else ray.token_path / ray.auth_mode).",
+        help="With --address: the cluster's Ray auth token (default: $RAY_AUTH_TOKEN_PATH; "
+        "none with RAY_AUTH_MODE=disabled; else ray.token_path / ray.auth_mode).",
     ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
@@ -179,6 +179,8 @@ def start(
     token = token_file or (Path(p) if (p := os.environ.get("RAY_AUTH_TOKEN_PATH")) else None)
     if address is not None and token is not None:  # the cluster's token, as `join` takes it
         flags.update({"ray.auth_mode": "token", "ray.token_path": str(token)})
+    elif address is not None and os.environ.get("RAY_AUTH_MODE") == "disabled":
+        flags["ray.auth_mode"] = "disabled"  # a cluster without auth, as Ray's own CLI reads it
     elif token_file is not None:
         fail("--token-file goes with --address (a local head makes its own token)", EXIT_USAGE)
     loaded = load(config, state_dir, **flags)

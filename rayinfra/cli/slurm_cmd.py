@@ -40,7 +40,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-POLL_S = 0.5
+POLL_S = 0.2
 LOG_TAIL_LINES = 30
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from rayinfra.connection import pid_alive
 from rayinfra.head import WORKER_NODE_FILE, session_members
+from tests.conftest import GATEWAY_ADDR_KEYS, free_port
 from tests.support.cluster import ClusterHead, cluster_head, ray_nodes
 
 pytestmark = pytest.mark.e2e
@@ -141,3 +142,36 @@ def test_start_address_refuses_loopback_127_0_0_1(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "127.0.0.2" in done.stderr
+
+
+def test_start_address_on_a_cluster_without_auth(tmp_path: Path) -> None:
+    """``rayinfra start --address`` on a cluster started without auth (RAY_AUTH_MODE=disabled,
+    as hand-written sbatch scripts do); without that and without a token it names what to give."""
+    with cluster_head(tmp_path, token=False) as head:
+        gateway = {k: f"127.0.0.1:{free_port()}" for k in GATEWAY_ADDR_KEYS}
+        config = tmp_path / "config.toml"
+        config.write_text("[gateway]\n" + "".join(f'{k} = "{v}"\n' for k, v in gateway.items()))
+        state = ["--state-dir", str(tmp_path / "state"), "--config", str(config)]
+        no_auth = {k: v for k, v in head.env.items() if k != "RAY_AUTH_MODE"}
+        refused = subprocess.run(
+            [*RAYINFRA, "start", "--address", head.address, "--daemon", *state],
+            env=no_auth, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "no Ray auth token" in refused.stderr and "RAY_AUTH_MODE=disabled" in refused.stderr
+        try:
+            started = subprocess.run(
+                [*RAYINFRA, "start", "--address", head.address, "--daemon", *state],
+                env=head.env, capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+            assert started.returncode == 0, started.stdout + started.stderr
+            status = subprocess.run(
+                [*RAYINFRA, "status", "--json", *state],
+                env=head.env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["ray"]["gcs_address"] == head.address
+        finally:
+            subprocess.run(
+                [*RAYINFRA, "stop", "--force", *state], env=head.env, timeout=120, check=False
+            )
