@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from rayinfra import taskstore
 from rayinfra.config import CLASS_ALIASES, RayinfraConfig
@@ -29,6 +29,16 @@ from rayinfra.taskstore import TaskRow
 
 SLURM_CLASS = "gpu_slurm"
 INLINE_SUBMIT_MAX = 16  # tasks per submit committed on the caller's thread when the writer idles
+
+
+class BackendGate(Protocol):
+    """Admits the tasks of a class that runs outside Ray (``gpu_slurm``:
+    :class:`rayinfra.actors.slurm_pool.SlurmGate`)."""
+
+    async def check(self, specs: Sequence[TaskSpec], *, trusted: bool) -> None:
+        """Raise (InvalidArgumentError naming the field, BackendUnavailableError) to refuse
+        the batch before anything is written."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -57,9 +67,14 @@ class Admitted:
 
 
 def validate_batch(
-    raw_specs: Sequence[Mapping[str, Any]], config: RayinfraConfig, *, trusted: bool
+    raw_specs: Sequence[Mapping[str, Any]],
+    config: RayinfraConfig,
+    *,
+    trusted: bool,
+    slurm: bool = False,
 ) -> list[TaskSpec]:
-    """Validate every spec (errors name ``tasks[i].<field>`` in a batch of more than one)."""
+    """Validate every spec (errors name ``tasks[i].<field>`` in a batch of more than one);
+    ``gpu_slurm`` tasks only with ``slurm`` (a :class:`BackendGate` checks them next)."""
     out: list[TaskSpec] = []
     by_id: dict[str, TaskSpec] = {}
     for i, raw in enumerate(raw_specs):
@@ -76,10 +91,10 @@ def validate_batch(
         except InvalidArgumentError as e:
             field_name = e.field if len(raw_specs) == 1 else f"tasks[{i}].{e.field}"
             raise type(e)(field_name, e.message) from None  # keeps NotTrustedError
-        if spec.task_class == SLURM_CLASS:
+        if spec.task_class == SLURM_CLASS and not slurm:
             raise BackendUnavailableError(
-                "task_class gpu_slurm needs the Slurm backend, which is not available in this "
-                "runtime; nothing was queued"
+                "task_class gpu_slurm needs the Slurm backend, which this process does not "
+                "admit to; nothing was queued"
             )
         prev = by_id.get(spec.task_id)
         if prev is not None and prev.identity() != spec.identity():
@@ -114,6 +129,7 @@ async def admit(
     *,
     trusted: bool,
     source: str,
+    slurm: BackendGate | None = None,
 ) -> Admitted:
     """Validate and commit a batch; returns once the transaction is durable.
 
@@ -121,7 +137,9 @@ async def admit(
     cost more than the commit); a big one goes through the writer's group commit, so the event
     loop never blocks on it.
     """
-    specs = validate_batch(raw_specs, config, trusted=trusted)
+    specs = validate_batch(raw_specs, config, trusted=trusted, slurm=slurm is not None)
+    if slurm is not None:
+        await slurm.check(specs, trusted=trusted)
     now = time.time()
     rows = new_rows(specs, trusted=trusted, source=source, now=now)
     fresh, seq = await store.awrite(
@@ -138,11 +156,16 @@ class Submitter:
     """
 
     def __init__(
-        self, store: StateStore, config: RayinfraConfig, wake: Callable[[Admitted], None]
+        self,
+        store: StateStore,
+        config: RayinfraConfig,
+        wake: Callable[[Admitted], None],
+        slurm: BackendGate | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self._wake = wake
+        self.slurm = slurm
 
     async def submit(
         self, raw_specs: Sequence[Mapping[str, Any]], *, trusted: bool, source: str
@@ -152,7 +175,9 @@ class Submitter:
         Raises :class:`InvalidArgumentError` (field named, ``tasks[i].`` prefixed in a batch),
         :class:`TaskConflictError` or :class:`BackendUnavailableError`; nothing is written then.
         """
-        admitted = await admit(self.store, self.config, raw_specs, trusted=trusted, source=source)
+        admitted = await admit(
+            self.store, self.config, raw_specs, trusted=trusted, source=source, slurm=self.slurm
+        )
         if admitted.new_ids:
             self._wake(admitted)
         return admitted

@@ -66,6 +66,14 @@ class ControlPlane:
             replies = (await self.submitter.submit(specs, trusted=trusted, source=source)).replies()
         return [{k: r[k] for k in ("success", "task_id", "error")} for r in replies]
 
+    async def slurm_job(self, task_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
+        """The Slurm job record of a ``gpu_slurm`` task (``None``: none), waiting up to
+        ``wait_s`` for its sbatch."""
+        job: dict[str, Any] | None = await self.call(
+            "scheduler", "slurm_job", task_id, wait_s, timeout_s=wait_s + 30.0
+        )
+        return job
+
     async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
         found: dict[str, dict[str, Any] | None] = await self.call(
             "scheduler", "get", list(task_ids)

@@ -22,6 +22,7 @@ from typing import Any
 
 from rayinfra import doorbell, hardware, raywrap, runtime
 from rayinfra.actors.base import ControlActor
+from rayinfra.actors.slurm_pool import SlurmGate
 from rayinfra.admission import Submitter
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth, read_or_create_token
@@ -59,7 +60,8 @@ class GatewayActor(ControlActor):
         )
         self._bell = doorbell.Bell(doorbell.address(self.config.state.db_path, "scheduler"))
         self.control = ControlPlane(
-            raywrap.ActorCaller(), Submitter(self.store, self.config, self._bell.ring_soon)
+            raywrap.ActorCaller(),
+            Submitter(self.store, self.config, self._bell.ring_soon, slurm=SlurmGate(self.config)),
         )
         self.feeds: dict[str, Fanout] = {
             "tasks": task_feed(self.control),

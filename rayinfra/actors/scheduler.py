@@ -17,6 +17,7 @@ from typing import Any
 from rayinfra import admission, doorbell, raywrap, taskstore
 from rayinfra.actors.base import ControlActor
 from rayinfra.actors.executor_pool import ExecutorPools
+from rayinfra.actors.slurm_pool import SlurmGate, SlurmPool
 from rayinfra.errors import TaskNotFoundError
 from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.metrics import SchedulerMetrics
@@ -44,18 +45,23 @@ class SchedulerActor(ControlActor):
         self.metrics = SchedulerMetrics(
             {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == admission.SLURM_CLASS}
         )
+        self._wake = asyncio.Event()
+        self.slurm = SlurmPool(cfg, self.store, self.metrics, self._on_results, self._wake.set)
         self.submitter = admission.Submitter(
-            self.store, cfg, wake=lambda admitted: self._enqueue(admitted.fresh_rows, admitted.seq)
+            self.store,
+            cfg,
+            wake=lambda admitted: self._enqueue(admitted.fresh_rows, admitted.seq),
+            slurm=SlurmGate(cfg, self.slurm.probe),
         )
         self.file_queue = FileQueue(cfg.queue_dir)
         self._ray_metrics = raywrap.RayMetricsMirror()
-        self._wake = asyncio.Event()
         self.pools = ExecutorPools(
             cfg, self.store, self._on_results, self._executor_lost, self._wake.set
         )
         self._sweep_cursor = self.store.last_event_seq()  # all submitted so far is recovered now
         rows = self.store.read(taskstore.load_unfinished)
-        self.state.recover(rows, time.monotonic())
+        self.state.recover(rows, time.monotonic(), self.slurm.adopt(rows))
+        self.slurm.start()
         log.info("scheduler recovered %d unfinished tasks", len(rows))
         self._bell = doorbell.Receiver(
             doorbell.address(cfg.state.db_path, self.NAME), self._catch_up
@@ -112,7 +118,17 @@ class SchedulerActor(ControlActor):
             if len(found) < SWEEP_BATCH:
                 return
 
+    def _pool(self, cls: str) -> ExecutorPools | SlurmPool:
+        """Where the class's tasks run: Ray executors, or (``gpu_slurm``) Slurm jobs."""
+        return self.slurm if cls == admission.SLURM_CLASS else self.pools
+
+    async def slurm_job(self, task_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
+        """The Slurm job record of a ``gpu_slurm`` task's latest attempt (``None``: it has
+        none), waiting up to ``wait_s`` for one being submitted."""
+        return await self.slurm.wait_record(task_id, wait_s)
+
     async def shutdown(self) -> bool:
+        self.slurm.stop()
         self._bell.close()
         return await super().shutdown()
 
@@ -143,7 +159,8 @@ class SchedulerActor(ControlActor):
             after = self._events().latest  # its end comes later: it is still in the state
             await self._settle(self.state.cancel(task_id, time.time()))  # unless it runs
             if info.executor is not None:  # it ends when its executor reports
-                await self.pools.cancel(info.row.spec.task_class, info.executor, [task_id])
+                cls = info.row.spec.task_class
+                await self._pool(cls).cancel(cls, info.executor, [task_id])
                 await self.changes(after, [task_id], wait_s, terminal_only=True)
         status = (await self.get([task_id]))[task_id]
         if status is None:
@@ -188,7 +205,7 @@ class SchedulerActor(ControlActor):
         return {
             "counts": counts,
             "classes": {
-                c: {**self.state.describe(c), "executors": self.pools.placement(c)}
+                c: {**self.state.describe(c), "executors": self._pool(c).placement(c)}
                 for c in sorted(self.config.classes)
             },
             "active": len(self.state),
@@ -211,6 +228,7 @@ class SchedulerActor(ControlActor):
         )
 
     def _refresh_metrics(self) -> None:
+        self.metrics.slurm_running.set(self.slurm.running())
         self.metrics.refresh(time.time(), *self.state.gauges(), self.file_queue.pending_files)
 
     async def _publish_metrics(self) -> None:
@@ -234,14 +252,14 @@ class SchedulerActor(ControlActor):
                     log.exception("dispatch of class %s failed", cls)
 
     async def _dispatch_class(self, cls: str) -> None:
-        state = self.state
+        state, pool = self.state, self._pool(cls)
         missing = broken = None
         if state.backlog(cls):
-            missing = await self.pools.missing(cls)
-            broken = None if missing else self.pools.take_error(cls)
+            missing = await pool.missing(cls)
+            broken = None if missing else pool.take_error(cls)
         await self._settle(state.placement(cls, missing, broken, time.monotonic(), time.time()))
         if missing is None and state.backlog(cls):
-            executors = await self.pools.ready(cls, state.backlog(cls), state.inflight[cls])
+            executors = await pool.ready(cls, state.backlog(cls), state.inflight[cls])
             for batch in state.dispatch(cls, executors, time.monotonic(), time.time()):
                 self._send(batch)
 
@@ -254,7 +272,7 @@ class SchedulerActor(ControlActor):
             taskstore.apply_transitions, transitions=batch.transitions, now=now, update_rows=False
         )
         asyncio.wrap_future(self.store.submit(started)).add_done_callback(self._started_written)
-        self.pools.send(batch.task_class, batch.executor, batch.items)
+        self._pool(batch.task_class).send(batch.task_class, batch.executor, batch.items)
 
     def _started_written(self, fut: asyncio.Future[int]) -> None:
         if fut.exception() is not None:

@@ -19,12 +19,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from rayinfra import errors
 from rayinfra._version import __version__
+from rayinfra.admission import SLURM_CLASS
 from rayinfra.api.auth import Auth
 from rayinfra.control import ControlPlane
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.scheduling.tasks import decode_timeout_seconds
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+SLURM_SUBMIT_WAIT_S = 10.0  # POST /queue/submit of a gpu_slurm task waits this long for sbatch
 
 SUBMIT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -57,6 +59,12 @@ SUBMIT_REPLY_SCHEMA = _object(
     ["ok", "id"],
     ok={"type": "boolean"},
     id={"type": "string", "description": "the task id (generated when none was given)"},
+    slurm_job_id={"type": "string", "description": "gpu_slurm: the task's Slurm job"},
+    status={
+        "type": "string",
+        "enum": ["submitted", "pending"],
+        "description": "gpu_slurm: submitted (sbatch took it), or pending (not yet)",
+    },
 )
 ORCHESTRATOR_HEALTH_SCHEMA = _object(
     ["status", "healthy", "services"],
@@ -292,7 +300,15 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
         spec = _submit_spec(body)  # errors are answered by error_response (_install_common)
         trusted = auth.trusted(request.headers.get("authorization"))
         (res,) = await control.submit([spec], trusted, "http")
-        return JSONResponse({"ok": True, "id": res["task_id"]})
+        if spec.get("task_class") != SLURM_CLASS:
+            return JSONResponse({"ok": True, "id": res["task_id"]})
+        # the original answered once sbatch had: wait a little for the job id
+        job = await control.slurm_job(res["task_id"], SLURM_SUBMIT_WAIT_S)
+        if job is None:  # still queued (the class's limit of jobs out at once)
+            return JSONResponse({"ok": True, "id": res["task_id"], "status": "pending"})
+        return JSONResponse(
+            {"ok": True, "id": res["task_id"], "slurm_job_id": job["id"], "status": "submitted"}
+        )
 
     @app.get("/queue/status", responses=_responses({503: ACTOR_DOWN}))
     async def queue_status() -> JSONResponse:
@@ -319,14 +335,15 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
             return _error(404, f"unknown task {task_id!r}", "task_id")
         return JSONResponse(st.json_dict())
 
-    @app.get("/slurm/status/{task_id}", responses=_responses({404: "no Slurm job"}))
+    @app.get(
+        "/slurm/status/{task_id}",
+        responses=_responses({404: "no Slurm job for that task", 503: ACTOR_DOWN}),
+    )
     async def slurm_status(task_id: str) -> JSONResponse:
-        return _error(
-            404,
-            f"no Slurm job is tracked for task {task_id!r}: the Slurm backend is not "
-            "available in this runtime",
-            "task_id",
-        )
+        job = await control.slurm_job(task_id)
+        if job is None:
+            return _error(404, f"no Slurm job is tracked for task {task_id!r}", "task_id")
+        return JSONResponse(job)
 
     async def no_workflows(request: Request) -> JSONResponse:
         return _error(

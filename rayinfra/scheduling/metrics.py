@@ -8,6 +8,10 @@
 - ``orchestrator_task_errors_total{class,reason}`` (never labelled by task id).
 - ``queue_tasks_submitted_total``, ``queue_tasks_processed_total`` (dispatched),
   ``queue_tasks_completed_total``.
+- ``slurm_jobs_submitted_total``, ``slurm_jobs_completed_total``, ``slurm_jobs_failed_total``
+  (the original bridge's), ``slurm_jobs_running`` and ``slurm_job_failures_total{state}``
+  (``submit``: sbatch refused it; else the Slurm state it ended in: failed, cancelled, timeout,
+  oom, preempted, node_fail, unknown).
 """
 
 from __future__ import annotations
@@ -86,6 +90,15 @@ class SchedulerMetrics(PrivateMetrics):
         self.submitted = Counter("queue_tasks_submitted", "Tasks accepted", registry=r)
         self.processed = Counter("queue_tasks_processed", "Tasks dispatched", registry=r)
         self.completed = Counter("queue_tasks_completed", "Tasks completed", registry=r)
+        self.slurm_submitted = Counter("slurm_jobs_submitted", "Slurm jobs submitted", registry=r)
+        self.slurm_completed = Counter(
+            "slurm_jobs_completed", "Slurm jobs completed with exit code 0", registry=r
+        )
+        self.slurm_failed = Counter("slurm_jobs_failed", "Slurm jobs that did not", registry=r)
+        self.slurm_running = Gauge("slurm_jobs_running", "Slurm jobs running", registry=r)
+        self.slurm_failures = Counter(
+            "slurm_job_failures", "Slurm jobs that failed, by how", ["state"], registry=r
+        )
         self._waits = _Window()
         self._finished = _Window()
 

@@ -173,10 +173,22 @@ class SchedulerState:
             queued += 1
         return queued
 
-    def recover(self, rows: Sequence[TaskRow], mono: float) -> None:
+    def recover(
+        self, rows: Sequence[TaskRow], mono: float, adopted: Mapping[str, str] | None = None
+    ) -> None:
         """Rows left unfinished by the previous incarnation: pending ones queue again, running
-        ones too (at-least-once: their executor went with it)."""
+        ones too (at-least-once: their executor went with it), except those in ``adopted``
+        (task id -> executor): their attempt outlived the scheduler (a Slurm job) and goes on
+        running there, in the class's in-flight count."""
+        adopted = adopted or {}
         for row in rows:
+            executor = adopted.get(row.task_id)
+            known = row.task_id in self.tasks or row.spec.task_class not in self.inflight
+            if executor is not None and row.status == "running" and not known:
+                self.tasks[row.task_id] = TaskInfo(row, mono, executor=executor)
+                self._running.setdefault(executor, set()).add(row.task_id)
+                self.inflight[row.spec.task_class] += 1
+                continue
             row.status = "pending"
         self.enqueue(rows, mono)
 

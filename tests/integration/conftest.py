@@ -86,6 +86,11 @@ runtime_env = {{py_modules = ["/nonexistent/rayinfra_no_such_module"]}}
 num_cpus = 0
 runtime_env = {{env_vars = {{PYTHONHOME = "/nonexistent-python-home"}}}}
 
+[slurm]
+# gpu_slurm jobs on the single-node Slurm (2 CPUs, no GPU), polled fast
+task_values = {{ GPUS = 0, CPUS_PER_TASK = 1, MEMORY_GB = 1, TIME_LIMIT = "00:10:00" }}
+poll_interval_s = 0.2
+poll_max_interval_s = 1.0
 [classes.knee]
 num_cpus = 0.5
 min_limit = 1

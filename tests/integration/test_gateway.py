@@ -115,7 +115,7 @@ async def test_submit_decodes_payload_and_honours_every_field(orch: Any) -> None
     [
         ({"class": "nope"}, grpc.StatusCode.INVALID_ARGUMENT, "task_class"),
         ({"timeout_seconds": -1}, grpc.StatusCode.INVALID_ARGUMENT, "timeout_seconds"),
-        ({"class": "gpu_slurm"}, grpc.StatusCode.FAILED_PRECONDITION, "Slurm"),
+        ({"class": "gpu_slurm"}, grpc.StatusCode.PERMISSION_DENIED, "gpu_slurm"),  # runs code
         (
             {"payload": {"type": "shell", "argv": '["true"]'}},
             grpc.StatusCode.PERMISSION_DENIED,
@@ -456,8 +456,8 @@ def test_http_routes(gw: Runtime) -> None:
         assert bad.status_code == 400 and bad.json()["field"] == "body"
         cls = c.post("/queue/submit", json={"class": "nope"})
         assert cls.status_code == 400 and cls.json()["field"] == "task_class"
-        slurm = c.post("/queue/submit", json={"class": "gpu_slurm"})
-        assert slurm.status_code == 503 and "Slurm" in slurm.json()["error"]
+        slurm = c.post("/queue/submit", json={"class": "gpu_slurm"})  # a job runs commands
+        assert slurm.status_code == 403 and "gpu_slurm" in slurm.json()["error"]
         shell = c.post("/queue/submit", json={"payload": {"type": "shell", "argv": ["true"]}})
         assert shell.status_code == 403
         q = c.get("/queue/status").json()

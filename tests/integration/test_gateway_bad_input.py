@@ -291,10 +291,10 @@ GRPC_ROWS = [
         tid("ptype"),
     ),
     GrpcRow(
-        "submit-gpu-slurm-without-slurm",
+        "submit-gpu-slurm-untrusted",
         submit(tid("slurm"), cls="gpu_slurm"),
-        CODE.FAILED_PRECONDITION,
-        ("gpu_slurm", "Slurm backend", "nothing was queued"),
+        CODE.PERMISSION_DENIED,
+        ("task_class", "gpu_slurm tasks run commands", "token"),
         tid("slurm"),
     ),
     GrpcRow(
@@ -466,8 +466,8 @@ GRPC_ROWS = [
             epb.ExecuteTaskRequest(task_id=tid("exec-slurm"), workload_class="gpu_slurm"),
             timeout=10,
         ),
-        CODE.FAILED_PRECONDITION,
-        ("gpu_slurm", "Slurm backend"),
+        CODE.PERMISSION_DENIED,
+        ("gpu_slurm tasks run commands", "token"),
         tid("exec-slurm"),
     ),
     GrpcRow(
@@ -608,11 +608,11 @@ HTTP_ROWS = [
         ("already exists",),
     ),
     HttpRow(
-        "gpu-slurm-without-slurm",
+        "gpu-slurm-untrusted",
         j({"id": tid("h-slurm"), "class": "gpu_slurm"}),
-        503,
-        None,
-        ("gpu_slurm", "Slurm backend", "nothing was queued"),
+        403,
+        "task_class",
+        ("gpu_slurm tasks run commands", "token"),
         tid("h-slurm"),
     ),
 ]

@@ -144,14 +144,6 @@ def test_bad_inputs_name_the_field(infra: AgentInfraSync) -> None:
         infra.wait_task(uid("never"), timeout=1)
 
 
-def test_gpu_slurm_is_rejected_with_nothing_queued(infra: AgentInfraSync) -> None:
-    tid = uid("slurm")
-    with pytest.raises(RuntimeError, match="Slurm backend"):
-        infra.submit_task(tid, {"type": "noop"}, task_class="gpu_slurm")
-    with pytest.raises(TaskNotFoundError):
-        infra.get_task_status(tid)
-
-
 def test_unschedulable_class_fails_naming_the_resource(rt: Runtime, infra: AgentInfraSync) -> None:
     tid = uid("gpu")
     t0 = time.monotonic()

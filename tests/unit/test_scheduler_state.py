@@ -252,6 +252,25 @@ def test_recovered_running_rows_queue_again_as_pending() -> None:
     assert [i["attempt"] for i in batch.items] == [2, 1]
 
 
+def test_an_adopted_attempt_goes_on_running_on_its_executor() -> None:
+    """A Slurm job outlives the scheduler: its task is running there again, in flight, and its
+    result (from that executor) ends it; the others queue as usual."""
+    st = make_state()
+    adopted = row("a")
+    adopted.status, adopted.attempts = "running", 2  # the pool marked it (attempt 2's job)
+    st.recover([adopted, row("b")], mono=0.0, adopted={"a": "slurm"})
+    assert st.tasks["a"].executor == "slurm" and st.tasks["a"].row.status == "running"
+    assert st.inflight["cpu"] == 1 and st.load("slurm") == 1 and st.backlog("cpu") == 1
+    done = st.on_results("slurm", [ok("a")], now=200.0)
+    assert events(done) == [("a", "task_completed")] and done.finished[0][0].attempts == 2
+    assert st.inflight["cpu"] == 0
+    stale = make_state()  # an adopted id of a class not configured here is not adopted
+    other = row("c", cls="gone")
+    other.status = "running"
+    stale.recover([other], mono=0.0, adopted={"c": "slurm"})
+    assert stale.tasks["c"].executor is None
+
+
 def test_slots_bound_dispatch_to_free_executor_slots() -> None:
     st = make_state(gpu=ClassConfig(num_cpus=0, num_gpus=1, initial_limit=8, max_limit=8))
     assert st.classes["gpu"].slots == 1
