@@ -115,8 +115,10 @@ max_attempts = 2  # a task on a lost node runs again
     )
     # the executors import tests.support.where; the loopback setting stays in the environment
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAYINFRA_STATE_DIR": str(root / "client")}
+    # another runtime's token in the submitting shell must not reach the job (sbatch exports it)
+    stale = {**env, "RAYINFRA_AUTH_TOKEN": "token-of-another-runtime"}
     up = rayinfra(
-        env, "slurm", "up", "-c", str(config), "--nodes", "1", "--workers-per-node", "2",
+        stale, "slurm", "up", "-c", str(config), "--nodes", "1", "--workers-per-node", "2",
         "--cpus-per-node", "2", "--timeout", "240",
     )  # fmt: skip
     job_id = re.search(r"submitted cluster job (\d+)", up)

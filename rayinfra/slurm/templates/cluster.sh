@@ -10,7 +10,8 @@
 set -euo pipefail
 # cluster mode: never the loopback setting (Ray would refuse workers), never another cluster's
 # address or token from the submitting shell (sbatch exports its environment)
-unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER RAY_ADDRESS RAY_AUTH_TOKEN RAYINFRA_GATEWAY RAYINFRA_ADDRESS
+unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER RAY_ADDRESS RAY_AUTH_TOKEN RAYINFRA_GATEWAY RAYINFRA_ADDRESS \
+  RAYINFRA_AUTH_TOKEN
 
 ri_log() { echo "rayinfra[$(date +%H:%M:%S)] $*" >&2; }
 
