@@ -75,7 +75,14 @@ from rayinfra.hardware import ACCELERATOR_LABEL
 
 NAMESPACE = "rayinfra"
 #: the control actors, in start order (the gateway last: it fronts the others)
-CONTROL_ACTOR_NAMES = ("scheduler", "service_registry", "health_checker", "gateway")
+CONTROL_ACTOR_NAMES = (
+    "scheduler",
+    "service_registry",
+    "health_checker",
+    "workflows",
+    "event_bus",
+    "gateway",
+)
 
 TASK_CLASSES = ("cpu_short", "cpu_long", "gpu_short", "gpu_long", "gpu_slurm")
 CLASS_ALIASES = {"gpu": "gpu_short"}
@@ -170,6 +177,14 @@ class StateSection(_Section):
     workflow_run_dir: Path | None = None  # WORKFLOW_RUN_DIR, default <dir>/workflow_runs
     db_file: str = "state.db"
     result_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)  # RAYINFRA_RESULT_TTL_S
+    event_ttl_s: float | None = Field(default=None, gt=0)
+    """Retention of events and change rows (unset: ``result_ttl_s``)."""
+    purge_interval_s: float = Field(default=3600.0, gt=0)
+    """How often the scheduler purges what retention no longer keeps."""
+    purge_chunk_rows: int = Field(default=1000, ge=1)
+    """Rows one purge step looks at: each step is its own short write transaction."""
+    purge_pause_s: float = Field(default=0.005, ge=0)
+    """Pause between purge steps: other processes' writes (submits) take the lock meanwhile."""
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     group_commit_max: int = Field(default=512, ge=1)
 
@@ -379,14 +394,60 @@ class GatewaySection(_Section):
         return self
 
 
+#: KafkaProducer settings the event bus's guarantees rest on (docs/events.md): not overridable
+KAFKA_PINNED_OPTIONS = (
+    "acks",
+    "bootstrap_servers",
+    "delivery_timeout_ms",
+    "enable_idempotence",
+    "key_serializer",
+    "max_in_flight_requests_per_connection",
+    "partitioner",
+    "retries",
+    "transactional_id",
+    "value_serializer",
+)
+
+
 class EventsSection(_Section):
-    """Where events go besides the state store."""
+    """Where events go besides the state store (the ``event_bus`` actor: docs/events.md)."""
 
     kafka_bootstrap_servers: str | None = None  # KAFKA_BOOTSTRAP_SERVERS; None = no Kafka sink
     event_topic: str = "agent.events"  # KAFKA_EVENT_TOPIC
     vector_topic: str = "agent.vectorized"  # KAFKA_VECTOR_TOPIC
     spool_dir: Path | None = None  # KAFKA_SPOOL_DIR, default <state dir>/kafka
     reddb_url: str | None = None  # REDDB_URL
+    publish_batch: int = Field(default=1000, ge=1)  # events per round (one wait for the broker)
+    # a round the broker leaves unanswered this long counts as a publish error (and is retried)
+    kafka_timeout_s: float = Field(default=10.0, gt=0)
+    # a larger envelope goes out with its data cut (docs/events.md)
+    kafka_max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # more KafkaProducer settings (security_protocol, sasl_*, ssl_*, compression_type, ...)
+    kafka_options: dict[str, Any] = Field(default_factory=dict)
+    # "idle": the bus publishes on CPU the task path leaves (Linux SCHED_IDLE), "normal": as
+    # any Ray worker (docs/events.md)
+    publish_priority: Literal["idle", "normal"] = "idle"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        for server in v.split(","):
+            if server.strip() and not re.fullmatch(r"\[?[\w.:-]+\]?:\d{1,5}", server.strip()):
+                raise ValueError(f"{server.strip()!r} is not host:port (comma-separated list)")
+        return v
+
+    @field_validator("kafka_options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        pinned = sorted(set(v) & set(KAFKA_PINNED_OPTIONS))
+        if pinned:
+            raise ValueError(
+                f"{', '.join(pinned)} cannot be set: the event bus's ordering and delivery rest "
+                "on them (docs/events.md)"
+            )
+        return v
 
 
 class ClientSection(_Section):

@@ -23,9 +23,19 @@ from rayinfra._version import __version__
 from rayinfra.admission import Submitter
 from rayinfra.config import CONTROL_ACTOR_NAMES
 from rayinfra.errors import InvalidArgumentError, UnavailableError
-from rayinfra.models import FROM_NOW, TaskStatus
+from rayinfra.models import (
+    FROM_NOW,
+    TaskPage,
+    TaskStatus,
+    decode_list_cursor,
+)
 from rayinfra.scheduling.tasks import TASK_STATES
+from rayinfra.taskstore import STATUS_OF_EVENT, decode_change
 
+WORKFLOW_DONE = frozenset({"completed", "failed", "cancelled"})  # the stream's final statuses
+
+#: whose registries the orchestrator's ``/metrics`` and GetMetrics serve (the first required)
+ORCHESTRATOR_METRICS = ("scheduler", "event_bus", "workflows")
 HEALTH_PING_TIMEOUT_S = 2.0
 STATUS_TIMEOUT_S = 5.0
 LIST_LIMIT_MAX = 10_000
@@ -87,17 +97,23 @@ class ControlPlane:
         return dict(await self.call("scheduler", "purge", older_than_s))
 
     async def list_tasks(
-        self, status: str | None, task_class: str | None, limit: int
-    ) -> list[TaskStatus]:
-        """The newest tasks; ``InvalidArgumentError`` names a bad ``status`` or ``limit``."""
+        self, status: str | None, task_class: str | None, limit: int, after: str | None = None
+    ) -> TaskPage:
+        """The newest tasks, a page of at most ``limit`` (after the cursor ``after``) with the
+        cursor of the next; ``InvalidArgumentError`` names a bad ``status``, ``limit`` or
+        ``after``."""
         if status and status not in TASK_STATES:
             raise InvalidArgumentError(
                 "status", f"unknown status {status!r}; valid: {', '.join(TASK_STATES)}"
             )
         if not 0 < limit <= LIST_LIMIT_MAX:
             raise InvalidArgumentError("limit", f"must be between 1 and {LIST_LIMIT_MAX}")
-        rows = await self.call("scheduler", "list_tasks", status, task_class, limit)
-        return [TaskStatus.from_scheduler(d) for d in rows]
+        if after:
+            decode_list_cursor(after)  # a bad one is the caller's error, named here
+        # one row more than the page: whether there is a next page, without an empty last one
+        rows = await self.call("scheduler", "list_tasks", status, task_class, limit + 1, after)
+        tasks = [TaskStatus.from_scheduler(d) for d in rows[:limit]]
+        return TaskPage(tasks, rows[limit - 1]["cursor"] if len(rows) > limit else None)
 
     async def changes(
         self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
@@ -105,17 +121,30 @@ class ControlPlane:
         seq, changes = await self.call(
             "scheduler", "changes", after_seq, task_ids, timeout_s, terminal_only
         )
-        return int(seq), [TaskStatus.from_change(c) for c in changes if c["kind"] == "state"]
+        return int(seq), [
+            TaskStatus.from_change(decode_change(row))
+            for row in changes
+            if row[1] in STATUS_OF_EVENT  # a task's state, not the scheduler's restart
+        ]
 
     # ------------------------------------------------------------------ metrics, health
     async def metrics(self) -> dict[str, float]:
         """Every actor's metrics in one map (the scheduler's are required, others best effort)."""
         out: dict[str, float] = dict(await self.call("scheduler", "metrics_snapshot"))
-        with contextlib.suppress(UnavailableError):
-            out.update(
-                await self.call("service_registry", "metrics_snapshot", timeout_s=STATUS_TIMEOUT_S)
-            )
+        for actor in (*ORCHESTRATOR_METRICS[1:], "service_registry"):
+            with contextlib.suppress(UnavailableError):
+                out.update(await self.call(actor, "metrics_snapshot", timeout_s=STATUS_TIMEOUT_S))
         return out
+
+    async def metrics_text(self, actors: Sequence[str]) -> bytes:
+        """The Prometheus text of several actors' registries, one after another: the first
+        actor's is required, the others' best effort (one that does not answer is left out)."""
+        first, *rest = actors
+        parts: list[bytes] = [await self.call(first, "metrics_text")]
+        for actor in rest:
+            with contextlib.suppress(UnavailableError):
+                parts.append(await self.call(actor, "metrics_text", timeout_s=STATUS_TIMEOUT_S))
+        return b"".join(parts)
 
     async def events(
         self, event_types: Sequence[str] | None, since_timestamp: int
@@ -169,3 +198,52 @@ class ControlPlane:
                     if row.get("required") and row["status"] != "running":
                         healthy = False
         return healthy, services
+
+    # ------------------------------------------------------------------ workflows
+    async def create_workflow(
+        self, spec: Mapping[str, Any], workflow_id: str, trusted: bool = True
+    ) -> dict[str, Any]:
+        saved: dict[str, Any] = await self.call(
+            "workflows", "create_workflow", dict(spec), workflow_id, trusted
+        )
+        return saved
+
+    async def start_workflow_run(
+        self, workflow_id: str, idempotency_key: str, run_input: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = await self.call(
+            "workflows", "start_run", workflow_id, idempotency_key, dict(run_input)
+        )
+        return record
+
+    async def get_workflow_run(self, run_id: str) -> dict[str, Any]:
+        record: dict[str, Any] = await self.call("workflows", "get_run", run_id)
+        return record
+
+    async def list_workflows(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = await self.call("workflows", "list_workflows")
+        return items
+
+    async def list_workflow_runs(self, workflow_id: str, limit: int) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = await self.call("workflows", "list_runs", workflow_id, limit)
+        return items
+
+    async def cancel_workflow_run(self, run_id: str) -> dict[str, Any]:
+        record: dict[str, Any] = await self.call("workflows", "cancel_run", run_id)
+        return record
+
+    async def workflow_status(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        seq = FROM_NOW
+        seq, _ = await self.call("workflows", "run_updates", run_id, seq, 0.0)
+        last = await self.call("workflows", "run_progress", run_id)
+        yield last
+        while last["status"] not in WORKFLOW_DONE:
+            seq, updates = await self.call(
+                "workflows", "run_updates", run_id, seq, EVENT_POLL_S, timeout_s=EVENT_POLL_S + 30
+            )
+            if updates:  # one change of the run may be several events: its last state
+                data = updates[-1]["data"]
+                progress = {k: data[k] for k in last if k in data}
+                if progress != last:
+                    last = progress
+                    yield last

@@ -42,6 +42,23 @@ class TaskNotFoundError(KeyError):
         return f"task {self.args[0]!r} not found" if self.args else "task not found"
 
 
+class WorkflowNotFoundError(KeyError):
+    """No workflow with that id (gRPC NOT_FOUND, HTTP 404)."""
+
+    FIELD = "workflow_id"
+    WHAT = "workflow"
+
+    def __str__(self) -> str:
+        return f"{self.WHAT} {self.args[0]!r} not found" if self.args else f"{self.WHAT} not found"
+
+
+class WorkflowRunNotFoundError(WorkflowNotFoundError):
+    """No workflow run with that id (gRPC NOT_FOUND, HTTP 404)."""
+
+    FIELD = "run_id"
+    WHAT = "workflow run"
+
+
 class UnavailableError(RuntimeError):
     """A control actor cannot be reached right now (gRPC UNAVAILABLE, HTTP 503)."""
 

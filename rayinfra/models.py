@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from rayinfra.errors import InvalidArgumentError
 from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
 
 #: what ``stream_task_results`` yields (the original client's keys)
@@ -170,9 +172,56 @@ class Progress:
         self._last[st.task_id] = rank
         return True
 
+    def news(self, st: TaskStatus) -> list[TaskStatus]:
+        """The states a stream delivers for a change from the feed, in order: ``st`` if it is
+        news, preceded by its ``running`` state when it ended having started and no
+        ``running`` went out for it (a task that ends within ``STARTED_AFTER_S`` of its
+        dispatch has no ``task_started`` event; its final one carries ``started_at``)."""
+        out = []
+        if st.status in TERMINAL_STATES and st.started_at and self._last.get(st.task_id, -1) < 1:
+            running = dataclasses.replace(
+                st, status="running", result=None, error="", finished_at=None
+            )
+            if self.advance(running):
+                out.append(running)
+        if self.advance(st):
+            out.append(st)
+        return out
+
 
 #: a feed cursor "from the future": the feed answers at once with its latest seq ("from now on")
 FROM_NOW = 2**62
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of a task listing, newest first; ``next`` is the cursor of the page after it
+    (pass it back as ``after``), ``None`` on the last page."""
+
+    tasks: list[TaskStatus]
+    next: str | None = None
+
+
+def encode_list_cursor(submitted_at: float, position: int) -> str:
+    """The cursor of a listing's position: after the task submitted at ``submitted_at`` with
+    store position ``position`` (the task row's rowid). Opaque to callers; it stays valid while
+    other tasks come and go (a keyset, not an offset)."""
+    return f"{submitted_at!r}:{position:d}"
+
+
+def decode_list_cursor(cursor: str) -> tuple[float, int]:
+    """``(submitted_at, position)`` of a cursor; ``InvalidArgumentError`` (field ``after``) if
+    ``cursor`` is not one."""
+    stamp, _, position = cursor.partition(":")
+    try:
+        out = float(stamp), int(position)
+    except ValueError:
+        out = math.nan, 0
+    if not math.isfinite(out[0]) or not position.isascii() or not position.isdigit():
+        raise InvalidArgumentError(
+            "after", f"{cursor[:80]!r} is not a cursor (the `next` of a previous page)"
+        )
+    return out
 
 
 def _json(value: Any) -> str:

@@ -28,12 +28,15 @@ from rayinfra._deprecation import renamed
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: int = 3
+SCHEMA_VERSION: int = 4
 BUSY_TIMEOUT_S = 10.0
 BEGIN_RETRY_FIRST_S = 0.00005
 BEGIN_RETRY_MAX_S = 0.002
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SAVEPOINT = "rayinfra_op"
+PURGE_STEP_ROWS = (
+    1000  # rows one step of a chunked delete looks at (config: state.purge_chunk_rows)
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class EventRecord:
     resource_id: str
     data: dict[str, Any]
     timestamp: int
+
+
+RawEvent = tuple[int, str, str, str, int]
+"""An event row as stored: ``(seq, event_type, resource_id, data JSON, ts)``."""
+
+
+def decode_event(row: RawEvent) -> EventRecord:
+    seq, event_type, resource_id, data, ts = row
+    return EventRecord(int(seq), event_type, resource_id, json.loads(data), int(ts))
 
 
 @dataclass(frozen=True)
@@ -107,7 +119,26 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE tasks ADD COLUMN runtime_env TEXT")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}
+def _migrate_v4(conn: sqlite3.Connection) -> None:
+    """Listing at scale (a million rows): every task listing, filtered or not, walks an index in
+    ``(submitted_at, rowid)`` order (a keyset page: no sort, no OFFSET, no table scan). The
+    status index gains ``submitted_at`` (the rowid is in every index already); a class index
+    serves ``--class``. Ids are left out of these indexes on purpose: a 32-character id in two
+    more indexes doubled the cost of a submit's insert."""
+    for stmt in (
+        "DROP INDEX IF EXISTS tasks_status_idx",
+        "CREATE INDEX tasks_status_idx ON tasks (status, submitted_at)",
+        "CREATE INDEX tasks_class_idx ON tasks (class, status, submitted_at)",
+    ):
+        conn.execute(stmt)
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _migrate_v1,
+    2: _migrate_v2,
+    3: _migrate_v3,
+    4: _migrate_v4,
+}
 """version -> function bringing the database from ``version - 1`` to ``version``."""
 
 
@@ -212,6 +243,139 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
 
 def _event_rows(events: Sequence[EventRecord], now: float) -> list[tuple[Any, ...]]:
     return [(e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(now)) for e in events]
+
+
+EVENT_BUS_CURSOR = ("event_bus", "cursor")
+"""kv ``(namespace, key)`` of the event bus's cursor: the highest event seq Kafka acknowledged
+together with every event before it (an int)."""
+
+
+Position = tuple[Any, Any]
+"""Where a chunked delete resumes: the ordering key ``(column, rowid)`` of the last row looked at."""
+StepResult = tuple[int, Position | None]
+"""What one step of a chunked delete returns: ``(deleted, where the next step resumes)``."""
+
+
+def delete_step(
+    conn: sqlite3.Connection,
+    table: str,
+    order: tuple[str, str],
+    where: str,
+    params: Sequence[Any],
+    *,
+    after: Position | None,
+    limit: int,
+    only: str = "",
+    only_params: Sequence[Any] = (),
+) -> tuple[int, Position | None]:
+    """Write op part: one bounded step of a walk that deletes the rows of ``table`` matching
+    ``where`` (a range on an indexed column, such as ``ts < ?``) and ``only`` (checked per row).
+
+    The walk goes in ``order``: that column, then the rowid (``order[1]`` names it: ``rowid``
+    or the table's INTEGER PRIMARY KEY), the index's own order. A step finds the next ``limit``
+    rows after ``after`` by seeking the index to that exact position (the rest of ``after``'s
+    column value by rowid, then the values after it), then deletes those rows by rowid: it
+    touches ``limit`` index entries and rows however large the table, and however many rows
+    share one value (a row-value range ``(col, rowid) > (?, ?)`` would seek on ``col`` alone and
+    scan every row with that value, per step). A row ``only`` keeps is passed over, never looked
+    at again. Returns ``(deleted, where the next step resumes)``; ``None`` when the walk is done.
+    """
+    a, b = order
+    keys: list[tuple[Any, Any]] = []
+    rest = where
+    rest_params = list(params)
+    if after is not None:
+        keys = conn.execute(
+            f"SELECT {a}, {b} FROM {table} WHERE {where} AND {a} = ? AND {b} > ?"  # noqa: S608
+            f" ORDER BY {b} LIMIT ?",
+            [*params, after[0], after[1], limit],
+        ).fetchall()
+        rest += f" AND {a} > ?"
+        rest_params.append(after[0])
+    if len(keys) < limit:
+        keys += conn.execute(
+            f"SELECT {a}, {b} FROM {table} WHERE {rest} ORDER BY {a}, {b} LIMIT ?",  # noqa: S608
+            [*rest_params, limit - len(keys)],
+        ).fetchall()
+    if not keys:
+        return 0, None
+    sql = f"DELETE FROM {table} WHERE {b} IN (SELECT value FROM json_each(?))"  # noqa: S608
+    if only:
+        sql += f" AND {only}"
+    deleted = conn.execute(sql, [_dumps([k[1] for k in keys]), *only_params]).rowcount
+    return int(deleted), (keys[-1][0], keys[-1][1]) if len(keys) == limit else None
+
+
+def delete_old_events_step(
+    conn: sqlite3.Connection,
+    older_than_ts: float,
+    *,
+    after: Position | None = None,
+    limit: int = 1000,
+    keep_unpublished: bool = False,
+) -> tuple[int, Position | None]:
+    """Write op part: one step (``limit`` events looked at) of deleting events with
+    ``ts < older_than_ts`` (:func:`delete_step`). With ``keep_unpublished`` (a Kafka broker is
+    configured: the table is the event bus's spool) never one after the bus's cursor, read in
+    this same transaction; no cursor yet keeps them all."""
+    only, only_params = "", []
+    if keep_unpublished:
+        only = (
+            "seq <= COALESCE((SELECT CAST(value AS INTEGER) FROM kv"
+            " WHERE namespace = ? AND key = ?), 0)"
+        )
+        only_params = list(EVENT_BUS_CURSOR)
+    return delete_step(
+        conn,
+        "events",
+        ("ts", "seq"),
+        "ts < ?",
+        [older_than_ts],
+        after=after,
+        limit=limit,
+        only=only,
+        only_params=only_params,
+    )
+
+
+def delete_old_changes_step(
+    conn: sqlite3.Connection,
+    older_than_ts: float,
+    *,
+    after: Position | None = None,
+    limit: int = 1000,
+) -> tuple[int, Position | None]:
+    """Write op part: one step (``limit`` rows looked at) of deleting change rows with
+    ``ts < older_than_ts``."""
+    return delete_step(
+        conn, "changes", ("ts", "seq"), "ts < ?", [older_than_ts], after=after, limit=limit
+    )
+
+
+def run_steps(step: Callable[[Position | None], tuple[int, Position | None]]) -> int:
+    """Run a chunked delete's steps to the end in the caller's transaction; the total deleted."""
+    total, after = step(None)
+    while after is not None:
+        n, after = step(after)
+        total += n
+    return total
+
+
+def delete_old_events(
+    conn: sqlite3.Connection, older_than_ts: float, *, keep_unpublished: bool = False
+) -> int:
+    """Write op part: delete events with ``ts < older_than_ts`` in this one transaction (a
+    small store's way; retention walks in steps: :func:`delete_old_events_step`). With
+    ``keep_unpublished`` never one after the event bus's cursor. Returns the count."""
+    return run_steps(
+        lambda after: delete_old_events_step(
+            conn,
+            older_than_ts,
+            after=after,
+            limit=PURGE_STEP_ROWS,
+            keep_unpublished=keep_unpublished,
+        )
+    )
 
 
 def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord], now: float) -> list[int]:
@@ -512,6 +676,25 @@ class StateStore:
         resource_ids: Collection[str] | None = None,
     ) -> list[EventRecord]:
         """Events with ``seq > after_seq`` (and ``ts >= since_ts``), ascending by seq."""
+        rows = self.event_rows(
+            after_seq=after_seq,
+            since_ts=since_ts,
+            types=types,
+            limit=limit,
+            resource_ids=resource_ids,
+        )
+        return [decode_event(r) for r in rows]
+
+    def event_rows(
+        self,
+        *,
+        after_seq: int = 0,
+        since_ts: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = 1000,
+        resource_ids: Collection[str] | None = None,
+    ) -> list[RawEvent]:
+        """:meth:`events` as stored (``data`` JSON text): for a caller that passes them on."""
         if limit <= 0 or any(f is not None and not f for f in (types, resource_ids)):
             return []
         sql = "SELECT seq, event_type, resource_id, data, ts FROM events WHERE seq > ?"
@@ -528,14 +711,19 @@ class StateStore:
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
 
-        rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
-        return [EventRecord(int(q), et, r, json.loads(d), int(ts)) for q, et, r, d, ts in rows]
+        rows: list[RawEvent] = self.read(lambda conn: conn.execute(sql, params).fetchall())
+        return rows
 
     def last_event_seq(self) -> int:
         """Highest event seq ever assigned (not lowered by :meth:`purge`); 0 if none."""
         sql = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
         row = self.read(lambda conn: conn.execute(sql).fetchone())
         return int(row[0]) if row else 0
+
+    def first_event_seq(self) -> int | None:
+        """Lowest event seq still stored (``None`` when the table is empty)."""
+        row = self.read(lambda conn: conn.execute("SELECT MIN(seq) FROM events").fetchone())
+        return None if row[0] is None else int(row[0])
 
     # -- change feed rows -----------------------------------------------------------------
 
@@ -592,16 +780,75 @@ class StateStore:
 
     # -- retention / lifecycle ------------------------------------------------------------
 
-    def purge(self, older_than_ts: float) -> concurrent.futures.Future[dict[str, int]]:
-        """Delete events and changes with ``ts < older_than_ts``; yields counts per table."""
+    def purge(
+        self,
+        older_than_ts: float,
+        *,
+        keep_unpublished: bool = False,
+        chunk_rows: int = PURGE_STEP_ROWS,
+    ) -> concurrent.futures.Future[dict[str, int]]:
+        """Delete events and changes with ``ts < older_than_ts``; yields counts per table.
+        ``keep_unpublished``: no event after the event bus's cursor (:func:`delete_old_events`).
+        Runs in steps of ``chunk_rows`` rows, each its own write op: other writes commit in
+        between, so a purge of millions of rows never holds the writer for long."""
+        steps: list[tuple[str, Callable[..., StepResult]]] = [
+            ("events", partial(delete_old_events_step, keep_unpublished=keep_unpublished)),
+            ("changes", delete_old_changes_step),
+        ]
+        return self.submit_steps(
+            [
+                (kind, partial(fn, older_than_ts=older_than_ts, limit=chunk_rows))
+                for kind, fn in steps
+            ]
+        )
 
-        def op(conn: sqlite3.Connection) -> dict[str, int]:
-            return {
-                table: conn.execute(f"DELETE FROM {table} WHERE ts < ?", (older_than_ts,)).rowcount  # noqa: S608
-                for table in ("events", "changes")
-            }
+    def submit_steps(
+        self, steps: Sequence[tuple[str, Callable[..., StepResult]]]
+    ) -> concurrent.futures.Future[dict[str, int]]:
+        """Run chunked deletes one after the other, each step its own write op queued once the
+        previous one committed (so writes queued meanwhile go first). A step is called as
+        ``step(conn, after=position)`` and returns ``(deleted, next position | None)``
+        (:func:`delete_step`); the future yields the total deleted per name."""
+        out: concurrent.futures.Future[dict[str, int]] = concurrent.futures.Future()
+        counts = dict.fromkeys((name for name, _ in steps), 0)
 
-        return self.submit(op)
+        def advance(
+            i: int, fut: concurrent.futures.Future[StepResult]
+        ) -> tuple[int, Position | None] | None:
+            """Count a finished step; where to go next (``None``: failed, ``out`` says so)."""
+            exc = fut.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return None
+            n, nxt = fut.result()
+            counts[steps[i][0]] += n
+            return (i, nxt) if nxt is not None else (i + 1, None)
+
+        def run(i: int, after: Position | None) -> None:
+            while i < len(steps):
+                try:
+                    fut: concurrent.futures.Future[StepResult] = self.submit(
+                        partial(steps[i][1], after=after)
+                    )
+                except StoreError as e:
+                    out.set_exception(e)
+                    return
+                if not fut.done():  # the usual case: continue from the writer's thread
+                    fut.add_done_callback(partial(on_done, i))
+                    return
+                nxt = advance(i, fut)  # done already: loop here rather than recurse
+                if nxt is None:
+                    return
+                i, after = nxt
+            out.set_result(counts)
+
+        def on_done(i: int, fut: concurrent.futures.Future[StepResult]) -> None:
+            nxt = advance(i, fut)
+            if nxt is not None:
+                run(*nxt)
+
+        run(0, None)
+        return out
 
     def stats(self) -> dict[str, int | float]:
         """Counters: commits, ops (executed), failed_ops, largest_batch, queued."""

@@ -9,15 +9,29 @@ result too). One row per transition keeps the write path short.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import sys
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rayinfra.errors import TaskConflictError
-from rayinfra.scheduling.tasks import TaskSpec
-from rayinfra.store import EventRecord, insert_events
+from rayinfra.scheduling.tasks import TASK_STATES, TaskSpec
+from rayinfra.store import (
+    PURGE_STEP_ROWS,
+    EventRecord,
+    Position,
+    RawEvent,
+    StateStore,
+    delete_old_changes_step,
+    delete_old_events,
+    delete_step,
+    insert_events,
+    run_steps,
+)
 
 STATUS_OF_EVENT = {
     "task_submitted": "pending",
@@ -36,7 +50,7 @@ _COLUMNS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRow:
     """A task as stored."""
 
@@ -90,11 +104,14 @@ class Transition:
 
 
 def _row(r: Sequence[Any]) -> TaskRow:
-    (tid, identity, cls, prio, wf, timeout_s, payload, trusted, status, attempts, result, error,
+    """A stored row as a :class:`TaskRow`. Lean, since the scheduler may hold a million: the
+    identity (only a submit compares it, in SQL) is left out, and the few distinct class,
+    status and source names are shared (interned) instead of one copy per row."""
+    (tid, _identity, cls, prio, wf, timeout_s, payload, trusted, status, attempts, result, error,
      sub, started, finished, source, runtime_env) = r  # fmt: skip
     spec = TaskSpec(
         task_id=tid,
-        task_class=cls,
+        task_class=sys.intern(cls),
         payload=json.loads(payload),
         priority=int(prio),
         workflow_id=wf,
@@ -103,16 +120,16 @@ def _row(r: Sequence[Any]) -> TaskRow:
     )
     return TaskRow(
         spec=spec,
-        identity=identity,
+        identity="",
         trusted=bool(trusted),
-        status=status,
+        status=sys.intern(status),
         attempts=int(attempts),
         result=json.loads(result) if result is not None else None,
         error=error,
         submitted_at=float(sub),
         started_at=started,
         finished_at=finished,
-        source=source,
+        source=sys.intern(source),
     )
 
 
@@ -211,19 +228,16 @@ def apply_transitions(
     return seqs[-1]
 
 
-def change_from_event(event: EventRecord) -> dict[str, Any]:
-    """A task event as a change-feed item: ``{seq, key, kind, data}`` (data has ``status``)."""
-    data, kind = event.data, "lifecycle"
-    if event.event_type in STATUS_OF_EVENT:
-        data, kind = dict(data), "state"
-        data.setdefault("status", STATUS_OF_EVENT[event.event_type])
-    return {
-        "seq": event.seq,
-        "key": event.resource_id,
-        "kind": kind,
-        "data": data,
-        "ts": event.timestamp,
-    }
+def decode_change(row: RawEvent) -> dict[str, Any]:
+    """An event row of the scheduler's feed as a change: ``{seq, key, kind, data, ts}``; a task
+    event is ``kind: "state"`` and its data has ``status``, an ``actor_started`` is
+    ``"lifecycle"``."""
+    seq, event_type, key, data_json, ts = row
+    data, kind = json.loads(data_json), "lifecycle"
+    if event_type in STATUS_OF_EVENT:
+        kind = "state"
+        data.setdefault("status", STATUS_OF_EVENT[event_type])
+    return {"seq": int(seq), "key": key, "kind": kind, "data": data, "ts": int(ts)}
 
 
 def load_unfinished(conn: sqlite3.Connection) -> list[TaskRow]:
@@ -280,13 +294,17 @@ def insert_new(
     return {r.task_id for r in fresh}, seq
 
 
-def submitted_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[tuple[int, str]]:
-    """``(seq, task id)`` of ``task_submitted`` events after ``after_seq``, oldest first."""
+def submitted_after(
+    conn: sqlite3.Connection, after_seq: int, limit: int
+) -> list[tuple[int, TaskRow | None]]:
+    """``(seq, row)`` of each ``task_submitted`` event after ``after_seq``, oldest first, with
+    the task's row as it is now (``None`` if it was purged since): one join, no id list."""
+    cols = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
     return [
-        (int(seq), str(tid))
-        for seq, tid in conn.execute(
-            "SELECT seq, resource_id FROM events WHERE event_type = 'task_submitted' AND seq > ?"
-            " ORDER BY seq LIMIT ?",
+        (int(r[0]), None if r[1] is None else _row(r[1:]))
+        for r in conn.execute(
+            f"SELECT e.seq, {cols} FROM events e LEFT JOIN tasks t ON t.id = e.resource_id"
+            " WHERE e.event_type = 'task_submitted' AND e.seq > ? ORDER BY e.seq LIMIT ?",
             (after_seq, limit),
         )
     ]
@@ -302,29 +320,149 @@ def get_tasks(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, TaskR
     return {r[0]: _row(r) for r in rows}
 
 
+ListCursor = tuple[float, int]
+"""A listing's position: ``(submitted_at, rowid)`` of the last task of the previous page (the
+index order: tasks submitted in one batch share ``submitted_at``; the rowid orders them)."""
+
+
+def _keys_page(
+    conn: sqlite3.Connection,
+    filters: dict[str, str],
+    limit: int,
+    after: ListCursor | None,
+) -> list[tuple[float, int]]:
+    """``(submitted_at, rowid)`` of the newest ``limit`` tasks matching ``filters`` (exact
+    columns) before ``after``: one walk of an index in that order (the keyset of a page)."""
+    where = [f"{column} = ?" for column in filters]
+    params: list[Any] = list(filters.values())
+    if after is not None:
+        where.append("(submitted_at, rowid) < (?, ?)")
+        params += [after[0], after[1]]
+    sql = "SELECT submitted_at, rowid FROM tasks"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY submitted_at DESC, rowid DESC LIMIT ?"
+    return [(float(t), int(r)) for t, r in conn.execute(sql, [*params, limit])]
+
+
+def list_task_page(
+    conn: sqlite3.Connection,
+    status: str | None,
+    task_class: str | None,
+    limit: int,
+    after: ListCursor | None = None,
+) -> list[tuple[TaskRow, ListCursor]]:
+    """The newest ``limit`` tasks (of one status and/or class), newest first, each with its
+    position; with ``after`` the ones after that position. Each shape walks an index in
+    ``(submitted_at, rowid)`` order (``tasks_submitted_idx``, ``tasks_status_idx``,
+    ``tasks_class_idx``) and reads at most ``limit`` rows (per status for a class alone),
+    however many tasks there are."""
+    if limit <= 0:
+        return []
+    if task_class and not status:  # the class index is (class, status, ...): merge the states
+        keys = sorted(
+            (
+                k
+                for s in TASK_STATES
+                for k in _keys_page(conn, {"class": task_class, "status": s}, limit, after)
+            ),
+            reverse=True,
+        )[:limit]
+    else:
+        filters = {c: v for c, v in (("status", status), ("class", task_class)) if v}
+        keys = _keys_page(conn, filters, limit, after)
+    if not keys:
+        return []
+    found = {
+        int(r[0]): _row(r[1:])
+        for r in conn.execute(
+            f"SELECT rowid, {_COLUMNS} FROM tasks WHERE rowid IN (SELECT value FROM json_each(?))",
+            (json.dumps([rowid for _, rowid in keys]),),
+        )
+    }
+    return [(found[rowid], (at, rowid)) for at, rowid in keys if rowid in found]
+
+
 def list_tasks(
-    conn: sqlite3.Connection, status: str | None, task_class: str | None, limit: int
+    conn: sqlite3.Connection,
+    status: str | None,
+    task_class: str | None,
+    limit: int,
+    after: ListCursor | None = None,
 ) -> list[TaskRow]:
-    sql = f"SELECT {_COLUMNS} FROM tasks"
-    filters = {column: v for column, v in (("status", status), ("class", task_class)) if v}
-    if filters:
-        sql += " WHERE " + " AND ".join(f"{column} = ?" for column in filters)
-    sql += " ORDER BY submitted_at DESC LIMIT ?"
-    return [_row(r) for r in conn.execute(sql, [*filters.values(), limit]).fetchall()]
+    """:func:`list_task_page` without the positions."""
+    return [row for row, _ in list_task_page(conn, status, task_class, limit, after)]
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    """Tasks per status: a walk of the status index (about 50 ms per million tasks), so callers
+    on a status path cache it (:class:`StatusCounts`)."""
     return {
         s: int(n) for s, n in conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")
     }
 
 
-def purge_finished(conn: sqlite3.Connection, older_than: float) -> dict[str, int]:
-    """Write op: delete finished tasks (and old events/changes) older than ``older_than``."""
-    tasks = conn.execute(
-        "DELETE FROM tasks WHERE status IN ('completed','failed','cancelled') AND finished_at < ?",
-        (older_than,),
-    ).rowcount
-    events = conn.execute("DELETE FROM events WHERE ts < ?", (int(older_than),)).rowcount
-    changes = conn.execute("DELETE FROM changes WHERE ts < ?", (older_than,)).rowcount
+class StatusCounts:
+    """:func:`count_by_status`, at most ``max_age_s`` old, without waiting on it: the first call
+    counts; later ones answer at once with the last count and, when it is older than
+    ``max_age_s``, start one recount in the background (never two at once). So a status call
+    costs microseconds however many tasks there are, and the store counts at most once per
+    ``max_age_s``, only while someone asks."""
+
+    def __init__(self, store: StateStore, max_age_s: float = 5.0) -> None:
+        self._store = store
+        self._max_age_s = max_age_s
+        self._counts: dict[str, int] | None = None
+        self._at = 0.0
+        self._recount: asyncio.Task[None] | None = None
+
+    async def _count(self) -> None:
+        started = time.monotonic()
+        self._counts = await self._store.aread(count_by_status)
+        self._at = started
+
+    async def get(self) -> tuple[dict[str, int], float]:
+        """``(counts, their age in seconds)``."""
+        if self._counts is None:
+            await self._count()
+        elif time.monotonic() - self._at > self._max_age_s and (
+            self._recount is None or self._recount.done()
+        ):
+            self._recount = asyncio.create_task(self._count())
+        assert self._counts is not None
+        return dict(self._counts), time.monotonic() - self._at
+
+
+#: a finished task; the unary ``+`` keeps SQLite from walking the status index instead of
+#: ``finished_at``'s (a million completed rows would then be scanned by every step)
+FINISHED_SQL = "+status IN ('completed','failed','cancelled')"
+
+
+def purge_finished_step(
+    conn: sqlite3.Connection, older_than: float, *, after: Position | None = None, limit: int = 1000
+) -> tuple[int, Position | None]:
+    """Write op: one step (``limit`` rows looked at, in ``finished_at`` order) of deleting the
+    finished tasks that finished before ``older_than`` (:func:`rayinfra.store.delete_step`)."""
+    return delete_step(
+        conn,
+        "tasks",
+        ("finished_at", "rowid"),
+        "finished_at < ?",
+        [older_than],
+        after=after,
+        limit=limit,
+        only=FINISHED_SQL,
+    )
+
+
+def purge_finished(
+    conn: sqlite3.Connection, older_than: float, *, keep_unpublished: bool = False
+) -> dict[str, int]:
+    """Write op: delete finished tasks (and old events/changes) older than ``older_than``, in
+    this one transaction (retention goes in steps: :mod:`rayinfra.retention`);
+    ``keep_unpublished`` keeps every event Kafka has not acknowledged (:func:`delete_old_events`)."""
+    step = PURGE_STEP_ROWS
+    tasks = run_steps(lambda a: purge_finished_step(conn, older_than, after=a, limit=step))
+    events = delete_old_events(conn, int(older_than), keep_unpublished=keep_unpublished)
+    changes = run_steps(lambda a: delete_old_changes_step(conn, older_than, after=a, limit=step))
     return {"tasks": tasks, "events": events, "changes": changes}

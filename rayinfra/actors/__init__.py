@@ -15,6 +15,8 @@ _CLASSES = {
     "scheduler": "rayinfra.actors.scheduler:SchedulerActor",
     "service_registry": "rayinfra.actors.services:ServiceRegistryActor",
     "health_checker": "rayinfra.actors.health:HealthCheckerActor",
+    "event_bus": "rayinfra.actors.event_bus:EventBusActor",
+    "workflows": "rayinfra.actors.workflows:WorkflowsActor",
     "gateway": "rayinfra.actors.gateway:GatewayActor",
 }
 

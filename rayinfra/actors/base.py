@@ -20,7 +20,15 @@ from typing import Any, ClassVar
 from rayinfra import raywrap
 from rayinfra._version import __version__
 from rayinfra.config import RayinfraConfig
-from rayinfra.store import ChangeFeed, ChangeRecord, EventRecord, SeqNotifier, StateStore
+from rayinfra.store import (
+    ChangeFeed,
+    ChangeRecord,
+    EventRecord,
+    RawEvent,
+    SeqNotifier,
+    StateStore,
+    decode_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +141,27 @@ class ControlActor:
         timeout_s: float = 0.0,
     ) -> tuple[int, list[EventRecord]]:
         """Matching events after ``after_seq``, waiting up to ``timeout_s`` for the first one."""
+        seq, rows = await self.poll_event_rows(
+            after_seq,
+            since_ts=since_ts,
+            types=types,
+            resource_ids=resource_ids,
+            limit=limit,
+            timeout_s=timeout_s,
+        )
+        return seq, [decode_event(r) for r in rows]
+
+    async def poll_event_rows(
+        self,
+        after_seq: int,
+        *,
+        since_ts: int | None = None,
+        types: Collection[str] | None = None,
+        resource_ids: Collection[str] | None = None,
+        limit: int = 1000,
+        timeout_s: float = 0.0,
+    ) -> tuple[int, list[RawEvent]]:
+        """:meth:`poll_events` as stored (``data`` JSON text, not decoded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         notifier = self._events()
@@ -145,7 +174,7 @@ class ControlActor:
             )
             notifier.advance(latest)
             if rows:
-                return rows[-1].seq, rows
+                return rows[-1][0], rows
             cursor = latest  # nothing matched up to latest (also pulls a future cursor back)
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -164,11 +193,11 @@ class ControlActor:
         types: Collection[str] | None,
         resource_ids: Collection[str] | None,
         limit: int,
-    ) -> tuple[int, list[EventRecord]]:
+    ) -> tuple[int, list[RawEvent]]:
         """(high-water mark, matching rows). The mark is read first, so every event up to it
         was visible to the query: a caller may skip to it when nothing matched."""
         latest = self.store.last_event_seq()
-        rows = self.store.events(
+        rows = self.store.event_rows(
             after_seq=after_seq,
             since_ts=since_ts,
             types=types,

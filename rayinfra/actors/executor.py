@@ -32,7 +32,7 @@ from rayinfra.handlers import (
 from rayinfra.scheduling.limiter import Outcome
 from rayinfra.scheduling.state import TaskResult
 
-RESULT_LINGER_S = 0.002  # gather results finishing together into one reply
+RESULT_LINGER_S = 0.002  # gather results finishing together into one reply (while others run)
 TIMEOUT_GRACE_S = 2.0  # a handler that ignores its deadline is abandoned after this
 EARLY_CANCELS_KEPT = 4096  # cancels of tasks not (yet) here, remembered for a later submit
 
@@ -89,47 +89,51 @@ class ExecutorActor:
                 deadline=time.monotonic() + timeout if timeout else None,
                 output_dir=self.output_dir,
             )
-            task = asyncio.create_task(self._run(ctx, item["payload"], item.get("runtime_env")))
+            payload, env = item["payload"], item.get("runtime_env")
+            inline = None if env else self._inline(payload)
+            if inline is not None:  # trivial: done before the next task starts, no task object
+                started, t0 = time.time(), time.monotonic()
+                try:
+                    ended = self._succeeded(inline(payload, ctx))
+                except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
+                    ended = _failed(e, ctx)
+                self._report(TaskResult(tid, *ended, started, time.time(), time.monotonic() - t0))
+                continue
+            task = asyncio.create_task(self._run(ctx, payload, env))
             self.running[tid] = (ctx, task)
         return len(self.running)
+
+    def _inline(self, payload: dict[str, Any]) -> Any:
+        """The handler of a payload whose type runs inline on the loop (``noop``, ``echo``)."""
+        type_name = payload.get("type")
+        if not isinstance(type_name, str):
+            return None
+        try:
+            info = self.registry.get(type_name)
+        except UnknownHandlerError:
+            return None  # _call reports it
+        return None if info.blocking else info.fn
+
+    @staticmethod
+    def _succeeded(value: Any) -> tuple[Outcome, str, Any]:
+        json.dumps(value)  # a non-JSON return fails the task here, not in the scheduler
+        return Outcome.SUCCESS, "", value
 
     async def _run(
         self, ctx: TaskContext, payload: dict[str, Any], runtime_env: dict[str, Any] | None
     ) -> None:
         started = time.time()
         t0 = time.monotonic()
-        result: Any = None
-        error = ""
         try:
             if runtime_env:
                 value = await self._call_in_env(ctx, payload, runtime_env)
             else:
                 value = await self._call(ctx, payload)
-            json.dumps(value)  # a non-JSON return fails the task here, not in the scheduler
-            outcome, result = Outcome.SUCCESS, value
-        except TaskCancelledError:
-            outcome, error = Outcome.CANCELLED, "cancelled"
-        except (TimeoutError, asyncio.TimeoutError):
-            outcome = Outcome.TIMEOUT
-            error = f"timed out after {ctx.timeout_s:g}s" if ctx.timeout_s else "timed out"
-        except TaskFailedError as e:
-            outcome, error, result = Outcome.FAILURE, str(e), e.result
-        except (HandlerError, UnknownHandlerError) as e:
-            outcome, error = Outcome.INVALID, str(e)
+            ended = self._succeeded(value)
         except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
-            outcome, error = Outcome.FAILURE, f"{type(e).__name__}: {e}"
+            ended = _failed(e, ctx)
         self.running.pop(ctx.task_id, None)
-        self._report(
-            TaskResult(
-                ctx.task_id,
-                outcome,
-                error,
-                result,
-                started_at=started,
-                finished_at=time.time(),
-                latency_s=time.monotonic() - t0,
-            )
-        )
+        self._report(TaskResult(ctx.task_id, *ended, started, time.time(), time.monotonic() - t0))
 
     def _report(self, result: TaskResult) -> None:
         self.results.append(result)
@@ -208,7 +212,7 @@ class ExecutorActor:
         if not self.results:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.results_ready.wait(), timeout_s)
-            if self.results:
+            if self.results and self.running:  # more may end together; a lone one goes now
                 await asyncio.sleep(RESULT_LINGER_S)
         out, self.results = self.results, []
         self.results_ready.clear()
@@ -230,3 +234,17 @@ class ExecutorActor:
             if not task.done():
                 hit.append(tid)
         return hit
+
+
+def _failed(e: BaseException, ctx: TaskContext) -> tuple[Outcome, str, Any]:
+    """``(outcome, error, result)`` of an attempt that raised ``e``."""
+    if isinstance(e, TaskCancelledError):
+        return Outcome.CANCELLED, "cancelled", None
+    if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
+        error = f"timed out after {ctx.timeout_s:g}s" if ctx.timeout_s else "timed out"
+        return Outcome.TIMEOUT, error, None
+    if isinstance(e, TaskFailedError):
+        return Outcome.FAILURE, str(e), e.result
+    if isinstance(e, (HandlerError, UnknownHandlerError)):
+        return Outcome.INVALID, str(e), None
+    return Outcome.FAILURE, f"{type(e).__name__}: {e}", None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rayinfra import raywrap
 from rayinfra.actors.base import ControlActor
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.services.catalog import build_catalog, cluster_name
@@ -33,6 +34,7 @@ from rayinfra.store import ChangeFeed
 log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL_S = 2.0
+METRICS_PUBLISH_S = 5.0
 LOG_STREAM_IDLE_S = 120.0
 LOG_BATCH = 500
 HEALTH_STREAM = "health_checker"
@@ -123,7 +125,17 @@ class ServiceRegistryActor(ControlActor):
         self._health_feed = ChangeFeed(self.store, HEALTH_STREAM, reader=True)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_task(self.manager.recover())
-        self._loops = [loop.create_task(self._refresh_loop())]
+        self._ray_metrics = raywrap.RayMetricsMirror()
+        self._loops = [
+            loop.create_task(self._refresh_loop()),
+            loop.create_task(
+                self.every(METRICS_PUBLISH_S, self._publish_metrics, "service metrics")
+            ),
+        ]
+
+    async def _publish_metrics(self) -> None:
+        """Into Ray's metrics too (the dashboard and Ray's Prometheus endpoint show them)."""
+        self._ray_metrics.publish(self.manager.metrics.snapshot())
 
     async def _wait_ready(self) -> None:
         if self.catalog_error:

@@ -28,6 +28,8 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.INVALID_ARGUMENT, str(e)
     if isinstance(e, errors.TaskNotFoundError):
         return grpc.StatusCode.NOT_FOUND, f"unknown task {e.args[0] if e.args else ''!s}"
+    if isinstance(e, errors.WorkflowNotFoundError):
+        return grpc.StatusCode.NOT_FOUND, str(e)
     if isinstance(e, errors.BackendUnavailableError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(e)
     if isinstance(e, errors.UnavailableError):

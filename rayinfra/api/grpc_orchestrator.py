@@ -27,9 +27,6 @@ FEED_POLL_S = 10.0
 EVENT_BATCH = 1000
 LIST_LIMIT_DEFAULT = 100
 POLL_TIMEOUT_MAX_S = 60.0
-WORKFLOWS_UNIMPLEMENTED = (
-    "the workflow engine is not available in this runtime yet; nothing was stored or run"
-)
 
 
 def task_feed(control: ControlPlane) -> Fanout:
@@ -159,13 +156,15 @@ class OrchestratorServicer:
         async with aborting(context):
             if request.limit < 0:  # 0: the default; the rest is checked by list_tasks
                 raise InvalidArgumentError("limit", f"must be between 0 and {LIST_LIMIT_MAX}")
-            rows = await self.control.list_tasks(
+            page = await self.control.list_tasks(
                 request.status or None,
                 request.task_class or None,
                 request.limit or LIST_LIMIT_DEFAULT,
+                request.after or None,
             )
         return self.pb2.ListTasksResponse(
-            tasks=[st.to_pb(self.pb2.GetTaskStatusResponse) for st in rows]
+            tasks=[st.to_pb(self.pb2.GetTaskStatusResponse) for st in page.tasks],
+            next=page.next or "",
         )
 
     async def PurgeTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -230,8 +229,8 @@ class OrchestratorServicer:
                     yield st.to_pb(result)
             while True:
                 change: TaskStatus = await _next(sub, context)
-                if progress.advance(change):  # not older than what was sent already
-                    yield change.to_pb(result)
+                for st in progress.news(change):  # not older than what was sent already
+                    yield st.to_pb(result)
         finally:
             self.tasks.unsubscribe(sub)
 
@@ -283,18 +282,92 @@ class OrchestratorServicer:
         healthy, services = await self.control.health_report()
         return self.pb2.HealthResponse(healthy=healthy, version=__version__, services=services)
 
-    # ------------------------------------------------------------------ workflows (not yet)
+    # ------------------------------------------------------------------ workflows
     async def CreateWorkflow(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, WORKFLOWS_UNIMPLEMENTED)
+        async with aborting(context):
+            spec = _workflow_spec(request)
+            saved = await self.control.create_workflow(
+                spec, request.id, trusted=is_trusted(self.auth, context)
+            )
+        return self.pb2.CreateWorkflowResponse(
+            success=True,
+            workflow_id=saved["id"],
+            error="",
+            workflow_json=json.dumps(saved, separators=(",", ":")),
+        )
 
     async def StartWorkflowRun(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, WORKFLOWS_UNIMPLEMENTED)
+        async with aborting(context):
+            if not request.workflow_id:
+                raise InvalidArgumentError("workflow_id", "is required")
+            record = await self.control.start_workflow_run(
+                request.workflow_id,
+                request.idempotency_key,
+                decode_wire_payload(dict(request.input)),
+            )
+        return self.pb2.StartWorkflowRunResponse(
+            success=True, run_id=record["id"], error="", reused=bool(record.get("reused"))
+        )
+
+    async def GetWorkflowRun(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with aborting(context):
+            record = await self.control.get_workflow_run(_run_id(request))
+        return self.pb2.WorkflowRunResponse(run_json=json.dumps(record, separators=(",", ":")))
+
+    async def ListWorkflows(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with aborting(context):
+            if request.limit < 0:
+                raise InvalidArgumentError("limit", "must be >= 0 (0: 50)")
+            if request.workflow_id:
+                items = await self.control.list_workflow_runs(
+                    request.workflow_id, request.limit or 50
+                )
+            else:
+                items = await self.control.list_workflows()
+        return self.pb2.ListWorkflowsResponse(items_json=json.dumps(items, separators=(",", ":")))
+
+    async def CancelWorkflowRun(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with aborting(context):
+            record = await self.control.cancel_workflow_run(_run_id(request))
+        return self.pb2.WorkflowRunResponse(run_json=json.dumps(record, separators=(",", ":")))
 
     async def StreamWorkflowStatus(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, WORKFLOWS_UNIMPLEMENTED)
-        yield  # pragma: no cover - makes this a server-streaming handler
+        async with aborting(context):
+            async for p in self.control.workflow_status(_run_id(request)):
+                yield self.pb2.WorkflowStatusUpdate(
+                    run_id=p["run_id"],
+                    status=p["status"],
+                    current_step=p["current_step"],
+                    steps_completed=p["steps_completed"],
+                    total_steps=p["total_steps"],
+                    output=string_map(p["output"]),
+                    error=p["error"],
+                )
+
+
+def _run_id(request: Any) -> str:
+    if not request.run_id:
+        raise InvalidArgumentError("run_id", "is required")
+    return str(request.run_id)
+
+
+def _workflow_spec(request: Any) -> dict[str, Any]:
+    """A ``CreateWorkflowRequest``'s spec (JSON bytes); its ``id``/``name``/``description``
+    fields fill what the spec leaves out."""
+    if not request.spec:
+        raise InvalidArgumentError("spec", "is required: the workflow as JSON")
+    try:
+        spec = json.loads(request.spec)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidArgumentError("spec", f"is not valid JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise InvalidArgumentError("spec", "must be a JSON object")
+    for key in ("name", "description"):
+        if getattr(request, key) and not spec.get(key):
+            spec[key] = getattr(request, key)
+    return spec
 
 
 async def _next(sub: Subscription, context: grpc.aio.ServicerContext) -> Any:

@@ -21,9 +21,9 @@ from rayinfra import errors
 from rayinfra._version import __version__
 from rayinfra.admission import SLURM_CLASS
 from rayinfra.api.auth import Auth
-from rayinfra.control import ControlPlane
+from rayinfra.control import LIST_LIMIT_MAX, ORCHESTRATOR_METRICS, ControlPlane
 from rayinfra.errors import InvalidArgumentError
-from rayinfra.scheduling.tasks import decode_timeout_seconds
+from rayinfra.scheduling.tasks import TASK_STATES, decode_timeout_seconds
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 SLURM_SUBMIT_WAIT_S = 10.0  # POST /queue/submit of a gpu_slurm task waits this long for sbatch
@@ -82,6 +82,49 @@ ENV_MANAGER_HEALTH_SCHEMA = _object(
     service={"type": "string"},
     timestamp={"type": "string", "description": "ISO 8601, UTC"},
 )
+TASK_LIST_LIMIT_DEFAULT = 100
+TASK_LIST_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": list(TASK_STATES)},
+        "description": "only tasks in this state",
+    },
+    {
+        "name": "class",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "only tasks of this class",
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": LIST_LIMIT_MAX,
+            "default": TASK_LIST_LIMIT_DEFAULT,
+        },
+    },
+    {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "the `next` of the previous page (absent: from the newest task)",
+    },
+]
+TASK_PAGE_SCHEMA = _object(
+    ["items", "next"],
+    items={"type": "array", "items": {"type": "object"}, "description": "as GET /tasks/{id}"},
+    next={
+        "anyOf": [{"type": "string"}, {"type": "null"}],
+        "description": "the cursor of the page after this one (pass it as `after`); null: last",
+    },
+)
 #: documented on every route: the auth middleware answers it before any route runs
 UNAUTHORIZED = "auth is required and the request has no valid `authorization: Bearer <token>`"
 ACTOR_DOWN = "a control actor cannot be reached right now"
@@ -125,6 +168,8 @@ def error_response(e: BaseException) -> JSONResponse:
         return _error(400, e.message, e.field)
     if isinstance(e, errors.TaskNotFoundError):
         return _error(404, f"unknown task {e.args[0] if e.args else ''!s}", "task_id")
+    if isinstance(e, errors.WorkflowNotFoundError):
+        return _error(404, str(e), e.FIELD)
     if isinstance(e, errors.PermissionDeniedError):
         return _error(403, str(e))
     if isinstance(e, errors.BackendUnavailableError | errors.UnavailableError):
@@ -150,6 +195,7 @@ def _install_common(app: FastAPI, auth: Auth) -> None:
     for exc in (
         InvalidArgumentError,
         errors.TaskNotFoundError,
+        errors.WorkflowNotFoundError,
         errors.BackendUnavailableError,
         errors.UnavailableError,
         errors.PermissionDeniedError,
@@ -166,15 +212,20 @@ _STRING_KEYS = {
 
 
 def _new_app(
-    control: ControlPlane, auth: Auth, metrics_actor: str, title: str, description: str = ""
+    control: ControlPlane,
+    auth: Auth,
+    metrics_actors: tuple[str, ...],
+    title: str,
+    description: str = "",
 ) -> FastAPI:
-    """An app with auth, JSON error answers and ``/metrics`` (the registry of ``metrics_actor``)."""
+    """An app with auth, JSON error answers and ``/metrics`` (the registries of
+    ``metrics_actors``: the first one's required, the others' best effort)."""
     app = FastAPI(title=title, description=description, version=__version__)
     _install_common(app, auth)
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
     async def metrics() -> Response:
-        text: bytes = await control.call(metrics_actor, "metrics_text")
+        text = await control.metrics_text(metrics_actors)
         return Response(text, media_type=PROMETHEUS_TEXT)
 
     return app
@@ -255,7 +306,7 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
     workflow engine exists; they are left out of the OpenAPI document). A ``/queue/submit``
     body over ``max_request_bytes`` (``gateway.max_request_bytes``) is 413."""
     description = "Tasks, queue status and metrics of a rayinfra runtime."
-    app = _new_app(control, auth, "scheduler", "rayinfra orchestrator API", description)
+    app = _new_app(control, auth, ORCHESTRATOR_METRICS, "rayinfra orchestrator API", description)
 
     @app.get(
         "/health",
@@ -328,6 +379,24 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
             }
         )
 
+    @app.get(
+        "/tasks",
+        openapi_extra={"parameters": TASK_LIST_PARAMETERS},
+        responses=_responses(
+            {400: "a bad status, limit or cursor (named)", 503: ACTOR_DOWN},
+            _json("a page of tasks, newest first", TASK_PAGE_SCHEMA),
+        ),
+    )
+    async def list_tasks(request: Request) -> JSONResponse:
+        q = request.query_params
+        raw = q.get("limit", str(TASK_LIST_LIMIT_DEFAULT))
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+            return _error(400, f"must be an integer in [1, {LIST_LIMIT_MAX}], got {raw!r}", "limit")
+        page = await control.list_tasks(
+            q.get("status") or None, q.get("class") or None, int(raw), q.get("after") or None
+        )
+        return JSONResponse({"items": [st.json_dict() for st in page.tasks], "next": page.next})
+
     @app.get("/tasks/{task_id}", responses=_responses({404: "unknown task", 503: ACTOR_DOWN}))
     async def task_status(task_id: str) -> JSONResponse:
         st = (await control.get([task_id])).get(task_id)
@@ -345,26 +414,119 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
             return _error(404, f"no Slurm job is tracked for task {task_id!r}", "task_id")
         return JSONResponse(job)
 
-    async def no_workflows(request: Request) -> JSONResponse:
-        return _error(
-            501,
-            "the workflow engine is not available in this runtime yet; nothing was stored",
-        )
+    async def json_body(request: Request) -> Any:
+        raw = await _read_body(request, max_request_bytes)
+        if isinstance(raw, JSONResponse):
+            return raw
+        try:
+            return json.loads(raw) if raw else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            return _error(400, f"invalid JSON: {e}", "body")
 
-    for path, methods in (
-        ("/workflows", ["GET", "POST"]),
-        ("/workflows/{workflow_id}", ["GET", "PUT"]),
-        ("/workflows/{workflow_id}/history", ["GET"]),
-        ("/workflows/{workflow_id}/runs", ["GET", "POST"]),
-        ("/workflow-runs/{run_id}", ["GET"]),
-    ):
-        app.add_api_route(path, no_workflows, methods=methods, include_in_schema=False)
+    async def workflow_body(request: Request) -> dict[str, Any] | JSONResponse:
+        body = await json_body(request)
+        if isinstance(body, JSONResponse | dict):
+            return body
+        return _error(400, "must be a JSON object (a workflow)", "body")
+
+    wf_errors = {400: "the spec is invalid (field: the path)", 503: ACTOR_DOWN}
+
+    @app.get("/workflows", responses=_responses({503: ACTOR_DOWN}))
+    async def list_workflows() -> JSONResponse:
+        return JSONResponse({"items": await control.list_workflows()})
+
+    @app.post(
+        "/workflows",
+        status_code=201,
+        responses=_responses(
+            {**wf_errors, 403: "a step runs code; the caller is not trusted"},
+            _json("the saved workflow", {"type": "object"}),
+        ),
+    )
+    async def create_workflow(request: Request) -> JSONResponse:
+        body = await workflow_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        trusted = auth.trusted(request.headers.get("authorization"))
+        saved = await control.create_workflow(body, str(body.get("id") or ""), trusted=trusted)
+        return JSONResponse(saved, status_code=201)
+
+    @app.get("/workflows/{workflow_id}", responses=_responses({404: "no such workflow"}))
+    async def get_workflow(workflow_id: str) -> JSONResponse:
+        return JSONResponse(await control.call("workflows", "get_workflow", workflow_id))
+
+    @app.put(
+        "/workflows/{workflow_id}",
+        responses=_responses({**wf_errors, 403: "a step runs code", 404: "no such workflow"}),
+    )
+    async def put_workflow(workflow_id: str, request: Request) -> JSONResponse:
+        body = await workflow_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        trusted = auth.trusted(request.headers.get("authorization"))
+        saved = await control.call("workflows", "update_workflow", workflow_id, body, trusted)
+        return JSONResponse(saved)
+
+    @app.get("/workflows/{workflow_id}/history", responses=_responses({404: "no such workflow"}))
+    async def workflow_history(workflow_id: str) -> JSONResponse:
+        items = await control.call("workflows", "workflow_history", workflow_id)
+        return JSONResponse({"items": items})
+
+    @app.post(
+        "/workflows/{workflow_id}/runs",
+        responses=_responses(
+            {400: "a bad field (named)", 404: "no such workflow", 503: ACTOR_DOWN}
+        ),
+    )
+    async def start_run(workflow_id: str, request: Request) -> JSONResponse:
+        body = await json_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        if not isinstance(body, dict):
+            return _error(400, "must be a JSON object: {idempotency_key?, input?}", "body")
+        key = body.get("idempotency_key") or ""
+        if not isinstance(key, str):
+            return _error(400, "must be a string", "idempotency_key")
+        run_input = body.get("input") or {}
+        if not isinstance(run_input, dict):
+            return _error(400, "must be a JSON object", "input")
+        return JSONResponse(await control.start_workflow_run(workflow_id, key, run_input))
+
+    @app.get(
+        "/workflows/{workflow_id}/runs",
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "default": 50},
+                }
+            ]
+        },
+        responses=_responses({400: "a bad limit", 404: "no such workflow"}),
+    )
+    async def list_runs(workflow_id: str, request: Request) -> JSONResponse:
+        raw = request.query_params.get("limit", "50")
+        if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+            return _error(400, f"must be an integer >= 1, got {raw!r}", "limit")
+        items = await control.list_workflow_runs(workflow_id, int(raw))
+        return JSONResponse({"items": items})
+
+    @app.get("/workflow-runs/{run_id}", responses=_responses({404: "no such run"}))
+    async def get_run(run_id: str) -> JSONResponse:
+        return JSONResponse(await control.get_workflow_run(run_id))
+
+    @app.post("/workflow-runs/{run_id}/cancel", responses=_responses({404: "no such run"}))
+    async def cancel_run(run_id: str) -> JSONResponse:
+        return JSONResponse(await control.cancel_workflow_run(run_id))
+
     return app
 
 
 def env_manager_app(control: ControlPlane, auth: Auth) -> FastAPI:
     """The env-manager's :50101: ``/health`` and ``/metrics`` (Prometheus text)."""
-    app = _new_app(control, auth, "service_registry", "rayinfra env-manager API")
+    app = _new_app(control, auth, ("service_registry",), "rayinfra env-manager API")
 
     @app.get(
         "/health",

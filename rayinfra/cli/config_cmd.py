@@ -56,7 +56,9 @@ def show(
     """Print every effective value and where it came from (default, file, env var, flag)."""
     loaded = load(config, state_dir)
     flat = _flatten(loaded.config.model_dump(mode="json"))
-    rows = {k: {"value": v, "source": loaded.source_of(k)} for k, v in sorted(flat.items())}
+    rows: dict[str, dict[str, Any]] = {
+        k: {"value": redacted(k, v), "source": loaded.source_of(k)} for k, v in sorted(flat.items())
+    }
     env_for = {v: k for k, v in ENV_VARS.items()}
     if as_json:
         print_json(
@@ -74,3 +76,15 @@ def show(
     console.print("files: " + (", ".join(str(f) for f in loaded.files) or "(none)"))
     for var, why in loaded.ignored_env.items():
         console.print(f"[yellow]ignored:[/] {var} is set but has no effect here: {why}")
+
+
+SECRET_WORDS = ("token", "password", "secret", "credential")
+
+
+def redacted(key: str, value: object) -> object:
+    """A secret's value as ``"<redacted>"`` (a key naming a token, password, secret or
+    credential, not a file or path of one); everything else as it is."""
+    name = key.rpartition(".")[2].lower()
+    if name.endswith(("_file", "_path", "_dir")) or not value:
+        return value
+    return "<redacted>" if any(w in name for w in SECRET_WORDS) else value

@@ -6,11 +6,13 @@ import typer
 
 from rayinfra.cli import (
     config_cmd,
+    events_cmd,
     hardware_cmd,
     runtime_cmd,
     services_cmd,
     slurm_cmd,
     task_cmd,
+    workflow_cmd,
 )
 from rayinfra.cli.common import version_option
 
@@ -31,6 +33,8 @@ app.add_typer(task_cmd.app, name="task")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(services_cmd.app, name="services")
 app.add_typer(slurm_cmd.app, name="slurm")
+app.add_typer(events_cmd.app, name="events")
+app.add_typer(workflow_cmd.app, name="workflow")
 app.command("logs")(services_cmd.logs)
 
 

@@ -17,7 +17,7 @@ import typer
 from rayinfra.cli.common import EXIT_FAILURE, EXIT_USAGE, fail
 from rayinfra.config_sources import DialSettings
 from rayinfra.connection import recorded
-from rayinfra.errors import InvalidArgumentError, TaskNotFoundError
+from rayinfra.errors import InvalidArgumentError, TaskNotFoundError, WorkflowNotFoundError
 
 if TYPE_CHECKING:
     from rayinfra.client import AgentInfraSync
@@ -57,7 +57,7 @@ def session(dial: DialSettings) -> Iterator[AgentInfraSync]:
         raise
     except InvalidArgumentError as e:
         fail(str(e), EXIT_USAGE)
-    except (TaskNotFoundError, RuntimeError) as e:
+    except (TaskNotFoundError, WorkflowNotFoundError, RuntimeError) as e:
         fail(str(e), EXIT_FAILURE)
     finally:
         infra.stop()

@@ -157,15 +157,20 @@ def start(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Start services (and what they depend on); exit 1 if a required one fails."""
-    cfg = load(config, state_dir).config
-    wanted = split_names(names or [], services) or ([] if all_services else cfg.services.selected)
-    if not wanted and not all_services:
-        fail(
-            "no services selected: name them, use --services a,b, --all, or set "
-            "services.selected in the config",
-            EXIT_USAGE,
-        )
-    with env_manager(cfg) as client:
+    wanted = split_names(names or [], services)
+    settings: RayinfraConfig | DialSettings
+    if wanted or all_services:  # the gateway's address is all it needs: no typed config
+        settings = dial(config, state_dir)
+    else:  # the configured selection
+        settings = load(config, state_dir).config
+        wanted = list(settings.services.selected)
+        if not wanted:
+            fail(
+                "no services selected: name them, use --services a,b, --all, or set "
+                "services.selected in the config",
+                EXIT_USAGE,
+            )
+    with env_manager(settings) as client:
         ok, final = run_start(client, wanted, not sequential, parse_overrides(sets))
     console.print(final_table(final))
     raise typer.Exit(0 if ok else EXIT_FAILURE)

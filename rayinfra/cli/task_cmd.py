@@ -118,27 +118,38 @@ def list_(
         help=f"Only tasks in this state ({', '.join(TASK_STATES)}).",
     ),
     task_class: str | None = typer.Option(None, "--class", help="Only this class."),
-    limit: int = typer.Option(50, "--limit", min=1, max=10000),
-    as_json: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(50, "--limit", min=1, max=10000, help="Tasks per page."),
+    after: str | None = typer.Option(
+        None,
+        "--after",
+        help="The page after this cursor (the `next:` a previous page printed).",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the page's tasks as a JSON list (the next cursor on stderr)."
+    ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """List the newest tasks."""
+    """List the newest tasks, a page at a time: when there are more, the last line (on stderr)
+    is the cursor of the next page: `next: CURSOR`, pass it as --after."""
     with _session(config, state_dir) as infra:
-        rows: list[dict[str, Any]] = infra.list_tasks(state, task_class, limit)
+        page: dict[str, Any] = infra.list_tasks_page(state, task_class, limit, after)
+    rows: list[dict[str, Any]] = page["tasks"]
     if as_json:
         print_json(rows)
-        return
-    table = Table("task id", "status", "attempts", "ms", "error", box=None)
-    for r in rows:
-        table.add_row(
-            r["task_id"],
-            r["status"],
-            str(r["attempts"]),
-            f"{r['duration_ms']:.1f}",
-            r["error"][:60],
-        )
-    console.print(table)
+    else:
+        table = Table("task id", "status", "attempts", "ms", "error", box=None)
+        for r in rows:
+            table.add_row(
+                r["task_id"],
+                r["status"],
+                str(r["attempts"]),
+                f"{r['duration_ms']:.1f}",
+                r["error"][:60],
+            )
+        console.print(table)
+    if page["next"]:
+        print(f"next: {page['next']}", file=sys.stderr)
 
 
 @app.command("purge")

@@ -182,7 +182,7 @@ class AgentInfra:
                 reset.cancel()
                 if not poll.done():
                     poll.cancel()
-            if poll.cancelled():
+            if not poll.done() or poll.cancelled():  # reset first: the poll is being cancelled
                 continue
             try:
                 seq, states = poll.result()
@@ -284,10 +284,29 @@ class AgentInfra:
         return await self.transport.cancel(task_id)
 
     async def list_tasks(
-        self, status: str | None = None, task_class: str | None = None, limit: int = 100
+        self,
+        status: str | None = None,
+        task_class: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        rows = await self.transport.list_tasks(status, task_class, limit)
-        return [st.client_dict() for st in rows]
+        """The newest ``limit`` tasks (optionally of one status and class), newest first; with
+        ``after`` (the ``next`` of :meth:`list_tasks_page`) the ones after that page."""
+        page = await self.transport.list_tasks(status, task_class, limit, after)
+        return [st.client_dict() for st in page.tasks]
+
+    async def list_tasks_page(
+        self,
+        status: str | None = None,
+        task_class: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of the listing: ``{"tasks": [...], "next": cursor | None}``; pass ``next``
+        back as ``after`` for the page after it (``None``: this was the last). Pages are
+        keyset pages: each costs the same however many tasks the store holds."""
+        page = await self.transport.list_tasks(status, task_class, limit, after)
+        return {"tasks": [st.client_dict() for st in page.tasks], "next": page.next}
 
     async def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
         return await self.transport.purge(older_than_s)
@@ -306,24 +325,27 @@ class AgentInfra:
         entry = (wanted, q)
         self._streams.append(entry)
         remaining = set(wanted) if wanted else None
+        progress = Progress()
         try:
             await self._watch()
+            primed: list[TaskStatus] = []
             if wanted:  # subscribed first: a change after this read reaches the queue too
                 current = await self._current(sorted(wanted))
                 for st in current.values():
+                    if not progress.advance(st):
+                        continue
                     if include_completed or not st.terminal:
-                        q.put_nowait(st)
+                        primed.append(st)  # the current state, as it is
                     elif remaining is not None:
                         remaining.discard(st.task_id)
-            progress = Progress()
             while remaining is None or remaining:
-                st = await q.get()
-                if not progress.advance(st):
-                    continue  # older than what was yielded, or a second final state
-                if remaining is not None and st.terminal:
-                    remaining.discard(st.task_id)
-                item = st.client_dict()
-                yield {k: item[k] for k in STREAM_KEYS}
+                # from the feed: older than what was yielded, or a second final state: nothing
+                for st in primed or progress.news(await q.get()):
+                    if remaining is not None and st.terminal:
+                        remaining.discard(st.task_id)
+                    item = st.client_dict()
+                    yield {k: item[k] for k in STREAM_KEYS}
+                primed = []
         finally:
             self._streams.remove(entry)
 
@@ -334,6 +356,50 @@ class AgentInfra:
         (inclusive) first, then live events, until the caller stops iterating."""
         async for ev in self.transport.events(event_types, since_timestamp):
             yield ev
+
+    # ------------------------------------------------------------------ workflows
+    async def create_workflow(
+        self, spec: dict[str, Any], workflow_id: str | None = None
+    ) -> dict[str, Any]:
+        """Validate and store a workflow (``docs/workflows.md``); the saved workflow, its
+        ``id`` generated when neither ``workflow_id`` nor the spec gives one. Saving an
+        existing id makes a new version. ``InvalidArgumentError`` names the path of what is
+        wrong (``nodes[2].task.class``, ``edges``: a cycle)."""
+        return await self.transport.create_workflow(spec, workflow_id or spec.get("id") or "")
+
+    async def start_workflow_run(
+        self,
+        workflow_id: str,
+        input: dict[str, Any] | None = None,
+        idempotency_key: str = "",
+    ) -> dict[str, Any]:
+        """Start a run of ``workflow_id`` with ``input`` (``${input.x}`` in its steps); its
+        record (``reused`` True when ``idempotency_key`` named a run started before)."""
+        return await self.transport.start_workflow_run(workflow_id, idempotency_key, input or {})
+
+    async def get_workflow_run(self, run_id: str) -> dict[str, Any]:
+        """A run's record: ``{id, workflow_id, status, steps: [{node_id, status, attempts,
+        result, error, ...}], input, created_at, completed_at?, error?}``."""
+        return await self.transport.get_workflow_run(run_id)
+
+    async def list_workflows(self) -> list[dict[str, Any]]:
+        """Every workflow, newest first (without nodes and edges: ``node_count``,
+        ``edge_count``)."""
+        return await self.transport.list_workflows()
+
+    async def list_workflow_runs(self, workflow_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The runs of ``workflow_id``, newest first."""
+        return await self.transport.list_workflow_runs(workflow_id, limit)
+
+    async def stream_workflow_status(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``{run_id, status, current_step, steps_completed, total_steps, output,
+        error}`` now and at every change, until the run has finished."""
+        async for p in self.transport.workflow_status(run_id):
+            yield p
+
+    async def cancel_workflow_run(self, run_id: str) -> dict[str, Any]:
+        """Cancel a run: its running steps' tasks are cancelled, the rest never start."""
+        return await self.transport.cancel_workflow_run(run_id)
 
     # ------------------------------------------------------------------ health, metrics
     async def get_metrics(self) -> dict[str, float]:
@@ -438,9 +504,22 @@ class AgentInfraSync:
         return self._run(self._infra.cancel_task(task_id))
 
     def list_tasks(
-        self, status: str | None = None, task_class: str | None = None, limit: int = 100
+        self,
+        status: str | None = None,
+        task_class: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        return self._run(self._infra.list_tasks(status, task_class, limit))
+        return self._run(self._infra.list_tasks(status, task_class, limit, after))
+
+    def list_tasks_page(
+        self,
+        status: str | None = None,
+        task_class: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        return self._run(self._infra.list_tasks_page(status, task_class, limit, after))
 
     def purge_tasks(self, older_than_s: float | None = None) -> dict[str, int]:
         return self._run(self._infra.purge_tasks(older_than_s))
@@ -454,6 +533,34 @@ class AgentInfraSync:
         self, event_types: list[str] | None = None, since_timestamp: int = 0
     ) -> Iterator[dict[str, Any]]:
         return self._iterate(self._infra.stream_events(event_types, since_timestamp))
+
+    def create_workflow(
+        self, spec: dict[str, Any], workflow_id: str | None = None
+    ) -> dict[str, Any]:
+        return self._run(self._infra.create_workflow(spec, workflow_id))
+
+    def start_workflow_run(
+        self,
+        workflow_id: str,
+        input: dict[str, Any] | None = None,
+        idempotency_key: str = "",
+    ) -> dict[str, Any]:
+        return self._run(self._infra.start_workflow_run(workflow_id, input, idempotency_key))
+
+    def get_workflow_run(self, run_id: str) -> dict[str, Any]:
+        return self._run(self._infra.get_workflow_run(run_id))
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        return self._run(self._infra.list_workflows())
+
+    def list_workflow_runs(self, workflow_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        return self._run(self._infra.list_workflow_runs(workflow_id, limit))
+
+    def stream_workflow_status(self, run_id: str) -> Iterator[dict[str, Any]]:
+        return self._iterate(self._infra.stream_workflow_status(run_id))
+
+    def cancel_workflow_run(self, run_id: str) -> dict[str, Any]:
+        return self._run(self._infra.cancel_workflow_run(run_id))
 
     def get_metrics(self) -> dict[str, float]:
         return self._run(self._infra.get_metrics())

@@ -32,9 +32,11 @@ from rayinfra.errors import (
     TaskConflictError,
     TaskNotFoundError,
     UnavailableError,
+    WorkflowNotFoundError,
+    WorkflowRunNotFoundError,
 )
-from rayinfra.models import TaskStatus
-from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN
+from rayinfra.models import TaskPage, TaskStatus
+from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN, decode_wire_payload
 
 RETRY_FIRST_S = 0.05
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -83,10 +85,14 @@ def error_from_rpc(e: grpc.RpcError) -> BaseException:
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return _field_error(TaskConflictError, details)
     if code == grpc.StatusCode.NOT_FOUND:
+        for cls in (WorkflowRunNotFoundError, WorkflowNotFoundError):  # "workflow 'x' not found"
+            prefix = f"{cls.WHAT} '"
+            if details.startswith(prefix) and details.endswith("' not found"):
+                return cls(details[len(prefix) : -len("' not found")])
         return TaskNotFoundError(details.removeprefix("unknown task "))
     if code == grpc.StatusCode.PERMISSION_DENIED:
         field_name = details.partition(": ")[0]
-        if field_name.startswith("payload") or field_name.startswith("tasks["):
+        if field_name.startswith(("payload", "tasks[", "nodes[", "task_class")):
             return _field_error(NotTrustedError, details.split(": present the token")[0])
         return PermissionDeniedError(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -226,15 +232,15 @@ class GrpcTransport:
         return {"task_id": r.task_id, "status": r.status, "cancelled": r.cancelled}
 
     async def list_tasks(
-        self, status: str | None, task_class: str | None, limit: int
-    ) -> list[TaskStatus]:
+        self, status: str | None, task_class: str | None, limit: int, after: str | None = None
+    ) -> TaskPage:
         res = await self._unary(
             "ListTasks",
             self.pb2.ListTasksRequest(
-                status=status or "", task_class=task_class or "", limit=limit
+                status=status or "", task_class=task_class or "", limit=limit, after=after or ""
             ),
         )
-        return [TaskStatus.from_pb(m) for m in res.tasks]
+        return TaskPage([TaskStatus.from_pb(m) for m in res.tasks], res.next or None)
 
     async def purge(self, older_than_s: float | None) -> dict[str, int]:
         res = await self._unary(
@@ -291,6 +297,74 @@ class GrpcTransport:
     async def health(self) -> dict[str, Any]:
         res = await self._unary("Health", self.pb2.HealthRequest())
         return {"healthy": res.healthy, "version": res.version, "services": dict(res.services)}
+
+    # ------------------------------------------------------------------ workflows
+    async def create_workflow(self, spec: Mapping[str, Any], workflow_id: str) -> dict[str, Any]:
+        try:
+            body = json.dumps(dict(spec), separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError("spec", f"must be JSON: {e}") from None
+        res = await self._unary(
+            "CreateWorkflow",
+            self.pb2.CreateWorkflowRequest(
+                id=workflow_id, name=str(spec.get("name", "")), spec=body
+            ),
+        )
+        saved: dict[str, Any] = json.loads(res.workflow_json) if res.workflow_json else {}
+        return saved or {"id": res.workflow_id}
+
+    async def start_workflow_run(
+        self, workflow_id: str, idempotency_key: str, run_input: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        res = await self._unary(
+            "StartWorkflowRun",
+            self.pb2.StartWorkflowRunRequest(
+                workflow_id=workflow_id,
+                idempotency_key=idempotency_key,
+                input={"payload_json": json.dumps(dict(run_input), separators=(",", ":"))},
+            ),
+        )
+        return {**await self.get_workflow_run(res.run_id), "reused": res.reused}
+
+    async def get_workflow_run(self, run_id: str) -> dict[str, Any]:
+        res = await self._unary("GetWorkflowRun", self.pb2.WorkflowRunRequest(run_id=run_id))
+        return dict(json.loads(res.run_json))
+
+    async def list_workflows(self) -> list[dict[str, Any]]:
+        res = await self._unary("ListWorkflows", self.pb2.ListWorkflowsRequest())
+        return list(json.loads(res.items_json))
+
+    async def list_workflow_runs(self, workflow_id: str, limit: int) -> list[dict[str, Any]]:
+        if not workflow_id:
+            raise InvalidArgumentError("workflow_id", "is required")
+        res = await self._unary(
+            "ListWorkflows", self.pb2.ListWorkflowsRequest(workflow_id=workflow_id, limit=limit)
+        )
+        return list(json.loads(res.items_json))
+
+    async def cancel_workflow_run(self, run_id: str) -> dict[str, Any]:
+        res = await self._unary("CancelWorkflowRun", self.pb2.WorkflowRunRequest(run_id=run_id))
+        return dict(json.loads(res.run_json))
+
+    async def workflow_status(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        call = self._stub.StreamWorkflowStatus(
+            self.pb2.StreamWorkflowStatusRequest(run_id=run_id), metadata=self._metadata
+        )
+        try:
+            async for m in call:
+                yield {
+                    "run_id": m.run_id,
+                    "status": m.status,
+                    "current_step": m.current_step,
+                    "steps_completed": m.steps_completed,
+                    "total_steps": m.total_steps,
+                    "output": decode_wire_payload(dict(m.output)),
+                    "error": m.error,
+                }
+        except grpc.aio.AioRpcError as e:
+            raise error_from_rpc(e) from None
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from rayinfra.models import TaskStatus
+from rayinfra.models import TaskPage, TaskStatus
 
 
 class Transport(Protocol):
@@ -43,9 +43,11 @@ class Transport(Protocol):
         ...
 
     async def list_tasks(
-        self, status: str | None, task_class: str | None, limit: int
-    ) -> list[TaskStatus]:
-        """The newest tasks, optionally of one state and class."""
+        self, status: str | None, task_class: str | None, limit: int, after: str | None = None
+    ) -> TaskPage:
+        """The newest tasks, optionally of one state and class: a page of at most ``limit``,
+        after the cursor ``after`` (the ``next`` of the previous page; ``None``: the newest),
+        with the cursor of the page after it."""
         ...
 
     async def purge(self, older_than_s: float | None) -> dict[str, int]:
@@ -81,4 +83,39 @@ class Transport(Protocol):
     async def health(self) -> dict[str, Any]:
         """``{healthy, version, services: {name: state}}`` (control actors and selected
         services)."""
+        ...
+
+    # ------------------------------------------------------------------ workflows
+    async def create_workflow(self, spec: Mapping[str, Any], workflow_id: str) -> dict[str, Any]:
+        """Validate and store a workflow (a new version when ``workflow_id`` exists; ``""``:
+        its spec's id, or a new one); the saved workflow. ``InvalidArgumentError`` names the
+        path of what is wrong (``nodes[2].task.class``)."""
+        ...
+
+    async def start_workflow_run(
+        self, workflow_id: str, idempotency_key: str, run_input: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Start a run: its record. The same ``idempotency_key`` returns the run it started."""
+        ...
+
+    async def get_workflow_run(self, run_id: str) -> dict[str, Any]:
+        """A run's record (``WorkflowRunNotFoundError`` for an unknown id)."""
+        ...
+
+    async def list_workflows(self) -> list[dict[str, Any]]:
+        """Every workflow, newest first, without nodes and edges (their counts instead)."""
+        ...
+
+    async def list_workflow_runs(self, workflow_id: str, limit: int) -> list[dict[str, Any]]:
+        """The runs of a workflow, newest first (``WorkflowNotFoundError`` if it is unknown)."""
+        ...
+
+    async def cancel_workflow_run(self, run_id: str) -> dict[str, Any]:
+        """Cancel a run (its running tasks are cancelled); its record."""
+        ...
+
+    def workflow_status(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        """``{run_id, status, current_step, steps_completed, total_steps, output, error}`` now,
+        then at every change of the run, until it has finished (``status``: pending, running,
+        completed, failed, cancelled)."""
         ...

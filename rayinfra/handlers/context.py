@@ -47,6 +47,9 @@ class UnknownHandlerError(LookupError):
     """No handler is registered for a task type; the message lists the known types."""
 
 
+_CANCEL_EVENT_LOCK = threading.Lock()
+
+
 @dataclass
 class TaskContext:
     """Per-attempt facts a handler may use.
@@ -62,11 +65,24 @@ class TaskContext:
     timeout_s: float | None = None
     deadline: float | None = None
     output_dir: Path | None = None
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    _cancel: threading.Event | None = field(default=None, repr=False)
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Created on first use: most tasks (an inline handler's) never need one."""
+        if self._cancel is None:
+            with _CANCEL_EVENT_LOCK:  # the handler's thread and the executor may race here
+                if self._cancel is None:
+                    self._cancel = threading.Event()
+        return self._cancel
+
+    @cancel_event.setter
+    def cancel_event(self, event: threading.Event) -> None:
+        self._cancel = event
 
     def cancelled(self) -> bool:
         """True once the task was asked to stop."""
-        return self.cancel_event.is_set()
+        return self._cancel is not None and self._cancel.is_set()
 
     def remaining(self) -> float | None:
         """Seconds until the deadline (``<= 0`` once past it), or ``None`` without a deadline."""

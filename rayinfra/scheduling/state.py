@@ -67,7 +67,7 @@ class TaskResult:
         return _STATUS.get(self.outcome, "failed")
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskInfo:
     """A task the scheduler answers for, from commit until its end is durable."""
 
@@ -243,8 +243,9 @@ class SchedulerState:
 
     def dispatch(self, cls: str, executors: Sequence[str], mono: float, now: float) -> list[Batch]:
         """Hand queued tasks of ``cls`` to its ready ``executors``, least loaded first, in
-        batches of at most ``batch_size``, as far as the class's adaptive limit allows and, for a
-        class with ``slots`` (one GPU per task...), the executors' free slots."""
+        batches of ``batch_size`` or, with a longer queue, the queue's share per executor, as
+        far as the class's adaptive limit allows and, for a class with ``slots`` (one GPU per
+        task...), the executors' free slots."""
         queue, limiter = self.queues[cls], self.limiters[cls]
         slots = self.classes[cls].slots
         batches = []
@@ -255,7 +256,8 @@ class SchedulerState:
             if room <= 0:
                 break
             target = min(executors, key=self.load)
-            take = min(room, self.settings.batch_size)
+            # sized by the queue: a long one goes in fewer, bigger calls (its share per executor)
+            take = min(room, max(self.settings.batch_size, -(-len(queue) // len(executors))))
             if slots is not None:
                 take = min(take, slots - self.load(target))
             picked = [self.tasks[t] for t, _ in queue.pop_batch(take, mono)]

@@ -101,7 +101,7 @@ def _dumps(value: Any, *, sort_keys: bool = False) -> str:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """A validated task as the scheduler stores and runs it.
 

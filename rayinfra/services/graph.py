@@ -96,6 +96,8 @@ class StartPlan:
     than ``parallel`` are active (``parallel`` 0 = unlimited); the caller reports each phase
     with :meth:`mark` and ends a service's turn with :meth:`finish` (a service is active from
     creation until it reached what it is waited for: healthy, running or completed). A
+    ``healthy`` or ``completed`` condition is met once the turn ended, so whoever reports
+    progress sees the dependency ready before the dependant starts. A
     dependency that failed, or can never meet the condition, blocks its dependants.
     """
 
@@ -130,14 +132,14 @@ class StartPlan:
             return None
         if condition == "completed":
             if e.phase == "completed":
-                return True
+                return not e.active  # its turn ended: its final update is out
             never = e.phase == "unhealthy" or (not e.active and e.phase != "waiting")
             return None if never else False
         if condition == "healthy":
-            if e.phase == "healthy":
-                return True
-            if e.phase in ("started", "completed") and e.spec.health is None:
-                return True
+            if e.phase == "healthy" or (
+                e.phase in ("started", "completed") and e.spec.health is None
+            ):
+                return not e.active  # its turn ended: its final update is out
             return None if e.phase == "unhealthy" else False
         return e.phase in ("started", "healthy", "unhealthy", "completed")
 

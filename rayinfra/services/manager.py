@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -59,13 +62,33 @@ STATUSES = ("running", "starting", "unhealthy", "stopped", "failed", "orphaned")
 OP_RETENTION_S = 600.0
 #: While a start waits for health, the pause between probes is this fraction of the time
 #: waited so far, at least HEALTH_POLL_MIN_S and at most min(check interval, HEALTH_POLL_MAX_S):
-#: readiness is noticed within ~5% of the time it took (>= 0.1 s), so each dependency level adds
-#: little to a start, while a slow service is probed ~14 times per doubling of its waited
+#: readiness is noticed within ~5% of the time it took (>= 0.05 s), so each dependency level
+#: adds little to a start, while a slow service is probed ~14 times per doubling of its waited
 #: time. (A doubling back-off, 0.1 s up to the interval, could notice a service ready at
-#: 1.6 s only at 3.1 s, and added that lag at every level of the dependency graph.)
-HEALTH_POLL_MIN_S = 0.1
+#: 1.6 s only at 3.1 s, and added that lag at every level of the dependency graph.) Probes that
+#: run a process (``command``: an exec in the container or on the host) and ``container``
+#: checks (an engine call) pause at least HEALTH_POLL_EXEC_MIN_S: they cost far more than a
+#: connection to a port.
+HEALTH_POLL_MIN_S = 0.05
+HEALTH_POLL_EXEC_MIN_S = 0.1
 HEALTH_POLL_MAX_S = 2.0
 HEALTH_POLL_FRACTION = 0.05
+#: While a start waits, a failing probe is followed by a look at the instance (did it exit?) at
+#: most this often: at 20 probes a second, an engine call after each would load the engine
+#: that is starting the next containers.
+EXIT_CHECK_EVERY_S = 0.5
+#: threads for blocking driver calls (creates, starts, inspects): their own, so a burst of
+#: container starts never queues behind, or holds up, the event loop's default executor
+DRIVER_THREADS = 32
+#: a driver that started an instance less than this long ago is not checked before a start
+CHECK_FRESH_S = 5.0
+#: Instance starts (create + start) that run at once: as many as the engine has cores to run
+#: them. More at once all finish late together (five container starts on two cores take
+#: ~0.4 s each instead of ~0.15 s); fewer, in priority order (services with the longest chain
+#: of dependants first), and the ones others wait for are up first. A start still holding its
+#: slot after START_SLOT_HOLD_S (pulling an image, a slow engine) lets the next one go too.
+START_SLOTS = max(2, os.cpu_count() or 2)
+START_SLOT_HOLD_S = 0.5
 
 
 class UnknownOperationError(KeyError):
@@ -110,6 +133,12 @@ class Operation:
     success: bool = False
     finished_at: float | None = None
     cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    #: set when a service of this operation changed phase: the start loop looks again at what
+    #: may start (a ``started`` condition is met mid-turn, not only when a turn ends)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: service -> how many services wait on it, at most, one behind another (its start goes
+    #: first when starts queue for a slot)
+    priority: dict[str, int] = field(default_factory=dict)
 
     async def emit(self, update: dict[str, Any]) -> None:
         async with self.cond:
@@ -163,6 +192,9 @@ class ServiceManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._op_ids = itertools.count(1)
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, again after close()
+        self._started_ok: dict[str, float] = {}  # driver kind -> when it last started something
+        self._start_slots = PrioritySlots(START_SLOTS)
 
     # ------------------------------------------------------------------ helpers
     def _lock(self, name: str) -> asyncio.Lock:
@@ -183,7 +215,9 @@ class ServiceManager:
         t0 = time.perf_counter()
         status = "success"
         try:
-            return await asyncio.to_thread(fn)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(DRIVER_THREADS, thread_name_prefix="svc-driver")
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
         except BaseException:
             status = "error"
             raise
@@ -357,18 +391,29 @@ class ServiceManager:
         self, op: Operation, order: list[str], specs: dict[str, ServiceSpec], parallel: bool
     ) -> None:
         plan = StartPlan(specs, order, parallel=self.max_parallel if parallel else 1)
+        op.priority = chain_heights(specs, order)
         try:
             for n in order:
                 await op.emit(_update(n, "starting", f"Preparing to start {n}", 0))
             running: dict[str, asyncio.Task[None]] = {}
             while True:
-                for n in plan.startable():
+                op.changed.clear()  # a change from here on wakes the wait below
+                # those with the longest chains waiting on them queue first for a start slot
+                for n in sorted(plan.startable(), key=lambda n: -op.priority[n]):
                     running[n] = self._spawn(self._start_one(op, plan, specs[n]))
                 if plan.finished() or not running:  # not running: all that is left is blocked
                     break
-                done, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                changed = asyncio.ensure_future(op.changed.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        [*running.values(), changed], return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    changed.cancel()
                 for n in [n for n, t in running.items() if t in done]:
                     running.pop(n)
+            # turns that ended still write their events: the operation ends after them
+            await asyncio.gather(*running.values(), return_exceptions=True)
             ok = True
             for n in order:
                 phase, reason = plan.phase(n), plan.reason(n)
@@ -390,63 +435,85 @@ class ServiceManager:
 
     async def _start_one(self, op: Operation, plan: StartPlan, spec: ServiceSpec) -> None:
         name = spec.name
+        events: list[tuple[str, dict[str, Any]]] = []  # written once the turn ended
         try:
             async with self._lock(name):
-                await self._start_locked(op, plan, spec)
-        finally:
-            plan.finish(name)
+                await self._start_locked(op, plan, spec, events)
+        finally:  # the final update goes out before dependants may start (finish)
             self._refresh_active()
             await op.emit(_update(name, *_final(name, plan.phase(name), plan.reason(name)), 100))
+            plan.finish(name)
+            op.changed.set()
+            for kind, data in events:  # dependants are starting meanwhile
+                await self._event(kind, name, **data)
 
-    async def _start_locked(self, op: Operation, plan: StartPlan, spec: ServiceSpec) -> None:
+    def _mark(
+        self, op: Operation, plan: StartPlan, name: str, phase: Phase, reason: str = ""
+    ) -> None:
+        plan.mark(name, phase, reason)
+        op.changed.set()
+
+    async def _start_locked(
+        self,
+        op: Operation,
+        plan: StartPlan,
+        spec: ServiceSpec,
+        events: list[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """One service's turn: create, then wait for what dependants wait for. The events of
+        how it ended go to ``events`` (the caller writes them once dependants may start)."""
         name = spec.name
         st = self.services.setdefault(name, ServiceState(name, spec))
         st.spec, st.desired = spec, True
         st.status, st.message = "starting", "creating"
         await op.emit(_update(name, "starting", f"Starting {name} ({spec.driver})", 10))
         try:
-            inst = await self._create(spec)
+            inst = await self._create(spec, op.priority.get(name, 0))
         except DriverError as e:
             st.status, st.message = "failed", str(e)
-            plan.mark(name, "failed", str(e))
+            self._mark(op, plan, name, "failed", str(e))
             self.metrics.starts.labels(name, "failed").inc()
             self.metrics.failed_starts.labels(name, e.reason).inc()
-            await self._event("service_failed", name, error=str(e))
+            events.append(("service_failed", {"error": str(e)}))
             await asyncio.to_thread(self._persist, st)
             return
         st.instance, st.started_at = inst, inst.started_at or time.time()
+        self._mark(op, plan, name, "started")  # a `started` condition is met from here on
         await asyncio.to_thread(self._persist, st)
-        plan.mark(name, "started")
         await self._event("service_started", name, instance_id=inst.id)
         if spec.health is not None:
             await op.emit(_update(name, "starting", f"{name} started; waiting for health", 50))
             healthy, message = await self.wait_healthy(spec, inst)
             phase: Phase = "healthy" if healthy else "unhealthy"
             st.status, st.message = "running" if healthy else "unhealthy", message
-            plan.mark(name, phase, message)
+            self._mark(op, plan, name, phase, message)
             self.metrics.starts.labels(name, "success" if healthy else "failed").inc()
             if not healthy:
                 self.metrics.failed_starts.labels(name, "health_check_failed").inc()
-            await self._event(f"service_{phase}", name, message=message)
+            events.append((f"service_{phase}", {"message": message}))
             return
         if "completed" in plan.awaited(name):
             await op.emit(_update(name, "starting", f"{name} started; waiting for it to exit", 50))
             code = await self._wait_exit(spec, inst)
             if code == 0:
-                st.status, st.message = "stopped", "completed (exit 0)"
-                plan.mark(name, "completed")
+                # done, not wanted running: the health checker must not restart a finished job
+                st.status, st.message, st.desired = "stopped", "completed (exit 0)", False
+                self._mark(op, plan, name, "completed")
+                await asyncio.to_thread(self._persist, st)
             else:
                 st.status, st.message = "failed", f"exited with code {code}"
-                plan.mark(name, "failed", st.message)
+                self._mark(op, plan, name, "failed", st.message)
             return
         st.status, st.message = "running", "running (no health check)"
-        plan.mark(name, "started")
         self.metrics.starts.labels(name, "success").inc()
 
-    async def _create(self, spec: ServiceSpec) -> Instance:
+    async def _create(self, spec: ServiceSpec, priority: int = 0) -> Instance:
         drv = self.driver(spec)
         labels = self.labels(spec)
-        await self._call("check", drv.check)
+        # a backend that just started an instance is up: a start fails just as clearly
+        # (DriverUnavailableError, with its hint) if it went away since
+        if time.monotonic() - self._started_ok.get(spec.driver, -CHECK_FRESH_S) >= CHECK_FRESH_S:
+            await self._call("check", drv.check)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.start_attempts),
             wait=wait_exponential_jitter(
@@ -457,8 +524,24 @@ class ServiceManager:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._call("create_and_start", partial(drv.start, spec, labels))
+                inst = await self._start_instance(drv, spec, labels, priority)
+                self._started_ok[spec.driver] = time.monotonic()
+                return inst
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _start_instance(
+        self, drv: Driver, spec: ServiceSpec, labels: Mapping[str, str], priority: int
+    ) -> Instance:
+        """``drv.start`` in a start slot (see START_SLOTS), given up after START_SLOT_HOLD_S."""
+        await self._start_slots.acquire(priority)
+        call = asyncio.ensure_future(
+            self._call("create_and_start", partial(drv.start, spec, labels))
+        )
+        try:
+            await asyncio.wait({call}, timeout=START_SLOT_HOLD_S)
+        finally:
+            self._start_slots.release()
+        return await call
 
     async def wait_healthy(self, spec: ServiceSpec, inst: Instance) -> tuple[bool, str]:
         """Probe until healthy, until the instance exits, or until ``health_timeout_s``."""
@@ -468,9 +551,13 @@ class ServiceManager:
         loop = asyncio.get_running_loop()
         begun = loop.time()
         deadline = begun + self.health_timeout_s if self.health_timeout_s else None
-        delay = min(HEALTH_POLL_MIN_S, check.interval_s)
+        floor = (
+            HEALTH_POLL_EXEC_MIN_S if check.kind in ("command", "container") else HEALTH_POLL_MIN_S
+        )
+        delay = min(floor, check.interval_s)
         attempts = 0
         last = "no probe yet"
+        next_exit_check = begun  # the first failure looks at the instance
         while True:
             attempts += 1
             container_health = None
@@ -485,9 +572,11 @@ class ServiceManager:
             if res.healthy:
                 return True, res.message
             last = res.message
-            now = await self._inspect(spec, inst.id)
-            if now.state != "running":
-                return False, f"{now.state} (exit code {now.exit_code}) before healthy: {last}"
+            if loop.time() >= next_exit_check:
+                next_exit_check = loop.time() + EXIT_CHECK_EVERY_S
+                now = await self._inspect(spec, inst.id)
+                if now.state != "running":
+                    return False, f"{now.state} (exit code {now.exit_code}) before healthy: {last}"
             if deadline is not None and loop.time() + delay > deadline:
                 return False, (
                     f"not healthy after {self.health_timeout_s:g}s ({attempts} probes): {last}"
@@ -495,20 +584,24 @@ class ServiceManager:
             await asyncio.sleep(delay)
             waited = loop.time() - begun
             delay = min(
-                max(HEALTH_POLL_MIN_S, waited * HEALTH_POLL_FRACTION),
-                check.interval_s,
-                HEALTH_POLL_MAX_S,
+                max(floor, waited * HEALTH_POLL_FRACTION), check.interval_s, HEALTH_POLL_MAX_S
             )
 
     async def _wait_exit(self, spec: ServiceSpec, inst: Instance) -> int | None:
+        """Poll until the instance exited (its code recorded), like :meth:`wait_healthy`:
+        every max(HEALTH_POLL_MIN_S, 5% of the time waited), at most every HEALTH_POLL_MAX_S."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.health_timeout_s or 3600.0)
+        begun = loop.time()
+        deadline = begun + (self.health_timeout_s or 3600.0)
         while loop.time() < deadline:
             now = await self._inspect(spec, inst.id)
             # "exited" with no code yet: the process driver's supervisor is still recording it
             if now.state == "missing" or (now.state == "exited" and now.exit_code is not None):
                 return now.exit_code
-            await asyncio.sleep(0.2)
+            waited = loop.time() - begun
+            await asyncio.sleep(
+                min(max(HEALTH_POLL_MIN_S, waited * HEALTH_POLL_FRACTION), HEALTH_POLL_MAX_S)
+            )
         return None
 
     # ------------------------------------------------------------------ pull
@@ -686,6 +779,51 @@ class ServiceManager:
         for t in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await t
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+
+class PrioritySlots:
+    """At most ``n`` holders at once; waiters get a slot highest ``priority`` first (in
+    arrival order within one priority)."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: int = 0) -> None:
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+            return
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-priority, next(self._arrivals), slot))
+        try:
+            await slot
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():  # handed over as we were cancelled
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, slot = heapq.heappop(self._waiting)
+            if not slot.done():  # a cancelled waiter's future is done: skip it
+                slot.set_result(None)
+                return
+        self.free += 1
+
+
+def chain_heights(specs: Mapping[str, ServiceSpec], order: list[str]) -> dict[str, int]:
+    """For each service of ``order`` (dependencies first), the longest chain of services in
+    ``order`` that wait on it one behind another (0: nothing waits on it)."""
+    height = dict.fromkeys(order, 0)
+    for name in reversed(order):  # dependants before their dependencies
+        for d in specs[name].depends_on:
+            if d.service in height:
+                height[d.service] = max(height[d.service], height[name] + 1)
+    return height
 
 
 def _orphan(name: str, driver: str, saved: ServiceSpec | None, inst: Instance) -> ServiceState:

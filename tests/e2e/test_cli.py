@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rayinfra.config import CONTROL_ACTOR_NAMES
 from rayinfra.connection import pid_alive
 from rayinfra.head import session_members
 from tests.conftest import RuntimeSpec
@@ -64,7 +65,7 @@ def test_start_status_second_start_stop(runtime_spec: RuntimeSpec) -> None:
         assert {"ray", "actors", "classes", "dashboard_url"} <= set(status)
         assert status["ray"]["head_pid"] == head_pid
         assert all(a["state"] == "alive" for a in status["actors"].values())
-        assert len(status["actors"]) == 4
+        assert len(status["actors"]) == len(CONTROL_ACTOR_NAMES)
 
         again = cli(runtime_spec, "start", "--daemon")
         assert again.returncode == 0, again.stderr
@@ -166,7 +167,8 @@ def test_hardware_and_config_commands(runtime_spec: RuntimeSpec, tmp_path: Path)
     assert again.returncode == 1 and "--force" in again.stderr
     assert cli(runtime_spec, "config", "init", "--path", str(target), "--force").returncode == 0
 
-    env = {**runtime_spec.env(), "ENV_MANAGER_HEALTH_TIMEOUT": "12", "ENV_RUNNER_URL": "http://x"}
+    env = {**runtime_spec.env(), "ENV_MANAGER_HEALTH_TIMEOUT": "12", "ENV_RUNNER_URL": "http://x",
+           "RAYINFRA_AUTH_TOKEN": "s3cr3t-value"}  # fmt: skip
     shown = subprocess.run(
         [*RAYINFRA, "config", "show", "--json"], env=env, capture_output=True, text=True, timeout=60
     )
@@ -182,6 +184,8 @@ def test_hardware_and_config_commands(runtime_spec: RuntimeSpec, tmp_path: Path)
         f"file:{runtime_spec.config_path}"  # test runtimes serve on ports of their own
     )
     assert "ENV_RUNNER_URL" in values["ignored_env"]
+    assert values["values"]["gateway.auth_token"]["value"] == "<redacted>"  # never printed
+    assert "s3cr3t-value" not in shown.stdout
     assert os.environ.get("ENV_RUNNER_URL") is None  # the test did not leak its env
 
 
@@ -217,6 +221,16 @@ def test_submit_and_task_commands(runtime_spec: RuntimeSpec) -> None:
         listed = cli(runtime_spec, "task", "list", "--json", "--status", "completed")
         assert listed.returncode == 0
         assert "cli-echo" in [t["task_id"] for t in json.loads(listed.stdout)]
+        # a page at a time: the cursor of the next page on stderr, --after takes it
+        first = cli(runtime_spec, "task", "list", "--json", "--limit", "1")
+        assert first.returncode == 0 and len(json.loads(first.stdout)) == 1
+        cursor = first.stderr.strip().rpartition("next: ")[2]
+        assert cursor, first.stderr
+        second = cli(runtime_spec, "task", "list", "--json", "--limit", "1", "--after", cursor)
+        assert second.returncode == 0
+        assert json.loads(second.stdout)[0]["task_id"] != json.loads(first.stdout)[0]["task_id"]
+        bad_after = cli(runtime_spec, "task", "list", "--after", "nope")
+        assert bad_after.returncode == 2 and "after" in bad_after.stderr
         assert cli(runtime_spec, "task", "status", "nope").returncode == 1
         assert cli(runtime_spec, "task", "cancel", "cli-echo").returncode == 0
         purge = cli(runtime_spec, "task", "purge", "--older-than", "0")

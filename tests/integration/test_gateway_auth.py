@@ -321,7 +321,7 @@ HTTP_ROUTES = [
     ("orchestrator_http_addr", "POST", "/queue/submit", 200),
     ("orchestrator_http_addr", "GET", "/tasks/no-such-task", 404),
     ("orchestrator_http_addr", "GET", "/slurm/status/no-such-task", 404),
-    ("orchestrator_http_addr", "GET", "/workflows", 501),
+    ("orchestrator_http_addr", "GET", "/workflows", 200),
     ("orchestrator_http_addr", "GET", "/openapi.json", 200),
     ("orchestrator_http_addr", "GET", "/docs", 200),
     ("orchestrator_http_addr", "GET", "/no-such-route", 404),

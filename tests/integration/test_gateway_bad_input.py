@@ -334,20 +334,42 @@ GRPC_ROWS = [
         ("Method not found",),
     ),
     GrpcRow(
-        "create-workflow-not-yet",
+        "create-workflow-without-spec",
         lambda c: c.orch.CreateWorkflow(opb.CreateWorkflowRequest(id="w"), timeout=10),
-        CODE.UNIMPLEMENTED,
-        ("workflow engine", "nothing was stored"),
+        CODE.INVALID_ARGUMENT,
+        ("spec", "is required"),
     ),
     GrpcRow(
-        "stream-workflow-status-not-yet",
+        "create-workflow-spec-not-json",
+        lambda c: c.orch.CreateWorkflow(opb.CreateWorkflowRequest(spec=b"{nope"), timeout=10),
+        CODE.INVALID_ARGUMENT,
+        ("spec", "not valid JSON"),
+    ),
+    GrpcRow(
+        "start-run-of-an-unknown-workflow",
+        lambda c: c.orch.StartWorkflowRun(
+            opb.StartWorkflowRunRequest(workflow_id="wf-none"), timeout=10
+        ),
+        CODE.NOT_FOUND,
+        ("workflow 'wf-none' not found",),
+    ),
+    GrpcRow(
+        "stream-workflow-status-unknown-run",
         first_of_stream(
             lambda c: c.orch.StreamWorkflowStatus(
                 opb.StreamWorkflowStatusRequest(run_id="r"), timeout=10
             )
         ),
-        CODE.UNIMPLEMENTED,
-        ("workflow engine",),
+        CODE.NOT_FOUND,
+        ("workflow run 'r' not found",),
+    ),
+    GrpcRow(
+        "stream-workflow-status-without-run-id",
+        first_of_stream(
+            lambda c: c.orch.StreamWorkflowStatus(opb.StreamWorkflowStatusRequest(), timeout=10)
+        ),
+        CODE.INVALID_ARGUMENT,
+        ("run_id", "is required"),
     ),
     GrpcRow(
         "stream-logs-missing-service",
@@ -712,8 +734,13 @@ def test_http_other_bad_requests(clients: Clients) -> None:
         assert c.get("/queue/submit").status_code == 405  # wrong method
         assert c.put("/queue/status").status_code == 405
         assert c.get("/no/such/route").status_code == 404
-        r = c.post("/workflows", json={"id": "w"})
-        assert r.status_code == 501 and "nothing was stored" in r.json()["error"]
+        r = c.post("/workflows", json={"id": "w"})  # no name, no nodes
+        assert r.status_code == 400 and r.json()["field"] == "name", r.text
+        r = c.post("/workflows", content=b"{nope", headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["field"] == "body"
+        r = c.post("/workflows/wf-none/runs", json={"input": [1]})
+        assert r.status_code == 400 and r.json()["field"] == "input"
+        assert c.get("/workflow-runs/run-none").json()["field"] == "run_id"
 
 
 # ----------------------------------------------------------------------------- mid-stream

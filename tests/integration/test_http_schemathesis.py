@@ -10,7 +10,8 @@ under hypothesis' ``@given``): its pytest integration's lazy ``from_fixture`` lo
 schema known only at run time needs, fails under pytest 9.2 (it sets ``node._nodeid``, which
 pytest no longer has).
 
-Safety: the only operation that starts work is ``POST /queue/submit``. Before it is sent, every
+Safety: the only operations that start work are ``POST /queue/submit`` and ``POST
+/workflows/{id}/runs``; the runs' workflow ids are generated, so they name no workflow (404). Before it is sent, every
 generated task is made cheap and private: a payload ``type`` that is a string is replaced by
 ``noop`` unless it is ``noop`` or ``echo`` already (nothing sleeps, runs code or calls user
 handlers; a non-string type is left alone: it is rejected with 400 before anything is queued),
@@ -59,8 +60,18 @@ OPERATIONS = {
         ("GET", "/metrics"),
         ("POST", "/queue/submit"),
         ("GET", "/queue/status"),
+        ("GET", "/tasks"),
         ("GET", "/tasks/{task_id}"),
         ("GET", "/slurm/status/{task_id}"),
+        ("GET", "/workflows"),
+        ("POST", "/workflows"),
+        ("GET", "/workflows/{workflow_id}"),
+        ("PUT", "/workflows/{workflow_id}"),
+        ("GET", "/workflows/{workflow_id}/history"),
+        ("POST", "/workflows/{workflow_id}/runs"),
+        ("GET", "/workflows/{workflow_id}/runs"),
+        ("GET", "/workflow-runs/{run_id}"),
+        ("POST", "/workflow-runs/{run_id}/cancel"),
     },
     "env_manager_http_addr": {("GET", "/health"), ("GET", "/metrics")},
 }
@@ -69,8 +80,17 @@ OPERATIONS = {
 #: statuses generation must reach (default {200}): accepted and rejected submits, unknown ids
 SEEN = {
     ("POST", "/queue/submit"): {200, 400},
+    ("GET", "/tasks"): {200, 400},
     ("GET", "/tasks/{task_id}"): {404},
     ("GET", "/slurm/status/{task_id}"): {404},
+    ("POST", "/workflows"): {400},
+    ("GET", "/workflows/{workflow_id}"): {404},
+    ("PUT", "/workflows/{workflow_id}"): {400},
+    ("GET", "/workflows/{workflow_id}/history"): {404},
+    ("POST", "/workflows/{workflow_id}/runs"): {404},
+    ("GET", "/workflows/{workflow_id}/runs"): {404},
+    ("GET", "/workflow-runs/{run_id}"): {404},
+    ("POST", "/workflow-runs/{run_id}/cancel"): {404},
 }
 
 

@@ -16,12 +16,21 @@ from ray.util.state import list_actors
 from rayinfra import runtime
 from rayinfra.actors import control_actor_classes
 from rayinfra.config import CONTROL_ACTOR_NAMES, NAMESPACE
+from rayinfra.models import FROM_NOW
+from rayinfra.taskstore import decode_change
 from tests.conftest import RuntimeSpec
 from tests.integration.conftest import Runtime
 
 pytestmark = pytest.mark.integration
 
-CONTROL_NAMES = {"scheduler", "service_registry", "health_checker", "gateway"}
+CONTROL_NAMES = {
+    "scheduler",
+    "service_registry",
+    "health_checker",
+    "workflows",
+    "event_bus",
+    "gateway",
+}
 
 
 def test_control_actors_follow_the_contract(rt: Runtime) -> None:
@@ -89,8 +98,11 @@ def _call_until_restarted(fn, timeout_s: float = 60.0):
 def test_change_feed_resumes_after_the_owner_is_killed_and_restarted(rt: Runtime) -> None:
     sched = ray.get_actor("scheduler", namespace=NAMESPACE)
     first = ray.get(sched.ping.remote())
-    seq, backlog = ray.get(sched.changes.remote(0, None, 0.1))
-    assert any(c["kind"] == "lifecycle" for c in backlog) and seq >= backlog[-1]["seq"]
+    _, rows = ray.get(sched.changes.remote(0, None, 0.1))
+    backlog = [decode_change(r) for r in rows]
+    assert any(c["kind"] == "lifecycle" for c in backlog)
+    seq, _ = ray.get(sched.changes.remote(FROM_NOW, None, 0.0))  # the head of the feed
+    assert seq >= backlog[-1]["seq"]
     ev_seq, _ = ray.get(sched.events.remote(0, None, ["actor_started"], 100000))
 
     # a long-poll is in flight when the owner dies: the caller sees an error, nothing else
@@ -102,9 +114,10 @@ def test_change_feed_resumes_after_the_owner_is_killed_and_restarted(rt: Runtime
         ray.get(in_flight, timeout=30)
 
     # ... and resumes from the same sequence number once Ray has restarted the actor
-    new_seq, items = _call_until_restarted(
+    new_seq, rows = _call_until_restarted(
         lambda: ray.get(sched.changes.remote(seq, ["no-such-task"], 10.0))
     )
+    items = [decode_change(r) for r in rows]
     second = ray.get(sched.ping.remote())
     assert second["pid"] != first["pid"]
     assert second["restarts"] == first["restarts"] + 1

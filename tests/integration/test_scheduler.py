@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -9,11 +10,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
 
-from rayinfra import AgentInfraSync, InvalidArgumentError, TaskNotFoundError
+from rayinfra import AgentInfra, AgentInfraSync, InvalidArgumentError, TaskNotFoundError
 from rayinfra.config import NAMESPACE
 from tests.conftest import FIXTURES
 from tests.integration.conftest import Runtime
@@ -98,14 +100,30 @@ def test_priorities_order_dispatch(rt: Runtime, infra: AgentInfraSync) -> None:
     infra.wait_tasks(list(ids.values()), timeout=60)
     status = {n: infra.get_task_status(ids[n]) for _, n in order}
     assert all(s["status"] == "completed" for s in status.values())
-    _, events = ray.get(
-        ray.get_actor("scheduler", namespace=NAMESPACE).events.remote(
-            0, None, ["task_started"], 100000
-        )
-    )
-    seq_of = {e["resource_id"]: e["seq"] for e in events if e["resource_id"] in ids.values()}
-    by_start = sorted(ids, key=lambda n: seq_of[ids[n]])
+    # a no-op ends within its dispatch: no task_started event, its real start is started_at
+    rows = ray.get(ray.get_actor("scheduler", namespace=NAMESPACE).get.remote(list(ids.values())))
+    by_start = sorted(ids, key=lambda n: rows[ids[n]]["started_at"])
     assert by_start == ["d", "b", "e", "a", "c"], by_start
+
+
+async def test_a_stream_shows_a_quick_task_running_before_it_completed(rt: Runtime) -> None:
+    """A task that ends within STARTED_AFTER_S of its dispatch has no task_started event; a
+    stream of task states still delivers its ``running`` state (its start time) first."""
+    quick = uid("quick")
+    async with AgentInfra.start(config=rt.config) as client:
+        stream = client.stream_task_results(None)  # every task, from now on
+        nxt = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.5)  # the stream is registered and polling
+        await client.submit_task(quick, {"type": "noop"})
+        states: list[dict[str, Any]] = []
+        while not states or states[-1]["status"] != "completed":
+            st = await asyncio.wait_for(nxt, 30)
+            if st["task_id"] == quick:
+                states.append(st)
+            nxt = asyncio.ensure_future(anext(stream))
+        nxt.cancel()
+        await stream.aclose()
+    assert [s["status"] for s in states] == ["pending", "running", "completed"]
 
 
 def test_bad_inputs_name_the_field(infra: AgentInfraSync) -> None:
@@ -320,17 +338,27 @@ def test_file_queue(rt: Runtime, infra: AgentInfraSync) -> None:
 
 def test_events_and_metrics(infra: AgentInfraSync) -> None:
     since = int(time.time())
-    tid = uid("ev")
-    infra.submit_task(tid, {"type": "noop"})
-    infra.wait_task(tid, timeout=30)
+    tid, quick = uid("ev"), uid("ev-quick")
+    infra.submit_task(tid, {"type": "sleep", "seconds": 0.3})
+    infra.submit_task(quick, {"type": "noop"})
+    infra.wait_tasks([tid, quick], timeout=30)
     stream = infra.stream_events(["task_submitted", "task_started", "task_completed"], since)
-    seen = []
+    seen: dict[str, list[dict[str, Any]]] = {tid: [], quick: []}
     for ev in stream:
-        if ev["resource_id"] == tid:
-            seen.append(ev["event_type"])
-        if len(seen) == 3:
+        if ev["resource_id"] in seen:
+            seen[ev["resource_id"]].append(ev)
+        if len(seen[tid]) == 3 and len(seen[quick]) == 2:
             break
-    assert seen == ["task_submitted", "task_started", "task_completed"]
+    assert [e["event_type"] for e in seen[tid]] == [
+        "task_submitted",
+        "task_started",
+        "task_completed",
+    ]
+    # a task that ends within STARTED_AFTER_S of its dispatch has no task_started row: its
+    # task_completed carries when it started
+    assert [e["event_type"] for e in seen[quick]] == ["task_submitted", "task_completed"]
+    done = seen[quick][1]["data"]
+    assert done["started_at"] <= done["finished_at"]
     m = infra.get_metrics()
     for name in ("env_queue_depth", "queue_depth", "gpu_wait_seconds", "env_error_rate",
                  "queue_tasks_submitted_total", "queue_tasks_processed_total", "queue_tasks_completed_total"):  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from rayinfra.errors import InvalidArgumentError
+from rayinfra.services import manager as manager_mod
 from rayinfra.services.drivers.base import Instance
 from rayinfra.services.drivers.process import ProcessDriver
 from rayinfra.services.manager import ServiceManager
@@ -184,6 +185,62 @@ async def test_a_completed_condition_waits_for_the_exit_code_to_be_recorded(env:
     assert final["migrate"]["status"] == "stopped", final  # completed, not "exit code None"
     assert final["app"]["status"] == "healthy", final
     assert op.success
+
+
+async def test_a_completed_job_is_no_longer_wanted_running(env: Env) -> None:
+    """A job that exited 0 is done: not desired (the health checker, which restarts what it
+    watches when it exits, watches only desired services), and saved so."""
+    migrate = oneshot("migrate", 0)
+    app = http_service("app", depends_on=[{"service": "migrate", "condition": "completed"}])
+    m = env.manager(migrate, app)
+    op = await m.start_and_wait(["app"])
+    assert op.success, op.updates
+    st = m.status()
+    assert st["migrate"]["status"] == "stopped" and st["migrate"]["desired"] is False
+    assert st["app"]["status"] == "running" and st["app"]["desired"] is True
+    assert env.store.kv_items("services")["migrate"]["desired"] is False
+
+
+async def test_a_started_condition_is_met_before_the_dependency_is_healthy(env: Env) -> None:
+    slow = http_service("slow", delay=2.0)
+    after = http_service("after", depends_on=[{"service": "slow", "condition": "started"}])
+    m = env.manager(slow, after, max_parallel=0)
+    op = await m.start_and_wait([])
+    assert op.success, op.updates
+    seen = by_service(op.updates)
+    after_created = next(u["ts"] for u in seen["after"] if u["progress"] == 10)
+    slow_started = next(u["ts"] for u in seen["slow"] if u["progress"] == 50)
+    slow_healthy = next(u["ts"] for u in seen["slow"] if u["progress"] == 100)
+    # created as soon as slow's process runs, not when slow's turn ends (healthy)
+    assert after_created < slow_healthy - 1.0, (slow_started, after_created, slow_healthy)
+
+
+class SlowStartDriver(ProcessDriver):
+    """The process driver, with the start of ``pulling`` taking 2 s (an image pull, say)."""
+
+    def start(self, spec: ServiceSpec, labels: Any) -> Instance:
+        if spec.name == "pulling":
+            time.sleep(2.0)
+        return super().start(spec, labels)
+
+
+async def test_a_slow_start_does_not_hold_back_the_others(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager_mod, "START_SLOTS", 1)  # one start at a time...
+    pulling = http_service("pulling")  # ...and this one goes first: something waits on it
+    after = http_service("after", depends_on=["pulling"])
+    fast = http_service("fast")
+    m = env.manager(pulling, after, fast, max_parallel=0)
+    m.drivers["process"] = SlowStartDriver(env.tmp / "services")
+    t0 = time.time()
+    op = await m.start_and_wait([])
+    assert op.success, op.updates
+    seen = by_service(op.updates)
+    fast_started = next(u["ts"] for u in seen["fast"] if u["progress"] == 50)
+    pulling_started = next(u["ts"] for u in seen["pulling"] if u["progress"] == 50)
+    # fast got the slot once pulling had held it START_SLOT_HOLD_S, not after its 2 s
+    assert fast_started - t0 < 1.5 < pulling_started - t0
 
 
 async def test_dependants_start_without_waiting_for_a_whole_depth_level(env: Env) -> None:

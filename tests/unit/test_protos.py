@@ -173,6 +173,8 @@ NEW_FIELDS: dict[str, dict[str, set[str]]] = {
             "15 double timeout_seconds",
         },
         "SystemEvent": {"5 string data_json"},
+        "CreateWorkflowResponse": {"4 string workflow_json"},
+        "StartWorkflowRunResponse": {"4 bool reused"},
     },
     "env_manager.v1": {
         "ServiceStatusUpdate": {"5 bool required"},
@@ -190,6 +192,9 @@ NEW_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
         "PurgeTasks": ("PurgeTasksRequest", "PurgeTasksResponse", False),
         "PollTaskChanges": ("PollTaskChangesRequest", "PollTaskChangesResponse", False),
         "GetRuntimeStatus": ("GetRuntimeStatusRequest", "GetRuntimeStatusResponse", False),
+        "GetWorkflowRun": ("WorkflowRunRequest", "WorkflowRunResponse", False),
+        "CancelWorkflowRun": ("WorkflowRunRequest", "WorkflowRunResponse", False),
+        "ListWorkflows": ("ListWorkflowsRequest", "ListWorkflowsResponse", False),
     },
     "env_manager.v1": {
         "PruneServices": ("PruneServicesRequest", "StopServicesResponse", False),
@@ -203,8 +208,8 @@ NEW_MESSAGES: dict[str, dict[str, str]] = {
         "GetTasksResponse": "1 repeated GetTaskStatusResponse tasks; 2 repeated string not_found",
         "CancelTaskRequest": "1 string task_id",
         "CancelTaskResponse": "1 string task_id; 2 string status; 3 bool cancelled",
-        "ListTasksRequest": "1 string status; 2 string task_class; 3 int32 limit",
-        "ListTasksResponse": "1 repeated GetTaskStatusResponse tasks",
+        "ListTasksRequest": "1 string status; 2 string task_class; 3 int32 limit; 4 string after",
+        "ListTasksResponse": "1 repeated GetTaskStatusResponse tasks; 2 string next",
         "PurgeTasksRequest": "1 optional double older_than_seconds",
         "PurgeTasksResponse": "1 map<string,int64> deleted",
         "PollTaskChangesRequest": "1 int64 after_seq; 2 repeated string task_ids; "
@@ -212,6 +217,10 @@ NEW_MESSAGES: dict[str, dict[str, str]] = {
         "PollTaskChangesResponse": "1 int64 seq; 2 repeated TaskResult changes",
         "GetRuntimeStatusRequest": "1 repeated string service_names",
         "GetRuntimeStatusResponse": "1 string status_json",
+        "WorkflowRunRequest": "1 string run_id",
+        "WorkflowRunResponse": "1 string run_json",
+        "ListWorkflowsRequest": "1 string workflow_id; 2 int32 limit",
+        "ListWorkflowsResponse": "1 string items_json",
     },
     "env_manager.v1": {"PruneServicesRequest": "1 int32 timeout_seconds"},
 }

@@ -291,8 +291,18 @@ def test_unbounded_classes_fill_the_least_loaded_executor_in_batches() -> None:
     st.settings.batch_size = 4
     st.enqueue([row(f"t{i}") for i in range(12)], mono=0.0)
     batches = st.dispatch("cpu", ["e1", "e2"], mono=0.0, now=0.0)
-    assert [(b.executor, len(b.items)) for b in batches] == [("e1", 4), ("e2", 4), ("e1", 2)]
+    # a queue longer than a batch per executor goes in its share per executor (12 / 2), as far
+    # as the limit (10) allows
+    assert [(b.executor, len(b.items)) for b in batches] == [("e1", 6), ("e2", 4)]
     assert st.backlog("cpu") == 2 and st.inflight["cpu"] == 10
+
+
+def test_a_short_queue_goes_in_batches_of_batch_size() -> None:
+    st = make_state(cpu=ClassConfig(num_cpus=0, initial_limit=64, max_limit=64))
+    st.settings.batch_size = 4
+    st.enqueue([row(f"t{i}") for i in range(7)], mono=0.0)
+    batches = st.dispatch("cpu", ["e1", "e2"], mono=0.0, now=0.0)
+    assert [(b.executor, len(b.items)) for b in batches] == [("e1", 4), ("e2", 3)]
 
 
 def test_priority_order_fifo_within_a_priority() -> None:

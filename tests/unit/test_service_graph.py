@@ -79,6 +79,7 @@ def test_a_dependant_starts_as_soon_as_its_own_dependency_is_healthy() -> None:
     plan.mark("redis", "started")
     assert plan.startable() == []  # node-a/b wait for redis *healthy*
     plan.mark("redis", "healthy")
+    assert plan.startable() == []  # healthy, but its turn (and final update) not over yet
     plan.finish("redis")
     # redb and zookeeper are still starting: no depth waves, the nodes go now
     assert set(plan.startable()) == {"node-a", "node-b"}

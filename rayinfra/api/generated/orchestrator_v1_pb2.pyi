@@ -168,20 +168,24 @@ class CancelTaskResponse(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., cancelled: _Optional[bool] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("status", "task_class", "limit")
+    __slots__ = ("status", "task_class", "limit", "after")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     status: str
     task_class: str
     limit: int
-    def __init__(self, status: _Optional[str] = ..., task_class: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    after: str
+    def __init__(self, status: _Optional[str] = ..., task_class: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "next")
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[GetTaskStatusResponse]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[GetTaskStatusResponse, _Mapping]]] = ...) -> None: ...
+    next: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[GetTaskStatusResponse, _Mapping]]] = ..., next: _Optional[str] = ...) -> None: ...
 
 class PollTaskChangesRequest(_message.Message):
     __slots__ = ("after_seq", "task_ids", "timeout_seconds", "terminal_only")
@@ -215,6 +219,32 @@ class GetRuntimeStatusResponse(_message.Message):
     status_json: str
     def __init__(self, status_json: _Optional[str] = ...) -> None: ...
 
+class WorkflowRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class ListWorkflowsRequest(_message.Message):
+    __slots__ = ("workflow_id", "limit")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    limit: int
+    def __init__(self, workflow_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListWorkflowsResponse(_message.Message):
+    __slots__ = ("items_json",)
+    ITEMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    items_json: str
+    def __init__(self, items_json: _Optional[str] = ...) -> None: ...
+
+class WorkflowRunResponse(_message.Message):
+    __slots__ = ("run_json",)
+    RUN_JSON_FIELD_NUMBER: _ClassVar[int]
+    run_json: str
+    def __init__(self, run_json: _Optional[str] = ...) -> None: ...
+
 class PurgeTasksRequest(_message.Message):
     __slots__ = ("older_than_seconds",)
     OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -247,14 +277,16 @@ class CreateWorkflowRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., spec: _Optional[bytes] = ...) -> None: ...
 
 class CreateWorkflowResponse(_message.Message):
-    __slots__ = ("success", "workflow_id", "error")
+    __slots__ = ("success", "workflow_id", "error", "workflow_json")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_JSON_FIELD_NUMBER: _ClassVar[int]
     success: bool
     workflow_id: str
     error: str
-    def __init__(self, success: _Optional[bool] = ..., workflow_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    workflow_json: str
+    def __init__(self, success: _Optional[bool] = ..., workflow_id: _Optional[str] = ..., error: _Optional[str] = ..., workflow_json: _Optional[str] = ...) -> None: ...
 
 class StartWorkflowRunRequest(_message.Message):
     __slots__ = ("workflow_id", "idempotency_key", "input")
@@ -274,14 +306,16 @@ class StartWorkflowRunRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., input: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StartWorkflowRunResponse(_message.Message):
-    __slots__ = ("success", "run_id", "error")
+    __slots__ = ("success", "run_id", "error", "reused")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
     success: bool
     run_id: str
     error: str
-    def __init__(self, success: _Optional[bool] = ..., run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    reused: bool
+    def __init__(self, success: _Optional[bool] = ..., run_id: _Optional[str] = ..., error: _Optional[str] = ..., reused: _Optional[bool] = ...) -> None: ...
 
 class StreamWorkflowStatusRequest(_message.Message):
     __slots__ = ("run_id",)

@@ -115,6 +115,21 @@ class OrchestratorServiceStub:
                 request_serializer=orchestrator__v1__pb2.GetRuntimeStatusRequest.SerializeToString,
                 response_deserializer=orchestrator__v1__pb2.GetRuntimeStatusResponse.FromString,
                 _registered_method=True)
+        self.GetWorkflowRun = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/GetWorkflowRun',
+                request_serializer=orchestrator__v1__pb2.WorkflowRunRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.WorkflowRunResponse.FromString,
+                _registered_method=True)
+        self.CancelWorkflowRun = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/CancelWorkflowRun',
+                request_serializer=orchestrator__v1__pb2.WorkflowRunRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.WorkflowRunResponse.FromString,
+                _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/orchestrator.v1.OrchestratorService/ListWorkflows',
+                request_serializer=orchestrator__v1__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=orchestrator__v1__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -198,7 +213,8 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """Most recently submitted tasks first, optionally filtered by status and class.
+        """Most recently submitted tasks first, optionally filtered by status and class; a page of at
+        most limit, the next page with after = the response's next (a keyset cursor).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,6 +239,28 @@ class OrchestratorServiceServicer:
     def GetRuntimeStatus(self, request, context):
         """The runtime at a glance, as `rayinfra status --json` prints it: Ray nodes and resources,
         control actors, task classes with their live state, the gateway's servers, services.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowRun(self, request, context):
+        """A workflow run's record (as GET /workflow-runs/{run_id} answers it), and cancelling a run
+        (its running tasks are cancelled; a finished run is returned as it is).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelWorkflowRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflows(self, request, context):
+        """Workflows (newest first, without their nodes and edges), or with workflow_id the runs of
+        that workflow (newest first, at most limit; 0 = 50).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -310,6 +348,21 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.GetRuntimeStatus,
                     request_deserializer=orchestrator__v1__pb2.GetRuntimeStatusRequest.FromString,
                     response_serializer=orchestrator__v1__pb2.GetRuntimeStatusResponse.SerializeToString,
+            ),
+            'GetWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowRun,
+                    request_deserializer=orchestrator__v1__pb2.WorkflowRunRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.WorkflowRunResponse.SerializeToString,
+            ),
+            'CancelWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkflowRun,
+                    request_deserializer=orchestrator__v1__pb2.WorkflowRunRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.WorkflowRunResponse.SerializeToString,
+            ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=orchestrator__v1__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=orchestrator__v1__pb2.ListWorkflowsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -744,6 +797,87 @@ class OrchestratorService:
             '/orchestrator.v1.OrchestratorService/GetRuntimeStatus',
             orchestrator__v1__pb2.GetRuntimeStatusRequest.SerializeToString,
             orchestrator__v1__pb2.GetRuntimeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/GetWorkflowRun',
+            orchestrator__v1__pb2.WorkflowRunRequest.SerializeToString,
+            orchestrator__v1__pb2.WorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/CancelWorkflowRun',
+            orchestrator__v1__pb2.WorkflowRunRequest.SerializeToString,
+            orchestrator__v1__pb2.WorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.OrchestratorService/ListWorkflows',
+            orchestrator__v1__pb2.ListWorkflowsRequest.SerializeToString,
+            orchestrator__v1__pb2.ListWorkflowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,208 @@
+"""Where the CPU goes per acknowledged no-op task, in every process of the runtime.
+
+    .venv/bin/python bench/profile_scheduler.py [--tasks 20000] [--batch 1000] [--py-spy DIR]
+
+Starts a private loopback runtime (as bench_scheduler.py), warms it up, then pushes ``--tasks``
+no-op tasks through ``AgentInfra`` (``submit_tasks`` in batches, then ``wait_tasks``) and reads
+every process's CPU time (user + system, psutil) before and after: the runtime's processes (the
+head's process tree: GCS, raylet, the control actors, the executors, Ray's own helpers) and this
+client. Prints microseconds of CPU per task by process, largest first, and the wall-clock rate.
+With ``--py-spy DIR``, each of the scheduler, gateway and executor processes is sampled by
+py-spy for the run (``DIR/<role>.txt``, collapsed stacks) and the top self-time frames of each
+are printed (install: py-spy comes with Ray's default extras).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+import ray
+
+from rayinfra import AgentInfra, runtime
+from rayinfra.config import NAMESPACE, load_config
+from tests.conftest import make_runtime_spec
+
+ROLES = ("scheduler", "gateway")
+
+
+def role_of(p: psutil.Process, known: dict[int, str]) -> str:
+    if p.pid in known:
+        return known[p.pid]
+    try:
+        cmd = " ".join(p.cmdline())
+        name = p.name()
+    except psutil.Error:
+        return "?"
+    if "Executor" in cmd or "Executor" in name:
+        return "executors"
+    for key in ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env"):
+        if key in cmd or key in name:
+            return key.replace(".py", "")
+    if name.startswith("ray::"):
+        return name
+    return "other ray"
+
+
+def cpu_times(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return out
+
+
+def runtime_pids(head_pid: int) -> list[int]:
+    head = psutil.Process(head_pid)
+    return [head_pid, *(c.pid for c in head.children(recursive=True))]
+
+
+def actor_pids() -> dict[int, str]:
+    known = {}
+    for name in ROLES:
+        pid = ray.get(ray.get_actor(name, namespace=NAMESPACE).ping.remote())["pid"]
+        known[pid] = name
+    return known
+
+
+async def push(infra: AgentInfra, n: int, batch: int, tag: str) -> float:
+    ids = [f"{tag}-{uuid.uuid4().hex[:6]}-{i}" for i in range(n)]
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        await infra.submit_tasks(
+            [{"task_id": t, "payload": {"type": "noop"}} for t in ids[i : i + batch]]
+        )
+    done = await infra.wait_tasks(ids, timeout=3600)
+    elapsed = time.perf_counter() - t0
+    assert all(d["status"] == "completed" for d in done), "a no-op task did not complete"
+    return elapsed
+
+
+async def sample_class(out: list[dict[str, float]], cls: str = "cpu_short") -> None:
+    """The class's limit, in-flight and queued counts every 0.1 s (scheduler ``status``)."""
+    sched = ray.get_actor("scheduler", namespace=NAMESPACE)
+    while True:
+        st = await sched.status.remote()
+        c = st["classes"][cls]
+        out.append({"limit": c["limit"], "inflight": c["inflight"], "pending": c["pending"]})
+        await asyncio.sleep(0.1)
+
+
+def top_frames(path: Path, k: int = 12) -> list[tuple[float, str]]:
+    """Self-time share of the leaf frames in a py-spy collapsed-stack file."""
+    leaves: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        leaves[stack.split(";")[-1]] += n
+    return [(c / max(total, 1), f) for f, c in leaves.most_common(k)]
+
+
+async def main(args: argparse.Namespace) -> None:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    spec = make_runtime_spec("prof")
+    cfg = load_config(env=spec.env()).config
+    info = runtime.start(cfg)
+    spies: list[subprocess.Popen[bytes]] = []
+    try:
+        async with AgentInfra.start(config=cfg) as infra:
+            await push(infra, 3000, args.batch, "warm")
+            head_pid = int(info.info.head_pid)
+            known = actor_pids()
+            pids = runtime_pids(head_pid)
+            roles = {pid: role_of(psutil.Process(pid), known) for pid in pids}
+            me = os.getpid()
+            roles[me] = "client (this process)"
+            if args.py_spy:
+                out = Path(args.py_spy)
+                out.mkdir(parents=True, exist_ok=True)
+                sampled = {**{p: r for p, r in roles.items() if r in ROLES}}
+                ex = [p for p, r in roles.items() if r == "executors"][:1]
+                sampled.update({p: "executor" for p in ex})
+                sampled[os.getpid()] = "client"
+                for pid, role in sampled.items():
+                    spies.append(
+                        subprocess.Popen(
+                            [
+                                "py-spy",
+                                "record",
+                                "-p",
+                                str(pid),
+                                "-r",
+                                "200",
+                                "--format",
+                                "raw",
+                                "-o",
+                                str(out / f"{role}.txt"),
+                                "--nonblocking",
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
+                time.sleep(1.0)
+            before = cpu_times([*roles])
+            samples: list[dict[str, float]] = []
+            sampler = asyncio.create_task(sample_class(samples))
+            elapsed = await push(infra, args.tasks, args.batch, "prof")
+            sampler.cancel()
+            after = cpu_times([*roles])
+    finally:
+        for s in spies:
+            s.send_signal(signal.SIGINT)
+        for s in spies:
+            s.wait(timeout=60)
+        runtime.stop(cfg.state.dir, force=True)
+
+    per_role: collections.Counter[str] = collections.Counter()
+    for pid, t in after.items():
+        per_role[roles[pid]] += t - before.get(pid, t)
+    n = args.tasks
+    print(
+        f"\n{n:,} no-op tasks in {elapsed:.2f} s = {n / elapsed:,.0f} tasks/s (batches of {args.batch})\n"
+    )
+    print("| process | CPU µs per task |\n|---|---:|")
+    for role, t in per_role.most_common():
+        if t * 1e6 / n >= 0.5:
+            print(f"| {role} | {t * 1e6 / n:.0f} |")
+    print(f"| **all** | **{sum(per_role.values()) * 1e6 / n:.0f}** |")
+    if samples:
+        busy = [x for x in samples if x["inflight"] or x["pending"]]
+        mean = {
+            k: sum(x[k] for x in busy) / max(1, len(busy)) for k in ("limit", "inflight", "pending")
+        }
+        print(
+            f"\ncpu_short while busy ({len(busy)} samples every 0.1 s): limit {mean['limit']:.0f}, "
+            f"in flight {mean['inflight']:.0f}, queued {mean['pending']:.0f} (means)"
+        )
+    if args.py_spy:
+        for f in sorted(Path(args.py_spy).glob("*.txt")):
+            print(f"\n{f.stem}: top self-time frames")
+            for share, frame in top_frames(f):
+                print(f"  {share * 100:5.1f}%  {frame}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--tasks", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--py-spy", default="")
+    asyncio.run(main(p.parse_args()))
