@@ -74,6 +74,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import print_table
+from rayinfra.config import toml_value
 from rayinfra.services import manager as manager_mod
 from rayinfra.services.catalog import load_profile
 from rayinfra.services.drivers.base import Driver
@@ -465,20 +466,6 @@ def compose_test(s: Svc, port: int) -> list[str]:
     return ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/health"]
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"no TOML for {v!r}")
-
-
 def rayinfra_toml(stacks: Mapping[str, Sequence[Svc]], ports: Mapping[str, int], image: str) -> str:
     """``[services.definitions.*]`` tables of every stack (profile ``none``: nothing else)."""
     lines = []
@@ -496,7 +483,7 @@ def rayinfra_toml(stacks: Mapping[str, Sequence[Svc]], ports: Mapping[str, int],
             if health is not None:
                 t["health"] = health
             lines.append(f"\n[services.definitions.{s.name}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in t.items()]
+            lines += [f"{k} = {toml_value(v)}" for k, v in t.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -737,7 +737,7 @@ def default_toml() -> str:
     return "\n".join(out)
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -745,9 +745,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(type(v))
 
 
@@ -758,5 +758,5 @@ def _toml_lines(table: Mapping[str, Any], prefix: str, env_for: Mapping[str, str
         if value is None:
             lines.append(f"# {key} = (unset){env_note}")
         else:
-            lines.append(f"{key} = {_toml_value(value)}{env_note}")
+            lines.append(f"{key} = {toml_value(value)}{env_note}")
     return lines
