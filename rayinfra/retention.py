@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from functools import partial
 
 from rayinfra import taskstore
+from rayinfra.config import RayinfraConfig
 from rayinfra.store import (
     PURGE_STEP_ROWS,
     Position,
@@ -30,7 +32,7 @@ from rayinfra.store import (
 )
 from rayinfra.workflows.store import RUN_KEYS, RUNS
 
-__all__ = ["KINDS", "Purge", "purge", "purge_in_steps"]
+__all__ = ["KINDS", "Purge", "Retention", "purge", "purge_in_steps"]
 
 KINDS = ("tasks", "events", "changes", "workflow_runs")
 """The keys of a purge's counts."""
@@ -169,3 +171,31 @@ async def purge_in_steps(
     while not await store.awrite(p.step):
         await asyncio.sleep(pause_s)
     return p.deleted
+
+
+class Retention:
+    """The runtime's retention policy (``[state]``: ``result_ttl_s``, ``event_ttl_s``,
+    ``purge_chunk_rows``, ``purge_pause_s``), one purge at a time: a second one waits, then
+    runs. With Kafka configured, events the event bus has not published stay (its spool)."""
+
+    def __init__(self, store: StateStore, config: RayinfraConfig) -> None:
+        self.store = store
+        self.config = config
+        self._lock = asyncio.Lock()
+
+    async def purge(self, older_than_s: float | None = None) -> dict[str, int]:
+        """Delete what is older than ``older_than_s`` (default: each kind's TTL); counts
+        deleted per kind (:data:`KINDS`)."""
+        st = self.config.state
+        age = st.result_ttl_s if older_than_s is None else older_than_s
+        event_age = (st.event_ttl_s or st.result_ttl_s) if older_than_s is None else older_than_s
+        async with self._lock:
+            now = time.time()
+            return await purge_in_steps(
+                self.store,
+                now - age,
+                keep_unpublished=self.config.events.kafka_bootstrap_servers is not None,
+                events_older_than=now - event_age,
+                chunk_rows=st.purge_chunk_rows,
+                pause_s=st.purge_pause_s,
+            )

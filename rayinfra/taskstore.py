@@ -14,11 +14,13 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from rayinfra.errors import TaskConflictError
+from rayinfra.models import decode_list_cursor, encode_list_cursor
 from rayinfra.scheduling.tasks import TASK_STATES, TaskSpec
 from rayinfra.store import (
     PURGE_STEP_ROWS,
@@ -310,6 +312,21 @@ def submitted_after(
     ]
 
 
+def read_submitted(
+    store: StateStore, after_seq: int, limit: int = 5000
+) -> Iterator[tuple[int, list[TaskRow]]]:
+    """Every ``task_submitted`` event after ``after_seq`` with its task's row as it is now (a
+    purged one left out), ``limit`` at a time: ``(seq of the last event read, rows)``."""
+    while True:
+        found = store.read(partial(submitted_after, after_seq=after_seq, limit=limit))
+        if not found:
+            return
+        after_seq = found[-1][0]
+        yield after_seq, [r for _, r in found if r is not None]
+        if len(found) < limit:
+            return
+
+
 def get_tasks(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, TaskRow]:
     if not ids:
         return {}
@@ -350,13 +367,16 @@ def list_task_page(
     status: str | None,
     task_class: str | None,
     limit: int,
-    after: ListCursor | None = None,
-) -> list[tuple[TaskRow, ListCursor]]:
-    """The newest ``limit`` tasks (of one status and/or class), newest first, each with its
-    position; with ``after`` the ones after that position. Each shape walks an index in
+    after: str | None = None,
+) -> list[tuple[TaskRow, str]]:
+    """The newest ``limit`` tasks (of one status and/or class), newest first, each with the
+    cursor of its position (:func:`rayinfra.models.encode_list_cursor`); with ``after`` (such a
+    cursor; a bad one is InvalidArgumentError naming ``after``) the ones after that position.
+    Each shape walks an index in
     ``(submitted_at, rowid)`` order (``tasks_submitted_idx``, ``tasks_status_idx``,
     ``tasks_class_idx``) and reads at most ``limit`` rows (per status for a class alone),
     however many tasks there are."""
+    position = None if after is None else decode_list_cursor(after)
     if limit <= 0:
         return []
     if task_class and not status:  # the class index is (class, status, ...): merge the states
@@ -364,13 +384,13 @@ def list_task_page(
             (
                 k
                 for s in TASK_STATES
-                for k in _keys_page(conn, {"class": task_class, "status": s}, limit, after)
+                for k in _keys_page(conn, {"class": task_class, "status": s}, limit, position)
             ),
             reverse=True,
         )[:limit]
     else:
         filters = {c: v for c, v in (("status", status), ("class", task_class)) if v}
-        keys = _keys_page(conn, filters, limit, after)
+        keys = _keys_page(conn, filters, limit, position)
     if not keys:
         return []
     found = {
@@ -380,18 +400,7 @@ def list_task_page(
             (json.dumps([rowid for _, rowid in keys]),),
         )
     }
-    return [(found[rowid], (at, rowid)) for at, rowid in keys if rowid in found]
-
-
-def list_tasks(
-    conn: sqlite3.Connection,
-    status: str | None,
-    task_class: str | None,
-    limit: int,
-    after: ListCursor | None = None,
-) -> list[TaskRow]:
-    """:func:`list_task_page` without the positions."""
-    return [row for row, _ in list_task_page(conn, status, task_class, limit, after)]
+    return [(found[rowid], encode_list_cursor(at, rowid)) for at, rowid in keys if rowid in found]
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:

@@ -14,12 +14,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any, ClassVar
 
 from rayinfra import raywrap
 from rayinfra._version import __version__
 from rayinfra.config import RayinfraConfig
+from rayinfra.metrics import PrivateMetrics
 from rayinfra.store import (
     ChangeFeed,
     ChangeRecord,
@@ -33,12 +34,16 @@ from rayinfra.store import (
 log = logging.getLogger(__name__)
 
 EVENT_POLL_INTERVAL_S = 0.25
+METRICS_PUBLISH_S = 5.0  # how often an actor's metrics are mirrored into Ray's
 
 
 class ControlActor:
     """Base of the named control actors (``scheduler``, ``service_registry``, ...)."""
 
     NAME: ClassVar[str] = ""
+    metrics: PrivateMetrics | None = None
+    """This actor's metrics, if it has any: read through :meth:`metrics_snapshot` and
+    :meth:`metrics_text`, mirrored into Ray's by :meth:`publishing_metrics`."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = RayinfraConfig.model_validate(config)
@@ -73,6 +78,7 @@ class ControlActor:
         ).result()
         self.feed = ChangeFeed(self.store, self.NAME)
         self._events_notifier: SeqNotifier | None = None
+        self._ray_metrics: raywrap.RayMetricsMirror | None = None
 
     def _count_start(self) -> int:
         """Restarts of this actor within this runtime: Ray keeps an actor's id when it restarts
@@ -210,6 +216,28 @@ class ControlActor:
         if self._events_notifier is None:
             self._events_notifier = SeqNotifier(self.store.last_event_seq())
         return self._events_notifier
+
+    async def refresh_metrics(self) -> None:
+        """Bring gauges up to date before the metrics are read (an actor with gauges to sample
+        overrides it)."""
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        await self.refresh_metrics()
+        return self.metrics.snapshot() if self.metrics is not None else {}
+
+    async def metrics_text(self) -> bytes:
+        await self.refresh_metrics()
+        return self.metrics.text() if self.metrics is not None else b""
+
+    async def publish_metrics(self) -> None:
+        """Into Ray's metrics too (the dashboard and Ray's Prometheus endpoint show them)."""
+        if self._ray_metrics is None:
+            self._ray_metrics = raywrap.RayMetricsMirror()
+        self._ray_metrics.publish(await self.metrics_snapshot())
+
+    def publishing_metrics(self) -> Coroutine[Any, Any, None]:
+        """The loop that runs :meth:`publish_metrics` every ``METRICS_PUBLISH_S``."""
+        return self.every(METRICS_PUBLISH_S, self.publish_metrics, f"{self.NAME} metrics")
 
     async def every(self, period_s: float, step: Callable[[], Awaitable[Any]], what: str) -> None:
         """Run ``step`` every ``period_s``; a failure is logged, never the end of the loop."""

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rayinfra import raywrap
 from rayinfra.actors.base import ControlActor
 from rayinfra.events.metrics import EventBusMetrics
 from rayinfra.events.publisher import Publisher, StepReport, describe, initial_cursor, lag
@@ -27,7 +26,6 @@ from rayinfra.store import EVENT_BUS_CURSOR
 
 log = logging.getLogger(__name__)
 
-METRICS_PUBLISH_S = 5.0
 SCAN_WAIT_S = 5.0  # one scan of the events table waits this long for a new row
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 10.0
@@ -40,12 +38,12 @@ IDLE_REASON = (
 
 class EventBusActor(ControlActor):
     NAME = "event_bus"
+    metrics: EventBusMetrics
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         ev = self.config.events
         self.metrics = EventBusMetrics()
-        self._ray_metrics = raywrap.RayMetricsMirror()
         self.state = "idle"
         self.reason = IDLE_REASON
         self.last_error = ""
@@ -59,9 +57,7 @@ class EventBusActor(ControlActor):
             thread_name_prefix="event-bus",
             initializer=idle_priority if ev.publish_priority == "idle" else None,
         )
-        self._tasks = [
-            asyncio.create_task(self.every(METRICS_PUBLISH_S, self._publish_metrics, "metrics"))
-        ]
+        self._tasks = [asyncio.create_task(self.publishing_metrics())]
         if ev.kafka_bootstrap_servers is None:
             log.info("event bus idle: %s", IDLE_REASON)
             return
@@ -174,14 +170,6 @@ class EventBusActor(ControlActor):
             "last_error_at": self.last_error_at,
         }
 
-    async def metrics_snapshot(self) -> dict[str, float]:
-        await self._refresh_lag()
-        return self.metrics.snapshot()
-
-    async def metrics_text(self) -> bytes:
-        await self._refresh_lag()
-        return self.metrics.text()
-
     def _positions(self) -> tuple[int, int | None]:
         """(latest event seq, the cursor): the publisher's, or with a broker configured but not
         publishing (misconfigured) the stored one; ``None`` without a broker."""
@@ -192,13 +180,9 @@ class EventBusActor(ControlActor):
             return latest, None
         return latest, initial_cursor(self.store.kv_get(*EVENT_BUS_CURSOR), latest, None)
 
-    async def _refresh_lag(self) -> None:
+    async def refresh_metrics(self) -> None:
         latest, cursor = await asyncio.to_thread(self._positions)
         self.metrics.lag.set(lag(latest, cursor) if cursor is not None else 0)
-
-    async def _publish_metrics(self) -> None:
-        await self._refresh_lag()
-        self._ray_metrics.publish(self.metrics.snapshot())
 
     async def shutdown(self) -> bool:
         for task in self._tasks:

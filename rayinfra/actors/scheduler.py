@@ -14,34 +14,30 @@ from collections.abc import Collection
 from functools import partial
 from typing import Any
 
-from rayinfra import admission, doorbell, raywrap, retention, taskstore
+from rayinfra import admission, doorbell, retention, taskstore
 from rayinfra.actors.base import ControlActor
 from rayinfra.actors.executor_pool import ExecutorPools
 from rayinfra.actors.slurm_pool import SlurmGate, SlurmPool
+from rayinfra.actors.task_started import StartedEvents
 from rayinfra.errors import TaskNotFoundError
-from rayinfra.models import decode_list_cursor, encode_list_cursor
 from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.metrics import SchedulerMetrics
 from rayinfra.scheduling.state import Batch, SchedulerState, Settlement, TaskResult
 from rayinfra.store import RawEvent
-from rayinfra.taskstore import TaskRow, Transition
+from rayinfra.taskstore import TaskRow
 
 log = logging.getLogger(__name__)
 
-METRICS_PUBLISH_S = 5.0
 DISPATCH_AFTER_ACK_S = 0.002
-STARTED_AFTER_S = 0.05
-"""A task still running this long after its dispatch gets its ``task_started`` event; one
-that ended sooner has none (its final event carries ``started_at``): two rows per short task
-instead of three."""
 SWEEP_S = 2.0
-SWEEP_BATCH = 5000
+RETIRE_IDLE_S = 5.0  # how often executors idle past their class's timeout are let go
 TICK_S = 0.5
 FEED_EVENTS = (*taskstore.TASK_EVENTS, "actor_started")  # what ``changes`` follows
 
 
 class SchedulerActor(ControlActor):
     NAME = "scheduler"
+    metrics: SchedulerMetrics
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -51,7 +47,7 @@ class SchedulerActor(ControlActor):
             {c for c, k in cfg.classes.items() if k.num_gpus > 0 or c == admission.SLURM_CLASS}
         )
         self._wake = asyncio.Event()
-        self._purge_lock = asyncio.Lock()
+        self.retention = retention.Retention(self.store, cfg)
         self._counts = taskstore.StatusCounts(self.store)
         self.slurm = SlurmPool(cfg, self.store, self.metrics, self._on_results, self._wake.set)
         self.submitter = admission.Submitter(
@@ -61,11 +57,10 @@ class SchedulerActor(ControlActor):
             slurm=SlurmGate(cfg, self.slurm.probe),
         )
         self.file_queue = FileQueue(cfg.queue_dir)
-        self._ray_metrics = raywrap.RayMetricsMirror()
         self.pools = ExecutorPools(
             cfg, self.store, self._on_results, self._executor_lost, self._wake.set
         )
-        self._unstarted: list[Transition] = []  # dispatched; task_started not yet written
+        self.started = StartedEvents(self.store, lambda seq: self._events().advance(seq))
         self._sweep_cursor = self.store.last_event_seq()  # all submitted so far is recovered now
         rows = self.store.read(taskstore.load_unfinished)
         self.state.recover(rows, time.monotonic(), self.slurm.adopt(rows))
@@ -80,8 +75,9 @@ class SchedulerActor(ControlActor):
             for coro in (
                 self._dispatch_loop(),
                 every(cfg.scheduler.queue_poll_interval_s, self._poll_files, "file queue poll"),
-                every(cfg.state.purge_interval_s, self.purge, "retention purge"),
-                every(METRICS_PUBLISH_S, self._publish_metrics, "metrics"),
+                every(cfg.state.purge_interval_s, self.retention.purge, "retention purge"),
+                self.publishing_metrics(),
+                every(RETIRE_IDLE_S, self._retire_idle, "retiring idle executors"),
                 every(SWEEP_S, self._sweep, "sweep for committed tasks"),
             )
         ]
@@ -94,18 +90,17 @@ class SchedulerActor(ControlActor):
         return (await self.submitter.submit(specs, trusted=trusted, source=source)).replies()
 
     def _enqueue(self, rows: list[TaskRow], seq: int) -> None:
-        """Queue committed rows (``seq``: the last event their commit wrote)."""
+        """Queue committed rows (``seq``: the last event their commit wrote). The dispatcher
+        wakes once a submit's reply is on its way (Ray serialises it on its own thread, which
+        needs the GIL that an immediate dispatch would hold)."""
         self._events().advance(seq)
         self.metrics.submitted.inc(self.state.enqueue(rows, time.monotonic()))
-        # Wake the dispatcher only once this reply is on its way: Ray serialises the reply on
-        # its own thread, which needs the GIL that an immediate dispatch would hold.
         asyncio.get_running_loop().call_later(DISPATCH_AFTER_ACK_S, self._wake.set)
 
     async def _sweep(self) -> None:
         """The safety net behind the doorbell, every ``SWEEP_S``: a submitter can die between
-        its commit and its ring, and a ring sent while no scheduler was bound (during a restart,
-        or while a previous incarnation still held the doorbell's name) reaches nobody. Either
-        way the task is committed, so reading the store finds it."""
+        its commit and its ring, and a ring sent while no scheduler was bound (a restart, or a
+        previous incarnation holding the doorbell's name) reaches nobody; the store has it."""
         self._bell.bind()
         self._catch_up()
 
@@ -113,17 +108,9 @@ class SchedulerActor(ControlActor):
         """Queue every committed task not known here: each ``task_submitted`` event after the
         cursor names one (read with its row). Reads and queues without yielding, so a task that
         ended meanwhile (the state keeps it until its end is durable) is never queued twice."""
-        while True:
-            found = self.store.read(
-                partial(taskstore.submitted_after, after_seq=self._sweep_cursor, limit=SWEEP_BATCH)
-            )
-            if not found:
-                return
-            self._sweep_cursor = found[-1][0]
-            rows = [r for _, r in found if r is not None and r.task_id not in self.state]
-            self._enqueue(rows, self._sweep_cursor)
-            if len(found) < SWEEP_BATCH:
-                return
+        for seq, rows in taskstore.read_submitted(self.store, self._sweep_cursor):
+            self._sweep_cursor = seq
+            self._enqueue([r for r in rows if r.task_id not in self.state], seq)
 
     def _pool(self, cls: str) -> ExecutorPools | SlurmPool:
         """Where the class's tasks run: Ray executors, or (``gpu_slurm``) Slurm jobs."""
@@ -154,26 +141,21 @@ class SchedulerActor(ControlActor):
         limit: int = 100,
         after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest ``limit`` tasks, newest first; ``after`` (a cursor,
-        :func:`rayinfra.models.encode_list_cursor`): those after that one in that order. Each
-        dict also has its ``cursor``. One index walk of ``limit`` rows, however many tasks."""
-        position = decode_list_cursor(after) if after else None
+        """The newest ``limit`` tasks, newest first, each with its ``cursor``; ``after`` a
+        cursor: the ones after it (:func:`rayinfra.taskstore.list_task_page`)."""
         page = await self.store.aread(
             partial(
                 taskstore.list_task_page,
                 status=status,
                 task_class=task_class,
                 limit=limit,
-                after=position,
+                after=after,
             )
         )
         live = self.state.tasks
         return [
-            {
-                **(live[r.task_id].row if r.task_id in live else r).status_dict(),
-                "cursor": encode_list_cursor(*at),
-            }
-            for r, at in page
+            {**(live[r.task_id].row if r.task_id in live else r).status_dict(), "cursor": cursor}
+            for r, cursor in page
         ]
 
     async def cancel(self, task_id: str, wait_s: float = 10.0) -> dict[str, Any]:
@@ -202,12 +184,9 @@ class SchedulerActor(ControlActor):
         timeout_s: float = 30.0,
         terminal_only: bool = False,
     ) -> tuple[int, list[RawEvent]]:
-        """Long-poll task state changes after ``after_seq``: ``(seq, rows)``, each an event row
-        as stored, ``(seq, event type, task id, data JSON, ts)`` (:func:`taskstore.decode_change`
-        makes it a change; a finished task's data carries ``result, error, started_at,
-        finished_at``), and this actor's restarts (``actor_started``). Passed on undecoded:
-        a caller decodes what it needs. The feed is the events table: a caller resumes across
-        restarts."""
+        """Long-poll task state changes and this actor's restarts (``actor_started``) after
+        ``after_seq``: ``(seq, event rows as stored)``, undecoded (:func:`taskstore.decode_change`
+        decodes one). The feed is the events table: a caller resumes across restarts."""
         types = taskstore.TERMINAL_EVENTS if terminal_only else FEED_EVENTS
         ids = None if task_ids is None else [*task_ids, self.NAME]
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -238,41 +217,17 @@ class SchedulerActor(ControlActor):
             "store": self.store.stats(),
         }
 
-    async def metrics_snapshot(self) -> dict[str, float]:
-        self._refresh_metrics()
-        return self.metrics.snapshot()
-
-    async def metrics_text(self) -> bytes:
-        self._refresh_metrics()
-        return self.metrics.text()
-
     async def purge(self, older_than_s: float | None = None) -> dict[str, int]:
         """Delete finished tasks and workflow runs, events and changes older than
-        ``older_than_s`` (default: TTL); with Kafka configured, events the event bus has not
-        published stay (its spool)."""
-        st = self.config.state
-        age = st.result_ttl_s if older_than_s is None else older_than_s
-        event_age = (st.event_ttl_s or st.result_ttl_s) if older_than_s is None else older_than_s
-        keep = self.config.events.kafka_bootstrap_servers is not None
-        async with self._purge_lock:  # one purge at a time: a second one waits, then runs
-            now = time.time()
-            return await retention.purge_in_steps(
-                self.store,
-                now - age,
-                keep_unpublished=keep,
-                events_older_than=now - event_age,
-                chunk_rows=st.purge_chunk_rows,
-                pause_s=st.purge_pause_s,
-            )
+        ``older_than_s`` (default: TTL): :class:`rayinfra.retention.Retention`."""
+        return await self.retention.purge(older_than_s)
 
-    def _refresh_metrics(self) -> None:
+    async def refresh_metrics(self) -> None:
         self.metrics.slurm_running.set(self.slurm.running())
         self.metrics.refresh(time.time(), *self.state.gauges(), self.file_queue.pending_files)
 
-    async def _publish_metrics(self) -> None:
+    async def _retire_idle(self) -> None:
         self.pools.retire_idle(self.state.load)
-        self._refresh_metrics()
-        self._ray_metrics.publish(self.metrics.snapshot())
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -305,32 +260,8 @@ class SchedulerActor(ControlActor):
         now = time.time()
         for waited in batch.waited_s:
             self.metrics.on_dispatch(batch.task_class, waited, now)
-        if not self._unstarted:
-            asyncio.get_running_loop().call_later(STARTED_AFTER_S, self._write_started)
-        self._unstarted += batch.transitions
+        self.started.dispatched(batch.transitions)
         self._pool(batch.task_class).send(batch.task_class, batch.executor, batch.items)
-
-    def _write_started(self) -> None:
-        """``task_started`` of the tasks dispatched ``STARTED_AFTER_S`` ago that still run that
-        attempt, queued behind earlier writes by the single writer (nothing waits for it); a
-        task's later end is written after it."""
-        running = [
-            t for t in self._unstarted
-            if t.row.status == "running" and t.row.attempts == t.event_data["attempt"]
-        ]  # fmt: skip
-        self._unstarted = []
-        if not running:
-            return
-        started = partial(
-            taskstore.apply_transitions, transitions=running, now=time.time(), update_rows=False
-        )
-        asyncio.wrap_future(self.store.submit(started)).add_done_callback(self._started_written)
-
-    def _started_written(self, fut: asyncio.Future[int]) -> None:
-        if fut.exception() is not None:
-            log.error("persisting task_started failed: %s", fut.exception())
-        else:
-            self._events().advance(fut.result())
 
     async def _on_results(self, executor: str, results: list[TaskResult]) -> None:
         await self._settle(self.state.on_results(executor, results, time.time()))

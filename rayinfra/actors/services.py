@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayinfra import raywrap
 from rayinfra.actors.base import ControlActor
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.services.catalog import build_catalog, cluster_name
@@ -28,13 +27,13 @@ from rayinfra.services.drivers.base import Driver, DriverError, LogLine
 from rayinfra.services.drivers.docker import DockerDriver
 from rayinfra.services.drivers.process import ProcessDriver
 from rayinfra.services.manager import ServiceManager
+from rayinfra.services.metrics import ServiceMetrics
 from rayinfra.services.spec import SpecError
 from rayinfra.store import ChangeFeed
 
 log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL_S = 2.0
-METRICS_PUBLISH_S = 5.0
 LOG_STREAM_IDLE_S = 120.0
 LOG_BATCH = 500
 HEALTH_STREAM = "health_checker"
@@ -95,6 +94,7 @@ class _LogStream:
 
 class ServiceRegistryActor(ControlActor):
     NAME = "service_registry"
+    metrics: ServiceMetrics
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -121,21 +121,15 @@ class ServiceRegistryActor(ControlActor):
             stop_timeout_s=svc.stop_timeout_s,
             start_attempts=svc.start_attempts,
         )
+        self.metrics = self.manager.metrics
         self._logs: dict[str, _LogStream] = {}
         self._health_feed = ChangeFeed(self.store, HEALTH_STREAM, reader=True)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_task(self.manager.recover())
-        self._ray_metrics = raywrap.RayMetricsMirror()
         self._loops = [
             loop.create_task(self._refresh_loop()),
-            loop.create_task(
-                self.every(METRICS_PUBLISH_S, self._publish_metrics, "service metrics")
-            ),
+            loop.create_task(self.publishing_metrics()),
         ]
-
-    async def _publish_metrics(self) -> None:
-        """Into Ray's metrics too (the dashboard and Ray's Prometheus endpoint show them)."""
-        self._ray_metrics.publish(self.manager.metrics.snapshot())
 
     async def _wait_ready(self) -> None:
         if self.catalog_error:
@@ -206,7 +200,7 @@ class ServiceRegistryActor(ControlActor):
         st = self.manager.services.get(name)
         if st is None or not st.desired:
             return False, f"{name} is not wanted running"
-        self.manager.metrics.restarts.labels(name, reason).inc()
+        self.metrics.restarts.labels(name, reason).inc()
         return await self.manager.restart(name, reason=reason)
 
     async def status(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -243,12 +237,6 @@ class ServiceRegistryActor(ControlActor):
             after_seq, keys=names or None, timeout_s=timeout_s
         )
         return seq, [{"seq": c.seq, "service": c.key, **c.data} for c in items if c.kind == "probe"]
-
-    async def metrics_snapshot(self) -> dict[str, float]:
-        return self.manager.metrics.snapshot()
-
-    async def metrics_text(self) -> bytes:
-        return self.manager.metrics.text()
 
     # ------------------------------------------------------------------ logs
     async def open_logs(

@@ -39,7 +39,6 @@ from rayinfra.workflows.store import DefinitionStore, RunStore
 
 log = logging.getLogger(__name__)
 
-METRICS_PUBLISH_S = 5.0
 RUN_EVENTS = (
     "workflow_started",
     "step_started",
@@ -108,6 +107,7 @@ class _Ports:
 
 class WorkflowsActor(ControlActor):
     NAME = "workflows"
+    metrics: WorkflowMetrics
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -123,15 +123,7 @@ class WorkflowsActor(ControlActor):
         self._start_lock = asyncio.Lock()
         unfinished = [r for r in self.runs.all() if r.status not in RUN_TERMINAL]
         self._started = asyncio.create_task(self.engine.start(unfinished))
-        self._ray_metrics = raywrap.RayMetricsMirror()
-        self._publisher = asyncio.create_task(
-            self.every(METRICS_PUBLISH_S, self._publish_metrics, "workflow metrics")
-        )
-
-    async def _publish_metrics(self) -> None:
-        """Into Ray's metrics too (the dashboard and Ray's Prometheus endpoint show them)."""
-        await self._refresh_metrics()
-        self._ray_metrics.publish(self.metrics.snapshot())
+        self._publisher = asyncio.create_task(self.publishing_metrics())
 
     async def _ready(self) -> None:
         await asyncio.shield(self._started)
@@ -245,17 +237,9 @@ class WorkflowsActor(ControlActor):
         )
         return seq, [{"seq": e.seq, "event_type": e.event_type, "data": e.data} for e in rows]
 
-    async def _refresh_metrics(self) -> None:
+    async def refresh_metrics(self) -> None:
         self.metrics.workflows.set(await asyncio.to_thread(self.definitions.count))
         self.metrics.active.set(len(self.engine.runs))
-
-    async def metrics_snapshot(self) -> dict[str, float]:
-        await self._refresh_metrics()
-        return self.metrics.snapshot()
-
-    async def metrics_text(self) -> bytes:
-        await self._refresh_metrics()
-        return self.metrics.text()
 
     async def status(self) -> dict[str, Any]:
         return {

@@ -107,3 +107,10 @@ def test_public_names_stay_what_they_are_once_submodules_load() -> None:
     assert inspect.isfunction(rayinfra.connect)
     assert AgentInfra.__module__ == "rayinfra.client.agentinfra"
     assert ServicesClient.__module__ == "rayinfra.client.services"
+
+
+def test_the_scheduler_actor_only_moves_messages() -> None:
+    """Decisions live in ``scheduling/state.py`` (unit-tested without Ray); the actor file that
+    carries messages between it, the executors and the store stays under 300 lines."""
+    lines = (PACKAGE / "actors" / "scheduler.py").read_text().count("\n")
+    assert lines < 300, f"actors/scheduler.py has {lines} lines; move a concern out of it"
