@@ -139,6 +139,8 @@ class Operation:
     #: service -> how many services wait on it, at most, one behind another (its start goes
     #: first when starts queue for a slot)
     priority: dict[str, int] = field(default_factory=dict)
+    #: service -> its instance being prepared (created) while what it waits on starts
+    prepared: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     async def emit(self, update: dict[str, Any]) -> None:
         async with self.cond:
@@ -396,11 +398,19 @@ class ServiceManager:
             for n in order:
                 await op.emit(_update(n, "starting", f"Preparing to start {n}", 0))
             running: dict[str, asyncio.Task[None]] = {}
+            first = True
             while True:
                 op.changed.clear()  # a change from here on wakes the wait below
                 # those with the longest chains waiting on them queue first for a start slot
                 for n in sorted(plan.startable(), key=lambda n: -op.priority[n]):
                     running[n] = self._spawn(self._start_one(op, plan, specs[n]))
+                if first:  # what waits for others is created meanwhile
+                    first = False
+                    op.prepared = {
+                        n: self._spawn(self._prepare(specs[n]))
+                        for n in order
+                        if plan.phase(n) == "waiting"
+                    }
                 if plan.finished() or not running:  # not running: all that is left is blocked
                     break
                 changed = asyncio.ensure_future(op.changed.wait())
@@ -414,6 +424,7 @@ class ServiceManager:
                     running.pop(n)
             # turns that ended still write their events: the operation ends after them
             await asyncio.gather(*running.values(), return_exceptions=True)
+            await self._discard_prepared(op, specs)
             ok = True
             for n in order:
                 phase, reason = plan.phase(n), plan.reason(n)
@@ -429,6 +440,7 @@ class ServiceManager:
             await op.finish(ok)
         except Exception as e:  # an operation must always end, with the cause
             log.exception("start operation %s crashed", op.id)
+            await self._discard_prepared(op, specs)
             for n in order:
                 await op.emit(_update(n, "failed", f"start operation failed: {e}", 100))
             await op.finish(False)
@@ -467,6 +479,9 @@ class ServiceManager:
         st.spec, st.desired = spec, True
         st.status, st.message = "starting", "creating"
         await op.emit(_update(name, "starting", f"Starting {name} ({spec.driver})", 10))
+        prepared = op.prepared.pop(name, None)
+        if prepared is not None:  # its start starts what was created
+            await asyncio.gather(prepared, return_exceptions=True)
         try:
             inst = await self._create(spec, op.priority.get(name, 0))
         except DriverError as e:
@@ -532,16 +547,38 @@ class ServiceManager:
     async def _start_instance(
         self, drv: Driver, spec: ServiceSpec, labels: Mapping[str, str], priority: int
     ) -> Instance:
-        """``drv.start`` in a start slot (see START_SLOTS), given up after START_SLOT_HOLD_S."""
+        return await self._in_slot("create_and_start", partial(drv.start, spec, labels), priority)
+
+    async def _in_slot(self, op: str, fn: Callable[[], T], priority: int) -> T:
+        """A driver call in a start slot (see START_SLOTS), given up after START_SLOT_HOLD_S."""
         await self._start_slots.acquire(priority)
-        call = asyncio.ensure_future(
-            self._call("create_and_start", partial(drv.start, spec, labels))
-        )
+        call = asyncio.ensure_future(self._call(op, fn))
         try:
             await asyncio.wait({call}, timeout=START_SLOT_HOLD_S)
         finally:
             self._start_slots.release()
         return await call
+
+    async def _prepare(self, spec: ServiceSpec) -> None:
+        """Create ``spec``'s instance while what it depends on starts, in a start slot after
+        every start waiting for one; a failure is left for its start to meet and report."""
+        drv = self.driver(spec)
+        try:
+            await self._in_slot("prepare", partial(drv.prepare, spec, self.labels(spec)), -1)
+        except Exception as e:  # noqa: BLE001 - its start tries again and reports
+            log.debug("preparing %s failed: %s", spec.name, e)
+
+    async def _discard_prepared(self, op: Operation, specs: Mapping[str, ServiceSpec]) -> None:
+        """Remove what was prepared for services that never started (a dependency failed)."""
+        for name, task in list(op.prepared.items()):
+            op.prepared.pop(name)
+            await asyncio.gather(task, return_exceptions=True)
+            spec = specs[name]
+            drv = self.driver(spec)
+            try:
+                await self._call("discard", partial(drv.discard_prepared, spec, self.labels(spec)))
+            except Exception:
+                log.exception("removing the unstarted instance of %s failed", name)
 
     async def wait_healthy(self, spec: ServiceSpec, inst: Instance) -> tuple[bool, str]:
         """Probe until healthy, until the instance exits, or until ``health_timeout_s``."""

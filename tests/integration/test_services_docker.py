@@ -393,6 +393,60 @@ async def test_a_new_manager_adopts_running_containers_and_removes_orphans(env: 
     assert m2.services["redis"].instance.id == inst.id
 
 
+def _created_at(env: Env, service: str) -> float:
+    """When the engine created ``service``'s one container (unix seconds)."""
+    flt = {"label": [f"{LABEL_CLUSTER}={env.cluster}", f"{LABEL_SERVICE}={service}"]}
+    found = env.client.api.containers(all=True, filters=flt)
+    assert len(found) == 1, [(c["Labels"], c["State"]) for c in env.owned()]
+    (c,) = found
+    return float(c["Created"])
+
+
+async def test_a_dependant_is_created_while_its_dependency_starts(env: Env) -> None:
+    """The dependant's container exists before the dependency is healthy (its start is then
+    a start, not a create and a start), and it is the container that runs."""
+    port = free_port()
+    first = busybox_spec(
+        "first",
+        f"sleep 2; exec httpd -f -p 127.0.0.1:{port}",
+        health={"kind": "tcp", "port": port, "interval_s": 0.5},
+        required=True,
+    )
+    second = busybox_spec(
+        "second", "sleep 60", depends_on=[{"service": "first", "condition": "healthy"}]
+    )
+    m = env.manager({"first": first, "second": second})
+    op = await m.start_and_wait(["first", "second"])
+    assert op.success, op.updates
+    healthy_at = first_ts(op, "first", 100)
+    assert _created_at(env, "second") < healthy_at - 1.0  # created while first slept
+    inst = m.services["second"].instance
+    assert inst is not None and env.driver.inspect(inst.id).state == "running"
+    assert len(env.owned()) == 2  # nothing created twice
+
+
+async def test_what_was_prepared_for_a_blocked_service_is_removed(env: Env) -> None:
+    """A dependency that fails blocks its dependant: the container prepared for the dependant
+    does not outlive the operation."""
+    first = busybox_spec("first", "sleep 1; exit 3", required=True)
+    second = busybox_spec(
+        "second",
+        "sleep 60",
+        depends_on=[{"service": "first", "condition": "completed"}],
+    )
+    m = env.manager({"first": first, "second": second})
+    op = m.ops[await m.start(["first", "second"])]
+    seen: set[str] = set()  # what existed while the operation ran
+    while not op.done:
+        seen |= {c["Labels"][LABEL_SERVICE] for c in env.owned()}
+        await asyncio.sleep(0.1)
+    assert not op.success
+    assert finals(op)["second"]["status"] == "blocked", finals(op)["second"]
+    assert seen == {"first", "second"}, seen  # second's container was prepared...
+    names = {c["Labels"][LABEL_SERVICE] for c in env.owned()}
+    assert names == {"first"}, names  # ...and is gone with the operation
+
+
 # ------------------------------------------------------------------------------------------
 # Restart-on-unhealthy / on-exit through the health monitor
 # ------------------------------------------------------------------------------------------

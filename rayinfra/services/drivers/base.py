@@ -99,6 +99,14 @@ class Driver(Protocol):
         reused (started if stopped); one with another spec is removed and recreated.
         """
 
+    def prepare(self, spec: ServiceSpec, labels: Mapping[str, str]) -> None:
+        """Make the next :meth:`start` of ``spec`` fast, while what it depends on starts (a
+        container driver creates the container; a driver with nothing to do ahead does
+        nothing). Errors may be left for the start to report."""
+
+    def discard_prepared(self, spec: ServiceSpec, labels: Mapping[str, str]) -> None:
+        """Undo a :meth:`prepare` that no start followed (a dependency failed)."""
+
     def stop(self, instance_id: str, timeout_s: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``; an already-gone instance is not an error."""
 

@@ -211,6 +211,8 @@ class DockerDriver:
         self.default_network = default_network
         self._docker: Any = None
         self._lock = threading.Lock()
+        # (cluster, service, spec label) -> a container prepare() created, not yet started
+        self._prepared: dict[tuple[str | None, str, str], str] = {}
 
     # -- client and errors ---------------------------------------------------------------
 
@@ -274,49 +276,106 @@ class DockerDriver:
         except (docker.errors.DockerException, _requests_exc.RequestException, OSError) as e:
             raise self._unavailable(e) from e
 
-    def start(self, spec: ServiceSpec, labels: Mapping[str, str]) -> Instance:
+    def _plan(
+        self, spec: ServiceSpec, labels: Mapping[str, str]
+    ) -> tuple[dict[str, str], str | None, str]:
+        """``(labels the instance carries, its cluster, what a failure is said to be)``."""
         if spec.driver != "docker" or not spec.image:
             raise DriverError(f"{spec.name} is not a docker service", reason="invalid_spec")
         want = {**spec.labels, **labels}
         want.setdefault(LABEL_SERVICE, spec.name)
         want.setdefault(LABEL_SPEC, spec.fingerprint())
-        cluster = want.get(LABEL_CLUSTER)
-        name = container_name(cluster, spec.name)
-        mode, networks = plan_network(spec, cluster, self.default_network)
-        action = f"cannot start {spec.name}"
+        return want, want.get(LABEL_CLUSTER), f"cannot start {spec.name}"
+
+    def start(self, spec: ServiceSpec, labels: Mapping[str, str]) -> Instance:
+        want, cluster, action = self._plan(spec, labels)
         with self._errors(action):
+            prepared = self._prepared.pop((cluster, spec.name, want[LABEL_SPEC]), None)
+            if prepared is not None:
+                with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
+                    return self._start_created(prepared, action)
             adopted = self._adopt(spec.name, cluster, want[LABEL_SPEC], action)
             if adopted is not None:
                 return adopted
-            self._ensure_image(spec, action)
-            owner = {LABEL_CLUSTER: cluster} if cluster else {}
-            for vol in named_volumes(spec):
-                self._ensure_volume(vol, owner)
-            for net in networks:
-                self._ensure_network(net, owner)
-            kw = create_kwargs(spec, want, name, mode, networks)
-            api = self._api()
-            if networks:
-                kw["networking_config"] = {
-                    networks[0]: api.create_endpoint_config(aliases=[spec.name])
-                }
             try:
-                cid = self._create(kw)
+                cid = self._create_new(spec, want, cluster)
             except docker.errors.APIError as e:
                 if e.status_code == 409:  # a concurrent start of the same spec won the race
                     again = self._adopt(spec.name, cluster, want[LABEL_SPEC], action)
                     if again is not None:
                         return again
                 raise
+            return self._start_created(cid, action)
+
+    def prepare(self, spec: ServiceSpec, labels: Mapping[str, str]) -> None:
+        """All of a start but the start itself: the image, volumes and networks, and the
+        container created, not started, unless an instance of this spec exists already. The
+        next :meth:`start` of the spec starts that container (one engine call instead of a
+        create and a start); :meth:`discard_prepared` removes it if no start comes."""
+        want, cluster, action = self._plan(spec, labels)
+        with self._errors(action):
+            same = [
+                c
+                for c in self._candidates(spec.name, cluster)
+                if (c["Config"].get("Labels") or {}).get(LABEL_SPEC) == want[LABEL_SPEC]
+            ]
+            if same:
+                return  # started (or adopted) as it is
             try:
-                for net in networks[1:]:
-                    api.connect_container_to_network(cid, net, aliases=[spec.name])
-                api.start(cid)
+                cid = self._create_new(spec, want, cluster)
             except docker.errors.APIError as e:
-                with contextlib.suppress(docker.errors.APIError):
-                    api.remove_container(cid, force=True, v=False)
-                raise api_error(action, e) from e
-            return self.inspect(cid)
+                if e.status_code == 409:  # a concurrent start is creating it
+                    return
+                raise
+            self._prepared[(cluster, spec.name, want[LABEL_SPEC])] = cid
+
+    def discard_prepared(self, spec: ServiceSpec, labels: Mapping[str, str]) -> None:
+        """Remove the container :meth:`prepare` created for ``spec`` if it was never started."""
+        want, cluster, _ = self._plan(spec, labels)
+        cid = self._prepared.pop((cluster, spec.name, want[LABEL_SPEC]), None)
+        if cid is not None:
+            with (
+                self._errors(f"cannot remove the unstarted {spec.name}"),
+                contextlib.suppress(docker.errors.NotFound),
+            ):
+                self._api().remove_container(cid, force=True, v=False)
+
+    def _create_new(self, spec: ServiceSpec, want: dict[str, str], cluster: str | None) -> str:
+        """Create a container of ``spec`` (its image, named volumes and networks first),
+        connected to all its networks, not started; its id."""
+        mode, networks = plan_network(spec, cluster, self.default_network)
+        self._ensure_image(spec, f"cannot start {spec.name}")
+        owner = {LABEL_CLUSTER: cluster} if cluster else {}
+        for vol in named_volumes(spec):
+            self._ensure_volume(vol, owner)
+        for net in networks:
+            self._ensure_network(net, owner)
+        kw = create_kwargs(spec, want, container_name(cluster, spec.name), mode, networks)
+        api = self._api()
+        if networks:
+            kw["networking_config"] = {networks[0]: api.create_endpoint_config(aliases=[spec.name])}
+        cid = self._create(kw)
+        try:
+            for net in networks[1:]:
+                api.connect_container_to_network(cid, net, aliases=[spec.name])
+        except docker.errors.APIError:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(cid, force=True, v=False)
+            raise
+        return cid
+
+    def _start_created(self, cid: str, action: str) -> Instance:
+        """Start a created container (removed again if the start fails) and inspect it."""
+        api = self._api()
+        try:
+            api.start(cid)
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as e:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(cid, force=True, v=False)
+            raise api_error(action, e) from e
+        return self.inspect(cid)
 
     def _create(self, kw: dict[str, Any]) -> str:
         """``containers.create(**kw)``'s container id, without the inspect the SDK's model

@@ -241,6 +241,12 @@ class ProcessDriver:
         broken root or Python surfaces from :meth:`start` with the path in the message."""
         return None
 
+    def prepare(self, spec: ServiceSpec, labels: Mapping[str, str]) -> None:
+        """Nothing to do ahead: a process starts in one step."""
+
+    def discard_prepared(self, spec: ServiceSpec, labels: Mapping[str, str]) -> None:
+        """Nothing was prepared."""
+
     def start(self, spec: ServiceSpec, labels: Mapping[str, str]) -> Instance:
         if spec.driver != "process" or not spec.argv:
             raise DriverError(
