@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import pct, print_table
 from rayinfra import admission, runtime
 from rayinfra.api import stubs
-from rayinfra.config import dial_addr, load_config
+from rayinfra.config import NAMESPACE, dial_addr, load_config
 from rayinfra.store import StateStore
 from tests.conftest import make_runtime_spec
 
@@ -146,10 +147,14 @@ async def main(args: argparse.Namespace) -> None:
 
             for c in (echo_call, gw_call, echo_many, gw_many):  # warm up channels, executors
                 await sequential(c, 200)
+            gateway = ray.get_actor("gateway", namespace=NAMESPACE)
             e = await sequential(echo_call, args.calls)
+            s0 = await gateway.store_stats.remote()
             g = await sequential(gw_call, args.calls)
+            s1 = await gateway.store_stats.remote()
             em = await sequential(echo_many, args.calls // 2)
             gm = await sequential(gw_many, args.calls // 2)
+            s2 = await gateway.store_stats.remote()
             gr = await sequential(gw_repeat, args.calls)
             a1 = await admission_only(cfg, args.calls // 2, 1)
             am = await admission_only(cfg, args.calls // 2, args.batch)
@@ -187,6 +192,22 @@ async def main(args: argparse.Namespace) -> None:
                     "insert and no task to run meanwhile",
                 )
             )
+            for what, (before, after) in (
+                ("SubmitTask", (s0, s1)),
+                (f"SubmitTasks of {args.batch}", (s1, s2)),
+            ):
+                commits = max(1, after["commits"] - before["commits"])
+                waits = after["lock_waits"] - before["lock_waits"]
+                waited = after["lock_wait_s"] - before["lock_wait_s"]
+                busy = after["inline_busy"] - before["inline_busy"]
+                rows.append(
+                    (
+                        f"{what}: gateway commits that waited for the write lock",
+                        f"{waits / commits:.0%}, {1000 * waited / commits:.2f} ms per commit",
+                        f"{busy / commits:.0%} found it held and went to the writer thread "
+                        "(the scheduler was writing results)",
+                    )
+                )
             for n, a, whole in ((1, a1, gp50), (args.batch, am, gmp50)):
                 rows.append(
                     (

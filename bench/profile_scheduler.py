@@ -1,6 +1,6 @@
 """Where the CPU goes per acknowledged no-op task, in every process of the runtime.
 
-    .venv/bin/python bench/profile_scheduler.py [--tasks 20000] [--batch 1000] [--py-spy DIR]
+    .venv/bin/python bench/profile_scheduler.py [--tasks 20000] [--batch 1000] [--py-spy DIR] [--idle S]
 
 Starts a private loopback runtime (as bench_scheduler.py), warms it up, then pushes ``--tasks``
 no-op tasks through ``AgentInfra`` (``submit_tasks`` in batches, then ``wait_tasks``) and reads
@@ -157,6 +157,10 @@ async def main(args: argparse.Namespace) -> None:
                         )
                     )
                 time.sleep(1.0)
+            if args.idle:
+                idle0 = cpu_times([*roles])
+                await asyncio.sleep(args.idle)
+                idle1 = cpu_times([*roles])
             before = cpu_times([*roles])
             samples: list[dict[str, float]] = []
             sampler = asyncio.create_task(sample_class(samples))
@@ -182,6 +186,16 @@ async def main(args: argparse.Namespace) -> None:
         if t * 1e6 / n >= 0.5:
             print(f"| {role} | {t * 1e6 / n:.0f} |")
     print(f"| **all** | **{sum(per_role.values()) * 1e6 / n:.0f}** |")
+    if args.idle:
+        idle: collections.Counter[str] = collections.Counter()
+        for pid, t in idle1.items():
+            idle[roles[pid]] += t - idle0.get(pid, t)
+        print(f"\nidle for {args.idle:.0f} s before the run (% of one core):\n")
+        print("| process | CPU % idle |\n|---|---:|")
+        for role, t in idle.most_common():
+            if t / args.idle >= 0.001:
+                print(f"| {role} | {100 * t / args.idle:.1f} |")
+        print(f"| **all** | **{100 * sum(idle.values()) / args.idle:.1f}** |")
     if samples:
         busy = [x for x in samples if x["inflight"] or x["pending"]]
         mean = {
@@ -205,4 +219,7 @@ if __name__ == "__main__":
     p.add_argument("--tasks", type=int, default=20000)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--py-spy", default="")
+    p.add_argument(
+        "--idle", type=float, default=0.0, help="also measure S seconds with no tasks, first"
+    )
     asyncio.run(main(p.parse_args()))

@@ -193,11 +193,6 @@ async def acall(handle: Any, method: str, *args: Any, timeout_s: float | None = 
         raise unwrap_task_error(e) from None
 
 
-def send(handle: Any, method: str, *args: Any) -> None:
-    """Call an actor method without waiting for it (calls from one caller arrive in order)."""
-    getattr(handle, method).remote(*args)
-
-
 class ActorCaller:
     """The one way rayinfra calls a named control actor: handles looked up (off the event loop)
     and cached, looked up again after a failure; an actor that is missing, dead or restarting

@@ -165,9 +165,10 @@ def _is_busy(e: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _begin_immediate(conn: sqlite3.Connection, timeout_s: float) -> bool:
+def _begin_immediate(conn: sqlite3.Connection, timeout_s: float) -> float | None:
     """``BEGIN IMMEDIATE`` (take the write lock), waiting up to ``timeout_s`` while another
-    process holds it; ``False`` if it is still held then (``timeout_s=0``: try once).
+    process holds it: the seconds waited, ``None`` if it is still held then (``timeout_s=0``:
+    try once).
 
     SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between tries, so a lock held for 50 us
     by another process cost a whole millisecond; here the waits start at 50 us and double up to
@@ -175,17 +176,18 @@ def _begin_immediate(conn: sqlite3.Connection, timeout_s: float) -> bool:
     """
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        deadline = time.monotonic() + timeout_s
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
         delay = BEGIN_RETRY_FIRST_S
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                return True
+                return time.monotonic() - t0 if delay > BEGIN_RETRY_FIRST_S else 0.0
             except sqlite3.OperationalError as e:
                 remaining = deadline - time.monotonic()
                 if not _is_busy(e) or remaining <= 0:
                     if _is_busy(e) and timeout_s == 0:
-                        return False
+                        return None
                     raise
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, BEGIN_RETRY_MAX_S)
@@ -442,7 +444,11 @@ class StateStore:
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()  # None = stop
-        self._stats: dict[str, int] = {"commits": 0, "ops": 0, "failed_ops": 0}
+        # lock_waits/lock_wait_s: commits that waited for another process's write lock, and
+        # how long in all; inline_busy: small writes that found it held and went to the writer
+        self._stats: dict[str, float] = dict.fromkeys(
+            ("commits", "ops", "failed_ops", "lock_waits", "lock_wait_s", "inline_busy"), 0
+        )
         self._largest_batch = 0
         self._read_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="rayinfra-store-read"
@@ -531,7 +537,9 @@ class StateStore:
                 return None
         try:
             try:
-                if not _begin_immediate(self._wconn, 0.0):
+                if _begin_immediate(self._wconn, 0.0) is None:
+                    with self._lock:
+                        self._stats["inline_busy"] += 1
                     return None  # another process writes: wait on the writer thread, not here
             except sqlite3.Error:
                 return None  # the writer thread reports it
@@ -588,7 +596,11 @@ class StateStore:
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         try:
             if not begun:
-                _begin_immediate(conn, BUSY_TIMEOUT_S)
+                waited = _begin_immediate(conn, BUSY_TIMEOUT_S)
+                if waited:
+                    with self._lock:
+                        self._stats["lock_waits"] += 1
+                        self._stats["lock_wait_s"] += waited
             alone = len(batch) == 1  # a lone op needs no savepoint: its failure undoes the batch
             for op, fut in batch:
                 if not alone:
@@ -851,7 +863,9 @@ class StateStore:
         return out
 
     def stats(self) -> dict[str, int | float]:
-        """Counters: commits, ops (executed), failed_ops, largest_batch, queued."""
+        """Counters: commits, ops (executed), failed_ops, lock_waits and lock_wait_s (commits
+        that waited for another process's write lock, seconds in all), inline_busy, largest_batch,
+        queued."""
         with self._lock:
             out: dict[str, int | float] = dict(self._stats)
             out["largest_batch"] = self._largest_batch

@@ -217,6 +217,10 @@ class ControlActor:
             self._events_notifier = SeqNotifier(self.store.last_event_seq())
         return self._events_notifier
 
+    async def store_stats(self) -> dict[str, int | float]:
+        """This actor's state-store counters (:meth:`rayinfra.store.StateStore.stats`)."""
+        return self.store.stats()
+
     async def refresh_metrics(self) -> None:
         """Bring gauges up to date before the metrics are read (an actor with gauges to sample
         overrides it)."""

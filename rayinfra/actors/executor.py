@@ -1,10 +1,11 @@
 """Executor actors (``executor-<class>-<n>``): run batches of tasks, hand results back in batches.
 
 Long-lived and owned by the scheduler (they die with it). ``submit(batch)`` starts every task of a
-batch at once and returns; the scheduler keeps one ``take_results`` long-poll outstanding per
-executor, which returns whatever finished since the last call. Trivial handlers (``noop``,
-``echo``) run inline on the event loop; everything else runs in a thread, with its own deadline and
-cancel event. No Ray import: :mod:`rayinfra.raywrap` makes it an actor.
+batch at once and returns the results of those that ended during it: trivial handlers (``noop``,
+``echo``) run inline on the event loop, so their results ride on the submit's reply (no second
+call). Everything else runs in a thread, with its own deadline and cancel event, and the
+scheduler keeps one ``take_results`` long-poll outstanding per executor, which returns whatever
+finished since the last call. No Ray import: :mod:`rayinfra.raywrap` makes it an actor.
 """
 
 from __future__ import annotations
@@ -70,15 +71,18 @@ class ExecutorActor:
             "running": len(self.running),
         }
 
-    async def submit(self, batch: list[dict[str, Any]]) -> int:
-        """Start each ``{task_id, payload, timeout_s, attempt}``; returns how many now run."""
+    async def submit(self, batch: list[dict[str, Any]]) -> list[TaskResult]:
+        """Start each ``{task_id, payload, timeout_s, attempt}``; returns the results of those
+        that ended already (inline handlers, tasks cancelled before they arrived), which
+        ``take_results`` then does not return again."""
+        ended: list[TaskResult] = []
         for item in batch:
             tid = item["task_id"]
             if tid in self.running:  # a re-dispatch of what already runs here: keep one
                 continue
             if tid in self._cancelled_early:  # cancelled before it arrived
                 del self._cancelled_early[tid]
-                self._report(TaskResult(tid, Outcome.CANCELLED, "cancelled"))
+                ended.append(TaskResult(tid, Outcome.CANCELLED, "cancelled"))
                 continue
             timeout = item.get("timeout_s")
             ctx = TaskContext(
@@ -94,14 +98,14 @@ class ExecutorActor:
             if inline is not None:  # trivial: done before the next task starts, no task object
                 started, t0 = time.time(), time.monotonic()
                 try:
-                    ended = self._succeeded(inline(payload, ctx))
+                    done = self._succeeded(inline(payload, ctx))
                 except Exception as e:  # noqa: BLE001 - a task's own exception is its failure
-                    ended = _failed(e, ctx)
-                self._report(TaskResult(tid, *ended, started, time.time(), time.monotonic() - t0))
+                    done = _failed(e, ctx)
+                ended.append(TaskResult(tid, *done, started, time.time(), time.monotonic() - t0))
                 continue
             task = asyncio.create_task(self._run(ctx, payload, env))
             self.running[tid] = (ctx, task)
-        return len(self.running)
+        return ended
 
     def _inline(self, payload: dict[str, Any]) -> Any:
         """The handler of a payload whose type runs inline on the loop (``noop``, ``echo``)."""

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from rayinfra import raywrap
@@ -70,6 +71,7 @@ class ExecutorPools:
         self._config_dict = config.model_dump(mode="json")
         self._nodes: list[class_logic.NodeView] = []
         self._nodes_at = float("-inf")
+        self._submits: set[asyncio.Future[Any]] = set()  # submits awaiting their replies
 
     async def missing(self, cls: str) -> str | None:
         """What no alive node has for the class (``None``: some node can run it); the nodes
@@ -130,12 +132,24 @@ class ExecutorPools:
         return [e.name for e in pool if e.ready.done() and e.ready.result()]
 
     def send(self, cls: str, name: str, items: list[dict[str, Any]]) -> None:
-        """Start ``items`` on executor ``name``, without waiting: calls from one caller reach an
-        actor in order, and a dead executor is noticed by its result poller."""
+        """Start ``items`` on executor ``name``, without waiting for it here: calls from one
+        caller reach an actor in order, and a dead executor is noticed by its result poller.
+        The results of what ended during the submit (inline handlers) come with its reply."""
         ex = self._find(cls, name)
         assert ex is not None, name  # ready() named it, and nothing ran since
         ex.busy_at = time.monotonic()
-        raywrap.send(ex.handle, "submit", items)
+        call = asyncio.ensure_future(raywrap.acall(ex.handle, "submit", items))
+        self._submits.add(call)
+        call.add_done_callback(partial(self._submitted, ex.name))
+
+    def _submitted(self, name: str, call: asyncio.Future[list[TaskResult]]) -> None:
+        self._submits.discard(call)
+        if call.cancelled() or call.exception() is not None:
+            return  # the executor is gone: its poller reports it, with its tasks
+        if results := call.result():
+            task = asyncio.ensure_future(self.on_results(name, results))
+            self._submits.add(task)
+            task.add_done_callback(self._submits.discard)
 
     async def cancel(self, cls: str, name: str, task_ids: list[str]) -> None:
         """Ask executor ``name`` to cancel running tasks (a lost executor ran them last)."""

@@ -17,16 +17,22 @@ def _executor(tmp_path: Path) -> ExecutorActor:
 async def test_a_cancel_that_overtakes_its_submit_still_cancels_the_task(tmp_path: Path) -> None:
     ex = _executor(tmp_path)
     assert await ex.cancel(["t1"]) == []  # not here yet: remembered
-    await ex.submit([{"task_id": "t1", "payload": {"type": "sleep", "seconds": 60}}])
-    await ex.submit([{"task_id": "t2", "payload": {"type": "noop"}}])
-    got = {r.task_id: r for r in await ex.take_results(5.0)}
-    while "t2" not in got:
-        got.update({r.task_id: r for r in await ex.take_results(5.0)})
-    assert got["t1"].outcome is Outcome.CANCELLED and "t1" not in ex.running
-    assert got["t2"].outcome is Outcome.SUCCESS
+    (early,) = await ex.submit([{"task_id": "t1", "payload": {"type": "sleep", "seconds": 60}}])
+    assert early.task_id == "t1" and early.outcome is Outcome.CANCELLED and "t1" not in ex.running
+    # an inline handler's result comes with its submit's reply...
+    (noop,) = await ex.submit([{"task_id": "t2", "payload": {"type": "noop"}}])
+    assert noop.task_id == "t2" and noop.outcome is Outcome.SUCCESS
     # remembered once: the same id submitted again (a retry) runs
-    await ex.submit([{"task_id": "t1", "payload": {"type": "noop"}}])
-    assert [r.outcome for r in await ex.take_results(5.0)] == [Outcome.SUCCESS]
+    again = await ex.submit([{"task_id": "t1", "payload": {"type": "noop"}}])
+    assert [r.outcome for r in again] == [Outcome.SUCCESS]
+    assert await ex.take_results(0.2) == []  # ...and never again from take_results
+
+
+async def test_a_threaded_handlers_result_comes_from_take_results(tmp_path: Path) -> None:
+    ex = _executor(tmp_path)
+    assert await ex.submit([{"task_id": "t4", "payload": {"type": "sleep", "seconds": 0.1}}]) == []
+    (res,) = await ex.take_results(10.0)
+    assert res.task_id == "t4" and res.outcome is Outcome.SUCCESS
 
 
 async def test_cancel_of_a_running_task_ends_it_cancelled(tmp_path: Path) -> None:

@@ -331,6 +331,8 @@ async def test_inline_awrite_never_waits_for_another_process_lock(
     other.close()
     assert (await asyncio.wait_for(task, 5)).startswith("rayinfra-store-writer")
     assert store.kv_get("t", "waited") == 1
+    st = store.stats()
+    assert st["inline_busy"] == 1 and st["lock_waits"] == 1 and st["lock_wait_s"] >= 0.09
 
 
 def test_a_write_waits_for_another_process_lock_then_commits(
@@ -339,12 +341,15 @@ def test_a_write_waits_for_another_process_lock_then_commits(
     other = raw(db_path)
     other.isolation_level = None
     other.execute("BEGIN IMMEDIATE")
+    assert store.stats()["lock_waits"] == 0
     fut = store.submit(insert_kv("after"))
     time.sleep(0.05)
     assert not fut.done()
     other.execute("COMMIT")
     other.close()
     assert fut.result(5) == "after"
+    st = store.stats()  # counted: the commit that waited, and how long
+    assert st["lock_waits"] == 1 and 0.04 <= st["lock_wait_s"] < 5, st
 
 
 def test_two_instances_write_concurrently(db_path: Path) -> None:
