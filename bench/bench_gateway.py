@@ -30,7 +30,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import pct, print_table
+from bench.common import echo_server, pct, print_table
 from rayinfra import admission, runtime
 from rayinfra.api import stubs
 from rayinfra.config import NAMESPACE, dial_addr, load_config
@@ -38,19 +38,6 @@ from rayinfra.store import StateStore
 from tests.conftest import make_runtime_spec
 
 pb2, pb2_grpc = stubs.orchestrator()
-
-
-class Echo(pb2_grpc.OrchestratorServiceServicer):  # type: ignore[misc,name-defined]
-    async def Health(self, request: Any, context: Any) -> Any:
-        return pb2.HealthResponse(healthy=True, version="echo")
-
-    async def SubmitTask(self, request: Any, context: Any) -> Any:
-        return pb2.SubmitTaskResponse(success=True, task_id=request.id)
-
-    async def SubmitTasks(self, request: Any, context: Any) -> Any:
-        return pb2.SubmitTasksResponse(
-            results=[pb2.SubmitTaskResponse(success=True, task_id=t.id) for t in request.tasks]
-        )
 
 
 async def admission_only(cfg: Any, n: int, batch: int) -> list[float]:
@@ -99,10 +86,7 @@ async def main(args: argparse.Namespace) -> None:
     runtime.start(cfg)
     rows: list[tuple[str, str, str]] = []
     try:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb2_grpc.add_OrchestratorServiceServicer_to_server(Echo(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await echo_server()
         target = dial_addr(cfg.gateway.orchestrator_grpc_addr)
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ech,

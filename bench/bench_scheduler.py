@@ -28,10 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import grpc
 import psutil
 import ray
 
-from bench.common import pct, print_table
+from bench.common import echo_server, pb2, pb2_grpc, pct, print_table
 from rayinfra import AgentInfra, runtime
 from rayinfra.client.discovery import grpc_transport
 from rayinfra.config import NAMESPACE, dial_addr, load_config
@@ -112,6 +113,24 @@ async def ack_latencies(infra: AgentInfra, n: int, settle: bool) -> list[float]:
     return out
 
 
+async def grpc_echo_rtt(n: int) -> list[float]:
+    """A plain grpc.aio SubmitTask echo in this process, spaced like the idle ack measurement:
+    the floor of a gRPC ack on this machine when every thread has to wake up for it."""
+    server, port = await echo_server()
+    out = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb2_grpc.OrchestratorServiceStub(ch)
+        req = pb2.SubmitTaskRequest(id="x" * 14, payload={"type": "noop"})
+        await stub.SubmitTask(req)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await stub.SubmitTask(req)
+            out.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(0.01)
+    await server.stop(0)
+    return out
+
+
 def background_load(cfg, stop: threading.Event) -> None:
     async def load() -> None:
         async with AgentInfra.start(config=cfg) as other:
@@ -168,11 +187,21 @@ async def main(args: argparse.Namespace) -> None:
             )
             async with AgentInfra.start(transport=grpc_transport(cfg, gateway)) as over_grpc:
                 via_gateway = await ack_latencies(over_grpc, args.acks, settle=True)
+            echo_idle = await grpc_echo_rtt(args.acks)
+            rows.append(
+                (
+                    "plain grpc.aio echo p50 / p99, idle (ms)",
+                    f"{statistics.median(echo_idle):.2f} / {pct(echo_idle, 99):.2f}",
+                    "spaced as the acks: the floor of any gRPC ack here",
+                )
+            )
             rows.append(
                 (
                     "single-task ack p50 / p99 via the gateway, idle (ms)",
                     f"{statistics.median(via_gateway):.2f} / {pct(via_gateway, 99):.2f}",
-                    "GrpcTransport: the gateway commits, then rings the doorbell",
+                    "GrpcTransport: the gateway commits, then rings the doorbell "
+                    f"({statistics.median(via_gateway) / statistics.median(echo_idle):.1f}x "
+                    "the idle echo)",
                 )
             )
             stop = threading.Event()
