@@ -1,6 +1,6 @@
 """Where the CPU goes per acknowledged no-op task, in every process of the runtime.
 
-    .venv/bin/python bench/profile_scheduler.py [--tasks 20000] [--batch 1000] [--py-spy DIR] [--idle S]
+    .venv/bin/python bench/profile_scheduler.py [--tasks 20000] [--batch 1000] [--py-spy DIR] [--idle S] [--ray-floor N]
 
 Starts a private loopback runtime (as bench_scheduler.py), warms it up, then pushes ``--tasks``
 no-op tasks through ``AgentInfra`` (``submit_tasks`` in batches, then ``wait_tasks``) and reads
@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -77,6 +78,37 @@ def actor_pids() -> dict[int, str]:
         pid = ray.get(ray.get_actor(name, namespace=NAMESPACE).ping.remote())["pid"]
         known[pid] = name
     return known
+
+
+@ray.remote(num_cpus=0)
+class _Floor:
+    async def call(self, x: Any = None) -> Any:
+        return x
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+async def ray_floor(n: int) -> tuple[float, float, float]:
+    """CPU of one bare async-actor call on each side, and its wall time (all per call), calls
+    one after another: the floor under any work that crosses an actor here."""
+    actor = _Floor.remote()  # type: ignore[attr-defined]
+    theirs = psutil.Process(await actor.pid.remote())
+    mine = psutil.Process()
+    for _ in range(100):
+        await actor.call.remote()
+
+    def cpu(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+
+    c0, a0, t0 = cpu(mine), cpu(theirs), time.perf_counter()
+    for _ in range(n):
+        await actor.call.remote()
+    wall = time.perf_counter() - t0
+    out = ((cpu(mine) - c0) / n, (cpu(theirs) - a0) / n, wall / n)
+    ray.kill(actor)
+    return out
 
 
 async def push(infra: AgentInfra, n: int, batch: int, tag: str) -> float:
@@ -157,6 +189,7 @@ async def main(args: argparse.Namespace) -> None:
                         )
                     )
                 time.sleep(1.0)
+            floor = await ray_floor(args.ray_floor) if args.ray_floor else None
             if args.idle:
                 idle0 = cpu_times([*roles])
                 await asyncio.sleep(args.idle)
@@ -186,6 +219,12 @@ async def main(args: argparse.Namespace) -> None:
         if t * 1e6 / n >= 0.5:
             print(f"| {role} | {t * 1e6 / n:.0f} |")
     print(f"| **all** | **{sum(per_role.values()) * 1e6 / n:.0f}** |")
+    if floor is not None:
+        print(
+            f"\nbare Ray async-actor call, {args.ray_floor} one after another: caller "
+            f"{floor[0] * 1e6:.0f} µs + actor {floor[1] * 1e6:.0f} µs of CPU per call, "
+            f"{floor[2] * 1e3:.2f} ms wall"
+        )
     if args.idle:
         idle: collections.Counter[str] = collections.Counter()
         for pid, t in idle1.items():
@@ -219,6 +258,9 @@ if __name__ == "__main__":
     p.add_argument("--tasks", type=int, default=20000)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--py-spy", default="")
+    p.add_argument(
+        "--ray-floor", type=int, default=0, help="also time N bare Ray actor calls (CPU per side)"
+    )
     p.add_argument(
         "--idle", type=float, default=0.0, help="also measure S seconds with no tasks, first"
     )
