@@ -74,26 +74,41 @@ class TaskRow:
 
     def status_dict(self) -> dict[str, Any]:
         """The Python client's view: ``task_id, status, result, error`` and timing."""
-        duration_ms = (
-            (self.finished_at - self.started_at) * 1000.0
-            if self.finished_at is not None and self.started_at is not None
-            else 0.0
-        )
-        return {
-            "task_id": self.task_id,
-            "status": self.status,
-            "result": self.result,
-            "error": self.error,
-            "task_class": self.spec.task_class,
-            "priority": self.spec.priority,
-            "workflow_id": self.spec.workflow_id,
-            "timeout_s": self.spec.timeout_s,
-            "attempts": self.attempts,
-            "submitted_at": self.submitted_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration_ms": duration_ms,
-        }
+        sp = self.spec
+        return status_dict(
+            (self.task_id, sp.task_class, sp.priority, sp.workflow_id, sp.timeout_s, self.status,
+             self.attempts, self.result, self.error, self.submitted_at, self.started_at,
+             self.finished_at)
+        )  # fmt: skip
+
+
+_STATUS_COLUMNS = (
+    "id, class, priority, workflow_id, timeout_s, status, attempts, result, error, submitted_at,"
+    " started_at, finished_at"
+)
+
+
+def status_dict(r: Sequence[Any]) -> dict[str, Any]:
+    """A task's status dict (:meth:`TaskRow.status_dict`) from its :data:`_STATUS_COLUMNS`
+    (the result decoded)."""
+    (tid, cls, prio, wf, timeout_s, status, attempts, result, error, sub, started, finished) = r
+    return {
+        "task_id": tid,
+        "status": status,
+        "result": result,
+        "error": error,
+        "task_class": cls,
+        "priority": int(prio),
+        "workflow_id": wf,
+        "timeout_s": timeout_s,
+        "attempts": int(attempts),
+        "submitted_at": float(sub),
+        "started_at": started,
+        "finished_at": finished,
+        "duration_ms": (finished - started) * 1000.0
+        if finished is not None and started is not None
+        else 0.0,
+    }
 
 
 @dataclass
@@ -335,6 +350,21 @@ def get_tasks(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, TaskR
         (json.dumps(list(ids)),),
     ).fetchall()
     return {r[0]: _row(r) for r in rows}
+
+
+def get_statuses(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+    """Status dicts of the given ids that exist, read without their payloads (what a waiter
+    asks for: the scheduler answers for its active tasks from memory, the rest from here)."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        f"SELECT {_STATUS_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
+    )
+    return {
+        r[0]: status_dict((*r[:7], None if r[7] is None else json.loads(r[7]), *r[8:]))
+        for r in rows
+    }
 
 
 ListCursor = tuple[float, int]

@@ -128,11 +128,11 @@ class SchedulerActor(ControlActor):
 
     async def get(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """Status dicts by id (``None`` for an unknown id)."""
-        rows = {t: self.state.tasks[t].row for t in task_ids if t in self.state}
-        missing = [t for t in task_ids if t not in rows]
+        out = {t: self.state.tasks[t].row.status_dict() for t in task_ids if t in self.state}
+        missing = [t for t in task_ids if t not in out]
         if missing:
-            rows.update(await self.store.aread(partial(taskstore.get_tasks, ids=missing)))
-        return {t: rows[t].status_dict() if t in rows else None for t in task_ids}
+            out.update(await self.store.aread(partial(taskstore.get_statuses, ids=missing)))
+        return {t: out.get(t) for t in task_ids}
 
     async def list_tasks(
         self,

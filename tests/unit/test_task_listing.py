@@ -201,3 +201,23 @@ def test_migration_4_reindexes_an_existing_table(tmp_path: Path) -> None:
     assert "(status, submitted_at)" in indexes["tasks_status_idx"]
     assert "(submitted_at)" in indexes["tasks_submitted_idx"]
     assert "(class, status, submitted_at)" in indexes["tasks_class_idx"]
+
+
+def test_statuses_read_without_payloads_match_the_rows(tmp_path: Path) -> None:
+    """``get_statuses`` (what a waiter's first read costs) answers exactly what the full rows
+    would, results of every JSON kind included, and leaves out unknown ids."""
+    with StateStore(tmp_path / "s.db") as s:
+        rows = fill(s, 6)
+        for r, result in zip(rows[:4], ("text", {"a": [1, None]}, 7, None), strict=True):
+            r.result = result
+        finish(s, rows[:2], "completed", 2_000.0)
+        finish(s, rows[2:4], "failed", 2_001.0)
+        ids = [r.task_id for r in rows] + ["nope"]
+        full = s.read(lambda c: taskstore.get_tasks(c, ids))
+        lean = s.read(lambda c: taskstore.get_statuses(c, ids))
+        assert set(lean) == {r.task_id for r in rows}
+        assert lean == {t: r.status_dict() for t, r in full.items()}
+        assert (
+            lean[rows[0].task_id]["result"] == "text"
+            and lean[rows[4].task_id]["status"] == "pending"
+        )
