@@ -1,7 +1,8 @@
 """Admitting tasks: the one way a batch enters the runtime (:class:`Submitter`).
 
-Validate the batch (classes, limits, trust), commit it (task rows + ``task_submitted`` events in
-one transaction), then wake the scheduler; only then is it acknowledged. Its three entry points
+Validate the batch (classes, limits, trust, what each class allows; a payload without a type
+routed to a handler), commit it (task rows + ``task_submitted`` events in one transaction), then
+wake the scheduler; only then is it acknowledged. Its three entry points
 share it: the ``scheduler`` actor (the Python client over actor handles, the file queue), the
 gateway's gRPC servers and its HTTP API. The gateway's submitter wakes the scheduler with the
 doorbell (:mod:`rayinfra.doorbell`), so a remote submit is acknowledged after one local SQLite
@@ -21,13 +22,20 @@ from functools import partial
 from typing import Any, Protocol
 
 from rayinfra import taskstore
+from rayinfra.compat import Route, route_untyped
 from rayinfra.config import CLASS_ALIASES, RayinfraConfig
-from rayinfra.errors import BackendUnavailableError, InvalidArgumentError, TaskConflictError
+from rayinfra.errors import (
+    BackendUnavailableError,
+    ClassPolicyError,
+    InvalidArgumentError,
+    TaskConflictError,
+)
 from rayinfra.scheduling.tasks import TaskSpec, validate_spec
 from rayinfra.store import StateStore
 from rayinfra.taskstore import TaskRow
 
 SLURM_CLASS = "gpu_slurm"
+SHELL_TYPE = "shell"  # the payload type a class runs only with ``allow_shell``
 INLINE_SUBMIT_MAX = 16  # tasks per submit committed on the caller's thread when the writer idles
 
 
@@ -78,7 +86,9 @@ def validate_batch(
     out: list[TaskSpec] = []
     by_id: dict[str, TaskSpec] = {}
     for i, raw in enumerate(raw_specs):
+        route: Route | None = None
         try:
+            raw, route = route_payload(raw, config)
             spec = validate_spec(
                 raw,
                 classes=list(config.classes),
@@ -88,7 +98,10 @@ def validate_batch(
                 new_id=lambda: uuid.uuid4().hex,
                 trusted=trusted,
             )
+            check_class_policy(spec.task_class, spec.payload, config)
         except InvalidArgumentError as e:
+            if route is not None:
+                e = route.blame(e)  # a refused routed type: name the key that chose it
             field_name = e.field if len(raw_specs) == 1 else f"tasks[{i}].{e.field}"
             raise type(e)(field_name, e.message) from None  # keeps NotTrustedError
         if spec.task_class == SLURM_CLASS and not slurm:
@@ -104,6 +117,55 @@ def validate_batch(
         by_id[spec.task_id] = spec
         out.append(spec)
     return out
+
+
+def check_class_policy(
+    task_class: str,
+    payload: Mapping[str, Any],
+    config: RayinfraConfig,
+    *,
+    field: str = "payload.type",
+) -> None:
+    """Refuse what a task's class does not allow, whoever submits it: a ``shell`` payload in a
+    class without ``allow_shell`` (:class:`ClassPolicyError` naming ``field``). The type is
+    compared as loosely as the trust check compares it (``" Shell"`` is ``shell``)."""
+    ptype = payload.get("type")
+    if not isinstance(ptype, str) or ptype.strip().lower() != SHELL_TYPE:
+        return
+    name = CLASS_ALIASES.get(task_class, task_class)
+    if config.class_config(name).allow_shell:
+        return
+    raise ClassPolicyError(
+        field,
+        f"{SHELL_TYPE!r} tasks are not allowed in class {name!r}: its config says "
+        f"allow_shell = false; set [classes.{name}] allow_shell = true, or submit to a class "
+        "that allows shell tasks (nothing was queued)",
+    )
+
+
+def route_payload(
+    raw: Mapping[str, Any], config: RayinfraConfig
+) -> tuple[Mapping[str, Any], Route | None]:
+    """``raw`` with a handler for a payload without ``type``, chosen by its fields and class
+    (:func:`rayinfra.compat.route_untyped`, ``[tasks]``), and why; ``raw`` itself when it has
+    a type, is not an object (validation says so next) or is a ``gpu_slurm`` job's."""
+    payload = raw.get("payload") if isinstance(raw, Mapping) else None
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict) or "type" in payload or not config.tasks.route_untyped:
+        return raw, None
+    task_class = raw.get("task_class") or config.scheduler.default_class
+    if not isinstance(task_class, str):
+        return raw, None
+    task_class = CLASS_ALIASES.get(task_class, task_class)
+    if task_class == SLURM_CLASS:  # its payload is the job's (argv, template values)
+        return raw, None
+    from rayinfra.handlers.registry import known_task_types
+
+    routed = route_untyped(payload, task_class, config.tasks, known_task_types(config.handlers))
+    if routed is None:
+        return raw, None
+    return {**raw, "payload": routed[0]}, routed[1]
 
 
 def new_rows(specs: Sequence[TaskSpec], *, trusted: bool, source: str, now: float) -> list[TaskRow]:

@@ -72,6 +72,7 @@ from rayinfra.config_sources import (
     parse_listen_addr as parse_listen_addr,
 )
 from rayinfra.hardware import ACCELERATOR_LABEL
+from rayinfra.private_files import ensure_private_dir, write_private_text
 
 NAMESPACE = "rayinfra"
 #: the control actors, in start order (the gateway last: it fronts the others)
@@ -86,6 +87,12 @@ CONTROL_ACTOR_NAMES = (
 
 TASK_CLASSES = ("cpu_short", "cpu_long", "gpu_short", "gpu_long", "gpu_slurm")
 CLASS_ALIASES = {"gpu": "gpu_short"}
+
+
+def private_tmp_root() -> Path:
+    """``/tmp/rayinfra-<uid>``: where the default Ray temp dirs of this user's nodes live (the
+    head's launch makes it 0700; Ray makes each temp dir inside it 0777)."""
+    return Path("/tmp") / f"rayinfra-{os.getuid()}"  # noqa: S108 - short socket paths
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,7 +134,7 @@ class RaySection(_Section):
     runtime_env_agent_port: int = 6390
     min_worker_port: int = 11000
     max_worker_port: int = 11999
-    temp_dir: Path | None = None  # default: /tmp/rayinfra-<uid>-<hash of state dir>
+    temp_dir: Path | None = None  # default: /tmp/rayinfra-<uid>/<hash of state dir>
     num_cpus: int | None = Field(default=None, ge=0)
     num_gpus: int | None = Field(default=None, ge=0)
     object_store_memory: int | None = Field(default=None, ge=78643200)
@@ -139,6 +146,10 @@ class RaySection(_Section):
     start_timeout_s: float = Field(default=60.0, gt=0)
     stop_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=2.0, ge=0)
+    gcs_task_events: int = Field(default=10_000, ge=0)
+    """How many task events (Ray's record of each actor call, for its dashboard and state API)
+    the GCS keeps. Ray's own default, 100,000, lets a busy runtime's GCS grow by hundreds of MiB
+    before it levels off; rayinfra's task history is in its own store."""
 
     @field_validator(*HEAD_PORT_KEYS, "dashboard_port", "min_worker_port", "max_worker_port")
     @classmethod
@@ -160,6 +171,21 @@ class RaySection(_Section):
             seen[port] = name
         return self
 
+    @model_validator(mode="after")
+    def _exposed_dashboard_needs_auth(self) -> RaySection:
+        # the dashboard accepts jobs (it runs code for whoever reaches it): Ray's token guards it
+        if (
+            self.include_dashboard
+            and not is_loopback_host(self.dashboard_host)
+            and self.auth_mode == "disabled"
+        ):
+            raise ValueError(
+                f"dashboard_host {self.dashboard_host!r} listens beyond loopback and the Ray "
+                'dashboard runs submitted jobs: it needs auth_mode = "token" (or keep '
+                "dashboard_host on 127.0.0.1 and reach it through an SSH tunnel)"
+            )
+        return self
+
     def named_ports(self) -> dict[str, int]:
         """The single ports the head listens on (worker range excluded), keyed by config name."""
         ports = {name: getattr(self, name) for name in HEAD_PORT_KEYS}
@@ -176,6 +202,7 @@ class StateSection(_Section):
     workflow_store_dir: Path | None = None  # WORKFLOW_STORE_DIR, default <dir>/workflows
     workflow_run_dir: Path | None = None  # WORKFLOW_RUN_DIR, default <dir>/workflow_runs
     db_file: str = "state.db"
+    """The state store: a file name in ``dir``, or an absolute path (a disk of its own)."""
     result_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)  # RAYINFRA_RESULT_TTL_S
     event_ttl_s: float | None = Field(default=None, gt=0)
     """Retention of events and change rows (unset: ``result_ttl_s``)."""
@@ -205,6 +232,10 @@ class SchedulerSection(_Section):
     executor_start_timeout_s: float = Field(default=300.0, gt=0)
     """An executor that has not started by then (e.g. its runtime_env never comes up) is
     killed and its class's queued tasks fail with the reason (pip/conda envs can be slow)."""
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    """``rayinfra stop`` gives running tasks this long to end (nothing new is dispatched
+    meanwhile); what still runs then is requeued as pending, durably, and runs on the next
+    start. ``stop --force`` does not wait; ``stop --drain-timeout S`` overrides it."""
 
 
 class ClassConfig(_Section):
@@ -219,6 +250,11 @@ class ClassConfig(_Section):
     accelerator_type: str | None = None
     """Shorthand for ``label_selector["rayinfra.io/accelerator-type"]``: ``"H200"``, ``"!none"``."""
     runtime_env: dict[str, Any] = Field(default_factory=dict)
+    allow_shell: bool = False
+    """Whether ``shell`` tasks (payload ``type: shell``: a command line run on the class's
+    nodes) may be submitted to this class. Off by default: a submit is refused at admission
+    (PERMISSION_DENIED / 403 naming ``payload.type``), whoever the caller (docs/configuration.md,
+    "Shell tasks"). Trusted callers still need the token for ``shell`` in classes that allow it."""
     timeout_s: float | None = Field(default=None, gt=0)  # None: no timeout
     max_attempts: int = Field(default=1, ge=1)
     retry_backoff_s: float = Field(default=1.0, ge=0)
@@ -256,8 +292,10 @@ class ClassConfig(_Section):
 
 def _default_classes() -> dict[str, ClassConfig]:
     return {
-        "cpu_short": ClassConfig(timeout_s=60.0, max_limit=256, initial_limit=8),
-        "cpu_long": ClassConfig(timeout_s=None, max_limit=32, initial_limit=2),
+        # the CPU classes run shell tasks, as the original did (and the demo shows); every other
+        # class, a user-defined one too, refuses them unless its table says allow_shell = true
+        "cpu_short": ClassConfig(timeout_s=60.0, max_limit=256, initial_limit=8, allow_shell=True),
+        "cpu_long": ClassConfig(timeout_s=None, max_limit=32, initial_limit=2, allow_shell=True),
         # GPU classes run on nodes whose detected accelerator is not "none" (rayinfra labels it)
         "gpu_short": ClassConfig(
             num_cpus=1.0,
@@ -274,6 +312,31 @@ def _default_classes() -> dict[str, ClassConfig]:
             num_cpus=0.0, timeout_s=None, max_limit=64, initial_limit=4, executors=0
         ),
     }
+
+
+class TasksSection(_Section):
+    """Payloads without a ``type`` (what the original system's clients send): the handler their
+    fields or their class give them (:func:`rayinfra.compat.route_untyped`; docs/tasks.md,
+    "Payloads without a type")."""
+
+    route_untyped: bool = True
+    """Route them; off: such a task fails when it runs (``payload.type: missing``)."""
+    default_handler: str = Field(default="echo", min_length=1)
+    """The handler of a payload without ``type`` whose fields pick none (the original's
+    env-manager echoed what it was given; point this at your own handler)."""
+    by_class: dict[str, str] = Field(default_factory=dict)
+    """Per class, over ``default_handler``: ``{gpu_long = "train"}``."""
+    task_types: dict[str, str] = Field(default_factory=dict)
+    """``payload.task_type`` value -> handler (``{rl_episode = "rl"}``); a ``task_type`` that
+    names a handler itself needs no entry."""
+
+    @field_validator("by_class", "task_types")
+    @classmethod
+    def _handler_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, handler in v.items():
+            if not key or not handler:
+                raise ValueError(f"{key!r} = {handler!r}: both must be non-empty")
+        return v
 
 
 class ServiceOverride(_Section):
@@ -353,6 +416,14 @@ class GatewaySection(_Section):
     tls_cert_file: Path | None = None  # both set: gRPC and HTTP serve TLS
     tls_key_file: Path | None = None
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # gRPC message / HTTP body cap
+    # clients of the original protos (docs/api.md, "Original and current clients"):
+    original_payload_decoding: bool = True
+    """Decode the original map fields' strings (SubmitTask ``payload``, StartWorkflowRun
+    ``input``, ExecuteTask ``payload``) as the original server did (``"True"`` -> true,
+    ``"007"`` -> 7); off: as JSON where they parse. ``payload_json`` is strict JSON either way."""
+    stream_resend_interval_s: float = Field(default=1.0, ge=0)
+    """StreamTaskResults re-sends the watched tasks' states this often, as the original did
+    (0: never; a request with ``changes_only`` gets changes only)."""
 
     @field_validator(*_GATEWAY_ADDRS)
     @classmethod
@@ -518,6 +589,7 @@ class RayinfraConfig(_Section):
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
     classes: dict[str, ClassConfig] = Field(default_factory=_default_classes)
     handlers: dict[str, str] = Field(default_factory=dict)
+    tasks: TasksSection = Field(default_factory=TasksSection)
     services: ServicesSection = Field(default_factory=ServicesSection)
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     events: EventsSection = Field(default_factory=EventsSection)
@@ -539,6 +611,12 @@ class RayinfraConfig(_Section):
             raise ValueError(
                 f"scheduler.default_class {self.scheduler.default_class!r} is not a class; "
                 f"choose one of {sorted(self.classes)}"
+            )
+        unknown = sorted(c for c in self.tasks.by_class if c not in self.classes)
+        if unknown:
+            raise ValueError(
+                f"tasks.by_class names {', '.join(map(repr, unknown))}, not a class; "
+                f"choose among {sorted(self.classes)}"
             )
         return self
 
@@ -574,12 +652,15 @@ class RayinfraConfig(_Section):
 
     @property
     def ray_temp_dir(self) -> Path:
+        """Ray's ``--temp-dir`` (sockets, session logs). Ray makes it world-writable (0777), so
+        the default lies in a directory of this user's own, ``/tmp/rayinfra-<uid>`` (0700,
+        made so by the head's launch), one per state dir; short, for Ray's socket paths."""
         if self.ray.temp_dir is not None:
             return self.ray.temp_dir
         import hashlib
 
         digest = hashlib.sha256(str(self.state.dir).encode()).hexdigest()[:8]
-        return Path("/tmp") / f"rayinfra-{os.getuid()}-{digest}"  # noqa: S108 - short socket paths
+        return private_tmp_root() / digest
 
     @property
     def orchestrator_dial_addr(self) -> str:
@@ -688,15 +769,12 @@ def config_to_dict(config: RayinfraConfig) -> dict[str, Any]:
 
 def save_effective(config: RayinfraConfig, state_dir: Path | None = None) -> Path:
     """Write the effective config atomically to ``<state dir>/config.effective.json``."""
-    target_dir = state_dir or config.state.dir
-    target_dir.mkdir(parents=True, exist_ok=True)
-    path = target_dir / EFFECTIVE_CONFIG_FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold the auth token
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
-    tmp.replace(path)
-    return path
+    target_dir = ensure_private_dir(state_dir or config.state.dir)
+    # 0600: it may hold the auth token
+    return write_private_text(
+        target_dir / EFFECTIVE_CONFIG_FILE,
+        json.dumps(config_to_dict(config), indent=2, sort_keys=True),
+    )
 
 
 def load_effective(state_dir: Path) -> RayinfraConfig:

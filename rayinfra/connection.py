@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rayinfra.config_sources import CONNECTION_FILE
+from rayinfra.private_files import ensure_private_dir, write_private_text
 
 SCHEMA = 1
 
@@ -56,12 +57,10 @@ def connection_path(state_dir: Path) -> Path:
 
 
 def write_connection(info: ConnectionInfo) -> Path:
-    path = connection_path(Path(info.state_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True))
-    tmp.replace(path)
-    return path
+    """Write ``connection.json`` atomically, 0600 in a 0700 state dir: it names the token file
+    and the head's pid, which only the runtime's user may act on."""
+    path = connection_path(ensure_private_dir(Path(info.state_dir)))
+    return write_private_text(path, json.dumps(info.to_dict(), indent=2, sort_keys=True))
 
 
 def read_connection(state_dir: Path) -> ConnectionInfo | None:

@@ -21,6 +21,7 @@ from typing import Any
 from rayinfra import raywrap
 from rayinfra._version import __version__
 from rayinfra.admission import Submitter
+from rayinfra.compat import original_task_metrics
 from rayinfra.config import CONTROL_ACTOR_NAMES
 from rayinfra.errors import InvalidArgumentError, UnavailableError
 from rayinfra.models import (
@@ -29,6 +30,7 @@ from rayinfra.models import (
     TaskStatus,
     decode_list_cursor,
 )
+from rayinfra.runtime_health import assess
 from rayinfra.scheduling.tasks import TASK_STATES
 from rayinfra.taskstore import STATUS_OF_EVENT, decode_change
 
@@ -129,11 +131,16 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ metrics, health
     async def metrics(self) -> dict[str, float]:
-        """Every actor's metrics in one map (the scheduler's are required, others best effort)."""
+        """Every actor's metrics in one map (the scheduler's are required, others best effort),
+        plus the original's task gauges (``tasks_pending``, ``tasks_running``,
+        ``tasks_completed``, ``tasks_tracked_total``: :func:`rayinfra.compat.original_task_metrics`)."""
         out: dict[str, float] = dict(await self.call("scheduler", "metrics_snapshot"))
+        counts = (await self.call("scheduler", "status"))["counts"]
         for actor in (*ORCHESTRATOR_METRICS[1:], "service_registry"):
             with contextlib.suppress(UnavailableError):
                 out.update(await self.call(actor, "metrics_snapshot", timeout_s=STATUS_TIMEOUT_S))
+        for name, value in original_task_metrics(out, counts).items():
+            out.setdefault(name, value)  # as the original: a registry's own series wins
         return out
 
     async def metrics_text(self, actors: Sequence[str]) -> bytes:
@@ -171,11 +178,15 @@ class ControlPlane:
     async def health_report(
         self, required_services: Sequence[str] = ()
     ) -> tuple[bool, dict[str, str]]:
-        """(every control actor alive and every required selected service running, states)."""
+        """(healthy, component -> status): :func:`rayinfra.runtime_health.assess` over the
+        control actors' pings and the service registry's rows. Healthy while the scheduler and
+        the gateway answer and every required selected service runs; an optional service or an
+        auxiliary actor that is down shows as degraded (its status, and the summary under
+        ``orchestrator``), without making the runtime unhealthy."""
         pings = await asyncio.to_thread(
             raywrap.ping_all, CONTROL_ACTOR_NAMES, HEALTH_PING_TIMEOUT_S
         )
-        services = {
+        actors = {
             name: "unavailable: not running"
             if answer is None
             else f"unavailable: {type(answer).__name__}: {answer}"
@@ -183,21 +194,15 @@ class ControlPlane:
             else "healthy"
             for name, answer in pings.items()
         }
-        healthy = all(v == "healthy" for v in services.values())
-        if services.get("service_registry") == "healthy":
+        rows: dict[str, Any] | None = None
+        error = ""
+        if actors.get("service_registry") == "healthy":
             try:
-                st = await self.call("service_registry", "status", [], timeout_s=STATUS_TIMEOUT_S)
+                rows = await self.call("service_registry", "status", [], timeout_s=STATUS_TIMEOUT_S)
             except Exception as e:  # noqa: BLE001 - reported in the map
-                services["service_registry"] = f"error: {e}"
-                healthy = False
-            else:
-                for name, row in st.items():
-                    if not row.get("desired") and name not in required_services:
-                        continue
-                    services[name] = row["status"]
-                    if row.get("required") and row["status"] != "running":
-                        healthy = False
-        return healthy, services
+                error = str(e)
+        report = assess(actors, rows, required_services, registry_error=error)
+        return report.healthy, report.services
 
     # ------------------------------------------------------------------ workflows
     async def create_workflow(

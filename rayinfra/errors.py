@@ -27,6 +27,13 @@ class NotTrustedError(InvalidArgumentError):
     """The request runs code and the caller is not trusted (gRPC PERMISSION_DENIED, HTTP 403)."""
 
 
+class ClassPolicyError(NotTrustedError):
+    """The task's class does not allow what the task asks for (a ``shell`` payload in a class
+    without ``allow_shell``), whoever the caller: gRPC PERMISSION_DENIED and HTTP 403 naming the
+    field, like :class:`NotTrustedError` (so a client catching that catches this), but a token
+    does not help: the class's config, or another class, does."""
+
+
 class TaskConflictError(InvalidArgumentError):
     """A task id already exists with a different spec (gRPC ALREADY_EXISTS, HTTP 409)."""
 
@@ -65,6 +72,17 @@ class UnavailableError(RuntimeError):
 
 class PermissionDeniedError(RuntimeError):
     """The caller may not do this (gRPC PERMISSION_DENIED, HTTP 403)."""
+
+
+class StorageFullError(RuntimeError):
+    """The state store's disk is full (gRPC RESOURCE_EXHAUSTED, HTTP 507): the request wrote
+    nothing, and writes resume once there is space. ``path`` is the store's directory."""
+
+    PREFIX = "the state store's disk is full ("
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{self.PREFIX}{path}): nothing was written; free space there, try again")
+        self.path = path
 
 
 __getattr__ = renamed(

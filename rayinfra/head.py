@@ -30,8 +30,9 @@ from pathlib import Path
 
 from rayinfra import hardware
 from rayinfra._deprecation import renamed
-from rayinfra.config import RayinfraConfig
+from rayinfra.config import RayinfraConfig, private_tmp_root
 from rayinfra.connection import ConnectionInfo, pid_alive
+from rayinfra.private_files import ensure_private_dir
 
 LOOPBACK = "127.0.0.1"
 READY_MARKER = "This command will now block forever"
@@ -165,6 +166,7 @@ def head_env(config: RayinfraConfig, base: Mapping[str, str]) -> dict[str, str]:
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["RAY_USAGE_STATS_ENABLED"] = "1" if config.ray.usage_stats else "0"
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = str(config.ray.drain_timeout_s)
+    env["RAY_task_events_max_num_task_in_gcs"] = str(config.ray.gcs_task_events)
     env["RAY_AUTH_MODE"] = config.ray.auth_mode
     if config.ray.auth_mode == "token":
         env["RAY_AUTH_TOKEN_PATH"] = str(config.ray_token_path)
@@ -204,6 +206,11 @@ def launch_head(
     """
     check_ports(config)
     state_dir = config.state.dir
+    if config.ray.temp_dir is None:  # Ray makes its temp dir 0777: keep it in a private one
+        try:
+            ensure_private_dir(private_tmp_root())
+        except OSError as e:
+            raise HeadError(f"Ray temp dir: {e}") from e
     if config.ray.auth_mode == "token":
         ensure_token(config.ray_token_path)
     r = config.ray
@@ -249,7 +256,7 @@ def _launch(
     """Start a ``ray start ... --block`` in its own session, logging to ``state_dir/log_name``;
     wait until it says it blocks and ``ready()``; :class:`HeadError` with the log's tail if it
     exits or is not ready in ``timeout_s`` (then it is stopped)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(state_dir)
     log_path = state_dir / log_name
     with log_path.open("ab") as log:
         log.write(f"\n=== {time.ctime()} {json.dumps(argv)}\n".encode())
@@ -418,7 +425,7 @@ def worker_plan(
         hardware.validate_label(label_key, label_value)
     if temp_dir is None:
         digest = hashlib.sha256(f"{config.state.dir}|{head}|{node_ip}".encode()).hexdigest()[:8]
-        temp_dir = Path("/tmp") / f"rayinfra-w{os.getuid()}-{digest}"  # noqa: S108 - short paths
+        temp_dir = private_tmp_root() / f"w{digest}"  # Ray makes it 0777: a private parent
     ports = {flag: free_port(node_ip) for flag in WORKER_PORT_FLAGS}
     argv = worker_argv(config, hw, ray_executable(), head, node_ip, ports, temp_dir, extra)
     env = worker_env(config, os.environ if base_env is None else base_env, token_path)
@@ -434,6 +441,8 @@ def launch_worker(config: RayinfraConfig, plan: WorkerPlan) -> WorkerNode:
             f"{existing.head}); `rayinfra stop` it first or use another --state-dir"
         )
     manager = plan.ports["node-manager-port"]
+    if plan.temp_dir.parent == private_tmp_root():
+        ensure_private_dir(plan.temp_dir.parent)
     proc, log_path = _launch(
         plan.argv,
         plan.env,

@@ -12,7 +12,8 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
 from rayinfra.errors import InvalidArgumentError
@@ -187,6 +188,43 @@ class Progress:
         if self.advance(st):
             out.append(st)
         return out
+
+
+class WatchedStates:
+    """The latest state of each task a stream watches, to re-send on a cadence (StreamTaskResults
+    re-sends them as the original did, so a reader with a per-message deadline keeps its stream).
+
+    With ``task_ids``: those tasks, a finished one included only with ``include_finished``.
+    Without (a stream of every task): the unfinished tasks the stream delivered, at most
+    ``limit`` (the most recently changed); a finished one is dropped once it was delivered.
+    """
+
+    def __init__(
+        self, task_ids: Collection[str], include_finished: bool, limit: int = 1000
+    ) -> None:
+        self._ids = frozenset(task_ids)
+        self._include_finished = include_finished
+        self._limit = limit
+        self._latest: OrderedDict[str, TaskStatus] = OrderedDict()
+
+    def saw(self, st: TaskStatus) -> None:
+        """``st`` was delivered: it is the state to re-send from now on (or none)."""
+        if self._ids and st.task_id not in self._ids:
+            return
+        if st.terminal and not (self._ids and self._include_finished):
+            self._latest.pop(st.task_id, None)
+            return
+        self._latest[st.task_id] = st
+        self._latest.move_to_end(st.task_id)
+        if not self._ids:
+            while len(self._latest) > self._limit:
+                self._latest.popitem(last=False)
+
+    def states(self) -> list[TaskStatus]:
+        return list(self._latest.values())
+
+    def __len__(self) -> int:
+        return len(self._latest)
 
 
 #: a feed cursor "from the future": the feed answers at once with its latest seq ("from now on")

@@ -8,12 +8,12 @@ the control actors and stops the head only if rayinfra launched it (by its pid).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rayinfra import hardware, head, raywrap
+from rayinfra import hardware, head, raywrap, runtime_health
 from rayinfra._deprecation import renamed
 from rayinfra.config import CONTROL_ACTOR_NAMES, RayinfraConfig, config_to_dict, save_effective
 from rayinfra.connection import (
@@ -25,6 +25,7 @@ from rayinfra.connection import (
     write_connection,
 )
 from rayinfra.errors import InvalidArgumentError
+from rayinfra.private_files import ensure_private_dir
 
 ACTOR_READY_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 5.0
@@ -140,7 +141,10 @@ def start(
     require_gpu: bool = False,
 ) -> StartReport:
     """Bring the runtime up (or report the one already up). Raises RuntimeFailureError / PortBusyError."""
-    state_dir = config.state.dir
+    try:
+        state_dir = ensure_private_dir(config.state.dir)  # 0700, tightened if it was looser
+    except OSError as e:  # another user's directory, a file, no permission
+        raise RuntimeFailureError(f"state dir: {e}") from e
     existing = recorded(state_dir)
     if existing is not None:
         info = connect(state_dir)
@@ -150,7 +154,6 @@ def start(
     hw = hardware.detect()
     if require_gpu and not hw.gpus:
         raise NoGpuError("--gpu was given but no GPU was found:\n" + hardware.format_report(hw))
-    state_dir.mkdir(parents=True, exist_ok=True)
     save_effective(config)
 
     if address or config.ray.address:
@@ -191,6 +194,28 @@ def remove_actors(timeout_s: float = PING_TIMEOUT_S) -> tuple[list[str], dict[st
         except Exception as e:  # noqa: BLE001 - reported to the caller
             errors[name] = f"kill: {type(e).__name__}: {e}"
     return removed, errors
+
+
+def drain(state_dir: Path, *, timeout_s: float) -> dict[str, int]:
+    """Before a stop: the scheduler dispatches nothing more, gives running tasks ``timeout_s``
+    to end, and requeues what still runs as pending (durable: it runs on the next start).
+    ``{"running": at the start, "requeued": left}``; an unreachable runtime or scheduler
+    raises :class:`RuntimeFailureError` (``stop --force`` skips the drain)."""
+    try:
+        connect(state_dir)
+        handle = raywrap.get_actor("scheduler")
+        if handle is None:
+            raise RuntimeFailureError("the scheduler actor is not running")
+        result: dict[str, int] = raywrap.invoke(
+            handle, "drain", timeout_s, timeout_s=timeout_s + 60
+        )
+        return result
+    except RuntimeFailureError:
+        raise
+    except Exception as e:
+        raise RuntimeFailureError(
+            f"could not drain the scheduler ({type(e).__name__}: {e}); use --force to stop anyway"
+        ) from e
 
 
 def stop_services(state_dir: Path, *, timeout_s: float = 10.0) -> dict[str, str]:
@@ -268,9 +293,13 @@ def class_table(config: RayinfraConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+NOT_RUNNING_HEALTH = {"healthy": False, "summary": "not running", "failing": [], "degraded": []}
+
+
 def not_running_status(config: RayinfraConfig) -> dict[str, Any]:
     return {
         "running": False,
+        "health": NOT_RUNNING_HEALTH,
         "ray": {"running": False, "state_dir": str(config.state.dir)},
         "actors": {},
         "classes": class_table(config),
@@ -287,7 +316,8 @@ def live_status(
     *,
     connected: bool = True,
 ) -> dict[str, Any]:
-    """Keys ``running``, ``ray`` (nodes, resources), ``actors`` (state, pid, restarts),
+    """Keys ``running``, ``health`` (what the Health RPC answers: ``healthy``, a ``summary``,
+    ``failing`` and ``degraded`` components), ``ray`` (nodes, resources), ``actors`` (state, pid, restarts),
     ``classes`` (with ``live`` queue state), ``gateway`` (each server and its address),
     ``services`` (the registry's rows), ``dashboard_url``. Blocking; needs this process
     connected to the runtime's Ray (a driver, or an actor of it such as the gateway)."""
@@ -316,8 +346,18 @@ def live_status(
                 classes[name]["live"] = live_state
         rows = _ask("service_registry", actors, "status", list(services)) or {}
     healthy = connected and all(a.get("state") == "alive" for a in actors.values())
+    registry = actors.get("service_registry", {})
+    registry_alive = registry.get("state") == "alive"
+    health = runtime_health.assess(
+        {name: _actor_health(a) for name, a in actors.items()},
+        rows if registry_alive else None,
+        registry_error=registry.get("error", "") if registry_alive else "",
+    )
     return {
         "running": healthy,
+        # what the Health RPC answers: healthy while tasks are accepted and run, and what is
+        # degraded (an optional service down, an auxiliary actor not answering)
+        "health": health.to_dict() if connected else NOT_RUNNING_HEALTH,
         "ray": ray_info,
         "actors": actors,
         "classes": classes,
@@ -325,6 +365,15 @@ def live_status(
         "services": rows,
         "dashboard_url": info.dashboard_url,
     }
+
+
+def _actor_health(entry: Mapping[str, Any]) -> str:
+    """An ``actors`` entry of :func:`live_status` as the Health map words it."""
+    if entry.get("state") == "alive":
+        return runtime_health.HEALTHY
+    if entry.get("state") == "missing":
+        return "unavailable: not running"
+    return f"unavailable: {entry.get('error', entry.get('state'))}"
 
 
 def _ask(actor: str, actors: dict[str, Any], method: str, *args: Any) -> Any:

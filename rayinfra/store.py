@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rayinfra._deprecation import renamed
+from rayinfra.errors import StorageFullError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class ChangeRecord:
     kind: str
     data: dict[str, Any]
     ts: float
+
+
+SQLITE_FULL = 13  # sqlite3.SQLITE_FULL: "database or disk is full"
 
 
 class StoreError(RuntimeError):
@@ -626,7 +630,7 @@ class StateStore:
                 self._stats["ops"] += len(results)
                 self._stats["failed_ops"] += len(batch)
             for _, fut in batch:
-                fut.set_exception(exc)
+                fut.set_exception(self._typed(exc))
             return
         with self._lock:
             self._stats["commits"] += 1
@@ -637,7 +641,13 @@ class StateStore:
             if ok:
                 fut.set_result(value)
             else:
-                fut.set_exception(value)
+                fut.set_exception(self._typed(value))
+
+    def _typed(self, exc: BaseException) -> BaseException:
+        """A full disk as :class:`StorageFullError` naming where; anything else as it is."""
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+            return StorageFullError(str(self._path.parent))
+        return exc
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import sys
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from rayinfra.errors import TaskConflictError
+from rayinfra.errors import StorageFullError, TaskConflictError
 from rayinfra.models import decode_list_cursor, encode_list_cursor
 from rayinfra.scheduling.tasks import TASK_STATES, TaskSpec
 from rayinfra.store import (
@@ -34,6 +35,11 @@ from rayinfra.store import (
     insert_events,
     run_steps,
 )
+
+log = logging.getLogger(__name__)
+
+FULL_RETRY_FIRST_S = 0.1
+FULL_RETRY_MAX_S = 5.0
 
 STATUS_OF_EVENT = {
     "task_submitted": "pending",
@@ -245,6 +251,22 @@ def apply_transitions(
     return seqs[-1]
 
 
+async def persist(store: StateStore, transitions: Sequence[Transition], now: float) -> int:
+    """:func:`apply_transitions` committed; while the store's disk is full it waits for space,
+    trying again with back-off (0.1 s doubling to 5 s, each attempt logged): the tasks stay as
+    they are in memory meanwhile, and nothing an executor reported is dropped."""
+    delay = FULL_RETRY_FIRST_S
+    while True:
+        try:
+            return await store.awrite(partial(apply_transitions, transitions=transitions, now=now))
+        except StorageFullError as e:
+            log.error(
+                "%s; %d task state changes wait, next try in %.1fs", e, len(transitions), delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FULL_RETRY_MAX_S)
+
+
 def decode_change(row: RawEvent) -> dict[str, Any]:
     """An event row of the scheduler's feed as a change: ``{seq, key, kind, data, ts}``; a task
     event is ``kind: "state"`` and its data has ``status``, an ``actor_started`` is
@@ -365,6 +387,42 @@ def get_statuses(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, di
         r[0]: status_dict((*r[:7], None if r[7] is None else json.loads(r[7]), *r[8:]))
         for r in rows
     }
+
+
+LiveRow = Callable[[str], "TaskRow | None"]
+"""The scheduler's row of a task it answers for (one not finished), ``None`` for any other."""
+
+
+async def statuses(
+    store: StateStore, ids: Sequence[str], live: LiveRow
+) -> dict[str, dict[str, Any] | None]:
+    """Status dicts by id (``None``: unknown): a live task's from memory, the rest read from
+    the store without their payloads."""
+    out = {}
+    for t in ids:
+        row = live(t)
+        if row is not None:
+            out[t] = row.status_dict()
+    missing = [t for t in ids if t not in out]
+    if missing:
+        out.update(await store.aread(partial(get_statuses, ids=missing)))
+    return {t: out.get(t) for t in ids}
+
+
+async def list_statuses(
+    store: StateStore,
+    live: LiveRow,
+    status: str | None,
+    task_class: str | None,
+    limit: int,
+    after: str | None,
+) -> list[dict[str, Any]]:
+    """A page of :func:`list_task_page` as status dicts, each with its ``cursor``; a live
+    task's state from memory (newer than its row)."""
+    page = await store.aread(
+        partial(list_task_page, status=status, task_class=task_class, limit=limit, after=after)
+    )
+    return [{**(live(r.task_id) or r).status_dict(), "cursor": cursor} for r, cursor in page]
 
 
 ListCursor = tuple[float, int]

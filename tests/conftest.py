@@ -21,6 +21,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "2")
 
 RAY_PORT_KEYS = (*HEAD_PORT_KEYS, "dashboard_port")  # every [ray] port a head binds
+#: a real NVIDIA GPU's device node: tests marked ``gpu`` run only where it exists
+NVIDIA_DEVICE = Path("/dev/nvidia0")
+#: the test runtimes' CPU classes run ``shell`` tasks (off by default: ``allow_shell``)
+SHELL_CLASSES_TOML = (
+    "[classes.cpu_short]\nallow_shell = true\n[classes.cpu_long]\nallow_shell = true\n"
+)
 _handed_out: set[int] = set()
 
 
@@ -80,11 +86,15 @@ GATEWAY_ADDR_KEYS = (
 def make_runtime_spec(
     prefix: str = "ri", extra_toml: str = "", ray_lines: tuple[str, ...] = ()
 ) -> RuntimeSpec:
+    """A config of a runtime of its own. CPU-only, ``num_gpus = 0``, unless ``ray_lines`` sets
+    ``num_gpus``: on a host with GPUs the runtime then behaves as on one without (a GPU class
+    is unschedulable, naming the resource), so the suite means the same everywhere."""
     # short path: Ray's unix sockets live under the temp dir and have a ~107 byte limit
     root = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
     ports = {k: free_port() for k in RAY_PORT_KEYS}
     lo, hi = free_port_range()
     state_dir = root / "state"
+    gpus_given = any(line.partition("=")[0].strip() == "num_gpus" for line in ray_lines)
     lines = ["[ray]", *(f"{k} = {v}" for k, v in ports.items())]
     lines += [
         f"min_worker_port = {lo}",
@@ -92,6 +102,7 @@ def make_runtime_spec(
         f'temp_dir = "{root / "ray"}"',
         "num_cpus = 8",  # logical: executors of several classes hold CPUs on a 2-core machine
         "drain_timeout_s = 1",
+        *([] if gpus_given else ["num_gpus = 0"]),  # detected GPUs are not advertised
         *ray_lines,
         "[state]",
         f'dir = "{state_dir}"',
@@ -105,6 +116,13 @@ def make_runtime_spec(
 
 @pytest.fixture
 def runtime_spec() -> Iterator[RuntimeSpec]:
-    spec = make_runtime_spec()
+    spec = make_runtime_spec(extra_toml=SHELL_CLASSES_TOML)
     yield spec
     shutil.rmtree(spec.root, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture starts a runtime for it
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.gpu`` tests need a real NVIDIA GPU: skipped, saying so, where it is absent."""
+    if item.get_closest_marker("gpu") is not None and not NVIDIA_DEVICE.exists():
+        pytest.skip(f"needs a real NVIDIA GPU: {NVIDIA_DEVICE} does not exist on this host")

@@ -166,8 +166,10 @@ class ControlActor:
         resource_ids: Collection[str] | None = None,
         limit: int = 1000,
         timeout_s: float = 0.0,
+        keep: Callable[[RawEvent], bool] | None = None,
     ) -> tuple[int, list[RawEvent]]:
-        """:meth:`poll_events` as stored (``data`` JSON text, not decoded)."""
+        """:meth:`poll_events` as stored (``data`` JSON text, not decoded); with ``keep``, only
+        the rows it keeps (the wait goes on past those it drops)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         notifier = self._events()
@@ -179,6 +181,13 @@ class ControlActor:
                 self._scan_events, cursor, since_ts, type_set, id_set, limit
             )
             notifier.advance(latest)
+            if rows and keep is not None:
+                scanned, rows = rows[-1][0], [r for r in rows if keep(r)]
+                if not rows:  # none kept up to there: scan on from it, or say how far it got
+                    if loop.time() >= deadline:
+                        return scanned, []
+                    cursor = scanned
+                    continue
             if rows:
                 return rows[-1][0], rows
             cursor = latest  # nothing matched up to latest (also pulls a future cursor back)

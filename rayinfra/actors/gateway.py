@@ -114,6 +114,7 @@ class GatewayActor(ControlActor):
                         self.feeds["tasks"],
                         self.feeds["events"],
                         self.runtime_status,
+                        settings=gw,
                     ),
                     server,
                 )
@@ -128,6 +129,7 @@ class GatewayActor(ControlActor):
                         hardware.detect,
                         list(self.config.classes),
                         self.actor_log,
+                        settings=gw,
                     ),
                     server,
                 )

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Collection
-from functools import partial
 from typing import Any
 
 from rayinfra import admission, doorbell, retention, taskstore
@@ -121,18 +120,34 @@ class SchedulerActor(ControlActor):
         none), waiting up to ``wait_s`` for one being submitted."""
         return await self.slurm.wait_record(task_id, wait_s)
 
+    async def drain(self, timeout_s: float) -> dict[str, int]:
+        """The runtime stops: nothing is dispatched any more, running attempts get ``timeout_s``
+        to end, then what still runs is requeued as pending (durable: it runs on the next
+        start) and cancelled where it runs. A Slurm job runs on; the next scheduler adopts it."""
+        keep = {admission.SLURM_CLASS}
+        self.state.draining, running = True, self.state.running(keep)
+        deadline = time.monotonic() + timeout_s
+        while self.state.running(keep) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        settled, cancel = self.state.drain(time.time(), keep)
+        await self._settle(settled)
+        for (cls, executor), ids in cancel.items():
+            with contextlib.suppress(Exception):  # it is going away with the runtime anyway
+                await self.pools.cancel(cls, executor, ids)
+        return {"running": running, "requeued": len(settled.transitions)}
+
     async def shutdown(self) -> bool:
         self.slurm.stop()
         self._bell.close()
         return await super().shutdown()
 
+    def _live(self, task_id: str) -> TaskRow | None:
+        info = self.state.tasks.get(task_id)
+        return None if info is None else info.row
+
     async def get(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """Status dicts by id (``None`` for an unknown id)."""
-        out = {t: self.state.tasks[t].row.status_dict() for t in task_ids if t in self.state}
-        missing = [t for t in task_ids if t not in out]
-        if missing:
-            out.update(await self.store.aread(partial(taskstore.get_statuses, ids=missing)))
-        return {t: out.get(t) for t in task_ids}
+        return await taskstore.statuses(self.store, task_ids, self._live)
 
     async def list_tasks(
         self,
@@ -143,20 +158,9 @@ class SchedulerActor(ControlActor):
     ) -> list[dict[str, Any]]:
         """The newest ``limit`` tasks, newest first, each with its ``cursor``; ``after`` a
         cursor: the ones after it (:func:`rayinfra.taskstore.list_task_page`)."""
-        page = await self.store.aread(
-            partial(
-                taskstore.list_task_page,
-                status=status,
-                task_class=task_class,
-                limit=limit,
-                after=after,
-            )
+        return await taskstore.list_statuses(
+            self.store, self._live, status, task_class, limit, after
         )
-        live = self.state.tasks
-        return [
-            {**(live[r.task_id].row if r.task_id in live else r).status_dict(), "cursor": cursor}
-            for r, cursor in page
-        ]
 
     async def cancel(self, task_id: str, wait_s: float = 10.0) -> dict[str, Any]:
         """Cancel a pending or running task (a running shell task loses its process group);
@@ -189,20 +193,14 @@ class SchedulerActor(ControlActor):
         decodes one). The feed is the events table: a caller resumes across restarts."""
         types = taskstore.TERMINAL_EVENTS if terminal_only else FEED_EVENTS
         ids = None if task_ids is None else [*task_ids, self.NAME]
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        while True:
-            seq, rows = await self.poll_event_rows(
-                after_seq,
-                types=types,
-                resource_ids=ids,
-                timeout_s=max(0.0, deadline - time.monotonic()),
-                limit=5000,
-            )
-            # other actors' restarts share the event type; they are not this feed's business
-            changes = [r for r in rows if r[1] != "actor_started" or r[2] == self.NAME]
-            if changes or not rows or time.monotonic() >= deadline:
-                return seq, changes
-            after_seq = seq
+        return await self.poll_event_rows(
+            after_seq,
+            types=types,
+            resource_ids=ids,
+            timeout_s=timeout_s,
+            limit=5000,
+            keep=lambda r: r[1] != "actor_started" or r[2] == self.NAME,  # not others' restarts
+        )
 
     async def status(self) -> dict[str, Any]:
         counts, age = await self._counts.get()  # cached: counting a million rows takes ~50 ms
@@ -277,9 +275,7 @@ class SchedulerActor(ControlActor):
         if not ended.transitions:
             return
         now = time.time()
-        seq = await self.store.awrite(
-            partial(taskstore.apply_transitions, transitions=ended.transitions, now=now)
-        )
+        seq = await taskstore.persist(self.store, ended.transitions, now)
         self._events().advance(seq)
         for row, outcome in ended.finished:
             self.state.release(row.task_id)

@@ -22,7 +22,7 @@ from typing import Any
 from rayinfra import doorbell, raywrap, taskstore
 from rayinfra.actors.base import ControlActor
 from rayinfra.actors.slurm_pool import SlurmGate
-from rayinfra.admission import Submitter
+from rayinfra.admission import Submitter, check_class_policy
 from rayinfra.config import CLASS_ALIASES
 from rayinfra.errors import (
     InvalidArgumentError,
@@ -143,6 +143,14 @@ class WorkflowsActor(ControlActor):
             where = runs_code(wf, slurm=self.engine.slurm)
             if where is not None:
                 raise NotTrustedError(where, "runs code; send the gateway's token")
+        for i, node in enumerate(wf.nodes):  # refused now rather than when the step comes due
+            if node.task is not None:
+                check_class_policy(
+                    node.task.task_class,
+                    node.task.payload,
+                    self.config,
+                    field=f"nodes[{i}].task.payload.type",
+                )
         return wf
 
     async def create_workflow(

@@ -37,8 +37,11 @@ class Subscription:
         except asyncio.QueueFull:
             self.overflowed = True  # the reader is too slow: it ends with an error
 
-    async def get(self) -> Any:
-        return await self.queue.get()
+    async def get(self, timeout_s: float | None = None) -> Any:
+        """The next item; ``TimeoutError`` after ``timeout_s`` without one (nothing is lost)."""
+        if timeout_s is None:
+            return await self.queue.get()
+        return await asyncio.wait_for(self.queue.get(), max(0.0, timeout_s))
 
 
 class Fanout:

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from rayinfra import errors
+from rayinfra import compat, errors
 from rayinfra.api.auth import Auth, bearer
 from rayinfra.services.spec import SpecError
 
@@ -20,6 +20,8 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """The gRPC status for a typed error, or None for an unexpected one."""
     if isinstance(e, errors.TaskConflictError):
         return grpc.StatusCode.ALREADY_EXISTS, str(e)
+    if isinstance(e, errors.ClassPolicyError):  # a token would not help: no hint to send one
+        return grpc.StatusCode.PERMISSION_DENIED, str(e)
     if isinstance(e, errors.NotTrustedError):
         return grpc.StatusCode.PERMISSION_DENIED, (
             f"{e}: present the token from the rayinfra token file (authorization: Bearer <token>)"
@@ -36,6 +38,8 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.UNAVAILABLE, str(e)
     if isinstance(e, errors.PermissionDeniedError):
         return grpc.StatusCode.PERMISSION_DENIED, str(e)
+    if isinstance(e, errors.StorageFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
     return None
 
 
@@ -66,6 +70,12 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 def is_trusted(auth: Auth, context: grpc.aio.ServicerContext) -> bool:
     return auth.trusted(metadata_value(context, "authorization"))
+
+
+def is_current_client(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the caller says it speaks the current protos (``rayinfra-api: 2`` metadata);
+    otherwise it is taken for a client of the original ones (:mod:`rayinfra.compat`)."""
+    return compat.is_current_client(metadata_value(context, compat.API_LEVEL_METADATA))
 
 
 def string_map(data: Mapping[str, Any]) -> dict[str, str]:

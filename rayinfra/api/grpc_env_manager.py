@@ -19,12 +19,12 @@ from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout
 from rayinfra.api.grpc_common import abort_for, aborting, is_trusted, string_map
-from rayinfra.config import CLASS_ALIASES, CONTROL_ACTOR_NAMES
+from rayinfra.compat import decode_wire_map
+from rayinfra.config import CLASS_ALIASES, CONTROL_ACTOR_NAMES, GatewaySection
 from rayinfra.control import ControlPlane
-from rayinfra.errors import InvalidArgumentError
+from rayinfra.errors import InvalidArgumentError, NotTrustedError
 from rayinfra.hardware import HardwareInfo
 from rayinfra.models import FROM_NOW, TaskStatus
-from rayinfra.scheduling.tasks import decode_wire_payload
 
 FEED_POLL_S = 10.0
 OP_POLL_S = 10.0
@@ -110,7 +110,9 @@ class EnvManagerServicer:
         hardware: Callable[[], HardwareInfo],
         class_names: list[str],
         actor_log: ActorLog,
+        settings: GatewaySection | None = None,
     ) -> None:
+        self.settings = settings or GatewaySection()
         self.control = control
         self.auth = auth
         self.health = health
@@ -136,6 +138,9 @@ class EnvManagerServicer:
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         async with aborting(context):
+            if request.overrides and not is_trusted(self.auth, context):
+                # an override can set a service's argv, image or volumes: it runs code
+                raise NotTrustedError("overrides", "can change what a service runs")
             op_id = await self.control.call(
                 "service_registry",
                 "start",
@@ -215,6 +220,7 @@ class EnvManagerServicer:
                     memory_bytes=int(usage.get("memory_bytes", 0)),
                     network_rx_bytes=int(usage.get("network_rx_bytes", 0)),
                     network_tx_bytes=int(usage.get("network_tx_bytes", 0)),
+                    network_scope=str(usage.get("network_scope", "")),
                 )
                 if usage
                 else None,
@@ -395,7 +401,9 @@ class EnvManagerServicer:
             spec = {
                 "task_id": request.task_id or f"exec-{uuid.uuid4().hex}",
                 "task_class": self._class(request.workload_class),
-                "payload": decode_wire_payload(dict(request.payload)),
+                "payload": decode_wire_map(
+                    dict(request.payload), original=self.settings.original_payload_decoding
+                ),
                 "timeout_s": float(request.timeout_seconds) or None,
             }
             (res,) = await self.control.submit([spec], is_trusted(self.auth, context), "grpc")

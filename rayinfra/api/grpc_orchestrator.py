@@ -6,6 +6,7 @@ one :class:`~rayinfra.api.fanout.Fanout` each, shared by every open stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,16 +18,22 @@ from rayinfra._version import __version__
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout, Subscription
-from rayinfra.api.grpc_common import aborting, is_trusted, string_map
+from rayinfra.api.grpc_common import aborting, is_current_client, is_trusted, string_map
+from rayinfra.compat import decode_wire_map, original_status
+from rayinfra.config import GatewaySection
 from rayinfra.control import LIST_LIMIT_MAX, ControlPlane
 from rayinfra.errors import InvalidArgumentError, PermissionDeniedError, TaskNotFoundError
-from rayinfra.models import FROM_NOW, Progress, TaskStatus
-from rayinfra.scheduling.tasks import decode_timeout_seconds, decode_wire_payload
+from rayinfra.models import FROM_NOW, Progress, TaskStatus, WatchedStates
+from rayinfra.scheduling.tasks import decode_timeout_seconds
 
 FEED_POLL_S = 10.0
 EVENT_BATCH = 1000
 LIST_LIMIT_DEFAULT = 100
 POLL_TIMEOUT_MAX_S = 60.0
+#: re-sends leave this share of ``gateway.stream_resend_interval_s`` early, so a reader whose
+#: per-message deadline is that interval (the original GoOrchestratorClient waits 1 s for each)
+#: always has the next message in time, scheduling jitter included
+RESEND_LEAD = 0.9
 
 
 def task_feed(control: ControlPlane) -> Fanout:
@@ -55,12 +62,13 @@ def event_feed(control: ControlPlane) -> Fanout:
     return Fanout(poll, start)
 
 
-def _submit_spec(request: Any) -> dict[str, Any]:
-    """A ``SubmitTaskRequest`` in the scheduler's spec keys (payload strings decoded)."""
+def _submit_spec(request: Any, original_decoding: bool) -> dict[str, Any]:
+    """A ``SubmitTaskRequest`` in the scheduler's spec keys (payload strings decoded: the
+    original server's way with ``original_decoding``, else as JSON)."""
     return {
         "task_id": request.id or None,
         "task_class": getattr(request, "class") or "cpu_short",
-        "payload": decode_wire_payload(dict(request.payload)),
+        "payload": decode_wire_map(dict(request.payload), original=original_decoding),
         "priority": request.priority,
         "workflow_id": request.workflow_id,
         "timeout_s": decode_timeout_seconds(request.timeout_seconds),
@@ -87,18 +95,28 @@ class OrchestratorServicer:
         tasks: Fanout,
         events: Fanout,
         runtime_status: Callable[[list[str]], Awaitable[dict[str, Any]]],
+        settings: GatewaySection | None = None,
     ) -> None:
         self.control = control
         self.runtime_status = runtime_status
         self.auth = auth
         self.tasks = tasks
         self.events = events
+        self.settings = settings or GatewaySection()
         self.pb2, _ = stubs.orchestrator()
+
+    def _spec(self, request: Any) -> dict[str, Any]:
+        return _submit_spec(request, self.settings.original_payload_decoding)
+
+    def _as_seen(self, st: TaskStatus, context: grpc.aio.ServicerContext) -> TaskStatus:
+        """``st`` in the caller's vocabulary on an original RPC: a client of the original protos
+        (no ``rayinfra-api`` metadata) sees a cancelled task as failed, reason cancelled."""
+        return st if is_current_client(context) else original_status(st)
 
     # ------------------------------------------------------------------ tasks
     async def SubmitTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async with aborting(context):
-            spec = _submit_spec(request)
+            spec = self._spec(request)
             (res,) = await self.control.submit([spec], is_trusted(self.auth, context), "grpc")
         return self.pb2.SubmitTaskResponse(success=True, task_id=res["task_id"], error="")
 
@@ -107,7 +125,7 @@ class OrchestratorServicer:
             specs = []
             for i, t in enumerate(request.tasks):
                 try:
-                    specs.append(_submit_spec(t))
+                    specs.append(self._spec(t))
                 except InvalidArgumentError as e:
                     raise type(e)(f"tasks[{i}].{e.field}", e.message) from None
             if not specs:
@@ -127,7 +145,7 @@ class OrchestratorServicer:
             st = (await self.control.get([request.task_id])).get(request.task_id)
             if st is None:
                 raise TaskNotFoundError(request.task_id)
-        return st.to_pb(self.pb2.GetTaskStatusResponse)
+        return self._as_seen(st, context).to_pb(self.pb2.GetTaskStatusResponse)
 
     async def GetTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async with aborting(context):
@@ -213,11 +231,23 @@ class OrchestratorServicer:
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         """Each state change once, from the change feed; with ``include_completed`` the
-        requested tasks' current state first (finished ones included)."""
+        requested tasks' current state first (finished ones included).
+
+        Unless the request asks for ``changes_only``, the watched tasks' latest states are also
+        re-sent every ``gateway.stream_resend_interval_s`` (the original re-sent every second,
+        and its clients read with a per-message deadline): the requested tasks (finished ones
+        too with ``include_completed``), or for a stream of every task its unfinished ones."""
         ids = set(request.task_ids)
+        seen: Callable[[TaskStatus], TaskStatus] = (
+            _as_is if is_current_client(context) else original_status
+        )
+        interval = 0.0 if request.changes_only else self.settings.stream_resend_interval_s
+        period = interval * RESEND_LEAD
+        watched = WatchedStates(ids, request.include_completed)
         sub = await self.tasks.subscribe(lambda st: not ids or st.task_id in ids)
         result = self.pb2.TaskResult
         progress = Progress()
+        loop = asyncio.get_running_loop()
         try:
             if ids:
                 async with aborting(context):
@@ -226,11 +256,25 @@ class OrchestratorServicer:
                     if st is None or (st.terminal and not request.include_completed):
                         continue
                     progress.advance(st)
-                    yield st.to_pb(result)
+                    watched.saw(st)
+                    yield seen(st).to_pb(result)
+            next_resend = loop.time() + period
             while True:
-                change: TaskStatus = await _next(sub, context)
+                try:
+                    change: TaskStatus = await _next(
+                        sub, context, next_resend - loop.time() if period > 0 else None
+                    )
+                except TimeoutError:
+                    now = time.time()
+                    for st in watched.states():
+                        yield seen(st).to_pb(result, now)
+                    next_resend += period
+                    if next_resend <= loop.time():  # fell behind: a whole period from now
+                        next_resend = loop.time() + period
+                    continue
                 for st in progress.news(change):  # not older than what was sent already
-                    yield st.to_pb(result)
+                    watched.saw(st)
+                    yield seen(st).to_pb(result)
         finally:
             self.tasks.unsubscribe(sub)
 
@@ -303,7 +347,9 @@ class OrchestratorServicer:
             record = await self.control.start_workflow_run(
                 request.workflow_id,
                 request.idempotency_key,
-                decode_wire_payload(dict(request.input)),
+                decode_wire_map(
+                    dict(request.input), original=self.settings.original_payload_decoding
+                ),
             )
         return self.pb2.StartWorkflowRunResponse(
             success=True, run_id=record["id"], error="", reused=bool(record.get("reused"))
@@ -347,6 +393,10 @@ class OrchestratorServicer:
                 )
 
 
+def _as_is(st: TaskStatus) -> TaskStatus:
+    return st
+
+
 def _run_id(request: Any) -> str:
     if not request.run_id:
         raise InvalidArgumentError("run_id", "is required")
@@ -370,13 +420,16 @@ def _workflow_spec(request: Any) -> dict[str, Any]:
     return spec
 
 
-async def _next(sub: Subscription, context: grpc.aio.ServicerContext) -> Any:
-    """The next item of a stream's subscription; RESOURCE_EXHAUSTED once it overflowed."""
+async def _next(
+    sub: Subscription, context: grpc.aio.ServicerContext, timeout_s: float | None = None
+) -> Any:
+    """The next item of a stream's subscription (``TimeoutError`` after ``timeout_s`` without
+    one); RESOURCE_EXHAUSTED once it overflowed."""
     if sub.overflowed:
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED, "stream reader too slow; resubscribe"
         )
-    return await sub.get()
+    return await sub.get(timeout_s)
 
 
 def _distinct(ids: Sequence[str]) -> list[str]:

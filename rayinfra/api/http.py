@@ -73,7 +73,8 @@ ORCHESTRATOR_HEALTH_SCHEMA = _object(
     services={
         "type": "object",
         "additionalProperties": {"type": "string"},
-        "description": "each control actor and selected service: its state",
+        "description": "each control actor and selected service: its state; `orchestrator`: "
+        "a summary (healthy, degraded: ..., unhealthy: ...)",
     },
 )
 ENV_MANAGER_HEALTH_SCHEMA = _object(
@@ -174,6 +175,8 @@ def error_response(e: BaseException) -> JSONResponse:
         return _error(403, str(e))
     if isinstance(e, errors.BackendUnavailableError | errors.UnavailableError):
         return _error(503, str(e))
+    if isinstance(e, errors.StorageFullError):
+        return _error(507, str(e))
     raise e
 
 
@@ -199,6 +202,7 @@ def _install_common(app: FastAPI, auth: Auth) -> None:
         errors.BackendUnavailableError,
         errors.UnavailableError,
         errors.PermissionDeniedError,
+        errors.StorageFullError,
     ):
         app.add_exception_handler(exc, handler)
 
@@ -311,7 +315,9 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
     @app.get(
         "/health",
         responses=_health_responses(
-            ORCHESTRATOR_HEALTH_SCHEMA, "every control actor is healthy", "something is not healthy"
+            ORCHESTRATOR_HEALTH_SCHEMA,
+            "tasks are accepted and run (an optional part may be degraded: see services)",
+            "the scheduler or gateway is down, or a required service is not running",
         ),
     )
     async def health() -> JSONResponse:
@@ -332,10 +338,12 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
         responses=_responses(
             {
                 400: "bad JSON or a bad field (named)",
-                403: "the task runs code (payload type shell/python); the caller is not trusted",
+                403: "the task runs code (payload type shell/python) and the caller is not "
+                "trusted, or it is a shell task and its class does not allow them",
                 409: "the id exists with a different spec",
                 413: "the body is over gateway.max_request_bytes",
                 503: f"the class needs a backend that is not available (gpu_slurm); {ACTOR_DOWN}",
+                507: "the state store's disk is full (its directory named): nothing was queued",
             },
             _json("accepted (durable), or already there with the same spec", SUBMIT_REPLY_SCHEMA),
         ),
@@ -439,7 +447,11 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
         "/workflows",
         status_code=201,
         responses=_responses(
-            {**wf_errors, 403: "a step runs code; the caller is not trusted"},
+            {
+                **wf_errors,
+                403: "a step runs code and the caller is not trusted (or its class "
+                "does not allow shell tasks)",
+            },
             _json("the saved workflow", {"type": "object"}),
         ),
     )

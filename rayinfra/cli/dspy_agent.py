@@ -71,9 +71,14 @@ def stop(
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Stop the services and the runtime."""
+    """Drain running tasks (unless --force), stop the services and the runtime."""
     runtime_cmd.stop(
-        force=force, timeout=timeout, keep_services=False, config=config, state_dir=state_dir
+        force=force,
+        timeout=timeout,
+        keep_services=False,
+        drain_timeout=None,
+        config=config,
+        state_dir=state_dir,
     )
 
 

@@ -42,7 +42,7 @@ STATUS_REFRESH_S = 2.0
 def status_tables(st: dict[str, Any]) -> list[Table]:
     """``rayinfra status``: actors (with nodes and the dashboard), gateway servers, task classes,
     services."""
-    tables = [_actor_table(st)]
+    tables = [_health_table(st.get("health") or {}), _actor_table(st)]
     if nodes := st["ray"].get("nodes"):
         tables.append(_node_table(nodes, st.get("classes", {})))
     if st.get("gateway"):
@@ -80,6 +80,15 @@ def status_tables(st: dict[str, Any]) -> list[Table]:
     if st.get("services"):
         tables.append(services_cmd.status_table(st["services"], title="services"))
     return tables
+
+
+def _health_table(health: dict[str, Any]) -> Table:
+    """One line: healthy, degraded (what is down without stopping tasks) or unhealthy."""
+    summary = str(health.get("summary", "unknown"))
+    colour = "green" if summary == "healthy" else "yellow" if health.get("healthy") else "red"
+    table = Table(box=None, show_header=False, title="health", title_justify="left")
+    table.add_row(f"[{colour}]{summary}[/]")
+    return table
 
 
 def _node_table(nodes: list[dict[str, Any]], classes: dict[str, Any]) -> Table:
@@ -274,10 +283,18 @@ def stop(
     keep_services: bool = typer.Option(
         False, "--keep-services", help="Leave services running; the next start adopts them."
     ),
+    drain_timeout: float | None = typer.Option(
+        None,
+        "--drain-timeout",
+        min=0,
+        help="Seconds running tasks get to finish first (default: scheduler.drain_timeout_s); "
+        "what still runs is requeued and runs on the next start. --force does not wait.",
+    ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,
 ) -> None:
-    """Stop services (unless --keep-services), remove the control actors, stop the Ray head.
+    """Drain running tasks (unless --force), stop services (unless --keep-services), remove the
+    control actors, stop the Ray head.
 
     Runs as a Ray driver (it removes the actors and signals the head it launched)."""
     from rayinfra import runtime
@@ -289,6 +306,16 @@ def stop(
         fail(f"the worker node still has processes: {describe_pids(left)}; rerun with --force")
     if node is not None:
         console.print(f"worker node {node.node_ip} (joined to {node.head}) stopped")
+    if not force and recorded(cfg.state.dir) is not None:
+        wait = cfg.scheduler.drain_timeout_s if drain_timeout is None else drain_timeout
+        try:
+            drained = runtime.drain(cfg.state.dir, timeout_s=wait)
+        except runtime.RuntimeFailureError as e:
+            fail(str(e), EXIT_FAILURE)
+        console.print(
+            f"drained: {drained['running']} task(s) were running; "
+            f"{drained['requeued']} requeued for the next start"
+        )
     if not keep_services and recorded(cfg.state.dir) is not None:
         stopped = runtime.stop_services(cfg.state.dir, timeout_s=cfg.services.stop_timeout_s)
         for name, res in stopped.items():
@@ -397,7 +424,8 @@ def status(
     as_json: bool = typer.Option(
         False,
         "--json",
-        help="Print JSON (keys running, ray, actors, classes, gateway, services, dashboard_url).",
+        help="Print JSON (keys running, health, ray, actors, classes, gateway, services, "
+        "dashboard_url).",
     ),
     config: Path | None = ConfigOption,
     state_dir: Path | None = StateDirOption,

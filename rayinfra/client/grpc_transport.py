@@ -29,6 +29,7 @@ from rayinfra.errors import (
     InvalidArgumentError,
     NotTrustedError,
     PermissionDeniedError,
+    StorageFullError,
     TaskConflictError,
     TaskNotFoundError,
     UnavailableError,
@@ -39,6 +40,7 @@ from rayinfra.models import TaskPage, TaskStatus
 from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN, decode_wire_payload
 
 RETRY_FIRST_S = 0.05
+GET_CHUNK = 5000  # ids per GetTasks call: a page of statuses stays far below 4 MiB
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -101,6 +103,8 @@ def error_from_rpc(e: grpc.RpcError) -> BaseException:
         return PermissionDeniedError(
             f"the gateway refused the token ({details}); set RAYINFRA_AUTH_TOKEN to its token"
         )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(StorageFullError.PREFIX):
+        return StorageFullError(details.removeprefix(StorageFullError.PREFIX).partition(")")[0])
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return UnavailableError(f"gateway unavailable: {details}")
     return RuntimeError(f"gateway error {code.name}: {details}")
@@ -223,8 +227,11 @@ class GrpcTransport:
         return [{"success": r.success, "task_id": r.task_id, "error": r.error} for r in res.results]
 
     async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
-        res = await self._unary("GetTasks", self.pb2.GetTasksRequest(task_ids=list(task_ids)))
-        found: dict[str, TaskStatus | None] = {m.task_id: TaskStatus.from_pb(m) for m in res.tasks}
+        found: dict[str, TaskStatus | None] = {}
+        for i in range(0, len(task_ids), GET_CHUNK):  # each call well under the message limit
+            chunk = list(task_ids[i : i + GET_CHUNK])
+            res = await self._unary("GetTasks", self.pb2.GetTasksRequest(task_ids=chunk))
+            found.update((m.task_id, TaskStatus.from_pb(m)) for m in res.tasks)
         return {tid: found.get(tid) for tid in task_ids}
 
     async def cancel(self, task_id: str) -> dict[str, Any]:

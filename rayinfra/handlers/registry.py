@@ -8,6 +8,7 @@ lazily, on the first lookup of their name; an import failure is remembered and r
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import threading
@@ -31,6 +32,7 @@ __all__ = [
     "HandlerInfo",
     "HandlerRegistry",
     "builtin_handlers",
+    "known_task_types",
 ]
 
 Handler = Callable[[dict[str, Any], TaskContext], Any]
@@ -203,6 +205,19 @@ class HandlerRegistry:
         self._failed[name] = message
         self.problems.append(message)
         raise HandlerLoadError(message)
+
+
+@functools.lru_cache(maxsize=8)
+def _known_task_types(config_handlers: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    registry = HandlerRegistry(dict(config_handlers))
+    return frozenset(registry.names())
+
+
+def known_task_types(config_handlers: Mapping[str, str]) -> frozenset[str]:
+    """Every task type a registry built from ``config_handlers`` knows (built-ins, config
+    handlers, the ``rayinfra.handlers`` entry points installed here), without importing any;
+    computed once per process and config (admission asks on every submit)."""
+    return _known_task_types(tuple(sorted(config_handlers.items())))
 
 
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:

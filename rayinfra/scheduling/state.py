@@ -19,7 +19,7 @@ then a catch-up that reads its ``task_submitted`` event finds it here and does n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
 LOST_EXECUTOR_ATTEMPTS = 3
 """Attempts a task gets when its executor dies under it (at-least-once), even in a class with
 fewer ``max_attempts``; bounded, so a task that kills its worker every time still ends."""
+DRAINED = "the runtime stopped before this attempt ended; it runs again on the next start"
 RETRYABLE = frozenset({Outcome.FAILURE, Outcome.TIMEOUT, Outcome.RESOURCE})
 """Outcomes worth another attempt; a cancel request rules any retry out."""
 
@@ -122,6 +123,7 @@ class SchedulerState:
         self.unsat_since: dict[str, float] = {}  # class -> when no node could place it (mono)
         self._running: dict[str, set[str]] = {}  # executor -> ids of the tasks it runs
         self._homeless: list[TaskInfo] = []  # of a class not configured here, to fail
+        self.draining = False  # the runtime is stopping: nothing is dispatched any more
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.tasks
@@ -249,7 +251,7 @@ class SchedulerState:
         queue, limiter = self.queues[cls], self.limiters[cls]
         slots = self.classes[cls].slots
         batches = []
-        while queue and executors:
+        while queue and executors and not self.draining:
             room = limiter.available(self.inflight[cls])
             if slots is not None:
                 room = min(room, sum(max(0, slots - self.load(e)) for e in executors))
@@ -353,6 +355,38 @@ class SchedulerState:
             out.transitions.append(Transition(row, _EVENT[row.status], event))
             out.finished.append((row, res.outcome))
         return out
+
+    def running(self, keep: Collection[str] = ()) -> int:
+        """Attempts running now, of classes not in ``keep``."""
+        return sum(
+            1
+            for ids in self._running.values()
+            for t in ids
+            if self.tasks[t].row.spec.task_class not in keep
+        )
+
+    def drain(
+        self, now: float, keep: Collection[str] = ()
+    ) -> tuple[Settlement, dict[tuple[str, str], list[str]]]:
+        """The runtime stops: nothing is dispatched any more, and every attempt still running,
+        except of the classes in ``keep`` (attempts that outlive the runtime: Slurm jobs), is
+        handed back as pending: ``task_retrying`` with reason :data:`DRAINED`, the attempt not
+        counted against the task's retries. Returns that, and ``(class, executor) -> task ids``
+        to cancel where they run."""
+        self.draining = True
+        out, cancel = Settlement(), dict[tuple[str, str], list[str]]()
+        for executor, ids in list(self._running.items()):
+            for tid in sorted(ids):
+                info = self.tasks[tid]
+                row = info.row
+                if row.spec.task_class in keep:
+                    continue
+                cancel.setdefault((row.spec.task_class, executor), []).append(tid)
+                self._unassign(info)
+                row.status, row.started_at, row.attempts = "pending", None, row.attempts - 1
+                data = {"error": DRAINED, "attempt": row.attempts, "backoff_s": 0.0}
+                out.transitions.append(Transition(row, "task_retrying", data))
+        return out, cancel
 
     def _unassign(self, info: TaskInfo) -> None:
         if info.executor is None:

@@ -474,7 +474,9 @@ def _loads_strict(text: str) -> Any:
 
 
 def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
-    """Decode a gRPC ``map<string,string>`` payload into a JSON object.
+    """Decode a gRPC ``map<string,string>`` payload into a JSON object, as JSON (what
+    ``gateway.original_payload_decoding = false`` gives; on, the gateway decodes the original
+    way: :func:`rayinfra.compat.decode_original_value`).
 
     Each value is parsed as JSON where it parses (``"1"`` -> 1, ``"true"`` -> True, ``"null"``
     -> None, ``'{"a":1}'`` -> dict, ``'"x"'`` -> ``"x"``) and kept as the string otherwise

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.25
 USAGE_INTERVAL_S = 2.0
+#: a new instance's second usage sample follows its first this soon (CPU% needs two), so its
+#: resource usage shows within a second of its start instead of after a whole interval
+FIRST_USAGE_GAP_S = 0.5
 
 WatchFn = Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]]
 RestartFn = Callable[[str, str], Awaitable[tuple[bool, str]]]
@@ -80,6 +83,7 @@ class _Watched:
                 "memory_bytes": b.memory_bytes,
                 "network_rx_bytes": b.rx_bytes,
                 "network_tx_bytes": b.tx_bytes,
+                "network_scope": b.network_scope,
             }
         return out
 
@@ -187,6 +191,10 @@ class HealthMonitor:
             w.next_usage = now + USAGE_INTERVAL_S
             with contextlib.suppress(DriverError):
                 sample = await asyncio.to_thread(drv.usage, w.instance_id)
+                if not w.usage:  # a new instance: its second sample right away
+                    await asyncio.sleep(FIRST_USAGE_GAP_S)
+                    w.usage = [sample]
+                    sample = await asyncio.to_thread(drv.usage, w.instance_id)
                 w.usage = [*w.usage[-1:], sample]
         if w.tracker is None or w.spec.health is None:
             w.status, w.message = "healthy", "running (no health check)"

@@ -65,8 +65,13 @@ unschedulable_timeout_s = 2.0
 queue_poll_interval_s = 0.2
 executor_start_timeout_s = 15.0
 
+# the CPU classes run shell tasks, as with tests.conftest.SHELL_CLASSES_TOML (off by default)
 [classes.cpu_short]
 max_attempts = 1
+allow_shell = true
+
+[classes.cpu_long]
+allow_shell = true
 
 [classes.fixture]
 num_cpus = 0.5

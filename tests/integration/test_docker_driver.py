@@ -42,6 +42,7 @@ from rayinfra.services.drivers.docker_format import (
     parse_docker_time,
     plan_network,
 )
+from rayinfra.services.drivers.procnet import namespace_traffic
 from rayinfra.services.spec import (
     LABEL_CLUSTER,
     LABEL_SERVICE,
@@ -534,11 +535,20 @@ def test_usage_gives_cpu_percent_between_two_samples(driver: DockerDriver, owner
     pct = cpu_percent(a, b)
     assert b.cpu_time_s > a.cpu_time_s >= 0
     assert 5 < pct < 75, pct  # busy, and capped near 50% by nano_cpus
-    assert b.memory_bytes > 0 and b.rx_bytes == 0
+    # network_mode none: no interfaces in the stats; its namespace (only loopback) from /proc
+    assert b.memory_bytes > 0 and (b.rx_bytes, b.tx_bytes, b.network_scope) == (0, 0, "namespace")
     idle = driver.start(sleeper("idle"), owner.labels("idle"))
     x = driver.usage(idle.id)
     time.sleep(0.3)
     assert cpu_percent(x, driver.usage(idle.id)) < 5
+    # host networking: the counters are the host's (this process's namespace), and say so
+    before = namespace_traffic(os.getpid())
+    host = driver.start(sleeper("hostnet", network_mode="host"), owner.labels("hostnet"))
+    h = driver.usage(host.id)
+    after = namespace_traffic(os.getpid())
+    assert before is not None and after is not None and h.network_scope == "host"
+    assert before.rx_bytes <= h.rx_bytes <= after.rx_bytes
+    assert before.tx_bytes <= h.tx_bytes <= after.tx_bytes
 
 
 def test_container_healthcheck_drives_dockers_health_status(

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -281,37 +277,6 @@ async def test_grpc_health_and_reflection(gw: Runtime) -> None:
             names = [s.name for s in resp.list_services_response.service]
             break
         assert stubs.ORCHESTRATOR_SERVICE in names
-
-
-def test_a_client_built_from_the_original_protos_works(gw: Runtime, tmp_path: Path) -> None:
-    target = addr(gw, "orchestrator_grpc_addr")
-    base = [sys.executable, "-m", "tests.support.original_client", "--target", target]
-
-    def run(*args: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [*base, *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=Path(__file__).parents[2],
-        )
-        assert out.returncode == 0, out.stdout + out.stderr
-        reply = json.loads(out.stdout)
-        assert reply["rayinfra_imported"] is False  # only the original layout's modules
-        return dict(reply["result"])
-
-    assert run("health")["healthy"] is True
-    tid = uid("g-orig")
-    sub = run("submit", "--id", tid, "--class", "cpu_short", "--payload", "type=echo", "k=1")
-    assert sub["success"] is True and sub["task_id"] == tid
-    deadline = time.monotonic() + 30
-    st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        st = run("status", "--id", tid)
-        if st["status"] == "completed":
-            break
-        time.sleep(0.2)
-    assert st["status"] == "completed" and st["result"] == {"k": "1"}
 
 
 # ----------------------------------------------------------------------------- env manager

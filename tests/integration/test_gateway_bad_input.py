@@ -53,6 +53,10 @@ class Clients:
     def max_request(self) -> int:
         return int(self.rt.config.gateway.max_request_bytes)
 
+    def local_token(self) -> str:
+        """The gateway token file's token: a trusted caller."""
+        return self.rt.config.gateway_token_path.read_text().strip()
+
     def http(self) -> httpx.Client:
         base = f"http://{dial_addr(self.rt.config.gateway.orchestrator_http_addr)}"
         return httpx.Client(base_url=base, timeout=30)
@@ -411,10 +415,22 @@ GRPC_ROWS = [
             lambda c: c.env.StartServices(
                 epb.StartServicesRequest(service_names=["kv"], overrides={"ghost.image": "x"}),
                 timeout=10,
+                metadata=(("authorization", f"Bearer {c.local_token()}"),),
             )
         ),
         CODE.INVALID_ARGUMENT,
         ("ghost.image", "unknown service 'ghost'"),
+    ),
+    GrpcRow(  # an override can change what a service runs (argv, image, volumes)
+        "start-services-override-untrusted",
+        first_of_stream(
+            lambda c: c.env.StartServices(
+                epb.StartServicesRequest(service_names=["kv"], overrides={"kv.argv": "[]"}),
+                timeout=10,
+            )
+        ),
+        CODE.PERMISSION_DENIED,
+        ("overrides", "token"),
     ),
     GrpcRow(
         "stop-services-unknown-service",

@@ -111,9 +111,16 @@ def test_grpc_serves_tls_on_both_services_and_refuses_plaintext(tls: Tls) -> Non
             epb.GetResourceAvailabilityRequest(workload_class="cpu_short"), timeout=10
         )
         assert res.hardware.cpu_cores >= 1
+    # plaintext is refused on both services (the handshake fails before any call is served)
     with grpc.insecure_channel(tls.addr("orchestrator_grpc_addr")) as ch:
         with pytest.raises(grpc.RpcError) as e:
             opb_grpc.OrchestratorServiceStub(ch).Health(opb.HealthRequest(), timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    with grpc.insecure_channel(tls.addr("env_manager_grpc_addr")) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            epb_grpc.EnvManagerServiceStub(ch).GetResourceAvailability(
+                epb.GetResourceAvailabilityRequest(workload_class="cpu_short"), timeout=5
+            )
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     # a client that does not trust the certificate cannot connect either
     with grpc.secure_channel(

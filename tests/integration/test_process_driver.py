@@ -544,6 +544,8 @@ def test_usage_counts_busy_descendants(driver: ProcessDriver, labels: dict[str, 
     b = driver.usage(inst.id)
     assert cpu_percent(a, b) > 20, (a, b)  # the busy one is a grandchild: the tree counts
     assert b.memory_bytes > 5 * 2**20  # two Python interpreters
+    # no per-process byte counters exist: its namespace's, the host's, reported as such
+    assert b.network_scope == "host" and b.rx_bytes >= a.rx_bytes and b.tx_bytes >= a.tx_bytes
 
 
 def test_exec_runs_on_the_host_with_the_service_env_and_cwd(

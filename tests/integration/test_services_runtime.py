@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import docker
 import pytest
 import ray
 
@@ -24,11 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def srt(rt: Runtime) -> Iterator[Runtime]:
     """The session runtime with this module's image built; services stopped afterwards."""
-    client = docker.DockerClient(base_url=rt.config.services.docker_host)
-    try:
-        images.build(client, "busybox")
-    finally:
-        client.close()
+    images.build_on(rt.config.services.docker_host, "busybox")
     yield rt
     with contextlib.suppress(Exception):
         ray.get(registry().stop.remote([], 3))

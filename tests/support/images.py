@@ -521,6 +521,17 @@ def build_all(client: Any, names: Iterable[str] | None = None) -> dict[str, str]
     return out
 
 
+def build_on(docker_host: str | None, *names: str) -> None:
+    """Build ``names`` on the engine at ``docker_host`` (a client of its own, closed after)."""
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+    try:
+        build_all(client, names)
+    finally:
+        client.close()
+
+
 def main() -> None:  # pragma: no cover - manual use: python -m tests.support.images
     import docker
 

@@ -15,21 +15,35 @@ symbol" (same full names, different file), so this client always runs in its own
     python -m tests.support.original_client --target ... submit --id t1 --class gpu_short \\
         --payload k=v --priority 5
     python -m tests.support.original_client --target ... status --id t1
+    python -m tests.support.original_client --target ... watch --ids t1 --read-deadline 1
+    python -m tests.support.original_client --env-target 127.0.0.1:50100 env-execute ...
 
 Each command prints one JSON object on stdout (streams: one JSON list) and exits 0; an RPC error
 prints ``{"rpc_error": {"code": ..., "details": ...}}`` and exits 2. The process never imports
 ``rayinfra`` (``"rayinfra_imported"`` in every reply says so).
+
+The generated modules are the unmodified output of protoc for the original files; the calls
+are made the way the original Python clients made them (``dspy_agent/infra/grpc_client.py``'s
+``OrchestratorClient`` and ``GoOrchestratorClient``, reference/seed-system.md section 6): no call
+metadata, ``include_completed=True`` on StreamTaskResults, payload values as strings. ``watch``
+waits for tasks as ``GoOrchestratorClient.wait_for_batch_completion`` does: an async generator
+over the aio stream, each message awaited with ``asyncio.wait_for(..., read_deadline)``; a
+missed deadline cancels the read, which (as in the original) closes the stream, so the tasks
+still unfinished come back as ``timeout``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import importlib
+import itertools
 import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -124,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="127.0.0.1:50052", help="host:port of the gRPC server")
     p.add_argument("--gen-dir", type=Path, help="already generated client (default: generate now)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-RPC deadline, seconds")
+    p.add_argument(
+        "--env-target", help="the env-manager's host:port (default: --target, one server for both)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("health", help="OrchestratorService/Health")
     s = sub.add_parser("submit", help="OrchestratorService/SubmitTask")
@@ -144,8 +161,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--types", nargs="*", default=[])
     s.add_argument("--since", type=int, default=0)
     s.add_argument("--limit", type=int, default=1, help="stop after this many messages")
+    s = sub.add_parser(
+        "watch", help="StreamTaskResults until the tasks complete or fail, per-message deadline"
+    )
+    s.add_argument("--ids", nargs="+", required=True)
+    s.add_argument("--read-deadline", type=float, default=1.0, help="seconds per message")
+    s.add_argument("--max-wait", type=float, default=60.0, help="seconds in all")
     s = sub.add_parser("env-services", help="EnvManagerService/GetServicesStatus")
     s.add_argument("--names", nargs="*", default=[])
+    s = sub.add_parser("env-resources", help="EnvManagerService/GetResourceAvailability")
+    s.add_argument("--class", dest="workload_class", default="cpu_short")
+    s = sub.add_parser("env-execute", help="EnvManagerService/ExecuteTask")
+    s.add_argument("--id", default="")
+    s.add_argument("--class", dest="workload_class", default="cpu_short")
+    s.add_argument("--payload", nargs="*", default=[], metavar="KEY=VALUE")
+    s.add_argument("--task-timeout", type=int, default=30)
+    s = sub.add_parser("env-health", help="EnvManagerService/StreamHealth")
+    s.add_argument("--names", nargs="*", default=[])
+    s.add_argument("--limit", type=int, default=1, help="stop after this many messages")
     s = sub.add_parser("decode", help="parse bytes (hex) as an ORIGINAL orchestrator.v1 message")
     s.add_argument("--message", required=True, help="message name, e.g. SubmitTaskRequest")
     s.add_argument("--hex", required=True)
@@ -161,6 +194,11 @@ def _run(args: argparse.Namespace, modules: dict[str, tuple[ModuleType, ModuleTy
         msg = getattr(opb2, args.message).FromString(bytes.fromhex(args.hex))
         # fields this layout does not know are kept as unknown fields and re-serialized
         return {"message": to_json(msg), "reserialized_hex": msg.SerializeToString().hex()}
+    if args.command == "watch":
+        return asyncio.run(_watch(args, opb2, opb2_grpc))
+    if args.command.startswith("env-"):
+        with grpc.insecure_channel(args.env_target or args.target) as channel:
+            return _env(args, channel, epb2, epb2_grpc)
     with grpc.insecure_channel(args.target) as channel:
         orch = opb2_grpc.OrchestratorServiceStub(channel)
         t = args.timeout
@@ -190,11 +228,78 @@ def _run(args: argparse.Namespace, modules: dict[str, tuple[ModuleType, ModuleTy
         if args.command == "events":
             req = opb2.StreamEventsRequest(event_types=args.types, since_timestamp=args.since)
             return _take(orch.StreamEvents(req, timeout=t), args.limit)
-        if args.command == "env-services":
-            env = epb2_grpc.EnvManagerServiceStub(channel)
-            req = epb2.GetServicesStatusRequest(service_names=args.names)
-            return to_json(env.GetServicesStatus(req, timeout=t))
     raise SystemExit(f"unknown command {args.command!r}")
+
+
+def _env(args: argparse.Namespace, channel: Any, epb2: ModuleType, epb2_grpc: ModuleType) -> Any:
+    env = epb2_grpc.EnvManagerServiceStub(channel)
+    t = args.timeout
+    if args.command == "env-services":
+        req = epb2.GetServicesStatusRequest(service_names=args.names)
+        return to_json(env.GetServicesStatus(req, timeout=t))
+    if args.command == "env-resources":
+        req = epb2.GetResourceAvailabilityRequest(workload_class=args.workload_class)
+        return to_json(env.GetResourceAvailability(req, timeout=t))
+    if args.command == "env-execute":
+        req = epb2.ExecuteTaskRequest(
+            task_id=args.id,
+            workload_class=args.workload_class,
+            payload=_kv(args.payload),
+            timeout_seconds=args.task_timeout,
+        )
+        return to_json(env.ExecuteTask(req, timeout=t))
+    if args.command == "env-health":
+        req = epb2.StreamHealthRequest(service_names=args.names)
+        return _take(env.StreamHealth(req, timeout=t), args.limit)
+    raise SystemExit(f"unknown command {args.command!r}")
+
+
+async def _watch(args: argparse.Namespace, opb2: ModuleType, opb2_grpc: ModuleType) -> Any:
+    """Wait for ``args.ids`` as GoOrchestratorClient did (see the module docstring)."""
+    import grpc  # type: ignore[import-untyped, unused-ignore]
+
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        stub = opb2_grpc.OrchestratorServiceStub(channel)
+
+        async def stream_task_results(task_ids: list[str]) -> Any:
+            request = opb2.StreamTaskResultsRequest(task_ids=task_ids, include_completed=True)
+            async for result in stub.StreamTaskResults(request):
+                yield to_json(result)
+
+        pending = list(dict.fromkeys(args.ids))
+        results: dict[str, dict[str, Any]] = {}
+        messages: list[dict[str, Any]] = []
+        missed: list[float] = []
+        stream = stream_task_results(pending)
+        t0 = time.monotonic()
+        try:
+            while pending:
+                if time.monotonic() - t0 > args.max_wait:
+                    break
+                try:
+                    update = await asyncio.wait_for(stream.__anext__(), args.read_deadline)
+                except TimeoutError:  # the original `continue`s: its stream is closed now
+                    missed.append(round(time.monotonic() - t0, 3))
+                    continue
+                except StopAsyncIteration:
+                    break
+                messages.append({"at_s": round(time.monotonic() - t0, 3), **update})
+                tid = update["task_id"]
+                if tid in pending and str(update["status"]).lower() in ("completed", "failed"):
+                    results[tid] = update
+                    pending.remove(tid)
+        finally:
+            await stream.aclose()
+    gaps = [b["at_s"] - a["at_s"] for a, b in itertools.pairwise(messages)]
+    return {
+        "results": {
+            tid: results.get(tid, {"task_id": tid, "status": "timeout"})
+            for tid in dict.fromkeys(args.ids)
+        },
+        "messages": messages,
+        "deadlines_missed_at_s": missed,
+        "max_gap_s": round(max(gaps), 3) if gaps else None,
+    }
 
 
 def _take(stream: Any, limit: int) -> list[dict[str, Any]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,19 @@ def test_defaults_are_pinned(tmp_path: Path) -> None:
     assert cfg.classes["gpu_short"].timeout_s == 300.0
     assert cfg.classes["gpu_short"].num_gpus == 1.0
     assert cfg.class_config("gpu") is cfg.classes["gpu_short"]
+    # shell tasks: the built-in CPU classes run them, any other class only when its table says
+    # so (docs/configuration.md, "Shell tasks")
+    assert {name: c.allow_shell for name, c in cfg.classes.items()} == {
+        **dict.fromkeys(cfg.classes, False),
+        "cpu_short": True,
+        "cpu_long": True,
+    }
+    assert (
+        load(tmp_path, toml="[classes.mine]\nnum_cpus = 1\n").config.classes["mine"].allow_shell
+        is False
+    )
+    # Ray's temp dir (made 0777 by Ray) lies in a directory of this user's own
+    assert cfg.ray_temp_dir.parent == Path("/tmp") / f"rayinfra-{os.getuid()}"
     # services: the original env-manager's defaults
     assert cfg.services.max_concurrent_starts == 5
     assert cfg.services.health_timeout_s == 60.0
@@ -227,6 +242,9 @@ def test_effective_config_round_trip_ignores_environment(
     ).config
     path = save_effective(cfg)
     assert path == tmp_path / "s" / "config.effective.json"
+    # it may hold the auth token: 0600, in a 0700 state dir
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert json.loads(path.read_text())["events"]["event_topic"] == "t1"
     monkeypatch.setenv("KAFKA_EVENT_TOPIC", "other")  # actors never read the environment
     assert load_effective(tmp_path / "s") == cfg
@@ -300,3 +318,16 @@ def test_dial_settings_name_the_bad_key_and_its_source(
 
     with pytest.raises(ConfigError, match=rf"{needle}.*env:{var}"):
         DialSettings.from_layers(gather(env={var: value, "HOME": str(tmp_path)}, cwd=tmp_path))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])
+def test_a_dashboard_beyond_loopback_needs_ray_token_auth(tmp_path: Path, host: str) -> None:
+    """The dashboard accepts jobs (it runs code): off loopback only behind Ray's token."""
+    exposed = f'[ray]\ndashboard_host = "{host}"\n'
+    with pytest.raises(ConfigError, match=r"ray.*dashboard_host.*auth_mode"):
+        load(tmp_path, toml=exposed + 'auth_mode = "disabled"\n')
+    assert load(tmp_path, toml=exposed).config.ray.dashboard_host == host  # token: the default
+    # loopback, or no dashboard at all, needs nothing
+    assert load(tmp_path, toml='[ray]\nauth_mode = "disabled"\n').config.ray.auth_mode == "disabled"
+    off = f'[ray]\ndashboard_host = "{host}"\ninclude_dashboard = false\nauth_mode = "disabled"\n'
+    assert load(tmp_path, toml=off).config.ray.include_dashboard is False

@@ -42,6 +42,7 @@ from rayinfra.hardware import (
     probe_nvml,
     ray_start_args,
 )
+from tests.conftest import NVIDIA_DEVICE
 
 MIB = 1024**2
 GIB = 1024**3
@@ -778,7 +779,22 @@ def test_detect_on_this_machine() -> None:
     json.dumps(hw.to_dict())
     assert format_report(hw)
     ray_start_args(hw)  # detected values always produce valid arguments
-    if Path("/dev/nvidia0").exists():
-        pytest.skip("/dev/nvidia0 exists: this host may have an NVIDIA driver and real GPUs")
+    if NVIDIA_DEVICE.exists():  # test_detect_finds_the_gpus_of_this_machine runs instead
+        pytest.skip(f"{NVIDIA_DEVICE} exists: this host may have an NVIDIA driver and real GPUs")
     assert hw.gpu_source == "none"
     assert hw.gpus == ()
+
+
+@pytest.mark.gpu
+def test_detect_finds_the_gpus_of_this_machine() -> None:
+    """Where a real NVIDIA GPU is: detected, and advertised to Ray with its labels."""
+    hw = detect()
+    assert hw.gpu_source != "none" and len(hw.gpus) >= 1, format_report(hw)
+    args = ray_start_args(hw)
+    assert f"--num-gpus={len(hw.gpus)}" in args
+    labels = next(a for a in args if a.startswith("--labels="))
+    assert f"{ACCELERATOR_LABEL}=none" not in labels, labels
+    # pinned to no GPU (as the test runtimes are), the node looks GPU-less
+    pinned = ray_start_args(hw, num_gpus=0)
+    assert "--num-gpus=0" in pinned
+    assert f"{ACCELERATOR_LABEL}=none" in next(a for a in pinned if a.startswith("--labels="))

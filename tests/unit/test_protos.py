@@ -153,6 +153,7 @@ ENV_MANAGER: dict[str, Any] = {
 NEW_FIELDS: dict[str, dict[str, set[str]]] = {
     "orchestrator.v1": {
         "SubmitTaskRequest": {"6 double timeout_seconds"},
+        "StreamTaskResultsRequest": {"3 bool changes_only"},
         "TaskResult": {
             "7 string result_json",
             "8 int32 attempts",
@@ -178,6 +179,7 @@ NEW_FIELDS: dict[str, dict[str, set[str]]] = {
     },
     "env_manager.v1": {
         "ServiceStatusUpdate": {"5 bool required"},
+        "ResourceUsage": {"5 string network_scope"},
         "ImagePullProgress": {"6 string message"},
         "StreamLogsRequest": {"5 optional int32 tail_lines"},
         "LogEntry": {"6 double logged_at"},

@@ -329,3 +329,29 @@ def test_gauges() -> None:
     st.dispatch("cpu", ["e1"], mono=0.0, now=0.0)
     st.enqueue([row("c")], mono=0.0)
     assert st.gauges() == ({"cpu": 1}, {"cpu": 2}, {"cpu": 8})
+
+
+def test_drain_stops_dispatch_and_hands_running_attempts_back_uncounted() -> None:
+    st = make_state(
+        cpu=ClassConfig(num_cpus=0, initial_limit=8, timeout_s=60.0),
+        gpu_slurm=ClassConfig(num_cpus=0, initial_limit=8, timeout_s=60.0),
+    )
+    st.enqueue([row("a"), row("b"), row("s", cls="gpu_slurm"), row("q")], mono=1.0)
+    st.dispatch("cpu", ["e1"], mono=2.0, now=100.0)  # a, b, q run on e1
+    st.dispatch("gpu_slurm", ["slurm"], mono=2.0, now=100.0)
+    st.on_results("e1", [ok("q")], now=101.0)  # q ended before the stop
+    st.enqueue([row("later")], mono=3.0)
+    assert st.running() == 3 and st.running(keep={"gpu_slurm"}) == 2
+    settled, cancel = st.drain(now=110.0, keep={"gpu_slurm"})
+    assert events(settled) == [("a", "task_retrying"), ("b", "task_retrying")]
+    assert cancel == {("cpu", "e1"): ["a", "b"]}
+    a = st.tasks["a"].row
+    assert (a.status, a.started_at, a.attempts) == ("pending", None, 0)  # not counted
+    assert settled.transitions[0].event_data["error"].startswith("the runtime stopped")
+    assert settled.finished == [] and settled.retries == []
+    assert st.running(keep={"gpu_slurm"}) == 0 and st.inflight["cpu"] == 0
+    assert st.tasks["s"].row.status == "running"  # a Slurm job outlives the runtime
+    assert st.dispatch("cpu", ["e1"], mono=4.0, now=111.0) == []  # nothing new starts
+    assert st.backlog("cpu") == 1
+    # a late report of what was handed back is stale
+    assert events(st.on_results("e1", [ok("a")], now=112.0)) == []

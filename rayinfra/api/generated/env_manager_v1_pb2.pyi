@@ -122,16 +122,18 @@ class ServiceStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., container_id: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., health_checks: _Optional[_Mapping[str, str]] = ..., started_at: _Optional[int] = ..., resource_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ...) -> None: ...
 
 class ResourceUsage(_message.Message):
-    __slots__ = ("cpu_percent", "memory_bytes", "network_rx_bytes", "network_tx_bytes")
+    __slots__ = ("cpu_percent", "memory_bytes", "network_rx_bytes", "network_tx_bytes", "network_scope")
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     NETWORK_RX_BYTES_FIELD_NUMBER: _ClassVar[int]
     NETWORK_TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_SCOPE_FIELD_NUMBER: _ClassVar[int]
     cpu_percent: float
     memory_bytes: int
     network_rx_bytes: int
     network_tx_bytes: int
-    def __init__(self, cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., network_rx_bytes: _Optional[int] = ..., network_tx_bytes: _Optional[int] = ...) -> None: ...
+    network_scope: str
+    def __init__(self, cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., network_rx_bytes: _Optional[int] = ..., network_tx_bytes: _Optional[int] = ..., network_scope: _Optional[str] = ...) -> None: ...
 
 class StreamHealthRequest(_message.Message):
     __slots__ = ("service_names", "interval_seconds")

@@ -40,12 +40,14 @@ class SubmitTaskResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., task_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StreamTaskResultsRequest(_message.Message):
-    __slots__ = ("task_ids", "include_completed")
+    __slots__ = ("task_ids", "include_completed", "changes_only")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_ONLY_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
     include_completed: bool
-    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., include_completed: _Optional[bool] = ...) -> None: ...
+    changes_only: bool
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., include_completed: _Optional[bool] = ..., changes_only: _Optional[bool] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "status", "result", "error", "duration_ms", "completed_at", "result_json", "attempts", "started_at", "finished_at")

@@ -58,6 +58,10 @@ class Usage:
     memory_bytes: int
     rx_bytes: int = 0
     tx_bytes: int = 0
+    # whose traffic rx/tx count: "service" (its own interfaces), "namespace" (its network
+    # namespace's), "host" (the runtime's namespace: the whole host's), "" (not measured);
+    # rayinfra.services.drivers.procnet explains why
+    network_scope: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ shared by all threads (the SDK's connection pool is thread-safe).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import math
@@ -60,7 +61,6 @@ from rayinfra.services.drivers.base import (
     Usage,
 )
 from rayinfra.services.drivers.docker_format import (
-    _NS,
     DEFAULT_BRIDGE_NAMES,
     PullTracker,
     _log_frames,
@@ -69,9 +69,10 @@ from rayinfra.services.drivers.docker_format import (
     container_name,
     instance_from_inspect,
     named_volumes,
-    parse_docker_time,
     plan_network,
+    usage_from_stats,
 )
+from rayinfra.services.drivers.procnet import namespace_traffic
 from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, LABEL_SPEC, ServiceSpec
 
 # requests ships no type stubs here; only its exception classes are used
@@ -499,30 +500,26 @@ class DockerDriver:
 
     def usage(self, instance_id: str) -> Usage:
         """One ``stats`` sample (one-shot; the engine samples once a second, so a call can
-        wait up to ~1 s). Memory excludes the page cache as ``docker stats`` does."""
+        wait up to ~1 s): :func:`usage_from_stats`. A container with no interfaces of its own
+        in the stats (``network_mode`` host or none) gets its network namespace's counters
+        from ``/proc`` (:func:`~rayinfra.services.drivers.procnet.namespace_traffic`) when the
+        engine runs on this machine; else its network counters stay unmeasured."""
         with self._errors(f"cannot read stats of {instance_id[:12]}"):
             api = self._api()
             kwargs = {} if version_lt(api.api_version, "1.41") else {"one_shot": True}
             s = api.stats(instance_id, stream=False, **kwargs)
-        at = time.monotonic()
-        sampled = parse_docker_time(s.get("read"))
-        if sampled is not None:  # when the engine took the sample, not when it reached us
-            at -= min(max(time.time() - sampled, 0.0), 2.0)
-        cpu_ns = int(((s.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0)
-        mem = s.get("memory_stats") or {}
-        used = int(mem.get("usage") or 0)
-        detail = mem.get("stats") or {}
-        # what `docker stats` shows: cgroup v2 inactive_file, v1 total_inactive_file, else cache
-        for key in ("inactive_file", "total_inactive_file", "cache"):
-            if key in detail:
-                used -= int(detail[key] or 0)
-                break
-        rx = tx = 0
-        for net in (s.get("networks") or {}).values():
-            rx += int(net.get("rx_bytes") or 0)
-            tx += int(net.get("tx_bytes") or 0)
-        return Usage(
-            at=at, cpu_time_s=cpu_ns / _NS, memory_bytes=max(0, used), rx_bytes=rx, tx_bytes=tx
+        usage = usage_from_stats(s, time.monotonic(), time.time())
+        if usage.network_scope:
+            return usage
+        pid = self.inspect(instance_id).pid
+        traffic = namespace_traffic(pid) if pid is not None else None
+        if traffic is None:
+            return usage
+        return dataclasses.replace(
+            usage,
+            rx_bytes=traffic.rx_bytes,
+            tx_bytes=traffic.tx_bytes,
+            network_scope=traffic.scope,
         )
 
     def logs(

@@ -30,6 +30,7 @@ from rayinfra.services.drivers.base import (
     InstanceState,
     LogLine,
     PullProgress,
+    Usage,
 )
 from rayinfra.services.spec import LABEL_SERVICE, ServiceSpec
 
@@ -240,6 +241,37 @@ def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
         health=health,
         ports=tuple(sorted(ports)),
         pid=pid if pid > 0 else None,
+    )
+
+
+def usage_from_stats(stats: Mapping[str, Any], mono: float, wall: float) -> Usage:
+    """One ``docker stats`` sample (``stream=False``) as a :class:`Usage` taken at monotonic
+    ``mono`` (moved back to when the engine sampled, by ``read`` against ``wall``, at most 2 s).
+
+    Memory excludes the page cache as ``docker stats`` shows it (cgroup v2 ``inactive_file``,
+    v1 ``total_inactive_file``, else ``cache``). Network: the container's own interfaces
+    (``networks``), scope ``service``; a container without any there (``network_mode`` host or
+    none) gets rx/tx 0 and scope ``""``: the driver reads its namespace instead."""
+    at = mono
+    sampled = parse_docker_time(stats.get("read"))
+    if sampled is not None:  # when the engine took the sample, not when it reached us
+        at -= min(max(wall - sampled, 0.0), 2.0)
+    cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+    mem = stats.get("memory_stats") or {}
+    used = int(mem.get("usage") or 0)
+    detail = mem.get("stats") or {}
+    for key in ("inactive_file", "total_inactive_file", "cache"):
+        if key in detail:
+            used -= int(detail[key] or 0)
+            break
+    networks = stats.get("networks") or {}
+    return Usage(
+        at=at,
+        cpu_time_s=int(cpu.get("total_usage") or 0) / _NS,
+        memory_bytes=max(0, used),
+        rx_bytes=sum(int(n.get("rx_bytes") or 0) for n in networks.values()),
+        tx_bytes=sum(int(n.get("tx_bytes") or 0) for n in networks.values()),
+        network_scope="service" if networks else "",
     )
 
 

@@ -80,6 +80,7 @@ from rayinfra.services.drivers.base import (
     PullProgress,
     Usage,
 )
+from rayinfra.services.drivers.procnet import namespace_traffic
 from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, LABEL_SPEC, ServiceSpec
 
 T = TypeVar("T")
@@ -462,7 +463,9 @@ class ProcessDriver:
         return out
 
     def usage(self, instance_id: str) -> Usage:
-        """CPU time (user + system) and RSS of the child and all its descendants."""
+        """CPU time (user + system) and RSS of the child and all its descendants; network:
+        the counters of the child's network namespace (the whole host's, scope ``host``,
+        unless it runs in a namespace of its own: :mod:`~rayinfra.services.drivers.procnet`)."""
         found = self._find(instance_id)
         rec = found[1] if found else None
         if rec is None or rec.pid is None or not sv.is_alive(rec.pid, rec.start_ticks):
@@ -483,7 +486,17 @@ class ProcessDriver:
                 continue
             cpu += t.user + t.system + t.children_user + t.children_system
             rss += mem.rss
-        return Usage(at=at, cpu_time_s=cpu, memory_bytes=rss)
+        traffic = namespace_traffic(rec.pid)
+        if traffic is None:
+            return Usage(at=at, cpu_time_s=cpu, memory_bytes=rss)
+        return Usage(
+            at=at,
+            cpu_time_s=cpu,
+            memory_bytes=rss,
+            rx_bytes=traffic.rx_bytes,
+            tx_bytes=traffic.tx_bytes,
+            network_scope=traffic.scope,
+        )
 
     def logs(
         self, instance_id: str, *, follow: bool, tail: int | None, since: float | None
