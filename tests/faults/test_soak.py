@@ -1,0 +1,31 @@
+"""The soak's CI version: ``bench/soak.py`` for five minutes (mixed submits, cancels, streams,
+service restarts and CLI calls against a runtime of its own; every process's RSS, fds and
+threads sampled every 15 s). It fails when a process grows over the second half beyond the
+script's stated slack, or when an acknowledged task does not end as it should. The hour-long
+run is the same script (docs/benchmarks.md, "Soak")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
+
+
+@pytest.mark.timeout(1200)
+def test_five_minutes_of_mixed_load_leave_every_process_flat() -> None:
+    res = subprocess.run(
+        [sys.executable, str(SOAK), "--minutes", "5", "--sample-s", "15", "--plot", ""],
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
+    report = res.stdout + res.stderr[-3000:]
+    assert res.returncode == 0, report
+    assert "verdict: flat / no errors" in res.stdout, report
+    assert "'submitted': " in res.stdout and "'service restarts': " in res.stdout, report
