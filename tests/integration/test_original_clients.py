@@ -37,6 +37,7 @@ from rayinfra.services.drivers.procnet import namespace_traffic
 from tests.integration.conftest import Runtime
 from tests.support import images
 from tests.support.original_client import generate_original_client
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 on_session_loop = pytest.mark.asyncio(loop_scope="session")  # where the async fixtures live
@@ -106,17 +107,6 @@ def start_services(names: list[str]) -> None:
     seq, done = 0, False
     while not done:
         seq, _, done = ray.get(reg.op_updates.remote(op, seq, 10.0))
-
-
-def wait_until(what: str, pred: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
 # ----------------------------------------------------------------------------- Done means

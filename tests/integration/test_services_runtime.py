@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import ray
 from rayinfra.raywrap import NAMESPACE
 from tests.integration.conftest import SERVICE_PORTS, Runtime
 from tests.support import images
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,17 +47,6 @@ def finals(updates: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {u["service_name"]: u for u in updates if u["progress"] == 100}
 
 
-def wait_for(pred: Any, timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
-
-
 def test_start_pulls_in_a_dependency_and_runs_a_container(srt: Runtime) -> None:
     f = finals(start(["burner", "boxed"]))
     assert set(f) == {"kv", "burner", "boxed"}
@@ -81,7 +70,7 @@ def test_health_checker_reports_probes_and_cpu(srt: Runtime) -> None:
         usage = ray.get(reg.status.remote(["burner"]))["burner"].get("health", {})
         return float(usage.get("resource_usage", {}).get("cpu_percent", 0.0))
 
-    assert wait_for(lambda: burner_cpu() > 20, 20, "burner CPU%")
+    assert wait_until("burner CPU%", lambda: burner_cpu() > 20, 20, 0.2)
     metrics = ray.get(reg.metrics_snapshot.remote())
     assert metrics['env_manager_service_start_total{service_name="kv",status="success"}'] >= 1
 
@@ -116,7 +105,7 @@ def test_restart_on_unhealthy_through_the_actors(srt: Runtime) -> None:
             row = ray.get(reg.status.remote(["victim"]))["victim"]
             return bool(row["container_id"] != first and row["status"] == "running")
 
-        wait_for(replaced, 30, "victim restarted")
+        wait_until("victim restarted", replaced, 30, 0.2)
     finally:
         with contextlib.suppress(ProcessLookupError):  # normally gone: it was replaced
             os.kill(pid, signal.SIGCONT)
@@ -141,7 +130,7 @@ def test_killed_registry_adopts_running_services(srt: Runtime) -> None:
         except Exception:  # noqa: BLE001 - restarting
             return False
 
-    wait_for(new_incarnation, 60, "registry restart")
+    wait_until("registry restart", new_incarnation, 60, 0.2)
     reg = registry()
     recovered = ray.get(reg.recovered.remote())
     assert recovered["kv"] == recovered["boxed"] == "adopted"
