@@ -53,10 +53,33 @@ def cluster_head(tmp: Path, *, token: bool = True, num_cpus: int = 1) -> Iterato
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
     else:
         env["RAY_AUTH_MODE"] = "disabled"
-    ray_tmp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # socket paths: at most 107 bytes
+    log_path = tmp / "head.log"
+    for attempt in (1, 2):
+        ray_tmp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # socket paths: at most 107 bytes
+        gcs = free_port()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                _head_argv(gcs, ray_tmp, num_cpus),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            started = _wait_started(proc, log_path, ray_tmp, last_attempt=attempt == 2)
+            if started:
+                yield ClusterHead(f"{HEAD_IP}:{gcs}", proc.pid, token_path, env)
+                return
+        finally:
+            stop_head(proc.pid, timeout_s=15, force=True)
+            proc.wait(timeout=10)
+            assert session_members(proc.pid) == []
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _head_argv(gcs: int, ray_tmp: str, num_cpus: int) -> list[str]:
     low, high = free_port_range()
-    gcs = free_port()
-    argv = [
+    return [
         ray_executable(),
         "start",
         "--head",
@@ -72,23 +95,30 @@ def cluster_head(tmp: Path, *, token: bool = True, num_cpus: int = 1) -> Iterato
         "--num-gpus=0",
         "--disable-usage-stats",
     ]
-    log_path = tmp / "head.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while READY_MARKER not in log_path.read_text(errors="replace"):
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        yield ClusterHead(f"{HEAD_IP}:{gcs}", proc.pid, token_path, env)
-    finally:
-        stop_head(proc.pid, timeout_s=15, force=True)
-        proc.wait(timeout=10)
-        assert session_members(proc.pid) == []
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _wait_started(
+    proc: subprocess.Popen[bytes], log_path: Path, ray_tmp: str, *, last_attempt: bool
+) -> bool:
+    """True once the head is up. A head whose ``ray start`` exits first (its raylet did not
+    register within Ray's fixed 30 s: a port taken between :func:`free_port` and the raylet's
+    bind, or a machine busy with the previous test's teardown) gets one more try with new ports;
+    the second failure fails the test with ``ray start``'s output and the raylet's own log."""
+    deadline = time.monotonic() + 90
+    while READY_MARKER not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None:
+            assert not last_attempt, _diagnosis(log_path, ray_tmp)
+            return False
+        assert time.monotonic() < deadline, _diagnosis(log_path, ray_tmp)
+        time.sleep(0.2)
+    return True
+
+
+def _diagnosis(log_path: Path, ray_tmp: str) -> str:
+    tails = [log_path.read_text(errors="replace")]
+    for log in sorted(Path(ray_tmp).glob("session_latest/logs/raylet.*")):
+        tails.append(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:])
+    return "\n".join(tails)
 
 
 def ray_nodes(head: ClusterHead) -> list[dict[str, object]]:
