@@ -25,6 +25,7 @@ from rayinfra.compat import original_task_metrics
 from rayinfra.config import CONTROL_ACTOR_NAMES
 from rayinfra.errors import InvalidArgumentError, UnavailableError
 from rayinfra.models import (
+    EVENT_KEYS,
     FROM_NOW,
     TaskPage,
     TaskStatus,
@@ -154,16 +155,17 @@ class ControlPlane:
         return b"".join(parts)
 
     async def events(
-        self, event_types: Sequence[str] | None, since_timestamp: int
+        self, event_types: Sequence[str] | None, since_timestamp: int, after_seq: int = 0
     ) -> AsyncIterator[dict[str, Any]]:
         types = list(event_types) if event_types else None
-        seq, events = await self.call(  # since 0: from now on
-            "scheduler", "events", 0 if since_timestamp else FROM_NOW, since_timestamp or None,
+        start, since = (after_seq, None) if after_seq else (0, since_timestamp or None)
+        seq, events = await self.call(  # neither a seq nor a time: from now on
+            "scheduler", "events", start if after_seq or since_timestamp else FROM_NOW, since,
             types, EVENT_BATCH,
         )  # fmt: skip
         while True:
             for e in events:
-                yield {k: e[k] for k in ("event_type", "resource_id", "data", "timestamp")}
+                yield {k: e[k] for k in EVENT_KEYS}
             seq, events = await self.call(
                 "scheduler", "events", seq, None, types, EVENT_BATCH, EVENT_POLL_S
             )

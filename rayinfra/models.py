@@ -21,6 +21,8 @@ from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
 
 #: what ``stream_task_results`` yields (the original client's keys)
 STREAM_KEYS = ("task_id", "status", "result", "error", "duration_ms", "completed_at")
+#: what an event of ``stream_events`` carries (``seq``: its place in the durable event log)
+EVENT_KEYS = ("event_type", "resource_id", "data", "timestamp", "seq")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -82,6 +82,7 @@ def _system_event(pb2: Any, e: dict[str, Any]) -> Any:
         data=string_map(e.get("data") or {}),
         timestamp=int(e["timestamp"]),
         data_json=json.dumps(e.get("data") or {}, separators=(",", ":"), default=str),
+        seq=int(e.get("seq") or 0),
     )
 
 
@@ -294,14 +295,18 @@ class OrchestratorServicer:
     async def StreamEvents(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        """Replays from ``since_timestamp`` (inclusive) out of the events table, then follows."""
+        """Replays after ``after_seq`` (a resumed stream), else from ``since_timestamp``
+        (inclusive), out of the events table; then follows."""
         types = set(request.event_types)
+        if request.after_seq < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after_seq: must be >= 0")
         sub = await self.events.subscribe(lambda e: not types or e["event_type"] in types)
         try:
-            last_seq = 0
-            if request.since_timestamp > 0:
-                # the first page by timestamp, the next ones after the last page's seq
-                after, since = 0, request.since_timestamp
+            last_seq = request.after_seq
+            if request.after_seq > 0 or request.since_timestamp > 0:
+                # the first page after the seq or by timestamp, the next ones after its last seq
+                after = request.after_seq
+                since = None if after else request.since_timestamp
                 while True:
                     async with aborting(context):
                         seq, rows = await self.control.call(

@@ -350,11 +350,13 @@ class AgentInfra:
             self._streams.remove(entry)
 
     async def stream_events(
-        self, event_types: list[str] | None = None, since_timestamp: int = 0
+        self, event_types: list[str] | None = None, since_timestamp: int = 0, after_seq: int = 0
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield ``{event_type, resource_id, data, timestamp}``: the past from ``since_timestamp``
-        (inclusive) first, then live events, until the caller stops iterating."""
-        async for ev in self.transport.events(event_types, since_timestamp):
+        """Yield ``{event_type, resource_id, data, timestamp, seq}``: the past after
+        ``after_seq`` (the ``seq`` of the last event a caller kept: a resume, each event once),
+        else from ``since_timestamp`` (inclusive), first, then live events, until the caller
+        stops iterating. It goes on across a restart of the gateway or the whole runtime."""
+        async for ev in self.transport.events(event_types, since_timestamp, after_seq):
             yield ev
 
     # ------------------------------------------------------------------ workflows
@@ -530,9 +532,9 @@ class AgentInfraSync:
         return self._iterate(self._infra.stream_task_results(task_ids, include_completed))
 
     def stream_events(
-        self, event_types: list[str] | None = None, since_timestamp: int = 0
+        self, event_types: list[str] | None = None, since_timestamp: int = 0, after_seq: int = 0
     ) -> Iterator[dict[str, Any]]:
-        return self._iterate(self._infra.stream_events(event_types, since_timestamp))
+        return self._iterate(self._infra.stream_events(event_types, since_timestamp, after_seq))
 
     def create_workflow(
         self, spec: dict[str, Any], workflow_id: str | None = None

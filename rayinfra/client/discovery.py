@@ -4,12 +4,19 @@
 
 1. an explicit gateway address (``orchestrator_addr=``, ``RAYINFRA_GATEWAY``) -> gRPC;
 2. an explicit Ray address (``RAYINFRA_ADDRESS``) -> actor handles in that cluster;
-3. a runtime recorded in the state dir's ``connection.json`` -> actor handles;
+3. a runtime recorded in the state dir's ``connection.json``: actor handles when this process
+   already runs in its Ray cluster (a task or an actor) or its gateway is disabled; else gRPC to
+   its gateway;
 4. a gateway answering at ``ORCHESTRATOR_GRPC_ADDR`` (another user's or host's runtime) -> gRPC;
-5. none of these: start the local runtime (unless ``DSPY_AGENT_SKIP_START``) and use actor
-   handles — or, when a gateway address was given and a runtime started here would serve it,
-   start it in a child process (:mod:`rayinfra.client.runtime_child`), so a gRPC client never
-   joins the Ray cluster itself.
+5. none of these: start the local runtime (unless ``DSPY_AGENT_SKIP_START``) in a child process
+   (:mod:`rayinfra.client.runtime_child`) and use its gateway; in-process with actor handles
+   only when the gateway is disabled.
+
+Why a client outside the cluster is not a Ray driver: Ray ends a driver's process 60 s after
+its cluster's GCS is gone (``gcs_rpc_server_reconnect_timeout_s``), so a client that was a
+driver would die with a crashed runtime and could never reconnect. Over the gateway it is a
+plain gRPC client: it waits out a crash and a ``rayinfra start`` (bounded back-off, a log line
+per attempt), and its pending waits and streams go on from the durable task feed.
 
 Blocking (``ray.init``, a child process): run it off the event loop, or on the main thread.
 """
@@ -17,6 +24,7 @@ Blocking (``ray.init``, a child process): run it off the event loop, or on the m
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,24 +68,45 @@ def connect(
     if client.ray_address is not None:
         runtime.attach(config, client.ray_address)
         return Connection(actor_transport(config))
-    if connection.recorded(config.state.dir) is None:
-        dial = config.orchestrator_dial_addr
-        if listening(dial, client.connect_timeout_s):
-            return Connection(grpc_transport(config, dial))
-        if client.skip_start:
-            raise runtime.RuntimeFailureError(
-                f"rayinfra is not running (state dir {config.state.dir}) and "
-                "DSPY_AGENT_SKIP_START is set"
+    info = connection.recorded(config.state.dir)
+    if info is not None:
+        if config.gateway.enabled and not _runs_in(info):
+            return Connection(
+                grpc_transport(config, _local_gateway(config), client.service_timeout_s)
             )
-        runtime.start(config)
         runtime.connect(config.state.dir)
-
-        def stop_local() -> None:
-            runtime.stop(config.state.dir, force=True)
-
-        return Connection(actor_transport(config), stop_local)
+        return Connection(actor_transport(config))
+    dial = config.orchestrator_dial_addr
+    if listening(dial, client.connect_timeout_s):
+        return Connection(grpc_transport(config, dial))
+    if client.skip_start:
+        raise runtime.RuntimeFailureError(
+            f"rayinfra is not running (state dir {config.state.dir}) and "
+            "DSPY_AGENT_SKIP_START is set"
+        )
+    if config.gateway.enabled:
+        return _to_gateway(config, _local_gateway(config), workspace, cli_path)
+    runtime.start(config)
     runtime.connect(config.state.dir)
-    return Connection(actor_transport(config))
+
+    def stop_local() -> None:
+        runtime.stop(config.state.dir, force=True)
+
+    return Connection(actor_transport(config), stop_local)
+
+
+def _runs_in(info: connection.ConnectionInfo) -> bool:
+    """Whether this process is already part of the recorded runtime's Ray cluster (a task or
+    an actor in it, or a driver that connected on its own)."""
+    if "ray" not in sys.modules:  # never imported: not in any cluster
+        return False
+    from rayinfra import raywrap
+
+    return raywrap.connected_address() == info.gcs_address
+
+
+def _local_gateway(config: RayinfraConfig) -> str:
+    return dial_addr(config.gateway.orchestrator_grpc_addr)
 
 
 def _to_gateway(
@@ -91,7 +120,7 @@ def _to_gateway(
     client = config.client
     if listening(addr, client.connect_timeout_s):
         return Connection(grpc_transport(config, addr))
-    local = dial_addr(config.gateway.orchestrator_grpc_addr)
+    local = _local_gateway(config)
     if client.skip_start:
         raise runtime.RuntimeFailureError(
             f"no gateway answered at {addr} within {client.connect_timeout_s:g}s and "

@@ -7,19 +7,26 @@ scheduler's task feed, which the client's waits and result streams follow as ove
 
 Every call carries ``authorization: Bearer <token>`` when a token is known (the configured auth
 token, else this user's local gateway token file), so auth-required gateways and ``shell`` /
-``python`` tasks work without extra setup. ``UNAVAILABLE`` (gateway or scheduler restarting) is
-retried for up to ``DSPY_AGENT_SERVICE_TIMEOUT`` seconds; submits stay idempotent because the
-client fills in a missing task id before the first try.
+``python`` tasks work without extra setup.
+
+``UNAVAILABLE`` (the gateway, the scheduler or the whole runtime restarting) is retried with
+bounded exponential back-off (tenacity; a log line per attempt) for up to
+``DSPY_AGENT_SERVICE_TIMEOUT`` seconds, then the call raises one
+:class:`~rayinfra.errors.UnavailableError` saying so; submits stay idempotent because the client
+fills in a missing task id before the first try. Each attempt has a deadline, so a gateway that
+accepts connections but never answers cannot hang a call. The channel itself re-dials within
+the same back-off cap (gRPC's own default would wait up to 120 s), so a runtime started again
+at the same address is found within a couple of seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
+import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
@@ -36,22 +43,32 @@ from rayinfra.errors import (
     WorkflowNotFoundError,
     WorkflowRunNotFoundError,
 )
-from rayinfra.models import TaskPage, TaskStatus
+from rayinfra.models import FROM_NOW, TaskPage, TaskStatus
 from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN, decode_wire_payload
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 RETRY_FIRST_S = 0.05
+ANSWER_S = 30.0  # how long one attempt may wait for an answer, beyond what the call asks for
 GET_CHUNK = 5000  # ids per GetTasks call: a page of statuses stays far below 4 MiB
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def gateway_channel(addr: str, tls_ca: bytes | None, *, aio: bool = False) -> Any:
+def gateway_channel(
+    addr: str, tls_ca: bytes | None, *, aio: bool = False, redial_max_s: float = 2.0
+) -> Any:
     """A gRPC channel to a gateway at ``addr`` (a ``grpc.aio`` one with ``aio``): TLS verified
     against ``tls_ca`` (PEM) when given, else plaintext; messages up to
-    :data:`MAX_MESSAGE_BYTES` either way."""
+    :data:`MAX_MESSAGE_BYTES` either way; a lost connection re-dialled at least every
+    ``redial_max_s``."""
     api = grpc.aio if aio else grpc
+    redial_ms = max(100, int(redial_max_s * 1000))
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", min(100, redial_ms)),
+        ("grpc.min_reconnect_backoff_ms", min(100, redial_ms)),
+        ("grpc.max_reconnect_backoff_ms", redial_ms),
     ]
     if tls_ca is None:
         return api.insecure_channel(addr, options=options)
@@ -145,7 +162,9 @@ class GrpcTransport:
         """Create the channel (on this event loop: a grpc.aio channel belongs to one) and wait
         for it to connect. A gateway whose scheduler is not ready yet answers UNAVAILABLE,
         which every call retries for ``retry_for_s``."""
-        self._channel = gateway_channel(self.addr, self._tls_ca, aio=True)
+        self._channel = gateway_channel(
+            self.addr, self._tls_ca, aio=True, redial_max_s=self.backoff_s
+        )
         self._stub = self._pb2_grpc.OrchestratorServiceStub(self._channel)
         wait = self.connect_timeout_s
         try:
@@ -153,19 +172,83 @@ class GrpcTransport:
         except asyncio.TimeoutError:
             raise ConnectError(self.addr, wait) from None
 
-    async def _unary(self, method: str, request: Any) -> Any:
-        """Call ``method``; UNAVAILABLE is retried (with back-off) for ``retry_for_s``."""
-        deadline = time.monotonic() + self.retry_for_s
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                return await getattr(self._stub, method)(request, metadata=self._metadata)
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() + delay < deadline:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.backoff_s)
-                    continue
-                raise error_from_rpc(e) from None
+    def _retrying(self, method: str, *, forever: bool = False) -> Any:
+        """tenacity's loop for ``method``: UNAVAILABLE retried with exponential back-off up to
+        ``backoff_s``, a log line per attempt, for ``retry_for_s`` (``forever``: for as long as
+        the caller waits)."""
+        from tenacity import (
+            AsyncRetrying,
+            RetryCallState,
+            retry_if_exception,
+            stop_after_delay,
+            stop_never,
+            wait_exponential,
+        )
+
+        def unavailable(e: BaseException) -> bool:
+            return isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
+
+        def note(state: RetryCallState) -> None:
+            e = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "rayinfra gateway at %s unavailable (%s): %s attempt %d failed, next in %.2fs",
+                self.addr,
+                e.details() if isinstance(e, grpc.aio.AioRpcError) else e,
+                method,
+                state.attempt_number,
+                state.upcoming_sleep,
+            )
+
+        return AsyncRetrying(
+            stop=(
+                stop_never if forever else stop_after_delay(self.retry_for_s)
+            ),
+            wait=wait_exponential(multiplier=RETRY_FIRST_S, max=self.backoff_s),
+            retry=retry_if_exception(unavailable),
+            before_sleep=note,
+            reraise=True,
+        )
+
+    def _error(self, method: str, e: grpc.aio.AioRpcError) -> BaseException:
+        if e.code() == grpc.StatusCode.UNAVAILABLE:  # retried until the window closed
+            return UnavailableError(
+                f"rayinfra is unavailable: the gateway at {self.addr} did not answer {method} "
+                f"for {self.retry_for_s:g}s (DSPY_AGENT_SERVICE_TIMEOUT; last error: "
+                f"{e.details()})"
+            )
+        return error_from_rpc(e)
+
+    async def _unary(self, method: str, request: Any, answer_s: float = ANSWER_S) -> Any:
+        """Call ``method``, each attempt answered within ``answer_s``, under :meth:`_retrying`."""
+        try:
+            async for attempt in self._retrying(method):
+                with attempt:
+                    return await getattr(self._stub, method)(
+                        request, metadata=self._metadata, timeout=answer_s
+                    )
+        except grpc.aio.AioRpcError as e:
+            raise self._error(method, e) from None
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True above
+
+    async def _stream(
+        self, method: str, request_for: Callable[[], Any], convert: Callable[[Any], T]
+    ) -> AsyncIterator[T]:
+        """A server stream that outlives a restart of the gateway or the whole runtime: broken
+        by UNAVAILABLE, it is opened again with ``request_for()`` (which resumes from what the
+        caller has seen) under :meth:`_retrying`, for as long as the caller iterates (as a
+        ``wait_tasks`` waits out a restart). Ends when the server ends it."""
+        try:
+            async for attempt in self._retrying(method, forever=True):
+                with attempt:
+                    call = getattr(self._stub, method)(request_for(), metadata=self._metadata)
+                    try:
+                        async for m in call:
+                            yield convert(m)
+                        return
+                    finally:
+                        call.cancel()
+        except grpc.aio.AioRpcError as e:
+            raise self._error(method, e) from None
 
     # ------------------------------------------------------------------ tasks
     def _request(self, spec: Mapping[str, Any]) -> Any:
@@ -266,30 +349,35 @@ class GrpcTransport:
                 timeout_seconds=timeout_s,
                 terminal_only=terminal_only,
             ),
+            answer_s=timeout_s + ANSWER_S,
         )
         return int(res.seq), [TaskStatus.from_pb(m) for m in res.changes]
 
     async def events(
-        self, event_types: Sequence[str] | None, since_timestamp: int
+        self, event_types: Sequence[str] | None, since_timestamp: int, after_seq: int = 0
     ) -> AsyncIterator[dict[str, Any]]:
-        call = self._stub.StreamEvents(
-            self.pb2.StreamEventsRequest(
-                event_types=list(event_types or ()), since_timestamp=since_timestamp
-            ),
-            metadata=self._metadata,
-        )
-        try:
-            async for m in call:
-                yield {
-                    "event_type": m.event_type,
-                    "resource_id": m.resource_id,
-                    "data": json.loads(m.data_json) if m.data_json else dict(m.data),
-                    "timestamp": m.timestamp,
-                }
-        except grpc.aio.AioRpcError as e:
-            raise error_from_rpc(e) from None
-        finally:
-            call.cancel()
+        if not after_seq and not since_timestamp:  # "from now", pinned: a resume skips nothing
+            after_seq, _ = await self.changes(FROM_NOW, None, 0.0, False)
+        cursor = after_seq
+        types = list(event_types or ())
+
+        def request() -> Any:
+            if cursor:
+                return self.pb2.StreamEventsRequest(event_types=types, after_seq=cursor)
+            return self.pb2.StreamEventsRequest(event_types=types, since_timestamp=since_timestamp)
+
+        def event(m: Any) -> dict[str, Any]:
+            return {
+                "event_type": m.event_type,
+                "resource_id": m.resource_id,
+                "data": json.loads(m.data_json) if m.data_json else dict(m.data),
+                "timestamp": m.timestamp,
+                "seq": m.seq,
+            }
+
+        async for ev in self._stream("StreamEvents", request, event):
+            cursor = ev["seq"] or cursor
+            yield ev
 
     async def metrics(self) -> dict[str, float]:
         res = await self._unary("GetMetrics", self.pb2.GetMetricsRequest())
@@ -354,24 +442,20 @@ class GrpcTransport:
         return dict(json.loads(res.run_json))
 
     async def workflow_status(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
-        call = self._stub.StreamWorkflowStatus(
-            self.pb2.StreamWorkflowStatusRequest(run_id=run_id), metadata=self._metadata
-        )
-        try:
-            async for m in call:
-                yield {
-                    "run_id": m.run_id,
-                    "status": m.status,
-                    "current_step": m.current_step,
-                    "steps_completed": m.steps_completed,
-                    "total_steps": m.total_steps,
-                    "output": decode_wire_payload(dict(m.output)),
-                    "error": m.error,
-                }
-        except grpc.aio.AioRpcError as e:
-            raise error_from_rpc(e) from None
-        finally:
-            call.cancel()
+        def status(m: Any) -> dict[str, Any]:
+            return {
+                "run_id": m.run_id,
+                "status": m.status,
+                "current_step": m.current_step,
+                "steps_completed": m.steps_completed,
+                "total_steps": m.total_steps,
+                "output": decode_wire_payload(dict(m.output)),
+                "error": m.error,
+            }
+
+        request = self.pb2.StreamWorkflowStatusRequest(run_id=run_id)
+        async for st in self._stream("StreamWorkflowStatus", lambda: request, status):
+            yield st  # a resumed stream starts with the run's state then: nothing is missed
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -64,10 +64,11 @@ class Transport(Protocol):
         ...
 
     def events(
-        self, event_types: Sequence[str] | None, since_timestamp: int
+        self, event_types: Sequence[str] | None, since_timestamp: int, after_seq: int = 0
     ) -> AsyncIterator[dict[str, Any]]:
-        """``{event_type, resource_id, data, timestamp}``: the past from ``since_timestamp``
-        (inclusive; 0: none), then live events, until the caller stops."""
+        """``{event_type, resource_id, data, timestamp, seq}``: the past after ``after_seq``
+        (a resumed stream: the ``seq`` of the last event received), else from
+        ``since_timestamp`` (inclusive; 0: none), then live events, until the caller stops."""
         ...
 
     async def metrics(self) -> dict[str, float]:

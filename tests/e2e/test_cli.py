@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,16 +16,10 @@ from rayinfra.config import CONTROL_ACTOR_NAMES
 from rayinfra.connection import pid_alive
 from rayinfra.head import session_members
 from tests.conftest import NVIDIA_DEVICE, RuntimeSpec
+from tests.support.runtime_cli import RAYINFRA, cli
 
 pytestmark = pytest.mark.e2e
 
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
-
-
-def cli(spec: RuntimeSpec, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RAYINFRA, *args], env=spec.env(), capture_output=True, text=True, timeout=timeout
-    )
 
 
 def our_processes(head_pid: int, temp_dir: Path) -> list[str]:

@@ -26,12 +26,12 @@ import pytest
 
 from rayinfra.client import AgentInfraSync
 from rayinfra.client.grpc_transport import GrpcTransport
+from tests.support.runtime_cli import RAYINFRA
 from tests.support.slurm import require_slurm, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parents[2]
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
 WHERE = "tests.support.where:node_id"
 CONNECT = re.compile(
     r"ray: 127\.0\.0\.2:\d+\n"

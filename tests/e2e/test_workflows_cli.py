@@ -4,52 +4,22 @@ whole runtime (every process of the head's session) and a ``rayinfra start`` aga
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rayinfra.connection import pid_alive
-from rayinfra.head import session_members
 from tests.conftest import RuntimeSpec
+from tests.support.runtime_cli import cli, kill_runtime
 
 pytestmark = pytest.mark.e2e
-
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
-
-
-def cli(spec: RuntimeSpec, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*RAYINFRA, *args], env=spec.env(), capture_output=True, text=True, timeout=300
-    )
-    if check:
-        assert done.returncode == 0, f"rayinfra {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done
-
 
 def marking(node_id: str, log: Path, seconds: float = 0.0) -> dict[str, Any]:
     """A step that appends its id to ``log`` when it runs (then sleeps)."""
     argv = ["sh", "-c", f"echo {node_id} >> {log}; sleep {seconds}"]
     return {"id": node_id, "name": node_id, "type": "task",
             "task": {"class": "cpu_short", "payload": {"type": "shell", "argv": argv}}}  # fmt: skip
-
-
-def kill_runtime(spec: RuntimeSpec) -> None:
-    """SIGKILL every process of the head's session: Ray, the control actors, the executors."""
-    conn = json.loads((spec.state_dir / "connection.json").read_text())
-    members = session_members(conn["head_pid"])
-    assert members, "the head's session is empty"
-    for pid in members:
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while any(pid_alive(p) for p in members):
-        assert time.monotonic() < deadline, "the runtime's processes did not die"
-        time.sleep(0.1)
 
 
 def test_workflow_commands_and_a_run_that_survives_the_runtime_being_killed(

@@ -22,19 +22,13 @@ from rayinfra import AgentInfraSync, taskstore
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
 from rayinfra.store import StateStore
 from tests.conftest import RuntimeSpec, make_runtime_spec
+from tests.support.runtime_cli import RAYINFRA, cli
 
 pytestmark = pytest.mark.integration
 
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
 TICKER = (
     "import time\nfor i in range(100000):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
 )
-
-
-def cli(spec: RuntimeSpec, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RAYINFRA, *args], env=spec.env(), capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture

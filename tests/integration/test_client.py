@@ -118,6 +118,15 @@ def test_streams_end_when_named_tasks_finish(infra: AgentInfraSync) -> None:
     assert {e["event_type"] for e in events} == {"task_submitted", "task_completed"}
     completed = next(e for e in events if e["event_type"] == "task_completed")
     assert isinstance(completed["data"]["attempts"], int)  # native JSON, not a string map
+    assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})  # the log's order
+    # a resume after the first of them: the rest, each once, in the same order
+    resumed = []
+    for ev in infra.stream_events(["task_submitted", "task_completed"], after_seq=events[0]["seq"]):
+        if ev["resource_id"] in ids:
+            resumed.append(ev)
+        if len(resumed) == len(events) - 1:
+            break
+    assert resumed == events[1:]
 
 
 def test_errors_are_the_same_types(infra: AgentInfraSync) -> None:

@@ -41,12 +41,12 @@ from rayinfra.api import stubs
 from rayinfra.config import NAMESPACE, RayinfraConfig, dial_addr, load_config
 from tests.conftest import SHELL_CLASSES_TOML, RuntimeSpec, make_runtime_spec
 from tests.integration.conftest import Runtime
+from tests.support.runtime_cli import RAYINFRA
 
 pytestmark = pytest.mark.integration
 
 opb, opb_grpc = stubs.orchestrator()
 epb, epb_grpc = stubs.env_manager()
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
 REPO = Path(__file__).parents[2]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,11 +20,11 @@ from rayinfra import AgentInfraSync
 from rayinfra.api import stubs
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
 from tests.conftest import RuntimeSpec, make_runtime_spec
+from tests.support.runtime_cli import RAYINFRA
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
 opb, opb_grpc = stubs.orchestrator()
 epb, epb_grpc = stubs.env_manager()
 

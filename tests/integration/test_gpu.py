@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,11 @@ import pytest
 from rayinfra import AgentInfraSync, hardware
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
 from tests.conftest import RuntimeSpec, make_runtime_spec
+from tests.support.runtime_cli import RAYINFRA
 
 pytestmark = [pytest.mark.integration, pytest.mark.gpu]
 
 REPO = Path(__file__).resolve().parents[2]
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
 
 
 @dataclass

@@ -372,15 +372,17 @@ class MetricsResponse(_message.Message):
     def __init__(self, metrics: _Optional[_Mapping[str, float]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
-    __slots__ = ("event_types", "since_timestamp")
+    __slots__ = ("event_types", "since_timestamp", "after_seq")
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     SINCE_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     event_types: _containers.RepeatedScalarFieldContainer[str]
     since_timestamp: int
-    def __init__(self, event_types: _Optional[_Iterable[str]] = ..., since_timestamp: _Optional[int] = ...) -> None: ...
+    after_seq: int
+    def __init__(self, event_types: _Optional[_Iterable[str]] = ..., since_timestamp: _Optional[int] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class SystemEvent(_message.Message):
-    __slots__ = ("event_type", "resource_id", "data", "timestamp", "data_json")
+    __slots__ = ("event_type", "resource_id", "data", "timestamp", "data_json", "seq")
     class DataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -393,12 +395,14 @@ class SystemEvent(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     event_type: str
     resource_id: str
     data: _containers.ScalarMap[str, str]
     timestamp: int
     data_json: str
-    def __init__(self, event_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., data: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[int] = ..., data_json: _Optional[str] = ...) -> None: ...
+    seq: int
+    def __init__(self, event_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., data: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[int] = ..., data_json: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
