@@ -62,6 +62,11 @@ def connect(state_dir: Path) -> ConnectionInfo:
     info = recorded(state_dir)
     if info is None:
         raise RuntimeFailureError(f"no rayinfra runtime is running for state dir {state_dir}")
+    return _connected(info)
+
+
+def _connected(info: ConnectionInfo) -> ConnectionInfo:
+    """Connect this process to ``info``'s cluster; ``info`` as connected."""
     try:
         raywrap.connect(info)
     except raywrap.RayUnavailableError as e:
@@ -95,14 +100,7 @@ def attach(config: RayinfraConfig, address: str) -> ConnectionInfo:
         token_path=str(config.ray_token_path) if config.ray.auth_mode == "token" else None,
         state_dir=str(config.state.dir),
     )
-    try:
-        raywrap.connect(info)
-    except raywrap.RayUnavailableError as e:
-        raise RuntimeFailureError(str(e)) from e
-    # record where "auto" led (the cluster on this node): a later client must reach that
-    # cluster, not whichever one "auto" finds then
-    actual = raywrap.connected_address()
-    return replace(info, gcs_address=actual) if actual else info
+    return _connected(info)
 
 
 def ensure_actors(

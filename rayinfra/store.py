@@ -21,10 +21,13 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from rayinfra._deprecation import renamed
 from rayinfra.errors import StorageFullError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -58,6 +61,21 @@ RawEvent = tuple[int, str, str, str, int]
 def decode_event(row: RawEvent) -> EventRecord:
     seq, event_type, resource_id, data, ts = row
     return EventRecord(int(seq), event_type, resource_id, json.loads(data), int(ts))
+
+
+class EventFilter(TypedDict, total=False):
+    """Which events a read returns, after its cursor (:meth:`StateStore.event_rows`)."""
+
+    since_ts: int | None
+    types: Collection[str] | None
+    resource_ids: Collection[str] | None
+    limit: int
+
+
+class EventQuery(EventFilter, total=False):
+    """:meth:`StateStore.event_rows`' arguments: the filter and the cursor."""
+
+    after_seq: int
 
 
 @dataclass(frozen=True)
@@ -688,24 +706,9 @@ class StateStore:
         rows = _event_rows(events, self._clock())  # serialized here: bad data fails the caller
         return self.submit(partial(_insert_many, sql=_EVENT_SQL, rows=rows))
 
-    def events(
-        self,
-        *,
-        after_seq: int = 0,
-        since_ts: int | None = None,
-        types: Collection[str] | None = None,
-        limit: int = 1000,
-        resource_ids: Collection[str] | None = None,
-    ) -> list[EventRecord]:
+    def events(self, **query: Unpack[EventQuery]) -> list[EventRecord]:
         """Events with ``seq > after_seq`` (and ``ts >= since_ts``), ascending by seq."""
-        rows = self.event_rows(
-            after_seq=after_seq,
-            since_ts=since_ts,
-            types=types,
-            limit=limit,
-            resource_ids=resource_ids,
-        )
-        return [decode_event(r) for r in rows]
+        return [decode_event(r) for r in self.event_rows(**query)]
 
     def event_rows(
         self,

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rayinfra import raywrap
 from rayinfra._version import __version__
@@ -24,6 +24,7 @@ from rayinfra.metrics import PrivateMetrics
 from rayinfra.store import (
     ChangeFeed,
     ChangeRecord,
+    EventFilter,
     EventRecord,
     RawEvent,
     SeqNotifier,
@@ -31,10 +32,19 @@ from rayinfra.store import (
     decode_event,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 log = logging.getLogger(__name__)
 
 EVENT_POLL_INTERVAL_S = 0.25
 METRICS_PUBLISH_S = 5.0  # how often an actor's metrics are mirrored into Ray's
+
+
+class EventWait(EventFilter, total=False):
+    """Which events :meth:`ControlActor.poll_event_rows` waits for, and how long."""
+
+    timeout_s: float
 
 
 class ControlActor:
@@ -137,24 +147,10 @@ class ControlActor:
         return seq, [_event_dict(e) for e in rows]
 
     async def poll_events(
-        self,
-        after_seq: int,
-        *,
-        since_ts: int | None = None,
-        types: Collection[str] | None = None,
-        resource_ids: Collection[str] | None = None,
-        limit: int = 1000,
-        timeout_s: float = 0.0,
+        self, after_seq: int, **wait: Unpack[EventWait]
     ) -> tuple[int, list[EventRecord]]:
         """Matching events after ``after_seq``, waiting up to ``timeout_s`` for the first one."""
-        seq, rows = await self.poll_event_rows(
-            after_seq,
-            since_ts=since_ts,
-            types=types,
-            resource_ids=resource_ids,
-            limit=limit,
-            timeout_s=timeout_s,
-        )
+        seq, rows = await self.poll_event_rows(after_seq, **wait)
         return seq, [decode_event(r) for r in rows]
 
     async def poll_event_rows(

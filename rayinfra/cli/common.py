@@ -68,18 +68,42 @@ def _overrides(state_dir: Path | None, flags: dict[str, Any] | None = None) -> d
     return overrides
 
 
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """``text`` (a command-line argument) as a JSON object; anything else exits 2 naming it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{what}: not valid JSON: {e}", EXIT_USAGE)
+    if not isinstance(value, dict):
+        fail(f"{what}: must be a JSON object", EXIT_USAGE)
+    return value
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
 
 
-def version_option(label: str) -> Any:
-    """A ``--version`` option printing ``<label> <version>`` (eager: before any command runs)."""
+def root_app(about: str, version_label: str) -> typer.Typer:
+    """A top-level command: its help without arguments, plain tracebacks, and ``--version``
+    printing ``<version_label> <version>`` (eager: before any command runs)."""
     from rayinfra._version import __version__
+
+    app = typer.Typer(
+        help=about, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False
+    )
 
     def show(value: bool) -> None:
         if value:
-            typer.echo(f"{label} {__version__}")
+            typer.echo(f"{version_label} {__version__}")
             raise typer.Exit(0)
 
-    return typer.Option(False, "--version", callback=show, is_eager=True, help="Print the version.")
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=show, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
+        """Only ``--version``: the help is ``about``, the commands are added to the app."""
+
+    return app

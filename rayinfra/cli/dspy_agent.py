@@ -14,25 +14,14 @@ from pathlib import Path
 import typer
 
 from rayinfra.cli import config_cmd, runtime_cmd, services_cmd
-from rayinfra.cli.common import ConfigOption, StateDirOption, console, version_option
+from rayinfra.cli.common import ConfigOption, StateDirOption, console, root_app
 
-app = typer.Typer(
-    name="dspy-agent",
-    help="dspy-agent (compatible with the original CLI), backed by rayinfra.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+app = root_app(
+    "dspy-agent (compatible with the original CLI), backed by rayinfra.", "dspy-agent (rayinfra)"
 )
 app.add_typer(config_cmd.app, name="config")
 
 ICONS = {"running": "🟢", "starting": "🟡", "stopped": "🔴", "unhealthy": "🟠"}
-
-
-@app.callback()
-def _root(
-    version: bool = version_option("dspy-agent (rayinfra)"),
-) -> None:
-    """dspy-agent command line."""
 
 
 @app.command("start")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import typer
-
 from rayinfra.cli import (
     config_cmd,
     events_cmd,
@@ -14,15 +12,9 @@ from rayinfra.cli import (
     task_cmd,
     workflow_cmd,
 )
-from rayinfra.cli.common import version_option
+from rayinfra.cli.common import root_app
 
-app = typer.Typer(
-    name="rayinfra",
-    help="rayinfra: services, adaptive task scheduling and Slurm on Ray.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+app = root_app("rayinfra: services, adaptive task scheduling and Slurm on Ray.", "rayinfra")
 app.command("start")(runtime_cmd.start)
 app.command("stop")(runtime_cmd.stop)
 app.command("join")(runtime_cmd.join)
@@ -36,13 +28,6 @@ app.add_typer(slurm_cmd.app, name="slurm")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(workflow_cmd.app, name="workflow")
 app.command("logs")(services_cmd.logs)
-
-
-@app.callback()
-def _root(
-    version: bool = version_option("rayinfra"),
-) -> None:
-    """rayinfra command line."""
 
 
 def main() -> None:

@@ -336,6 +336,18 @@ def stop(
     )
 
 
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """``join --labels`` (repeatable, each comma-separated ``KEY=VALUE``; ``slurm up`` passes
+    its own on to each node's ``join``); a bad item exits 2."""
+    out: dict[str, str] = {}
+    for item in (part for arg in items for part in arg.split(",") if part.strip()):
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--labels {item!r}: expected KEY=VALUE", EXIT_USAGE)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def join(
     head: str = typer.Argument(..., help="HOST:PORT of the cluster's Ray head (its GCS)."),
     node_ip_address: str | None = typer.Option(
@@ -376,12 +388,7 @@ def join(
     from rayinfra import hardware
     from rayinfra.head import HeadError, launch_worker, worker_plan
 
-    extra: dict[str, str] = {}
-    for item in (part for arg in labels for part in arg.split(",") if part.strip()):
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--labels {item!r}: expected KEY=VALUE", EXIT_USAGE)
-        extra[key.strip()] = value.strip()
+    extra = parse_labels(labels)
     flags = {"ray.num_cpus": num_cpus, "ray.num_gpus": num_gpus}
     cfg = load(config, state_dir, **flags).config
     token = token_file or (Path(p) if (p := os.environ.get("RAY_AUTH_TOKEN_PATH")) else None)

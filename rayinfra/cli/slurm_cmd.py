@@ -28,6 +28,7 @@ from rayinfra.cli.common import (
     load,
     print_json,
 )
+from rayinfra.cli.runtime_cmd import parse_labels
 
 if TYPE_CHECKING:
     from rayinfra.config import RayinfraConfig
@@ -54,16 +55,6 @@ def _bin(name: str) -> str:
     """``name`` beside this Python (the same venv on every node), else from PATH."""
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
-
-
-def _labels(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in (part for arg in items for part in arg.split(",") if part.strip()):
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--labels {item!r}: expected KEY=VALUE", EXIT_USAGE)
-        out[key.strip()] = value.strip()
-    return out
 
 
 @app.command("up")
@@ -124,7 +115,7 @@ def up(
         python=sys.executable,
         ray=_bin("ray"),
         rayinfra=_bin("rayinfra"),
-        labels={**s.labels, **_labels(labels)},
+        labels={**s.labels, **parse_labels(labels)},
         env=env,
         extra_sbatch=tuple(s.extra_sbatch),
         workers_per_node=workers_per_node,

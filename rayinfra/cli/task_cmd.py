@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,21 +12,15 @@ from rich.table import Table
 from rayinfra.cli import remote
 from rayinfra.cli.common import (
     EXIT_FAILURE,
-    EXIT_USAGE,
     ConfigOption,
     StateDirOption,
     console,
-    dial,
-    fail,
+    json_object,
     print_json,
 )
 from rayinfra.scheduling.tasks import TASK_STATES
 
 app = typer.Typer(help="Inspect and control tasks.", no_args_is_help=True)
-
-
-def _session(config: Path | None, state_dir: Path | None) -> Any:
-    return remote.session(dial(config, state_dir))
 
 
 def submit(
@@ -57,14 +50,8 @@ def submit(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Submit one task. Prints its id (or, with --wait, its final status as JSON)."""
-    text = sys.stdin.read() if payload == "-" else payload
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as e:
-        fail(f"PAYLOAD: not valid JSON: {e}", EXIT_USAGE)
-    if not isinstance(body, dict):
-        fail("PAYLOAD: must be a JSON object", EXIT_USAGE)
-    with _session(config, state_dir) as infra:
+    body = json_object(sys.stdin.read() if payload == "-" else payload, "PAYLOAD")
+    with remote.session_for(config, state_dir) as infra:
         res = infra.submit_task(
             task_id=task_id,
             payload=body,
@@ -88,7 +75,7 @@ def status(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Print a task's status as JSON (exit 1 if unknown)."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         print_json(infra.get_task_status(task_id))
 
 
@@ -99,7 +86,7 @@ def cancel(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Cancel a pending or running task (a shell task's whole process group is killed)."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         print_json(infra.cancel_task(task_id))
 
 
@@ -132,7 +119,7 @@ def list_(
 ) -> None:
     """List the newest tasks, a page at a time: when there are more, the last line (on stderr)
     is the cursor of the next page: `next: CURSOR`, pass it as --after."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         page: dict[str, Any] = infra.list_tasks_page(state, task_class, limit, after)
     rows: list[dict[str, Any]] = page["tasks"]
     if as_json:
@@ -161,5 +148,5 @@ def purge(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Delete finished tasks and events older than the retention period."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         print_json(infra.purge_tasks(older_than))

@@ -18,8 +18,8 @@ from rayinfra.cli.common import (
     ConfigOption,
     StateDirOption,
     console,
-    dial,
     fail,
+    json_object,
     print_json,
 )
 
@@ -34,10 +34,6 @@ STEP_STYLE = {
 }
 
 
-def _session(config: Path | None, state_dir: Path | None) -> Any:
-    return remote.session(dial(config, state_dir))
-
-
 def _json_arg(text: str, what: str) -> dict[str, Any]:
     """A JSON object from the command line (``-``: stdin, ``@FILE``: a file)."""
     if text == "-":
@@ -47,13 +43,7 @@ def _json_arg(text: str, what: str) -> dict[str, Any]:
             text = Path(text[1:]).read_text()
         except OSError as e:
             fail(f"{what}: {e}", EXIT_USAGE)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        fail(f"{what}: not valid JSON: {e}", EXIT_USAGE)
-    if not isinstance(value, dict):
-        fail(f"{what}: must be a JSON object", EXIT_USAGE)
-    return value
+    return json_object(text, what)
 
 
 def steps_table(run: dict[str, Any]) -> Table:
@@ -108,7 +98,7 @@ def create(
 ) -> None:
     """Validate and store a workflow; prints its id (errors name the path: exit 2)."""
     body = _json_arg(spec if spec == "-" else f"@{spec}", "SPEC")
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         saved = infra.create_workflow(body, workflow_id)
     if as_json:
         print_json(saved)
@@ -132,7 +122,7 @@ def run(
 ) -> None:
     """Start a run; prints its id (or, with --watch, follows it to the end)."""
     data = _json_arg(run_input, "--input")
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         record = infra.start_workflow_run(workflow_id, data, idempotency_key=key)
         if watch:
             final = _watch(infra, record["id"], as_json)
@@ -155,7 +145,7 @@ def status(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Show a run: its steps, their status, attempts, tasks and errors."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         record = infra.get_workflow_run(run_id)
     if as_json:
         print_json(record)
@@ -173,7 +163,7 @@ def watch_(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Follow a run, live, until it ends; exit 1 unless it succeeded."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         final = _watch(infra, run_id, as_json)
     _exit_for(final)
 
@@ -189,7 +179,7 @@ def list_(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """List the workflows, or one workflow's runs (newest first)."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         rows = (
             infra.list_workflow_runs(workflow_id, limit) if workflow_id else infra.list_workflows()
         )
@@ -218,5 +208,5 @@ def cancel(
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Cancel a run: its running steps' tasks are cancelled, the rest never start."""
-    with _session(config, state_dir) as infra:
+    with remote.session_for(config, state_dir) as infra:
         print_json(infra.cancel_workflow_run(run_id))

@@ -292,8 +292,10 @@ class AgentInfra:
     ) -> list[dict[str, Any]]:
         """The newest ``limit`` tasks (optionally of one status and class), newest first; with
         ``after`` (the ``next`` of :meth:`list_tasks_page`) the ones after that page."""
-        page = await self.transport.list_tasks(status, task_class, limit, after)
-        return [st.client_dict() for st in page.tasks]
+        tasks: list[dict[str, Any]] = (
+            await self.list_tasks_page(status, task_class, limit, after)
+        )["tasks"]
+        return tasks
 
     async def list_tasks_page(
         self,

@@ -28,7 +28,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar, cast
 
 from rayinfra.slurm.errors import (
     SlurmCommandError,
@@ -46,6 +46,9 @@ from rayinfra.slurm.states import (
     unknown_job,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "AsyncSlurmCli",
@@ -53,6 +56,7 @@ __all__ = [
     "CommandResult",
     "HistorySource",
     "SlurmCli",
+    "SubmitOptions",
     "run_command",
     "run_command_async",
     "validate_job_id",
@@ -108,6 +112,17 @@ class CommandResult:
 SyncRunner = Callable[[Command, float], CommandResult]
 AsyncRunner = Callable[[Command, float], Awaitable[CommandResult]]
 Operation = Generator[Command, CommandResult, T]
+Runner = TypeVar("Runner", SyncRunner, AsyncRunner)
+
+
+class SubmitOptions(TypedDict, total=False):
+    """:meth:`SlurmCli.submit`'s options: ``extra_args``, sbatch options (``--output=...``;
+    never a shell string); ``cwd``; ``env``, added to the environment sbatch sees (and, by
+    default, the job too)."""
+
+    extra_args: Sequence[str]
+    cwd: str | os.PathLike[str] | None
+    env: Mapping[str, str] | None
 
 
 def _not_installed(name: str, env: Mapping[str, str] | None) -> SlurmUnavailableError:
@@ -200,8 +215,10 @@ def _validate_extra_args(extra_args: Sequence[str]) -> list[str]:
     return out
 
 
-class _Operations:
+class _Operations(Generic[Runner]):
     """The Slurm operations, written once as command generators; subclasses run them."""
+
+    runner: Runner
 
     def __init__(
         self,
@@ -210,14 +227,18 @@ class _Operations:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         env: Mapping[str, str] | None = None,
         history: HistorySource = "auto",
+        runner: Runner | None = None,
     ) -> None:
         """``bin_dir``: where the Slurm commands are (default: PATH); ``env``: the commands'
         environment (default: this process's; e.g. to set ``SLURM_CONF``); ``history``: where
-        jobs squeue forgot are looked up (:data:`HistorySource`)."""
+        jobs squeue forgot are looked up (:data:`HistorySource`); ``runner``: what runs a
+        command (default: the class's, with a subprocess)."""
         self.bin_dir = None if bin_dir is None else Path(bin_dir)
         self.timeout_s = timeout_s
         self.env = None if env is None else dict(env)
         self.history: HistorySource = history
+        if runner is not None:
+            self.runner = runner
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -258,9 +279,10 @@ class _Operations:
     def _submit(
         self,
         script: str | os.PathLike[str],
-        extra_args: Sequence[str],
-        cwd: str | os.PathLike[str] | None,
-        env: Mapping[str, str] | None,
+        *,
+        extra_args: Sequence[str] = (),
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Operation[str]:
         args = _validate_extra_args(extra_args)
         where = None if cwd is None else os.fspath(cwd)
@@ -347,20 +369,10 @@ class _Operations:
         )
 
 
-class SlurmCli(_Operations):
+class SlurmCli(_Operations[SyncRunner]):
     """Slurm's commands, run synchronously (for CLI commands and scripts)."""
 
-    def __init__(
-        self,
-        *,
-        bin_dir: str | os.PathLike[str] | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        env: Mapping[str, str] | None = None,
-        history: HistorySource = "auto",
-        runner: SyncRunner = run_command,
-    ) -> None:
-        super().__init__(bin_dir=bin_dir, timeout_s=timeout_s, env=env, history=history)
-        self.runner = runner
+    runner = staticmethod(run_command)
 
     def _drive(self, op: Operation[T]) -> T:
         try:
@@ -370,20 +382,10 @@ class SlurmCli(_Operations):
         except StopIteration as stop:
             return cast(T, stop.value)
 
-    def submit(
-        self,
-        script: str | os.PathLike[str],
-        *,
-        extra_args: Sequence[str] = (),
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> str:
-        """Submit a batch script (text, given on stdin, or a path) and return its job id.
-
-        ``extra_args`` are sbatch options (``--output=...``; never a shell string); ``env``
-        is added to the environment sbatch sees (and, by default, the job too).
-        """
-        return self._drive(self._submit(script, extra_args, cwd, env))
+    def submit(self, script: str | os.PathLike[str], **options: Unpack[SubmitOptions]) -> str:
+        """Submit a batch script (text, given on stdin, or a path) and return its job id
+        (``options``: :class:`SubmitOptions`)."""
+        return self._drive(self._submit(script, **options))
 
     def query(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """The state of every job in ``job_ids``: one ``squeue`` call, one ``sacct`` call for
@@ -405,20 +407,10 @@ class SlurmCli(_Operations):
         return self._drive(self._ping())
 
 
-class AsyncSlurmCli(_Operations):
+class AsyncSlurmCli(_Operations[AsyncRunner]):
     """Slurm's commands on the event loop (for actors); the same methods as :class:`SlurmCli`."""
 
-    def __init__(
-        self,
-        *,
-        bin_dir: str | os.PathLike[str] | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        env: Mapping[str, str] | None = None,
-        history: HistorySource = "auto",
-        runner: AsyncRunner = run_command_async,
-    ) -> None:
-        super().__init__(bin_dir=bin_dir, timeout_s=timeout_s, env=env, history=history)
-        self.runner = runner
+    runner = staticmethod(run_command_async)
 
     async def _drive(self, op: Operation[T]) -> T:
         try:
@@ -428,16 +420,9 @@ class AsyncSlurmCli(_Operations):
         except StopIteration as stop:
             return cast(T, stop.value)
 
-    async def submit(
-        self,
-        script: str | os.PathLike[str],
-        *,
-        extra_args: Sequence[str] = (),
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> str:
+    async def submit(self, script: str | os.PathLike[str], **options: Unpack[SubmitOptions]) -> str:
         """See :meth:`SlurmCli.submit`."""
-        return await self._drive(self._submit(script, extra_args, cwd, env))
+        return await self._drive(self._submit(script, **options))
 
     async def query(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """See :meth:`SlurmCli.query`."""
