@@ -7,6 +7,7 @@ the control actors and stops the head only if rayinfra launched it (by its pid).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from rayinfra.connection import (
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.private_files import ensure_private_dir
 
+log = logging.getLogger(__name__)
 ACTOR_READY_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 5.0
 
@@ -147,6 +149,7 @@ def start(
     if existing is not None:
         info = connect(state_dir)
         actors = ensure_actors(config)
+        resume(state_dir)  # a stop that drained it and then failed: it dispatches again
         return StartReport(info, already_running=True, launched_head=False, actors=actors)
 
     hw = hardware.detect()
@@ -214,6 +217,20 @@ def drain(state_dir: Path, *, timeout_s: float) -> dict[str, int]:
         raise RuntimeFailureError(
             f"could not drain the scheduler ({type(e).__name__}: {e}); use --force to stop anyway"
         ) from e
+
+
+def resume(state_dir: Path) -> int:
+    """Undo :func:`drain` when the stop that followed it failed: the scheduler dispatches
+    again, the attempts it handed back queued first; how many (0 when nothing was drained).
+    Best effort: an unreachable scheduler resumes nothing (it is not draining when it
+    restarts)."""
+    try:
+        connect(state_dir)
+        handle = raywrap.get_actor("scheduler")
+        return 0 if handle is None else int(raywrap.invoke(handle, "resume", timeout_s=30))
+    except Exception as e:  # noqa: BLE001 - the caller reports its own failure
+        log.warning("could not resume the scheduler after a drain: %s", e)
+        return 0
 
 
 def stop_services(state_dir: Path, *, timeout_s: float = 10.0) -> dict[str, str]:

@@ -116,8 +116,7 @@ class SchedulerActor(ControlActor):
         return self.slurm if cls == admission.SLURM_CLASS else self.pools
 
     async def slurm_job(self, task_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
-        """The Slurm job record of a ``gpu_slurm`` task's latest attempt (``None``: it has
-        none), waiting up to ``wait_s`` for one being submitted."""
+        """A gpu_slurm task's latest job record (or None), waiting ``wait_s`` for one."""
         return await self.slurm.wait_record(task_id, wait_s)
 
     async def drain(self, timeout_s: float) -> dict[str, int]:
@@ -135,6 +134,11 @@ class SchedulerActor(ControlActor):
             with contextlib.suppress(Exception):  # it is going away with the runtime anyway
                 await self.pools.cancel(cls, executor, ids)
         return {"running": running, "requeued": len(settled.transitions)}
+
+    async def resume(self) -> int:
+        """Undo a drain whose stop did not follow (:meth:`SchedulerState.resume`)."""
+        self._wake.set()
+        return self.state.resume(time.monotonic())
 
     async def shutdown(self) -> bool:
         self.slurm.stop()
@@ -220,12 +224,12 @@ class SchedulerActor(ControlActor):
         ``older_than_s`` (default: TTL): :class:`rayinfra.retention.Retention`."""
         return await self.retention.purge(older_than_s)
 
+    async def _retire_idle(self) -> None:
+        self.pools.retire_idle(self.state.load)
+
     async def refresh_metrics(self) -> None:
         self.metrics.slurm_running.set(self.slurm.running())
         self.metrics.refresh(time.time(), *self.state.gauges(), self.file_queue.pending_files)
-
-    async def _retire_idle(self) -> None:
-        self.pools.retire_idle(self.state.load)
 
     async def _dispatch_loop(self) -> None:
         while True:

@@ -323,6 +323,8 @@ def stop(
     try:
         report = runtime.stop(cfg.state.dir, timeout_s=timeout, force=force)
     except runtime.RuntimeFailureError as e:
+        if not force:  # it was drained for a stop that did not happen: let it work again
+            runtime.resume(cfg.state.dir)
         fail(str(e), EXIT_FAILURE)
     if not report.was_running:
         if node is None:

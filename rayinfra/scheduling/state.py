@@ -124,6 +124,7 @@ class SchedulerState:
         self._running: dict[str, set[str]] = {}  # executor -> ids of the tasks it runs
         self._homeless: list[TaskInfo] = []  # of a class not configured here, to fail
         self.draining = False  # the runtime is stopping: nothing is dispatched any more
+        self._drained: list[str] = []  # handed back by the drain: queued again by a resume
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.tasks
@@ -386,7 +387,15 @@ class SchedulerState:
                 row.status, row.started_at, row.attempts = "pending", None, row.attempts - 1
                 data = {"error": DRAINED, "attempt": row.attempts, "backoff_s": 0.0}
                 out.transitions.append(Transition(row, "task_retrying", data))
+                self._drained.append(tid)
         return out, cancel
+
+    def resume(self, mono: float) -> int:
+        """The stop that drained did not happen (it failed, or was given up): dispatch again,
+        the attempts the drain handed back queued first. How many were queued again."""
+        self.draining = False
+        drained, self._drained = self._drained, []
+        return sum(self.requeue(tid, mono) for tid in drained)
 
     def _unassign(self, info: TaskInfo) -> None:
         if info.executor is None:

@@ -103,6 +103,39 @@ def test_stop_drains_running_tasks_and_the_next_start_runs_what_was_left(
     assert [(d["status"], d["attempts"]) for d in done] == [("completed", 1)] * 2
 
 
+def test_a_drain_whose_stop_did_not_follow_is_undone_by_start(spec: RuntimeSpec) -> None:
+    """A stop can fail after its drain (the head would not go down); the scheduler must not
+    stay drained, dispatching nothing: the failed stop resumes it, and so does ``rayinfra
+    start`` on the running runtime. Here the drain runs alone, as a failed stop leaves it."""
+    start(spec)
+    cfg = config(spec)
+    run = uuid.uuid4().hex[:6]
+    with client(cfg) as infra:
+        infra.submit_task(f"r-{run}", {"type": "sleep", "seconds": 30})
+        while infra.get_task_status(f"r-{run}")["status"] != "running":
+            time.sleep(0.05)
+        drain = (
+            "import json, sys\nfrom rayinfra import runtime\n"
+            f"print(json.dumps(runtime.drain(__import__('pathlib').Path({str(cfg.state.dir)!r}),"
+            " timeout_s=0.5)))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", drain], env=spec.env(), capture_output=True, text=True,
+            timeout=120, check=True,
+        )  # fmt: skip
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == {"running": 1, "requeued": 1}
+        infra.submit_task(f"n-{run}", {"type": "noop"})
+        time.sleep(2)  # drained: neither the handed-back task nor the new one is dispatched
+        assert infra.get_task_status(f"r-{run}")["status"] == "pending"
+        assert infra.get_task_status(f"n-{run}")["status"] == "pending"
+        start(spec)  # already running: it resumes the scheduler
+        assert infra.wait_task(f"n-{run}", timeout=60)["status"] == "completed"
+        deadline = time.monotonic() + 30
+        while infra.get_task_status(f"r-{run}")["status"] != "running":
+            assert time.monotonic() < deadline, "the handed-back task never ran again"
+            time.sleep(0.05)
+
+
 def test_stop_force_does_not_wait_and_nothing_is_lost(spec: RuntimeSpec) -> None:
     start(spec)
     cfg = config(spec)

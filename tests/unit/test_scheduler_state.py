@@ -355,3 +355,17 @@ def test_drain_stops_dispatch_and_hands_running_attempts_back_uncounted() -> Non
     assert st.backlog("cpu") == 1
     # a late report of what was handed back is stale
     assert events(st.on_results("e1", [ok("a")], now=112.0)) == []
+
+
+def test_resume_after_a_drain_dispatches_again_what_was_handed_back_first() -> None:
+    st = make_state(cpu=ClassConfig(num_cpus=0, initial_limit=8, timeout_s=60.0))
+    st.enqueue([row("a", priority=1), row("b", priority=1)], mono=1.0)
+    st.dispatch("cpu", ["e1"], mono=2.0, now=100.0)
+    st.enqueue([row("later")], mono=3.0)
+    st.drain(now=110.0)
+    assert st.dispatch("cpu", ["e1"], mono=4.0, now=111.0) == []
+    assert st.resume(mono=5.0) == 2
+    (batch,) = st.dispatch("cpu", ["e1"], mono=6.0, now=112.0)
+    assert [i["task_id"] for i in batch.items] == ["a", "b", "later"]
+    assert [i["attempt"] for i in batch.items] == [1, 1, 1]  # the drained attempt not counted
+    assert st.resume(mono=7.0) == 0  # nothing drained any more
