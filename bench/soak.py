@@ -7,7 +7,10 @@ sampled on a cadence, and a verdict on whether any of them grows.
 The load, all at once for the whole run (one asyncio client, ``AgentInfra`` over the gateway's
 gRPC, plus the CLI as a user runs it):
 
-- submits: batches of 50 no-op and short-sleep tasks, every 0.2 s;
+- submits: batches of 50 no-op and short-sleep tasks, every 0.2 s, with at most
+  ``MAX_LAG_BATCHES`` batches unfinished (beyond that the next waits for the oldest: a soak
+  looks for leaks at a load the machine sustains; an open-loop load on a machine busy with
+  other work grows a backlog, and the scheduler's memory with it, which is not a leak);
 - cancels: a 30 s sleep task submitted and cancelled, every second;
 - streams: ``stream_task_results`` of a fresh batch of 20, read to its end, every 2 s;
 - service restarts: ``rayinfra services restart ticker`` (a process service printing lines),
@@ -50,6 +53,7 @@ from tests.conftest import make_runtime_spec
 
 OUT = Path(__file__).resolve().parent / "out"
 RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
+MAX_LAG_BATCHES = 20  # submitted batches not yet finished before the next submit waits
 TICKER = (
     "import time\nwhile True:\n    print('tick', time.time(), flush=True)\n    time.sleep(0.5)\n"
 )
@@ -160,8 +164,15 @@ class Load:
         return [f"{tag}-{self.run}-{i}" for i in range(self.n - k, self.n)]
 
     async def submits(self) -> None:
+        unfinished: collections.deque[list[str]] = collections.deque()
         while True:
+            if len(unfinished) >= MAX_LAG_BATCHES:
+                began = time.monotonic()
+                await self.infra.wait_tasks(unfinished.popleft(), timeout=600)
+                if time.monotonic() - began > 0.2:  # the runtime was behind: a slower round
+                    self.counts["slowed_by_backlog"] += 1
             ids = self._ids(50, "s")
+            unfinished.append(ids)
             specs = [
                 {
                     "task_id": t,
