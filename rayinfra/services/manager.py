@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -106,6 +107,9 @@ class ServiceState:
     desired: bool = False  # wanted running
     instance: Instance | None = None
     started_at: float | None = None
+    #: its last start (or the recovery) could not reach its driver's backend (an engine that
+    #: was restarting): :meth:`ServiceManager.refresh` starts it once the backend answers
+    backend_down: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         inst = self.instance
@@ -286,6 +290,7 @@ class ServiceManager:
                 for st in self.services.values():
                     if st.desired and st.spec.driver == kind:
                         st.status, st.message = "failed", str(e)
+                        st.backend_down = isinstance(e, DriverUnavailableError)
                 continue
             for inst in owned:
                 name = inst.labels.get(LABEL_SERVICE, "")
@@ -486,6 +491,7 @@ class ServiceManager:
             inst = await self._create(spec, op.priority.get(name, 0))
         except DriverError as e:
             st.status, st.message = "failed", str(e)
+            st.backend_down = isinstance(e, DriverUnavailableError)
             self._mark(op, plan, name, "failed", str(e))
             self.metrics.starts.labels(name, "failed").inc()
             self.metrics.failed_starts.labels(name, e.reason).inc()
@@ -493,9 +499,10 @@ class ServiceManager:
             await asyncio.to_thread(self._persist, st)
             return
         st.instance, st.started_at = inst, inst.started_at or time.time()
+        st.backend_down = False
         self._mark(op, plan, name, "started")  # a `started` condition is met from here on
         await asyncio.to_thread(self._persist, st)
-        await self._event("service_started", name, instance_id=inst.id)
+        await self._event("service_started", name, instance_id=inst.id, started_at=st.started_at)
         if spec.health is not None:
             await op.emit(_update(name, "starting", f"{name} started; waiting for health", 50))
             healthy, message = await self.wait_healthy(spec, inst)
@@ -529,20 +536,60 @@ class ServiceManager:
         # (DriverUnavailableError, with its hint) if it went away since
         if time.monotonic() - self._started_ok.get(spec.driver, -CHECK_FRESH_S) >= CHECK_FRESH_S:
             await self._call("check", drv.check)
+        began: list[float] = []  # when each attempt began (unix seconds)
+
+        async def before_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            await self._attempt_failed(spec.name, error, began, state.upcoming_sleep)
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.start_attempts),
             wait=wait_exponential_jitter(
                 multiplier=self.retry_initial_s, max=self.retry_max_s, jitter=self.retry_initial_s
             ),
             retry=retry_if_exception(_is_retryable),
+            before_sleep=before_retry,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                inst = await self._start_instance(drv, spec, labels, priority)
-                self._started_ok[spec.driver] = time.monotonic()
-                return inst
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    began.append(time.time())
+                    inst = await self._start_instance(drv, spec, labels, priority)
+                    self._started_ok[spec.driver] = time.monotonic()
+                    return inst
+        except DriverError as e:
+            await self._attempt_failed(spec.name, e, began, None)
+            if len(began) < 2:
+                raise
+            gave_up = f"{e} (gave up after {len(began)} attempts)"
+            if isinstance(e, DriverUnavailableError):
+                raise DriverUnavailableError(gave_up) from e
+            raise DriverError(gave_up, reason=e.reason) from e
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt_failed(
+        self, name: str, error: BaseException | None, began: list[float], retry_in_s: float | None
+    ) -> None:
+        """A failed start attempt as an event, ``service_start_attempt_failed``: which of how
+        many, when it began and failed (unix seconds with fraction), why, and the wait before
+        the next (``retry_in_s``; None: none follows). A warning in the log too."""
+        if not began:
+            return
+        reason = error.reason if isinstance(error, DriverError) else type(error).__name__
+        data: dict[str, Any] = {
+            "attempt": len(began),
+            "of": self.start_attempts,
+            "started_at": began[-1],
+            "failed_at": time.time(),
+            "error": str(error),
+            "reason": reason,
+            "retry_in_s": None if retry_in_s is None else round(retry_in_s, 4),
+        }
+        then = "giving up" if retry_in_s is None else f"next in {retry_in_s:.2f}s"
+        log.warning("start of %s, attempt %d of %d, failed (%s): %s", name, len(began),
+                    self.start_attempts, then, error)  # fmt: skip
+        await self._event("service_start_attempt_failed", name, **data)
 
     async def _start_instance(
         self, drv: Driver, spec: ServiceSpec, labels: Mapping[str, str], priority: int
@@ -766,8 +813,13 @@ class ServiceManager:
                 "or `rayinfra services prune` stops and forgets it",
             )
         st = self.services[name]
+        wanted = st.desired
         res = await self.stop_one(name, timeout_s)
         if res.startswith("error"):
+            # the old instance is as it was (its engine may be down): still wanted as before,
+            # so the health checker tries again instead of forgetting it
+            st.desired = wanted
+            await asyncio.to_thread(self._persist, st)
             return False, f"Failed to stop service: {res}"
         spec = st.spec.model_copy(update={"depends_on": []})
         plan = StartPlan({name: spec}, [name], parallel=1)
@@ -795,13 +847,16 @@ class ServiceManager:
         return wanted
 
     async def refresh(self) -> None:
-        """Re-read every instance's state from its driver (exits, removals by hand)."""
+        """Re-read every instance's state from its driver (exits, removals by hand); start
+        what waits for its driver's backend once it answers (:meth:`_start_when_available`)."""
         for st in list(self.services.values()):
             if st.instance is None or self._lock(st.name).locked():
                 continue
             try:
                 inst = await self._inspect(st.spec, st.instance.id)
             except DriverError as e:
+                if st.message != str(e):
+                    log.warning("cannot look at service %s: %s", st.name, e)
                 st.message = str(e)
                 continue
             st.instance = inst
@@ -809,6 +864,32 @@ class ServiceManager:
                 st.status = "failed"
                 st.message = f"{inst.state} (exit code {inst.exit_code})"
         self._refresh_active()
+        await self._start_when_available()
+
+    async def _start_when_available(self) -> None:
+        """Start again the services wanted running whose start could not reach their driver's
+        backend (a Docker engine restarting; a registry that recovered while it was down),
+        once the backend answers: desired state, reconciled. A running instance of the same
+        spec is adopted by the driver's start."""
+        waiting: dict[str, list[ServiceState]] = {}
+        for st in self.services.values():
+            if (
+                st.backend_down
+                and st.desired
+                and st.instance is None
+                and st.name in self.catalog
+                and not self._lock(st.name).locked()
+            ):
+                waiting.setdefault(st.spec.driver, []).append(st)
+        for kind, states in waiting.items():
+            try:
+                await self._call("check", self.drivers[kind].check)
+            except DriverError:
+                continue  # still down: the next refresh asks again
+            for st in states:
+                log.info("the %s backend answers again: starting %s", kind, st.name)
+                st.backend_down = False  # set again if this start meets it down
+                self._spawn(self.restart(st.name, reason="backend available again"))
 
     async def close(self) -> None:
         for t in list(self._tasks):

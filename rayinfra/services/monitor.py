@@ -234,7 +234,9 @@ class HealthMonitor:
             self._keep(asyncio.ensure_future(self._failed(name, w)))
             return
         w.status = "restarting"
-        w.restart_task = asyncio.ensure_future(self._restart_after(name, w, reason, delay))
+        w.restart_task = asyncio.ensure_future(
+            self._restart_after(name, w, reason, delay, self._clock())
+        )
 
     async def _failed(self, name: str, w: _Watched) -> None:
         await self._event("service_failed", name, {"message": w.message})
@@ -244,10 +246,26 @@ class HealthMonitor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _restart_after(self, name: str, w: _Watched, reason: str, delay: float) -> None:
+    async def _restart_after(
+        self, name: str, w: _Watched, reason: str, delay: float, scheduled: float
+    ) -> None:
+        """Restart ``name`` ``delay`` seconds after ``scheduled`` (this monitor's clock). The
+        wait is an event first, ``service_restart_scheduled``: the reason, the delay, which
+        restart of the window's budget this is and when it was scheduled (unix seconds)."""
         try:
+            await self._event(
+                "service_restart_scheduled",
+                name,
+                {
+                    "reason": reason,
+                    "delay_s": round(delay, 4),
+                    "restart": w.budget.recent(),
+                    "of": w.spec.restart.max_attempts,
+                    "scheduled_at": time.time() - (self._clock() - scheduled),
+                },
+            )
             await self._save(name, {**w.view(), "restart_in_s": round(delay, 2)})
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(0.0, delay - (self._clock() - scheduled)))
             w.expected_instance = True
             ok, message = await self._restart(name, reason)
             if not ok:  # a successful restart is recorded by the registry (service_restarted)

@@ -18,41 +18,28 @@ filling throughout (tests/support/kafka.py has the broker's quirks).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from rayinfra import AgentInfraSync
-from rayinfra.client.discovery import grpc_transport
-from rayinfra.config import RayinfraConfig, dial_addr, load_config
+from rayinfra.config import dial_addr
 from rayinfra.events.publisher import rfc3339nano, source_of
-from tests.conftest import RuntimeSpec, make_runtime_spec
-from tests.support.kafka import KafkaBroker, TopicReader
+from tests.support.kafka import (
+    PUBLISH_BATCH,
+    BusRuntime,
+    assert_delivered_in_order,
+    bus_runtime_fixture,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
-NO_RAY = [  # what needs no Ray driver runs where Ray cannot be imported
-    sys.executable,
-    "-c",
-    "import sys; sys.modules['ray'] = None; from rayinfra.cli.main import main; main()",
-]
-TOPIC = "rayinfra.test.events"
-PARTITIONS = 3
-PUBLISH_BATCH = 200
+bus_rt = bus_runtime_fixture()
+
 KILL_BUS = """
 import sys
 from pathlib import Path
@@ -64,83 +51,6 @@ print("ready", flush=True)
 sys.stdin.readline()  # connected and ready: kill on the test's word
 ray.kill(bus, no_restart=False)
 """
-
-
-@dataclass
-class BusRuntime:
-    spec: RuntimeSpec
-    config: RayinfraConfig
-    broker: KafkaBroker
-    reader: TopicReader
-    infra: AgentInfraSync
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = RAYINFRA if args[0] in ("start", "stop") else NO_RAY
-        return subprocess.run(
-            [*argv, *args], env=self.spec.env(), capture_output=True, text=True, timeout=120
-        )
-
-    def client(self) -> AgentInfraSync:
-        addr = dial_addr(self.config.gateway.orchestrator_grpc_addr)
-        return AgentInfraSync(transport=grpc_transport(self.config, addr)).start()
-
-    def rows(self, after: int = 0) -> list[tuple[int, str, str, dict[str, Any], int]]:
-        """The events table now: ``(seq, type, resource_id, data, ts)`` ascending."""
-        with closing(self._db()) as db:
-            found = db.execute(
-                "SELECT seq, event_type, resource_id, data, ts FROM events WHERE seq > ?"
-                " ORDER BY seq",
-                (after,),
-            ).fetchall()
-        return [(s, t, r, json.loads(d), ts) for s, t, r, d, ts in found]
-
-    def last_seq(self) -> int:
-        with closing(self._db()) as db:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) if row else 0
-
-    def cursor(self) -> int:
-        with closing(self._db()) as db:
-            row = db.execute(
-                "SELECT value FROM kv WHERE namespace = 'event_bus' AND key = 'cursor'"
-            ).fetchone()
-        return int(json.loads(row[0])) if row else 0
-
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.config.state.db_path}?mode=ro", uri=True, timeout=10)
-
-    def bus(self) -> dict[str, Any]:
-        actor: dict[str, Any] = self.infra.runtime_status()["actors"]["event_bus"]
-        return actor
-
-    def metrics(self) -> dict[str, float]:
-        return {k: v for k, v in self.infra.get_metrics().items() if k.startswith("events_")}
-
-    def wait_caught_up(self, timeout_s: float = 30.0) -> None:
-        """The bus acknowledged everything in the table, and the reader read it."""
-        deadline = time.monotonic() + timeout_s
-        while self.cursor() < self.last_seq():
-            assert time.monotonic() < deadline, f"bus stuck at {self.cursor()}: {self.bus()}"
-            time.sleep(0.1)
-        want = {r[0] for r in self.rows()}
-        self.reader.read_until(lambda r: want <= r.seqs, timeout_s, "every row of the table")
-
-    @contextmanager
-    def bus_paused(self) -> Iterator[int]:
-        """The event bus's process stopped (SIGSTOP) inside the block; yields its pid."""
-        pid = int(self.bus()["pid"])
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(0.3)  # a produce request already on the wire is answered meanwhile
-            yield pid
-        finally:
-            os.kill(pid, signal.SIGCONT)
-
-    def restart_broker(self) -> None:
-        """Start the killed broker again on its port, with the topic as it was."""
-        self.broker.start()
-        self.broker.create_topic(TOPIC, PARTITIONS)
-        self.reader.rewind()
 
 
 def submit_stream(rt: BusRuntime, prefix: str, batches: int, size: int = 50) -> list[str]:
@@ -157,61 +67,6 @@ def submit_stream(rt: BusRuntime, prefix: str, batches: int, size: int = 50) -> 
     finally:
         infra.stop()
     return ids
-
-
-def assert_delivered_in_order(rt: BusRuntime, after: int) -> int:
-    """Every event after seq ``after`` was read; per key, the first time each was read is in
-    seq order. Returns how many were read more than once (at-least-once)."""
-    rt.wait_caught_up(60.0)
-    rows = rt.rows(after)
-    want: dict[bytes, list[int]] = {}
-    for seq, _, rid, _, _ in rows:
-        want.setdefault(rid.encode(), []).append(seq)
-    seen = {k: [s for s in v if s > after] for k, v in rt.reader.first_occurrences().items()}
-    assert {k: v for k, v in seen.items() if v} == want
-    return sum(1 for r in rt.reader.records if r.seq > after) - len(rows)
-
-
-@pytest.fixture(scope="module")
-def bus_rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BusRuntime]:
-    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
-    broker.start()
-    broker.create_topic(TOPIC, PARTITIONS)
-    spec = make_runtime_spec(
-        "rie",
-        f"""
-[events]
-kafka_bootstrap_servers = "{broker.bootstrap}"
-event_topic = "{TOPIC}"
-kafka_timeout_s = 1.0
-publish_batch = {PUBLISH_BATCH}
-""",
-    )
-    config = load_config(env=spec.env()).config
-    reader = TopicReader(broker.bootstrap, TOPIC)
-    infra: AgentInfraSync | None = None
-    try:
-        started = subprocess.run(
-            [*RAYINFRA, "start", "--daemon"],
-            env=spec.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert started.returncode == 0, started.stdout + started.stderr
-        addr = dial_addr(config.gateway.orchestrator_grpc_addr)
-        infra = AgentInfraSync(transport=grpc_transport(config, addr)).start()
-        yield BusRuntime(spec, config, broker, reader, infra)
-    finally:
-        if infra is not None:
-            infra.stop()
-        stopped = subprocess.run(
-            [*RAYINFRA, "stop", "--force"], env=spec.env(), capture_output=True, timeout=120
-        )
-        reader.close()
-        broker.stop()
-        shutil.rmtree(spec.root, ignore_errors=True)
-        assert stopped.returncode == 0, stopped.stderr
 
 
 def test_every_event_reaches_kafka_once_matching_the_table_and_stream_events(

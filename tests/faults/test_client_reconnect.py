@@ -95,8 +95,9 @@ def test_a_client_outlives_a_runtime_crash_and_finishes_what_was_pending(
         )
         results = Collector(
             lambda: infra.stream_task_results(sleepers),
-            lambda items: {i["task_id"] for i in items if i["status"] == "completed"}
-            >= set(sleepers),
+            lambda items: (
+                {i["task_id"] for i in items if i["status"] == "completed"} >= set(sleepers)
+            ),
         )
         events = Collector(
             lambda: infra.stream_events(["task_completed"]),

@@ -35,7 +35,6 @@ shared by all threads (the SDK's connection pool is thread-safe).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib
 import math
@@ -72,7 +71,7 @@ from rayinfra.services.drivers.docker_format import (
     plan_network,
     usage_from_stats,
 )
-from rayinfra.services.drivers.procnet import namespace_traffic
+from rayinfra.services.drivers.procnet import with_namespace_traffic
 from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, LABEL_SPEC, ServiceSpec
 
 # requests ships no type stubs here; only its exception classes are used
@@ -511,16 +510,7 @@ class DockerDriver:
         usage = usage_from_stats(s, time.monotonic(), time.time())
         if usage.network_scope:
             return usage
-        pid = self.inspect(instance_id).pid
-        traffic = namespace_traffic(pid) if pid is not None else None
-        if traffic is None:
-            return usage
-        return dataclasses.replace(
-            usage,
-            rx_bytes=traffic.rx_bytes,
-            tx_bytes=traffic.tx_bytes,
-            network_scope=traffic.scope,
-        )
+        return with_namespace_traffic(usage, self.inspect(instance_id).pid)
 
     def logs(
         self, instance_id: str, *, follow: bool, tail: int | None, since: float | None

@@ -24,14 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from rayinfra.services.drivers.base import (
-    DriverError,
-    Instance,
-    InstanceState,
-    LogLine,
-    PullProgress,
-    Usage,
-)
+from rayinfra.services.drivers import base
 from rayinfra.services.spec import LABEL_SERVICE, ServiceSpec
 
 #: network names that mean Docker's default bridge, which rayinfra never uses
@@ -67,7 +60,7 @@ def plan_network(
     """
     for net in [spec.network_mode or "", *spec.networks]:
         if net in DEFAULT_BRIDGE_NAMES:
-            raise DriverError(
+            raise base.DriverError(
                 f"{spec.name}: Docker's default bridge network ({net!r}) is not used by "
                 "rayinfra (no DNS between containers); hint: name a user network in "
                 "`networks`, set network_mode = 'host', or leave both empty for "
@@ -194,10 +187,10 @@ def parse_docker_time(text: str | None) -> float | None:
     if tz != "Z":
         sign = 1 if tz[0] == "+" else -1
         offset = sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
-    base = datetime(
+    whole_s = datetime(
         int(year), int(mon), int(day), int(hh), int(mm), int(ss), tzinfo=timezone.utc
     ).timestamp()
-    return base - offset + (float("0." + frac) if frac else 0.0)
+    return whole_s - offset + (float("0." + frac) if frac else 0.0)
 
 
 def split_log_line(line: str) -> tuple[float | None, str]:
@@ -209,7 +202,7 @@ def split_log_line(line: str) -> tuple[float | None, str]:
     return t, rest if sep else ""
 
 
-_STATES: dict[str, InstanceState] = {
+_STATES: dict[str, base.InstanceState] = {
     "created": "created",
     "running": "running",
     "paused": "running",
@@ -220,7 +213,7 @@ _STATES: dict[str, InstanceState] = {
 }
 
 
-def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
+def instance_from_inspect(data: Mapping[str, Any]) -> base.Instance:
     """An :class:`Instance` from ``docker inspect`` output."""
     state = data.get("State") or {}
     labels = dict((data.get("Config") or {}).get("Labels") or {})
@@ -230,7 +223,7 @@ def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
     if not ports:  # host mode keeps the requested bindings only here
         ports = _host_ports((data.get("HostConfig") or {}).get("PortBindings"))
     pid = int(state.get("Pid") or 0)
-    return Instance(
+    return base.Instance(
         id=str(data.get("Id", "")),
         service=labels.get(LABEL_SERVICE, ""),
         driver="docker",
@@ -244,7 +237,7 @@ def instance_from_inspect(data: Mapping[str, Any]) -> Instance:
     )
 
 
-def usage_from_stats(stats: Mapping[str, Any], mono: float, wall: float) -> Usage:
+def usage_from_stats(stats: Mapping[str, Any], mono: float, wall: float) -> base.Usage:
     """One ``docker stats`` sample (``stream=False``) as a :class:`Usage` taken at monotonic
     ``mono`` (moved back to when the engine sampled, by ``read`` against ``wall``, at most 2 s).
 
@@ -265,7 +258,7 @@ def usage_from_stats(stats: Mapping[str, Any], mono: float, wall: float) -> Usag
             used -= int(detail[key] or 0)
             break
     networks = stats.get("networks") or {}
-    return Usage(
+    return base.Usage(
         at=at,
         cpu_time_s=int(cpu.get("total_usage") or 0) / _NS,
         memory_bytes=max(0, used),
@@ -311,7 +304,7 @@ class PullTracker:
     def total(self) -> int:
         return sum(la.total for la in self.layers.values() if not la.skipped)
 
-    def feed(self, event: Mapping[str, Any]) -> PullProgress | None:
+    def feed(self, event: Mapping[str, Any]) -> base.PullProgress | None:
         """Account for one event; a new :class:`PullProgress` when the numbers changed."""
         status = str(event.get("status") or "")
         lid = event.get("id")
@@ -344,7 +337,7 @@ class PullTracker:
             return None
         return self._progress()
 
-    def _progress(self) -> PullProgress | None:
+    def _progress(self) -> base.PullProgress | None:
         live = [la for la in self.layers.values() if not la.skipped]
         downloading = self.phase == "downloading"
         current = sum(la.downloaded if downloading else la.extracted for la in live)
@@ -353,11 +346,11 @@ class PullTracker:
         if key == self._last:
             return None
         self._last = key
-        return PullProgress(self.image, self.phase, current, total)
+        return base.PullProgress(self.image, self.phase, current, total)
 
-    def complete(self, message: str = "") -> PullProgress:
+    def complete(self, message: str = "") -> base.PullProgress:
         total = self.total()
-        return PullProgress(self.image, "complete", total, total, message)
+        return base.PullProgress(self.image, "complete", total, total, message)
 
 
 # ------------------------------------------------------------------------------------------
@@ -395,7 +388,7 @@ def _log_frames(raw: Any, tty: bool) -> Iterator[tuple[int, bytes]]:
         yield stream_id, _read_full(raw, size) if size else b""
 
 
-def _log_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
+def _log_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[base.LogLine]:
     """Frames -> lines. Each docker log message is ``<timestamp> <text>\\n``; a message split
     into several frames (no trailing newline: Docker's 16 KiB partial messages) is joined and
     keeps its first timestamp."""
@@ -417,8 +410,8 @@ def _log_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
                 first_ts, prefix = pending.pop(name)
                 ts, body = first_ts, prefix + body
             if terminated:
-                yield LogLine(ts, name, body.decode(errors="replace").removesuffix("\r"))
+                yield base.LogLine(ts, name, body.decode(errors="replace").removesuffix("\r"))
             else:
                 pending[name] = (ts, body)
     for name, (ts, body) in pending.items():
-        yield LogLine(ts, name, body.decode(errors="replace"))
+        yield base.LogLine(ts, name, body.decode(errors="replace"))

@@ -80,7 +80,7 @@ from rayinfra.services.drivers.base import (
     PullProgress,
     Usage,
 )
-from rayinfra.services.drivers.procnet import namespace_traffic
+from rayinfra.services.drivers.procnet import with_namespace_traffic
 from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, LABEL_SPEC, ServiceSpec
 
 T = TypeVar("T")
@@ -486,17 +486,7 @@ class ProcessDriver:
                 continue
             cpu += t.user + t.system + t.children_user + t.children_system
             rss += mem.rss
-        traffic = namespace_traffic(rec.pid)
-        if traffic is None:
-            return Usage(at=at, cpu_time_s=cpu, memory_bytes=rss)
-        return Usage(
-            at=at,
-            cpu_time_s=cpu,
-            memory_bytes=rss,
-            rx_bytes=traffic.rx_bytes,
-            tx_bytes=traffic.tx_bytes,
-            network_scope=traffic.scope,
-        )
+        return with_namespace_traffic(Usage(at=at, cpu_time_s=cpu, memory_bytes=rss), rec.pid)
 
     def logs(
         self, instance_id: str, *, follow: bool, tail: int | None, since: float | None

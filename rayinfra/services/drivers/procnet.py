@@ -11,7 +11,8 @@ is in. So a service's ``network_rx_bytes``/``network_tx_bytes`` are, by what its
   ``host``). They are reported as that, not as the service's own.
 
 Loopback is left out, as Docker's stats leave it out for containers. :func:`parse_net_dev` is
-pure; :func:`namespace_traffic` reads ``/proc``.
+pure; :func:`namespace_traffic` reads ``/proc``, and :func:`with_namespace_traffic` puts what it
+read into a driver's usage sample.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-__all__ = ["NetTraffic", "namespace_traffic", "parse_net_dev"]
+from rayinfra.services.drivers.base import Usage
+
+__all__ = ["NetTraffic", "namespace_traffic", "parse_net_dev", "with_namespace_traffic"]
 
 LOOPBACK = "lo"
 PROC = Path("/proc")
@@ -64,4 +67,19 @@ def namespace_traffic(pid: int, proc: Path = PROC) -> NetTraffic | None:
         rx_bytes=sum(rx for rx, _ in counters),
         tx_bytes=sum(tx for _, tx in counters),
         scope="host" if theirs == ours else "namespace",
+    )
+
+
+def with_namespace_traffic(usage: Usage, pid: int | None, proc: Path = PROC) -> Usage:
+    """``usage`` with the byte counters of ``pid``'s network namespace and their scope
+    (:func:`namespace_traffic`); ``usage`` as it is without a pid or when there is nothing to
+    read."""
+    traffic = namespace_traffic(pid, proc) if pid is not None else None
+    if traffic is None:
+        return usage
+    return dataclasses.replace(
+        usage,
+        rx_bytes=traffic.rx_bytes,
+        tx_bytes=traffic.tx_bytes,
+        network_scope=traffic.scope,
     )
