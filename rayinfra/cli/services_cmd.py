@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -356,8 +358,9 @@ def logs(
     gateway, executor-<class>-<n>): the gateway reads its lines from Ray's session logs.
     """
     since_ts = parse_since(since)
+    interrupted = _on_sigint()
     with env_manager(dial(config, state_dir)) as client, contextlib.suppress(KeyboardInterrupt):
-        for ln in client.logs(service, follow, tail, since_ts):
+        for ln in _until_interrupted(client.logs(service, follow, tail, since_ts), interrupted):
             if as_json:
                 typer.echo(json.dumps(ln, sort_keys=True))
             elif not ln["timestamp"]:  # a runtime actor's line: Ray's timestamp is in its text
@@ -367,3 +370,29 @@ def logs(
                     timespec="milliseconds"
                 )
                 typer.echo(f"{ts} {ln['stream']:<6} {ln['message']}")
+
+
+def _on_sigint() -> threading.Event:
+    """Set when the user presses Ctrl-C (which still raises KeyboardInterrupt as usual)."""
+    pressed = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    return pressed
+
+
+def _until_interrupted(
+    lines: Iterator[dict[str, Any]], interrupted: threading.Event
+) -> Iterator[dict[str, Any]]:
+    """``lines`` until they end or the user interrupts: an error the stream raises once Ctrl-C
+    was pressed (gRPC may see its call torn down before Python sees the signal) is the
+    interruption itself, not a failure."""
+    try:
+        yield from lines
+    except Exception:
+        if not interrupted.is_set():
+            raise
