@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from rayinfra import AgentInfraSync, taskstore
-from rayinfra.config import RayinfraConfig, dial_addr, load_config
+from rayinfra import taskstore
+from rayinfra.config import RayinfraConfig, load_config
 from rayinfra.store import StateStore
 from tests.conftest import RuntimeSpec, make_runtime_spec
+from tests.support.faults import grpc_client as client
 from tests.support.runtime_cli import RAYINFRA, cli
 
 pytestmark = pytest.mark.integration
@@ -53,12 +54,6 @@ argv = {json.dumps([sys.executable, "-c", TICKER])}
 
 def config(spec: RuntimeSpec) -> RayinfraConfig:
     return load_config(env=spec.env()).config
-
-
-def client(cfg: RayinfraConfig) -> AgentInfraSync:
-    return AgentInfraSync(
-        orchestrator_addr=dial_addr(cfg.gateway.orchestrator_grpc_addr), config=cfg
-    ).start()
 
 
 def stored(cfg: RayinfraConfig, ids: list[str]) -> dict[str, dict[str, Any] | None]:
