@@ -15,9 +15,11 @@ if ! docker -H "$DOCKER_HOST" version >/dev/null 2>&1; then
   else
     # a pid file left by a daemon that died makes dockerd refuse to start
     rm -f "$_ri_droot/dockerd.pid"
-    nohup dockerd --data-root "$_ri_droot/data" --exec-root "$_ri_droot/exec" -H "$DOCKER_HOST" \
+    # in a subshell that exits at once: dockerd is handed to init, not left a child of the shell
+    # that .ci/run execs into the tests (which would never reap it when a test stops it)
+    (nohup dockerd --data-root "$_ri_droot/data" --exec-root "$_ri_droot/exec" -H "$DOCKER_HOST" \
       --pidfile "$_ri_droot/dockerd.pid" --bridge=none --iptables=false --ip6tables=false \
-      --ip-masq=false --ip-forward=false >>"$_ri_droot/dockerd.log" 2>&1 </dev/null &
+      --ip-masq=false --ip-forward=false >>"$_ri_droot/dockerd.log" 2>&1 </dev/null &)
   fi
   unset _ri_dpid
   _ri_deadline=$((SECONDS + 30))

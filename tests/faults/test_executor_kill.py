@@ -18,6 +18,7 @@ import pytest
 
 from rayinfra import AgentInfraSync, raywrap
 from rayinfra.config import RayinfraConfig
+from rayinfra.connection import pid_alive
 from tests.support.faults import (
     TaskStream,
     assert_health,
@@ -41,14 +42,6 @@ def executors(infra: AgentInfraSync, task_class: str) -> dict[str, str | None]:
     live = infra.runtime_status()["classes"][task_class].get("live") or {}
     found: dict[str, str | None] = live.get("executors") or {}
     return found
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_an_executor_killed_mid_task(cfg: RayinfraConfig) -> None:
@@ -82,7 +75,9 @@ def test_an_executor_killed_mid_task(cfg: RayinfraConfig) -> None:
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
             killed_at = len(stream.acknowledged)
-            wait_until("the processes to be gone", lambda: not any(map(alive, pids)), timeout=30)
+            wait_until(
+                "the processes to be gone", lambda: not any(map(pid_alive, pids)), timeout=30
+            )
             stream.wait_for(killed_at + 10, timeout_s=120)  # submits go on after the kill
         finally:
             ids = stream.stop()
