@@ -76,6 +76,56 @@ def gateway_channel(
     return api.secure_channel(addr, creds, options=options)
 
 
+def unavailable(e: BaseException) -> bool:
+    """A call (sync or aio) that broke because the gateway could not be reached, or went away
+    under it: UNAVAILABLE, or UNKNOWN "Stream removed", which grpc answers for a stream whose
+    connection closed (grpc/grpc#34076)."""
+    if not isinstance(e, grpc.RpcError):
+        return False
+    code = e.code()
+    if code == grpc.StatusCode.UNKNOWN:
+        return (e.details() or "").startswith("Stream removed")
+    return bool(code == grpc.StatusCode.UNAVAILABLE)
+
+
+def retry_unavailable(addr: str, method: str, *, stop: Any, backoff_s: float) -> dict[str, Any]:
+    """tenacity's arguments (for ``Retrying`` and ``AsyncRetrying`` alike) that retry a call to
+    the gateway at ``addr`` broken by UNAVAILABLE: exponential back-off up to ``backoff_s``, a
+    WARNING per attempt, until ``stop`` (a tenacity stop condition); then the last error."""
+    from tenacity import RetryCallState, retry_if_exception, wait_exponential
+
+    def note(state: RetryCallState) -> None:
+        e = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "rayinfra gateway at %s unavailable (%s): %s attempt %d failed, next in %.2fs",
+            addr,
+            e.details() if isinstance(e, grpc.RpcError) else e,
+            method,
+            state.attempt_number,
+            state.upcoming_sleep,
+        )
+
+    return {
+        "stop": stop,
+        "wait": wait_exponential(multiplier=RETRY_FIRST_S, max=backoff_s),
+        "retry": retry_if_exception(unavailable),
+        "before_sleep": note,
+        "reraise": True,
+    }
+
+
+def gave_up(addr: str, method: str, retry_for_s: float, e: grpc.RpcError) -> BaseException:
+    """The error a call raises once it stopped retrying: UNAVAILABLE for ``retry_for_s`` is
+    one :class:`UnavailableError` naming the setting; anything else its typed error."""
+    if unavailable(e):
+        return UnavailableError(
+            f"rayinfra is unavailable: the gateway at {addr} did not answer {method} "
+            f"for {retry_for_s:g}s (DSPY_AGENT_SERVICE_TIMEOUT; last error: "
+            f"{e.details()})"
+        )
+    return error_from_rpc(e)
+
+
 class ConnectError(ConnectionError):
     """Nothing answered at the gateway's address within the connect timeout."""
 
@@ -173,50 +223,17 @@ class GrpcTransport:
             raise ConnectError(self.addr, wait) from None
 
     def _retrying(self, method: str, *, forever: bool = False) -> Any:
-        """tenacity's loop for ``method``: UNAVAILABLE retried with exponential back-off up to
-        ``backoff_s``, a log line per attempt, for ``retry_for_s`` (``forever``: for as long as
-        the caller waits)."""
-        from tenacity import (
-            AsyncRetrying,
-            RetryCallState,
-            retry_if_exception,
-            stop_after_delay,
-            stop_never,
-            wait_exponential,
-        )
+        """tenacity's loop for ``method`` (:func:`retry_unavailable`), for ``retry_for_s``
+        (``forever``: for as long as the caller waits)."""
+        from tenacity import AsyncRetrying, stop_after_delay, stop_never
 
-        def unavailable(e: BaseException) -> bool:
-            return isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
-
-        def note(state: RetryCallState) -> None:
-            e = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "rayinfra gateway at %s unavailable (%s): %s attempt %d failed, next in %.2fs",
-                self.addr,
-                e.details() if isinstance(e, grpc.aio.AioRpcError) else e,
-                method,
-                state.attempt_number,
-                state.upcoming_sleep,
-            )
-
+        stop = stop_never if forever else stop_after_delay(self.retry_for_s)
         return AsyncRetrying(
-            stop=(
-                stop_never if forever else stop_after_delay(self.retry_for_s)
-            ),
-            wait=wait_exponential(multiplier=RETRY_FIRST_S, max=self.backoff_s),
-            retry=retry_if_exception(unavailable),
-            before_sleep=note,
-            reraise=True,
+            **retry_unavailable(self.addr, method, stop=stop, backoff_s=self.backoff_s)
         )
 
     def _error(self, method: str, e: grpc.aio.AioRpcError) -> BaseException:
-        if e.code() == grpc.StatusCode.UNAVAILABLE:  # retried until the window closed
-            return UnavailableError(
-                f"rayinfra is unavailable: the gateway at {self.addr} did not answer {method} "
-                f"for {self.retry_for_s:g}s (DSPY_AGENT_SERVICE_TIMEOUT; last error: "
-                f"{e.details()})"
-            )
-        return error_from_rpc(e)
+        return gave_up(self.addr, method, self.retry_for_s, e)
 
     async def _unary(self, method: str, request: Any, answer_s: float = ANSWER_S) -> Any:
         """Call ``method``, each attempt answered within ``answer_s``, under :meth:`_retrying`."""

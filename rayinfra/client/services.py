@@ -18,7 +18,9 @@ unknown service), a service with nothing to show is :class:`ServiceNotFoundError
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -30,6 +32,9 @@ from rayinfra.client.grpc_transport import (
     bearer_metadata,
     error_from_rpc,
     gateway_channel,
+    gave_up,
+    retry_unavailable,
+    unavailable,
 )
 from rayinfra.config_sources import DialSettings, as_dial, dial_addr
 from rayinfra.errors import InvalidArgumentError
@@ -71,7 +76,13 @@ def wire_seconds(timeout_s: float | None) -> int:
 
 class ServicesClient:
     """One channel to the env manager at ``addr``; the constructor waits up to
-    ``connect_timeout_s`` for it (:class:`~rayinfra.client.grpc_transport.ConnectError`)."""
+    ``connect_timeout_s`` for it (:class:`~rayinfra.client.grpc_transport.ConnectError`).
+
+    A followed log stream outlives a restart of the gateway: broken by UNAVAILABLE, it is
+    opened again where it was, retried with back-off up to ``backoff_s`` (a WARNING per attempt)
+    until the gateway has not answered for ``retry_for_s``
+    (:class:`~rayinfra.errors.UnavailableError`). Other calls are not retried: a command
+    says at once that the runtime does not answer."""
 
     def __init__(
         self,
@@ -80,11 +91,15 @@ class ServicesClient:
         token: str | None = None,
         tls_ca: bytes | None = None,
         connect_timeout_s: float = 5.0,
+        retry_for_s: float = 60.0,
+        backoff_s: float = 2.0,
     ) -> None:
         self.addr = addr
+        self.retry_for_s = retry_for_s
+        self.backoff_s = backoff_s
         self.pb2, pb2_grpc = stubs.env_manager()
         self._metadata = bearer_metadata(token)
-        self._channel = gateway_channel(addr, tls_ca)
+        self._channel = gateway_channel(addr, tls_ca, redial_max_s=backoff_s)
         if not self._answers(connect_timeout_s):
             self._channel.close()
             raise ConnectError(addr, connect_timeout_s)
@@ -117,6 +132,8 @@ class ServicesClient:
             token=token,
             tls_ca=tls_ca,
             connect_timeout_s=connect_timeout_s or dial.connect_timeout_s,
+            retry_for_s=dial.service_timeout_s,
+            backoff_s=dial.reconnect_backoff_s,
         )
 
     def close(self) -> None:
@@ -144,6 +161,36 @@ class ServicesClient:
             raise rpc_error(e) from None
         finally:
             call.cancel()
+
+    def _resumed(self, method: str, request_for: Callable[[], Any]) -> Iterator[Any]:
+        """A server stream opened again with ``request_for()`` (which resumes from what the
+        caller has seen) each time UNAVAILABLE breaks it, until the gateway has not answered
+        for ``retry_for_s`` since the stream last delivered (or opened)."""
+        from tenacity import Retrying
+
+        answered = time.monotonic()
+
+        def silent_too_long(_: object) -> bool:
+            return time.monotonic() - answered > self.retry_for_s
+
+        retrying = Retrying(
+            **retry_unavailable(self.addr, method, stop=silent_too_long, backoff_s=self.backoff_s)
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    call = getattr(self._stub, method)(request_for(), metadata=self._metadata)
+                    try:
+                        for message in call:
+                            answered = time.monotonic()
+                            yield message
+                        return
+                    finally:
+                        call.cancel()
+        except grpc.RpcError as e:
+            if unavailable(e):
+                raise gave_up(self.addr, method, self.retry_for_s, e) from None
+            raise rpc_error(e) from None
 
     # ------------------------------------------------------------------ services
     def start(
@@ -224,7 +271,12 @@ class ServicesClient:
         (``timestamp``: unix seconds with fraction, when the line was produced); ``tail``: the
         last N (``None``: all), ``since``: unix seconds (whole seconds on the wire). ``name``
         may be a runtime actor (``scheduler``, ``gateway``, ``executor-<class>-<n>``, ...):
-        its lines have ``timestamp`` 0 (Ray's own is in the text) and ignore ``since``."""
+        its lines have ``timestamp`` 0 (Ray's own is in the text) and ignore ``since``.
+
+        Followed, the stream outlives a restart of the gateway (see the class): a service's
+        lines go on after the last one yielded (each line once: the stream re-opens at the
+        last line's second and skips what was yielded already); a runtime actor's, whose
+        lines carry no timestamp, go on with the lines written from the re-opening on."""
         request = self.pb2.StreamLogsRequest(
             service_name=name,
             follow=follow,
@@ -233,7 +285,56 @@ class ServicesClient:
         )
         if tail is not None:
             request.tail_lines = tail
-        for entry in self._stream("StreamLogs", request):
+        last = LogPosition()
+
+        def request_for() -> Any:
+            if last.at is None:  # nothing yielded yet: as asked
+                return request
+            last.resume()
+            if not last.at:  # an actor's log: from now on
+                return self.pb2.StreamLogsRequest(service_name=name, follow=True, tail_lines=0)
+            return self.pb2.StreamLogsRequest(
+                service_name=name, follow=True, since_timestamp=int(last.at)
+            )
+
+        if follow:
+            entries = self._resumed("StreamLogs", request_for)
+        else:
+            entries = self._stream("StreamLogs", request)
+        for entry in entries:
             line = _fields(entry)
             line["timestamp"] = line.pop("logged_at") or float(entry.timestamp)
-            yield line
+            if last.fresh(line["timestamp"], line["message"]):
+                yield line
+
+
+class LogPosition:
+    """Where a followed log stream is, to re-open it after its last line: the timestamp of the
+    last line yielded (``None``: none yet; 0: lines without one) and how many of each message
+    were yielded at that timestamp. After :meth:`resume`, lines older than it and as many
+    copies of each message at it as were yielded are skipped (a service may print the same
+    line twice within one timestamp)."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self._yielded: Counter[str] = Counter()
+        self._skip: Counter[str] | None = None  # while replaying after a resume
+
+    def resume(self) -> None:
+        self._skip = Counter(self._yielded)
+
+    def fresh(self, at: float, message: str) -> bool:
+        """Whether to yield this line (recorded if so)."""
+        if self._skip is not None and at and self.at:
+            if at < self.at:
+                return False
+            if at == self.at and self._skip[message] > 0:
+                self._skip[message] -= 1
+                return False
+        if at != self.at:
+            self.at = at
+            self._yielded.clear()
+            self._skip = None  # past the replay
+        if at:
+            self._yielded[message] += 1
+        return True

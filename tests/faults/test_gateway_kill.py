@@ -1,10 +1,15 @@
 """The gateway actor is killed while clients hold streams open: Ray restarts it, the clients'
 streams resume from the last state they saw and end as they would have, and every
-acknowledged task completes. A runtime of this module's own (the kill is not for sharing)."""
+acknowledged task completes; ``rayinfra logs --follow`` of a service goes on after the kill
+with every line once. A runtime of this module's own (the kill is not for sharing)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,16 +24,33 @@ from rayinfra import AgentInfraSync, raywrap, runtime
 from rayinfra.api import stubs
 from rayinfra.config import NAMESPACE, RayinfraConfig, dial_addr, load_config
 from rayinfra.connection import read_connection
-from tests.conftest import make_runtime_spec
+from tests.conftest import RuntimeSpec, make_runtime_spec
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
 opb, opb_grpc = stubs.orchestrator()
+RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
+#: a service printing numbered lines, several within each second (the resumed stream re-reads
+#: the last line's second and must skip what it printed already)
+COUNTER = (
+    "import time\nn = 0\nwhile True:\n    print('line', n)\n    n += 1\n    time.sleep(0.05)\n"
+)
 
 
 @pytest.fixture(scope="module")
-def cfg() -> Iterator[RayinfraConfig]:
-    spec = make_runtime_spec("gwkill")
+def spec() -> Iterator[RuntimeSpec]:
+    spec = make_runtime_spec(
+        "gwkill",
+        '[services]\nprofile = "none"\n[services.definitions.counter]\ndriver = "process"\n'
+        f"argv = {json.dumps([sys.executable, '-u', '-c', COUNTER])}\n",
+    )
+    yield spec
+    shutil.rmtree(spec.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cfg(spec: RuntimeSpec) -> Iterator[RayinfraConfig]:
     config = load_config(env=spec.env()).config
     runtime.start(config)
     info = read_connection(config.state.dir)
@@ -38,8 +60,8 @@ def cfg() -> Iterator[RayinfraConfig]:
         yield config
     finally:
         raywrap.disconnect()
+        runtime.stop_services(config.state.dir, timeout_s=5)
         runtime.stop(config.state.dir, force=True)
-        shutil.rmtree(spec.root, ignore_errors=True)
 
 
 def kill_gateway() -> None:
@@ -86,3 +108,36 @@ def test_a_task_stream_resumes_across_a_gateway_kill(cfg: RayinfraConfig) -> Non
         assert sorted(s["task_id"] for s in finals) == sorted(ids)  # each once
         assert {s["status"] for s in finals} == {"completed"}
     assert healthy(cfg)
+
+
+def test_logs_follow_goes_on_across_a_gateway_kill(spec: RuntimeSpec, cfg: RayinfraConfig) -> None:
+    env = spec.env()
+    subprocess.run([*RAYINFRA, "services", "start", "counter"], env=env, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    follow = subprocess.Popen(
+        [*RAYINFRA, "logs", "counter", "--follow", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[int] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(
+            int(json.loads(out)["message"].split()[1]) for out in follow.stdout or ()
+        ),
+        daemon=True,
+    )
+    reader.start()
+    try:
+        wait_until("the first lines", lambda: len(lines) >= 20, timeout=60)
+        kill_gateway()
+        killed_at = len(lines)
+        assert healthy(cfg)
+        # lines the service printed after the kill arrive: the stream was opened again
+        wait_until("lines after the kill", lambda: len(lines) >= killed_at + 60, timeout=60)
+    finally:
+        follow.send_signal(signal.SIGINT)
+        _, err = follow.communicate(timeout=30)
+        reader.join(timeout=10)
+    assert follow.returncode == 0, err
+    assert "unavailable" in err, err  # a warning per attempt while the gateway was down
+    # every line once, none missing: the counter's numbers are consecutive
+    assert lines == list(range(lines[0], lines[0] + len(lines))), lines
