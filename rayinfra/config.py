@@ -416,6 +416,18 @@ class GatewaySection(_Section):
     tls_cert_file: Path | None = None  # both set: gRPC and HTTP serve TLS
     tls_key_file: Path | None = None
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # gRPC message / HTTP body cap
+    # per-client limits (rayinfra.api.limits; docs/configuration.md, "Gateway limits"): a
+    # client is a valid token's identity, else the caller's host; over a limit: gRPC
+    # RESOURCE_EXHAUSTED, HTTP 429 with Retry-After
+    client_rate_per_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Requests a client may start per second, on average (a token bucket); 0: no rate limit."""
+    client_rate_burst: int = Field(default=50, ge=1)
+    """Requests a client may start at once, above the rate (the bucket's size)."""
+    client_max_inflight: int = Field(default=1024, ge=0)
+    """Requests a client may have in flight at once (a stream counts while open); 0: no limit."""
+    client_limit_tracked: int = Field(default=10_000, ge=1)
+    """Clients whose rate is remembered (least recently seen forgotten first), and clients that
+    may have requests in flight at once: bounds the limits' memory however many clients call."""
     # clients of the original protos (docs/api.md, "Original and current clients"):
     original_payload_decoding: bool = True
     """Decode the original map fields' strings (SubmitTask ``payload``, StartWorkflowRun

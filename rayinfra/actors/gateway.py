@@ -31,6 +31,7 @@ from rayinfra.api.grpc_common import AuthInterceptor
 from rayinfra.api.grpc_env_manager import EnvManagerServicer, health_feed
 from rayinfra.api.grpc_orchestrator import OrchestratorServicer, event_feed, task_feed
 from rayinfra.api.http import env_manager_app, orchestrator_app
+from rayinfra.api.limits import ClientLimiter, LimitSettings
 from rayinfra.config import RayinfraConfig, parse_listen_addr
 from rayinfra.connection import ConnectionInfo, read_connection
 from rayinfra.control import ControlPlane
@@ -58,6 +59,8 @@ class GatewayActor(ControlActor):
             local_token=local_token,
             allow_untrusted_code=gw.allow_untrusted_code,
         )
+        # one budget per client across the four servers (rayinfra.api.limits)
+        self.limits = ClientLimiter(LimitSettings.of(gw))
         self._bell = doorbell.Bell(doorbell.address(self.config.state.db_path, "scheduler"))
         self.control = ControlPlane(
             raywrap.ActorCaller(),
@@ -83,10 +86,16 @@ class GatewayActor(ControlActor):
         await self._serve_http(
             "orchestrator_http",
             gw.orchestrator_http_addr,
-            orchestrator_app(self.control, self.auth, max_request_bytes=gw.max_request_bytes),
+            orchestrator_app(
+                self.control, self.auth, max_request_bytes=gw.max_request_bytes, limits=self.limits
+            ),
         )
         await self._serve_http(
-            "env_manager_http", gw.env_manager_http_addr, env_manager_app(self.control, self.auth)
+            "env_manager_http",
+            gw.env_manager_http_addr,
+            env_manager_app(
+                self.control, self.auth, max_request_bytes=gw.max_request_bytes, limits=self.limits
+            ),
         )
 
     async def _serve_grpc(self, name: str, addr: str, *, orchestrator: bool) -> None:
@@ -97,7 +106,7 @@ class GatewayActor(ControlActor):
         gw = self.config.gateway
         try:
             server = grpc.aio.server(
-                interceptors=[AuthInterceptor(self.auth)],
+                interceptors=[AuthInterceptor(self.auth, self.limits)],
                 options=[
                     ("grpc.so_reuseport", 0),
                     ("grpc.max_receive_message_length", gw.max_request_bytes),

@@ -86,6 +86,19 @@ class Auth:
             return "invalid token"
         return None
 
+    def identity(self, header: str | None) -> str | None:
+        """Who a valid token in ``header`` says the caller is: ``token:local`` (the local token
+        file's) or ``token:auth`` (the configured auth token); None without a valid one. Never
+        the token itself: the gateway's per-client limits key on this, and name it."""
+        presented = bearer(header)
+        if presented is None:
+            return None
+        if _same(presented, self.local_token):
+            return "token:local"
+        if _same(presented, self.token):
+            return "token:auth"
+        return None
+
     def trusted(self, header: str | None) -> bool:
         """May this caller run ``shell`` / ``python`` tasks?"""
         if self.allow_untrusted_code:

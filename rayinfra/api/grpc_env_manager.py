@@ -18,8 +18,7 @@ import grpc
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout
-from rayinfra.api.grpc_common import abort_for, aborting, is_trusted, string_map
-from rayinfra.compat import decode_wire_map
+from rayinfra.api.grpc_common import abort_for, aborting, decode_payload, is_trusted, string_map
 from rayinfra.config import CLASS_ALIASES, CONTROL_ACTOR_NAMES, GatewaySection
 from rayinfra.control import ControlPlane
 from rayinfra.errors import InvalidArgumentError, NotTrustedError
@@ -401,8 +400,10 @@ class EnvManagerServicer:
             spec = {
                 "task_id": request.task_id or f"exec-{uuid.uuid4().hex}",
                 "task_class": self._class(request.workload_class),
-                "payload": decode_wire_map(
-                    dict(request.payload), original=self.settings.original_payload_decoding
+                "payload": decode_payload(
+                    request.payload,
+                    original=self.settings.original_payload_decoding,
+                    field="payload",
                 ),
                 "timeout_s": float(request.timeout_seconds) or None,
             }

@@ -18,8 +18,14 @@ from rayinfra._version import __version__
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
 from rayinfra.api.fanout import Fanout, Subscription
-from rayinfra.api.grpc_common import aborting, is_current_client, is_trusted, string_map
-from rayinfra.compat import decode_wire_map, original_status
+from rayinfra.api.grpc_common import (
+    aborting,
+    decode_payload,
+    is_current_client,
+    is_trusted,
+    string_map,
+)
+from rayinfra.compat import original_status
 from rayinfra.config import GatewaySection
 from rayinfra.control import LIST_LIMIT_MAX, ControlPlane
 from rayinfra.errors import InvalidArgumentError, PermissionDeniedError, TaskNotFoundError
@@ -68,7 +74,7 @@ def _submit_spec(request: Any, original_decoding: bool) -> dict[str, Any]:
     return {
         "task_id": request.id or None,
         "task_class": getattr(request, "class") or "cpu_short",
-        "payload": decode_wire_map(dict(request.payload), original=original_decoding),
+        "payload": decode_payload(request.payload, original=original_decoding, field="payload"),
         "priority": request.priority,
         "workflow_id": request.workflow_id,
         "timeout_s": decode_timeout_seconds(request.timeout_seconds),
@@ -352,8 +358,8 @@ class OrchestratorServicer:
             record = await self.control.start_workflow_run(
                 request.workflow_id,
                 request.idempotency_key,
-                decode_wire_map(
-                    dict(request.input), original=self.settings.original_payload_decoding
+                decode_payload(
+                    request.input, original=self.settings.original_payload_decoding, field="input"
                 ),
             )
         return self.pb2.StartWorkflowRunResponse(
@@ -415,14 +421,22 @@ def _workflow_spec(request: Any) -> dict[str, Any]:
         raise InvalidArgumentError("spec", "is required: the workflow as JSON")
     try:
         spec = json.loads(request.spec)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidArgumentError("spec", f"is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # ValueError: UnicodeDecodeError included
+        raise InvalidArgumentError("spec", f"is not valid JSON: {_short(e)}") from None
     if not isinstance(spec, dict):
         raise InvalidArgumentError("spec", "must be a JSON object")
     for key in ("name", "description"):
         if getattr(request, key) and not spec.get(key):
             spec[key] = getattr(request, key)
     return spec
+
+
+def _short(e: BaseException) -> str:
+    """An error's text for a message: Python's RecursionError text, past the recursion limit,
+    says nothing the caller can act on."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e)
 
 
 async def _next(

@@ -1,8 +1,10 @@
 """The HTTP APIs: the orchestrator's (:9097) and the env-manager's health/metrics (:50101).
 
 FastAPI apps that translate to the control actors through :class:`~rayinfra.control.ControlPlane`.
-Errors are JSON ``{"error": message, "field": name}`` with a 4xx naming the field; an actor that
-cannot be reached is 503; a body over ``gateway.max_request_bytes`` is 413 (``field: "body"``).
+Errors are JSON ``{"error": message, "field": name}`` with a 4xx naming the field (an unknown
+route: ``path``, a method the route does not take: ``method``); an actor that cannot be reached
+is 503; a body over ``gateway.max_request_bytes`` is 413 (``field: "body"``), on every route of
+both apps; a client over its limits (:mod:`rayinfra.api.limits`) is 429 with ``Retry-After``.
 Every status a route can answer is in its OpenAPI document. Served by ``uvicorn.Server.serve()``
 on the gateway actor's loop.
 """
@@ -10,22 +12,28 @@ on the gateway actor's loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rayinfra import errors
 from rayinfra._version import __version__
 from rayinfra.admission import SLURM_CLASS
 from rayinfra.api.auth import Auth
+from rayinfra.api.limits import ClientLimiter
+from rayinfra.config import GatewaySection
 from rayinfra.control import LIST_LIMIT_MAX, ORCHESTRATOR_METRICS, ControlPlane
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.scheduling.tasks import TASK_STATES, decode_timeout_seconds
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+#: the env-manager app's body cap when the gateway does not pass its config's
+DEFAULT_MAX_REQUEST_BYTES = GatewaySection.model_fields["max_request_bytes"].default
 SLURM_SUBMIT_WAIT_S = 10.0  # POST /queue/submit of a gpu_slurm task waits this long for sbatch
 
 SUBMIT_SCHEMA: dict[str, Any] = {
@@ -126,9 +134,20 @@ TASK_PAGE_SCHEMA = _object(
         "description": "the cursor of the page after this one (pass it as `after`); null: last",
     },
 )
-#: documented on every route: the auth middleware answers it before any route runs
+#: documented on every route: the middleware answers them before any route runs
 UNAUTHORIZED = "auth is required and the request has no valid `authorization: Bearer <token>`"
+TOO_LARGE = "the body is over gateway.max_request_bytes"
+TOO_MANY = (
+    "the client is over its limits (gateway.client_rate_per_s, gateway.client_max_inflight): "
+    "retry after Retry-After seconds"
+)
 ACTOR_DOWN = "a control actor cannot be reached right now"
+
+
+RETRY_AFTER_HEADER = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "string"},
+}
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -139,11 +158,13 @@ def _responses(
     failures: dict[int, str | dict[str, Any]], ok: dict[str, Any] | None = None
 ) -> dict[int | str, dict[str, Any]]:
     """An OpenAPI ``responses`` map: each error status with its description (a JSON error body)
-    or its full entry, the 401 every route can answer, and ``ok`` for 200 when given. (Error
-    bodies are JSON on every route, ``/metrics`` included, so each names its content type.)"""
+    or its full entry, the 401, 413 and 429 every route can answer, and ``ok`` for 200 when
+    given. (Error bodies are JSON on every route, ``/metrics`` included, so each names its
+    content type.)"""
     out: dict[int | str, dict[str, Any]] = {} if ok is None else {200: ok}
-    for status, entry in {401: UNAUTHORIZED, **failures}.items():
+    for status, entry in {401: UNAUTHORIZED, 413: TOO_LARGE, 429: TOO_MANY, **failures}.items():
         out[status] = _json(entry, ERROR_SCHEMA) if isinstance(entry, str) else entry
+    out[429] = {**out[429], "headers": {"Retry-After": RETRY_AFTER_HEADER}}
     return out
 
 
@@ -152,11 +173,13 @@ def _health_responses(schema: dict[str, Any], healthy: str, unhealthy: str) -> d
     return _responses({503: _json(unhealthy, schema)}, _json(healthy, schema))
 
 
-def _error(status: int, message: str, field: str = "") -> JSONResponse:
+def _error(
+    status: int, message: str, field: str = "", headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if field:
         body["field"] = field
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def error_response(e: BaseException) -> JSONResponse:
@@ -180,7 +203,76 @@ def error_response(e: BaseException) -> JSONResponse:
     raise e
 
 
-def _install_common(app: FastAPI, auth: Auth) -> None:
+def _count(raw: str | bytes) -> int | None:
+    """A count written as plain ASCII digits (a query's limit, a Content-Length), None if it is
+    not one or has over 18 digits (more than any limit; ``int()`` of thousands of digits is
+    refused by Python, and would be a 500)."""
+    if not raw or len(raw) > 18 or not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw)
+
+
+def _too_large(size: int | None, limit: int) -> JSONResponse:
+    """413, and the connection closed after it: the rest of the body is never read, so what
+    the client sends next on that connection could not be told from it."""
+    what = "request body" if size is None else f"request body is {size} bytes,"
+    return _error(
+        413,
+        f"{what} over the limit of {limit} bytes (gateway.max_request_bytes)",
+        "body",
+        {"Connection": "close"},
+    )
+
+
+class GatewayMiddleware:
+    """Before any route runs (and before auth): the client's limits (429 with ``Retry-After``;
+    the client is a valid token's identity, else the caller's host) and the declared body size
+    (413 when its Content-Length is over ``gateway.max_request_bytes``: a chunked body is
+    capped as it is read, by the routes that read one). A plain ASGI middleware, so a request
+    is in flight until its response has been sent."""
+
+    def __init__(
+        self, app: ASGIApp, auth: Auth, limits: ClientLimiter | None, max_request_bytes: int
+    ) -> None:
+        self.app = app
+        self.auth = auth
+        self.limits = limits if limits is not None and limits.settings.enabled else None
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        authorization = None
+        declared = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                authorization = v.decode("latin-1")
+            elif k == b"content-length":
+                declared = v
+        client = ""
+        if self.limits is not None:
+            client = self.auth.identity(authorization) or (scope.get("client") or ("?",))[0]
+            refused = self.limits.acquire(client)
+            if refused is not None:
+                headers = {"Retry-After": refused.retry_after_header}
+                await _error(429, refused.message, "", headers)(scope, receive, send)
+                return
+        try:
+            if declared is not None and declared.isdigit():
+                size = _count(declared)
+                if size is None or size > self.max_request_bytes:
+                    await _too_large(size, self.max_request_bytes)(scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
+        finally:
+            if self.limits is not None:
+                self.limits.release(client)
+
+
+def _install_common(
+    app: FastAPI, auth: Auth, limits: ClientLimiter | None, max_request_bytes: int
+) -> None:
     @app.middleware("http")
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -194,6 +286,24 @@ def _install_common(app: FastAPI, auth: Auth) -> None:
 
     async def handler(request: Request, e: Exception) -> JSONResponse:
         return error_response(e)
+
+    async def route_error(request: Request, e: Exception) -> JSONResponse:
+        """Starlette's own 404 (no such route) and 405 (the route takes another method), in
+        the error shape every route answers with."""
+        assert isinstance(e, StarletteHTTPException)
+        field = {404: "path", 405: "method"}.get(e.status_code, "")
+        where = f"{request.method} {request.url.path}"
+        if len(where) > 200:
+            where = where[:197] + "..."
+        return _error(
+            e.status_code, f"{e.detail}: {where} (routes: /openapi.json)", field, e.headers
+        )
+
+    app.add_exception_handler(StarletteHTTPException, route_error)
+    # outermost (added last): limits and the body cap come before auth and every route
+    app.add_middleware(
+        GatewayMiddleware, auth=auth, limits=limits, max_request_bytes=max_request_bytes
+    )
 
     for exc in (
         InvalidArgumentError,
@@ -221,11 +331,16 @@ def _new_app(
     metrics_actors: tuple[str, ...],
     title: str,
     description: str = "",
+    *,
+    limits: ClientLimiter | None,
+    max_request_bytes: int,
 ) -> FastAPI:
-    """An app with auth, JSON error answers and ``/metrics`` (the registries of
-    ``metrics_actors``: the first one's required, the others' best effort)."""
-    app = FastAPI(title=title, description=description, version=__version__)
-    _install_common(app, auth)
+    """An app with auth, per-client limits, the body cap, JSON error answers and ``/metrics``
+    (the registries of ``metrics_actors``: the first one's required, the others' best effort).
+    A path with a trailing slash is not redirected (404): a redirect would be built from the
+    request's Host header."""
+    app = FastAPI(title=title, description=description, version=__version__, redirect_slashes=False)
+    _install_common(app, auth, limits, max_request_bytes)
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=_responses({503: ACTOR_DOWN}))
     async def metrics() -> Response:
@@ -281,36 +396,51 @@ def _timeout_s(value: Any) -> float:
 
 
 async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
-    """The request body, or a 413 once it is known to be over ``limit`` bytes: by its
-    Content-Length before anything is read, else while it streams in (reading stops there)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        return _error(
-            413,
-            f"request body is {int(declared)} bytes, over the limit of {limit} bytes "
-            "(gateway.max_request_bytes)",
-            "body",
-        )
+    """The request body, or a 413 once it is over ``limit`` bytes while it streams in (reading
+    stops there; a Content-Length over it was answered by :class:`GatewayMiddleware`)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            return _error(
-                413,
-                f"request body is over the limit of {limit} bytes (gateway.max_request_bytes)",
-                "body",
-            )
+            return _too_large(None, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: int) -> FastAPI:
-    """Every route of reference/api.md's HTTP table (workflow routes answer 501 until the
-    workflow engine exists; they are left out of the OpenAPI document). A ``/queue/submit``
-    body over ``max_request_bytes`` (``gateway.max_request_bytes``) is 413."""
+async def _json_body(request: Request, limit: int) -> Any:
+    """The request body as JSON (an empty body: ``{}``), or the 400/413 answer."""
+    raw = await _read_body(request, limit)
+    if isinstance(raw, JSONResponse):
+        return raw
+    try:
+        return json.loads(raw) if raw else {}
+    except RecursionError:
+        return _error(400, "invalid JSON: nested too deeply", "body")
+    except ValueError as e:  # UnicodeDecodeError included
+        return _error(400, f"invalid JSON: {e}", "body")
+
+
+def orchestrator_app(
+    control: ControlPlane,
+    auth: Auth,
+    *,
+    max_request_bytes: int,
+    limits: ClientLimiter | None = None,
+) -> FastAPI:
+    """Every route of reference/api.md's HTTP table, and the task and workflow routes. A body
+    over ``max_request_bytes`` (``gateway.max_request_bytes``) is 413; ``limits``: the
+    gateway's per-client limits (shared with its other servers)."""
     description = "Tasks, queue status and metrics of a rayinfra runtime."
-    app = _new_app(control, auth, ORCHESTRATOR_METRICS, "rayinfra orchestrator API", description)
+    app = _new_app(
+        control,
+        auth,
+        ORCHESTRATOR_METRICS,
+        "rayinfra orchestrator API",
+        description,
+        limits=limits,
+        max_request_bytes=max_request_bytes,
+    )
 
     @app.get(
         "/health",
@@ -349,13 +479,9 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
         ),
     )
     async def submit(request: Request) -> JSONResponse:
-        raw = await _read_body(request, max_request_bytes)
-        if isinstance(raw, JSONResponse):
-            return raw
-        try:
-            body = json.loads(raw) if raw else {}
-        except (ValueError, UnicodeDecodeError) as e:
-            return _error(400, f"invalid JSON: {e}", "body")
+        body = await _json_body(request, max_request_bytes)
+        if isinstance(body, JSONResponse):
+            return body
         spec = _submit_spec(body)  # errors are answered by error_response (_install_common)
         trusted = auth.trusted(request.headers.get("authorization"))
         (res,) = await control.submit([spec], trusted, "http")
@@ -398,10 +524,13 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
     async def list_tasks(request: Request) -> JSONResponse:
         q = request.query_params
         raw = q.get("limit", str(TASK_LIST_LIMIT_DEFAULT))
-        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
-            return _error(400, f"must be an integer in [1, {LIST_LIMIT_MAX}], got {raw!r}", "limit")
+        limit = _count(raw)
+        if limit is None or not 1 <= limit <= LIST_LIMIT_MAX:
+            return _error(
+                400, f"must be an integer in [1, {LIST_LIMIT_MAX}], got {raw!r:.80}", "limit"
+            )
         page = await control.list_tasks(
-            q.get("status") or None, q.get("class") or None, int(raw), q.get("after") or None
+            q.get("status") or None, q.get("class") or None, limit, q.get("after") or None
         )
         return JSONResponse({"items": [st.json_dict() for st in page.tasks], "next": page.next})
 
@@ -423,13 +552,7 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
         return JSONResponse(job)
 
     async def json_body(request: Request) -> Any:
-        raw = await _read_body(request, max_request_bytes)
-        if isinstance(raw, JSONResponse):
-            return raw
-        try:
-            return json.loads(raw) if raw else {}
-        except (ValueError, UnicodeDecodeError) as e:
-            return _error(400, f"invalid JSON: {e}", "body")
+        return await _json_body(request, max_request_bytes)
 
     async def workflow_body(request: Request) -> dict[str, Any] | JSONResponse:
         body = await json_body(request)
@@ -512,7 +635,12 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
                     "name": "limit",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "integer", "minimum": 1, "default": 50},
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": LIST_LIMIT_MAX,
+                        "default": 50,
+                    },
                 }
             ]
         },
@@ -520,9 +648,12 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
     )
     async def list_runs(workflow_id: str, request: Request) -> JSONResponse:
         raw = request.query_params.get("limit", "50")
-        if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-            return _error(400, f"must be an integer >= 1, got {raw!r}", "limit")
-        items = await control.list_workflow_runs(workflow_id, int(raw))
+        limit = _count(raw)
+        if limit is None or not 1 <= limit <= LIST_LIMIT_MAX:
+            return _error(
+                400, f"must be an integer in [1, {LIST_LIMIT_MAX}], got {raw!r:.80}", "limit"
+            )
+        items = await control.list_workflow_runs(workflow_id, limit)
         return JSONResponse({"items": items})
 
     @app.get("/workflow-runs/{run_id}", responses=_responses({404: "no such run"}))
@@ -536,9 +667,22 @@ def orchestrator_app(control: ControlPlane, auth: Auth, *, max_request_bytes: in
     return app
 
 
-def env_manager_app(control: ControlPlane, auth: Auth) -> FastAPI:
+def env_manager_app(
+    control: ControlPlane,
+    auth: Auth,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    limits: ClientLimiter | None = None,
+) -> FastAPI:
     """The env-manager's :50101: ``/health`` and ``/metrics`` (Prometheus text)."""
-    app = _new_app(control, auth, ("service_registry",), "rayinfra env-manager API")
+    app = _new_app(
+        control,
+        auth,
+        ("service_registry",),
+        "rayinfra env-manager API",
+        limits=limits,
+        max_request_bytes=max_request_bytes,
+    )
 
     @app.get(
         "/health",

@@ -41,7 +41,7 @@ from rayinfra.api import stubs
 from rayinfra.config import NAMESPACE, RayinfraConfig, dial_addr, load_config
 from tests.conftest import SHELL_CLASSES_TOML, RuntimeSpec, make_runtime_spec
 from tests.integration.conftest import Runtime
-from tests.support.runtime_cli import RAYINFRA
+from tests.support.runtime_cli import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +103,6 @@ class Secured:
     token: str
 
 
-def _cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RAYINFRA, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
-
-
 @pytest.fixture(scope="module")
 def secured() -> Iterator[Secured]:
     """A runtime of this module's own with ``[gateway] auth = "required"``, via the real CLI."""
@@ -118,7 +112,7 @@ def secured() -> Iterator[Secured]:
     spec.config_path.write_text(text.replace("[gateway]\n", '[gateway]\nauth = "required"\n'))
     env = spec.env()
     env.pop("RAY_ADDRESS", None)  # never join the session runtime's cluster
-    started = _cli(env, "start", "--daemon")
+    started = run_cli(env, "start", "--daemon")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert "launched local head" in started.stdout
@@ -140,9 +134,9 @@ def secured() -> Iterator[Secured]:
                     time.sleep(0.3)
         yield Secured(spec=spec, config=config, token=token)
     finally:
-        stopped = _cli(env, "stop")
+        stopped = run_cli(env, "stop")
         if stopped.returncode != 0:  # only what this fixture started, by its recorded pid
-            _cli(env, "stop", "--force")
+            run_cli(env, "stop", "--force")
         shutil.rmtree(spec.root, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 import ray
 
 from rayinfra.api import stubs
-from rayinfra.config import NAMESPACE, dial_addr
+from rayinfra.config import NAMESPACE
 from rayinfra.scheduling.tasks import MAX_TASK_ID_LEN, PRIORITY_MAX
 from tests.integration.conftest import Runtime
+from tests.support.gateway_clients import Clients, gateway_clients
 
 pytestmark = pytest.mark.integration
 
@@ -38,44 +38,10 @@ def tid(name: str) -> str:
     return f"bad-{RUN}-{name}"
 
 
-@dataclass
-class Clients:
-    rt: Runtime
-    orch: Any
-    env: Any
-    channels: list[grpc.Channel] = field(default_factory=list)
-
-    @property
-    def payload_limit(self) -> int:
-        return int(self.rt.config.scheduler.payload_limit_bytes)
-
-    @property
-    def max_request(self) -> int:
-        return int(self.rt.config.gateway.max_request_bytes)
-
-    def local_token(self) -> str:
-        """The gateway token file's token: a trusted caller."""
-        return self.rt.config.gateway_token_path.read_text().strip()
-
-    def http(self) -> httpx.Client:
-        base = f"http://{dial_addr(self.rt.config.gateway.orchestrator_http_addr)}"
-        return httpx.Client(base_url=base, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def clients(rt: Runtime) -> Iterator[Clients]:
-    servers = ray.get(ray.get_actor("gateway", namespace=NAMESPACE).serving.remote())
-    assert all(v.startswith("serving") for v in servers.values()), servers
-    orch_ch = grpc.insecure_channel(dial_addr(rt.config.gateway.orchestrator_grpc_addr))
-    env_ch = grpc.insecure_channel(dial_addr(rt.config.gateway.env_manager_grpc_addr))
-    yield Clients(
-        rt=rt,
-        orch=opb_grpc.OrchestratorServiceStub(orch_ch),
-        env=epb_grpc.EnvManagerServiceStub(env_ch),
-        channels=[orch_ch, env_ch],
-    )
-    for ch in (orch_ch, env_ch):
-        ch.close()
+    with gateway_clients(rt) as c:
+        yield c
 
 
 GOOD_ID = tid("good-before")

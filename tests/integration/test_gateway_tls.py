@@ -20,7 +20,7 @@ from rayinfra import AgentInfraSync
 from rayinfra.api import stubs
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
 from tests.conftest import RuntimeSpec, make_runtime_spec
-from tests.support.runtime_cli import RAYINFRA
+from tests.support.runtime_cli import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,6 @@ class Tls:
 
     def ca(self) -> bytes:
         return self.cert.read_bytes()
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RAYINFRA, *args], env=env, capture_output=True, text=True, timeout=180, cwd=REPO
-    )
 
 
 def _self_signed(root: Path) -> tuple[Path, Path]:
@@ -72,7 +66,7 @@ def tls() -> Iterator[Tls]:
     )
     env = spec.env()
     env.pop("RAY_ADDRESS", None)  # never join the session runtime's cluster
-    started = _cli(env, "start", "--daemon")
+    started = run_cli(env, "start", "--daemon")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         config = load_config(env=env).config
@@ -90,9 +84,9 @@ def tls() -> Iterator[Tls]:
                     time.sleep(0.3)
         yield t
     finally:
-        stopped = _cli(env, "stop")
+        stopped = run_cli(env, "stop")
         if stopped.returncode != 0:
-            _cli(env, "stop", "--force")
+            run_cli(env, "stop", "--force")
         shutil.rmtree(spec.root, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 

@@ -9,7 +9,6 @@ host's GPUs, with the real CLI (``rayinfra start --gpu``), and runs a ``gpu_shor
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from rayinfra import AgentInfraSync, hardware
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
 from tests.conftest import RuntimeSpec, make_runtime_spec
-from tests.support.runtime_cli import RAYINFRA
+from tests.support.runtime_cli import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.gpu]
 
@@ -33,12 +32,6 @@ class GpuRuntime:
     gpus: int
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RAYINFRA, *args], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
-    )
-
-
 @pytest.fixture(scope="module")
 def gpu_runtime() -> Iterator[GpuRuntime]:
     gpus = len(hardware.detect().gpus)
@@ -46,14 +39,14 @@ def gpu_runtime() -> Iterator[GpuRuntime]:
     spec = make_runtime_spec("rgpu", ray_lines=(f"num_gpus = {gpus}",))  # not pinned to 0
     env = spec.env()
     env.pop("RAY_ADDRESS", None)  # never join the session runtime's cluster
-    started = _cli(env, "start", "--gpu", "--daemon")
+    started = run_cli(env, "start", "--gpu", "--daemon", timeout=300)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         yield GpuRuntime(spec, load_config(env=env).config, gpus)
     finally:
-        stopped = _cli(env, "stop")
+        stopped = run_cli(env, "stop", timeout=300)
         if stopped.returncode != 0:  # only what this fixture started, by its recorded pid
-            _cli(env, "stop", "--force")
+            run_cli(env, "stop", "--force", timeout=300)
         shutil.rmtree(spec.root, ignore_errors=True)
 
 

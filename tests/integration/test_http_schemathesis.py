@@ -14,8 +14,10 @@ Safety: the only operations that start work are ``POST /queue/submit`` and ``POS
 /workflows/{id}/runs``; the runs' workflow ids are generated, so they name no workflow (404). Before it is sent, every
 generated task is made cheap and private: a payload ``type`` that is a string is replaced by
 ``noop`` unless it is ``noop`` or ``echo`` already (nothing sleeps, runs code or calls user
-handlers; a non-string type is left alone: it is rejected with 400 before anything is queued),
-and a generated id gets the prefix ``st-`` so it never collides with an id another test uses.
+handlers; a non-string type is left alone: it is rejected with 400 before anything is queued;
+a ``task_type`` that would route a typeless payload to a handler becomes ``noop`` too: see
+tests/support/cheap_tasks.py), and a generated id gets the prefix ``st-`` so it never collides
+with an id another test uses.
 Requests carry no token, so ``shell``/``python`` could not run anyway (403). Every accepted task
 is a noop; ``MAX_EXAMPLES`` bounds how many there are.
 """
@@ -40,10 +42,10 @@ from schemathesis.specs.openapi.checks import (
 
 from rayinfra.config import dial_addr
 from tests.integration.conftest import Runtime
+from tests.support.cheap_tasks import make_cheap
 
 pytestmark = pytest.mark.integration
 
-CHEAP_TYPES = ("noop", "echo")
 MAX_EXAMPLES = 40  # per operation and generation mode: about 1 s each on loopback
 CHECKS = [
     not_a_server_error,
@@ -92,20 +94,6 @@ SEEN = {
     ("GET", "/workflow-runs/{run_id}"): {404},
     ("POST", "/workflow-runs/{run_id}/cancel"): {404},
 }
-
-
-def make_cheap(body: Any) -> Any:
-    """A generated submit body, made safe to send (see the module docstring)."""
-    if not isinstance(body, dict):
-        return body
-    out = dict(body)
-    if isinstance(out.get("id"), str) and out["id"]:
-        out["id"] = f"st-{out['id']}"
-    payload = out.get("payload")
-    ptype = payload.get("type") if isinstance(payload, dict) else None
-    if isinstance(payload, dict) and isinstance(ptype, str) and ptype not in CHEAP_TYPES:
-        out["payload"] = {**payload, "type": "noop"}
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -200,4 +188,8 @@ def test_the_safety_hook_keeps_generated_tasks_cheap() -> None:
         "payload": {"type": "echo", "a": 1}
     }
     assert make_cheap({"id": "", "payload": {"type": 3}}) == {"id": "", "payload": {"type": 3}}
+    # a payload without type is routed by its task_type (sleep is a handler): made a noop too
+    assert make_cheap({"payload": {"task_type": "sleep", "seconds": 9}}) == {
+        "payload": {"task_type": "noop", "seconds": 9}
+    }
     assert make_cheap([1]) == [1]

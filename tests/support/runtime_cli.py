@@ -1,21 +1,41 @@
 """A test's own runtime driven from outside, as a user drives it: the ``rayinfra`` CLI in a
-subprocess (so the test process never becomes a driver of that runtime's Ray cluster), and a
+subprocess (so the test process never becomes a driver of that runtime's Ray cluster), a runtime
+with ``[gateway]`` settings of its own started and stopped that way (:func:`cli_runtime`), and a
 whole-runtime crash."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
+
+from rayinfra.api import stubs
+from rayinfra.config import RayinfraConfig, dial_addr, load_config
 from rayinfra.connection import pid_alive
 from rayinfra.head import session_members
-from tests.conftest import RuntimeSpec
+from tests.conftest import RuntimeSpec, make_runtime_spec
 
 RAYINFRA = [sys.executable, "-m", "rayinfra.cli.main"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``rayinfra ARGS`` in a subprocess with ``env``, from the repository's root."""
+    return subprocess.run(
+        [*RAYINFRA, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def cli(
@@ -23,9 +43,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     """``rayinfra ARGS`` with the spec's config; with ``check``, fail the test on a non-zero
     exit, showing its output."""
-    done = subprocess.run(
-        [*RAYINFRA, *args], env=spec.env(), capture_output=True, text=True, timeout=timeout
-    )
+    done = run_cli(spec.env(), *args, timeout=timeout)
     if check:
         assert done.returncode == 0, f"rayinfra {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done
@@ -42,3 +60,61 @@ def kill_runtime(spec: RuntimeSpec) -> None:
     while any(pid_alive(p) for p in members):
         assert time.monotonic() < deadline, "the runtime's processes did not die"
         time.sleep(0.1)
+
+
+@dataclass
+class CliRuntime:
+    spec: RuntimeSpec
+    config: RayinfraConfig
+    env: dict[str, str]
+
+    def addr(self, key: str) -> str:
+        return dial_addr(getattr(self.config.gateway, key))
+
+    def token(self) -> str:
+        """The local token file's token."""
+        return self.config.gateway_token_path.read_text().strip()
+
+
+@contextmanager
+def cli_runtime(
+    prefix: str,
+    gateway_lines: str,
+    extra_toml: str = "",
+    ready: Callable[[grpc.Channel], object] | None = None,
+) -> Iterator[CliRuntime]:
+    """Start a runtime whose ``[gateway]`` table also has ``gateway_lines``; yield it once its
+    orchestrator gRPC server answers (``ready(channel)``, default: Health); stop it (only what
+    it started, by its recorded pid) and remove its files."""
+    spec = make_runtime_spec(prefix, extra_toml)
+    text = spec.config_path.read_text()
+    assert text.count("[gateway]\n") == 1  # make_runtime_spec's table: the keys go into it
+    spec.config_path.write_text(text.replace("[gateway]\n", f"[gateway]\n{gateway_lines}\n"))
+    env = spec.env()
+    env.pop("RAY_ADDRESS", None)  # never join the session runtime's cluster
+    started = run_cli(env, "start", "--daemon")
+    stopped = None
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        config = load_config(env=env).config
+        opb, opb_grpc = stubs.orchestrator()
+        probe = ready or (
+            lambda ch: opb_grpc.OrchestratorServiceStub(ch).Health(opb.HealthRequest(), timeout=5)
+        )
+        deadline = time.monotonic() + 60  # the gateway binds its servers in the background
+        with grpc.insecure_channel(dial_addr(config.gateway.orchestrator_grpc_addr)) as ch:
+            while True:
+                try:
+                    probe(ch)
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+        yield CliRuntime(spec, config, env)
+    finally:
+        stopped = run_cli(env, "stop")
+        if stopped.returncode != 0:
+            run_cli(env, "stop", "--force")
+        shutil.rmtree(spec.root, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
