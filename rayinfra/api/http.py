@@ -212,15 +212,23 @@ def _count(raw: str | bytes) -> int | None:
     return int(raw)
 
 
-def _too_large(size: int | None, limit: int) -> JSONResponse:
-    """413, and the connection closed after it: the rest of the body is never read, so what
-    the client sends next on that connection could not be told from it."""
+#: a declared body up to this size is drained after its 413 (the server's HTTP parser reads
+#: and drops it, and the connection stays usable); a larger one closes the connection
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _too_large(size: int | None, limit: int, *, declared: bool = False) -> JSONResponse:
+    """413. A ``declared`` Content-Length too large to drain (over :data:`DRAIN_MAX_BYTES`, or
+    too long to read as a number) also closes the connection: what the client sends next on it
+    would be taken for that body. (Closing on every 413 would lose the answer for a client
+    still sending: the kernel resets a connection closed with unread data.)"""
     what = "request body" if size is None else f"request body is {size} bytes,"
+    close = declared and (size is None or size > DRAIN_MAX_BYTES)
     return _error(
         413,
         f"{what} over the limit of {limit} bytes (gateway.max_request_bytes)",
         "body",
-        {"Connection": "close"},
+        {"Connection": "close"} if close else None,
     )
 
 
@@ -262,7 +270,9 @@ class GatewayMiddleware:
             if declared is not None and declared.isdigit():
                 size = _count(declared)
                 if size is None or size > self.max_request_bytes:
-                    await _too_large(size, self.max_request_bytes)(scope, receive, send)
+                    await _too_large(size, self.max_request_bytes, declared=True)(
+                        scope, receive, send
+                    )
                     return
             await self.app(scope, receive, send)
         finally:
