@@ -3,10 +3,8 @@ module's own, started through the real CLI, with a self-signed certificate for 1
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +17,8 @@ import pytest
 from rayinfra import AgentInfraSync
 from rayinfra.api import stubs
 from rayinfra.config import RayinfraConfig, dial_addr, load_config
-from tests.conftest import RuntimeSpec, make_runtime_spec
-from tests.support.runtime_cli import run_cli
+from tests.conftest import RuntimeSpec
+from tests.support.runtime_cli import cli_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -55,40 +53,18 @@ def _self_signed(root: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def tls() -> Iterator[Tls]:
-    spec = make_runtime_spec("rtls")
-    cert, key = _self_signed(spec.root)
-    text = spec.config_path.read_text()
-    assert text.count("[gateway]\n") == 1
-    spec.config_path.write_text(
-        text.replace(
-            "[gateway]\n", f'[gateway]\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
-        )
-    )
-    env = spec.env()
-    env.pop("RAY_ADDRESS", None)  # never join the session runtime's cluster
-    started = run_cli(env, "start", "--daemon")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        config = load_config(env=env).config
-        t = Tls(spec=spec, config=config, cert=cert)
-        creds = grpc.ssl_channel_credentials(root_certificates=t.ca())
-        deadline = time.monotonic() + 60
-        with grpc.secure_channel(t.addr("orchestrator_grpc_addr"), creds) as ch:
-            while True:  # the gateway binds its servers in the background
-                try:
-                    opb_grpc.OrchestratorServiceStub(ch).Health(opb.HealthRequest(), timeout=5)
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.3)
-        yield t
-    finally:
-        stopped = run_cli(env, "stop")
-        if stopped.returncode != 0:
-            run_cli(env, "stop", "--force")
-        shutil.rmtree(spec.root, ignore_errors=True)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    made: list[Path] = []
+
+    def lines(root: Path) -> str:
+        cert, key = _self_signed(root)
+        made.append(cert)
+        return f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"'
+
+    def credentials() -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=made[0].read_bytes())
+
+    with cli_runtime("rtls", lines, credentials=credentials) as rt:
+        yield Tls(spec=rt.spec, config=rt.config, cert=made[0])
 
 
 def test_grpc_serves_tls_on_both_services_and_refuses_plaintext(tls: Tls) -> None:

@@ -79,17 +79,19 @@ class CliRuntime:
 @contextmanager
 def cli_runtime(
     prefix: str,
-    gateway_lines: str,
+    gateway_lines: str | Callable[[Path], str],
     extra_toml: str = "",
-    ready: Callable[[grpc.Channel], object] | None = None,
+    credentials: Callable[[], grpc.ChannelCredentials] | None = None,
 ) -> Iterator[CliRuntime]:
-    """Start a runtime whose ``[gateway]`` table also has ``gateway_lines``; yield it once its
-    orchestrator gRPC server answers (``ready(channel)``, default: Health); stop it (only what
-    it started, by its recorded pid) and remove its files."""
+    """Start a runtime whose ``[gateway]`` table also has ``gateway_lines`` (or what it returns
+    given the runtime's root directory, where it may write files: a TLS cert); yield it once its
+    orchestrator gRPC server answers Health (over a channel with ``credentials`` when given:
+    TLS); stop it (only what it started, by its recorded pid) and remove its files."""
     spec = make_runtime_spec(prefix, extra_toml)
+    lines = gateway_lines(spec.root) if callable(gateway_lines) else gateway_lines
     text = spec.config_path.read_text()
     assert text.count("[gateway]\n") == 1  # make_runtime_spec's table: the keys go into it
-    spec.config_path.write_text(text.replace("[gateway]\n", f"[gateway]\n{gateway_lines}\n"))
+    spec.config_path.write_text(text.replace("[gateway]\n", f"[gateway]\n{lines}\n"))
     env = spec.env()
     env.pop("RAY_ADDRESS", None)  # never join the session runtime's cluster
     started = run_cli(env, "start", "--daemon")
@@ -98,14 +100,17 @@ def cli_runtime(
         assert started.returncode == 0, started.stdout + started.stderr
         config = load_config(env=env).config
         opb, opb_grpc = stubs.orchestrator()
-        probe = ready or (
-            lambda ch: opb_grpc.OrchestratorServiceStub(ch).Health(opb.HealthRequest(), timeout=5)
-        )
+        addr = dial_addr(config.gateway.orchestrator_grpc_addr)
         deadline = time.monotonic() + 60  # the gateway binds its servers in the background
-        with grpc.insecure_channel(dial_addr(config.gateway.orchestrator_grpc_addr)) as ch:
+        channel = (
+            grpc.secure_channel(addr, credentials())
+            if credentials is not None
+            else grpc.insecure_channel(addr)
+        )
+        with channel as ch:
             while True:
                 try:
-                    probe(ch)
+                    opb_grpc.OrchestratorServiceStub(ch).Health(opb.HealthRequest(), timeout=5)
                     break
                 except grpc.RpcError:
                     if time.monotonic() > deadline:
