@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from rayinfra.connection import pid_alive
 from rayinfra.head import WORKER_NODE_FILE, session_members
 from tests.conftest import GATEWAY_ADDR_KEYS, free_port
 from tests.support.cluster import ClusterHead, cluster_head, ray_nodes
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +31,6 @@ def join(head: ClusterHead, state: Path, *args: str) -> subprocess.CompletedProc
 
 def node(head: ClusterHead, ip: str) -> dict[str, object] | None:
     return next((n for n in ray_nodes(head) if n["ip"] == ip and n["alive"]), None)
-
-
-def wait_for(check: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
 
 
 def test_join_labels_stop(tmp_path: Path) -> None:
@@ -86,7 +79,7 @@ def test_join_labels_stop(tmp_path: Path) -> None:
         assert session_members(record["pid"]) == []
         assert not Path(record["temp_dir"]).exists()
         assert not (state / WORKER_NODE_FILE).exists()
-        wait_for(lambda: node(head, WORKER_IP) is None)
+        wait_until("the worker node to leave", lambda: node(head, WORKER_IP) is None, 30, 0.5)
 
 
 def test_join_refuses_what_cannot_work(tmp_path: Path) -> None:
@@ -121,12 +114,12 @@ def test_join_block_is_the_node_process(tmp_path: Path) -> None:
                 argv, env=head.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         try:
-            wait_for(lambda: node(head, WORKER_IP) is not None, timeout=60)
+            wait_until("the worker node to join", lambda: node(head, WORKER_IP), 60, 0.5)
             assert "ray" in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) is not None
-            wait_for(lambda: node(head, WORKER_IP) is None)
-            wait_for(lambda: session_members(proc.pid) == [])
+            wait_until("the worker node to leave", lambda: node(head, WORKER_IP) is None, 30, 0.5)
+            wait_until("its session to end", lambda: session_members(proc.pid) == [], 30, 0.5)
         finally:
             if pid_alive(proc.pid):
                 proc.kill()

@@ -26,8 +26,9 @@ import pytest
 
 from rayinfra.client import AgentInfraSync
 from rayinfra.client.grpc_transport import GrpcTransport
+from tests.support.polling import wait_until
 from tests.support.runtime_cli import RAYINFRA
-from tests.support.slurm import require_slurm, wait_for
+from tests.support.slurm import require_slurm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -191,7 +192,7 @@ max_attempts = 2  # a task on a lost node runs again
             )["task_id"]
             for _ in range(6)
         ]
-        wait_for(
+        wait_until(
             "the sleepers to run",
             lambda: {infra.get_task_status(t)["status"] for t in sleepers} == {"running"},  # type: ignore[union-attr]
             60,
@@ -222,7 +223,7 @@ max_attempts = 2  # a task on a lost node runs again
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"cluster job {job} stopped" in down.stdout
     # nothing left: no process of the job, no temp dir, no job dir (tokens, connection file)
-    wait_for("the job's processes to exit", lambda: not job_processes(job), 30, 0.5)
+    wait_until("the job's processes to exit", lambda: not job_processes(job), 30, 0.5)
     assert not any(Path("/tmp").glob(f"ri-{job}*")), list(Path("/tmp").glob(f"ri-{job}*"))
     assert not job_dir.exists()
     assert json.loads(rayinfra(env, "slurm", "status", "-c", str(config), "--json")) == []

@@ -53,6 +53,7 @@ from rayinfra.services.spec import (
 )
 from tests.conftest import free_port
 from tests.support import images
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -301,17 +302,6 @@ def sleeper(name: str = "svc", seconds: int = 60, **table: Any) -> ServiceSpec:
     return spec_of(name, **table)
 
 
-def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
-        time.sleep(step)
-
-
 def test_check_passes_against_the_engine_and_fails_with_a_hint_on_a_bogus_socket(
     driver: DockerDriver,
 ) -> None:
@@ -419,7 +409,10 @@ def test_inspect_reports_created_running_exited_and_missing(
     failing = driver.start(
         sleeper("fails", command=["sh", "-c", "echo bye; exit 3"]), owner.labels("fails")
     )
-    done = wait_for(lambda: (i := driver.inspect(failing.id)).state == "exited" and i)
+    done = wait_until(
+        "the failing container to exit",
+        lambda: (i := driver.inspect(failing.id)).state == "exited" and i,
+    )
     assert done.exit_code == 3 and done.service == "fails"
     assert done.started_at is not None and before - 2 < done.started_at < time.time() + 1
 
@@ -471,7 +464,10 @@ def test_logs_tail_since_follow_with_timestamps_and_streams(
     script = "echo one; echo two >&2; sleep 1; echo three; sleep 0.2; echo four >&2; sleep 60"
     t_start = time.time()
     inst = driver.start(sleeper(command=["sh", "-c", script]), owner.labels("logs"))
-    wait_for(lambda: len(list(driver.logs(inst.id, follow=False, tail=None, since=None))) == 4)
+    wait_until(
+        "four log lines",
+        lambda: len(list(driver.logs(inst.id, follow=False, tail=None, since=None))) == 4,
+    )
     lines = list(driver.logs(inst.id, follow=False, tail=None, since=None))
     by_msg = {ln.message: ln for ln in lines}
     assert {m: ln.stream for m, ln in by_msg.items()} == {
@@ -566,9 +562,11 @@ def test_container_healthcheck_drives_dockers_health_status(
     inst = driver.start(spec, owner.labels("health"))
     hc = client.api.inspect_container(inst.id)["Config"]["Healthcheck"]
     assert hc["Test"] == ["CMD", "test", "-f", "/tmp/ready"] and hc["Interval"] == 200_000_000
-    wait_for(lambda: driver.inspect(inst.id).health == "unhealthy")
+    wait_until(
+        "the container to turn unhealthy", lambda: driver.inspect(inst.id).health == "unhealthy"
+    )
     assert driver.exec(inst.id, ["touch", "/tmp/ready"], 5)[0] == 0
-    wait_for(lambda: driver.inspect(inst.id).health == "healthy")
+    wait_until("the container to turn healthy", lambda: driver.inspect(inst.id).health == "healthy")
     plain = driver.start(sleeper("plain"), owner.labels("plain"))
     assert plain.health is None
 
@@ -733,7 +731,7 @@ def test_dspy_stand_in_images_answer_their_health_checks(
         check = lambda: _kafka_up(p)  # noqa: E731
     inst = driver.start(parse_spec(kind, table), owner.labels(kind))
     try:
-        wait_for(check, timeout=15, step=0.1)
+        wait_until(f"{kind} to answer", check, timeout=15, step=0.1)
     except AssertionError:
         logs = "\n".join(
             ln.message for ln in driver.logs(inst.id, follow=False, tail=30, since=None)

@@ -4,9 +4,10 @@ Two runtimes:
 
 - a module-scoped runtime of its own whose config sets ``[gateway] auth = "required"`` (the token
   is the local token file's, ``<state dir>/gateway.token``), started and stopped with the real
-  ``rayinfra start --daemon`` / ``rayinfra stop`` CLI: every gRPC call (both services, unary and
-  streaming) and every HTTP request (:9097 and :50101 routes) without the right
-  ``authorization: Bearer <token>`` is UNAUTHENTICATED / 401 and does nothing; with it, tasks run.
+  ``rayinfra start --daemon`` / ``rayinfra stop`` CLI (``runtime_cli.cli_runtime``): every gRPC
+  call (both services, unary and streaming) and every HTTP request (:9097 and :50101 routes)
+  without the right ``authorization: Bearer <token>`` is UNAUTHENTICATED / 401 and does nothing;
+  with it, tasks run.
   gRPC health checking and reflection are behind the token too (decided: the interceptor guards
   the whole server, so a monitoring probe or ``grpcurl`` sends ``-H 'authorization: Bearer ...'``
   like any other client; an unauthenticated caller learns nothing about the API surface).
@@ -20,7 +21,6 @@ Two runtimes:
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -38,10 +38,10 @@ import ray
 
 from rayinfra.actors.gateway import token_path
 from rayinfra.api import stubs
-from rayinfra.config import NAMESPACE, RayinfraConfig, dial_addr, load_config
-from tests.conftest import SHELL_CLASSES_TOML, RuntimeSpec, make_runtime_spec
+from rayinfra.config import NAMESPACE, RayinfraConfig, dial_addr
+from tests.conftest import SHELL_CLASSES_TOML, RuntimeSpec
 from tests.integration.conftest import Runtime
-from tests.support.runtime_cli import run_cli
+from tests.support.runtime_cli import cli_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -105,40 +105,15 @@ class Secured:
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[Secured]:
-    """A runtime of this module's own with ``[gateway] auth = "required"``, via the real CLI."""
-    spec = make_runtime_spec("rauth", SHELL_CLASSES_TOML)
-    text = spec.config_path.read_text()
-    assert text.count("[gateway]\n") == 1  # make_runtime_spec's table: the key goes into it
-    spec.config_path.write_text(text.replace("[gateway]\n", '[gateway]\nauth = "required"\n'))
-    env = spec.env()
-    env.pop("RAY_ADDRESS", None)  # never join the session runtime's cluster
-    started = run_cli(env, "start", "--daemon")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert "launched local head" in started.stdout
-        config = load_config(env=env).config
+    """A runtime of this module's own with ``[gateway] auth = "required"``, via the real CLI
+    (:func:`tests.support.runtime_cli.cli_runtime`: it waits for Health, asked with the token)."""
+    with cli_runtime("rauth", 'auth = "required"', SHELL_CLASSES_TOML) as rt:
+        assert "launched local head" in rt.start_output
+        config = rt.config
         assert config.gateway.auth_required() and config.gateway.auth_token is None
         token = token_path(config).read_text().strip()
         assert len(token) >= 32
-        # the gateway starts its servers in the background: wait until gRPC answers
-        deadline = time.monotonic() + 60
-        with grpc.insecure_channel(addr(config, "orchestrator_grpc_addr")) as ch:
-            stub = opb_grpc.OrchestratorServiceStub(ch)
-            while True:
-                try:
-                    stub.Health(opb.HealthRequest(), metadata=bearer(token), timeout=5)
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.3)
-        yield Secured(spec=spec, config=config, token=token)
-    finally:
-        stopped = run_cli(env, "stop")
-        if stopped.returncode != 0:  # only what this fixture started, by its recorded pid
-            run_cli(env, "stop", "--force")
-        shutil.rmtree(spec.root, ignore_errors=True)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        yield Secured(spec=rt.spec, config=config, token=token)
 
 
 #: (label, metadata sent, text the UNAUTHENTICATED message must contain)

@@ -14,7 +14,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from rayinfra.services.drivers.base import DriverError, Instance, cpu_percent
 from rayinfra.services.drivers.process import ProcessDriver, format_instance_id
 from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SPEC, ServiceSpec, parse_spec
 from tests.conftest import free_port
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,23 +43,12 @@ def make_spec(name: str, argv: list[str], **fields: Any) -> ServiceSpec:
     return parse_spec(name, {"driver": "process", "argv": argv, **fields})
 
 
-def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def messages(driver: ProcessDriver, inst: Instance) -> list[str]:
     return [ln.message for ln in driver.logs(inst.id, follow=False, tail=None, since=None)]
 
 
 def wait_for_line(driver: ProcessDriver, inst: Instance, text: str) -> None:
-    wait_for(lambda: text in messages(driver, inst), what=f"log line {text!r}")
+    wait_until(f"log line {text!r}", lambda: text in messages(driver, inst))
 
 
 def alive(pid: int) -> bool:
@@ -167,7 +157,7 @@ def test_start_runs_detached_with_timestamped_logs_of_both_streams(
     assert parent is not None and parent.pid != os.getpid()
     assert parent.ppid() != os.getpid() and os.getsid(parent.pid) != os.getsid(0)
 
-    wait_for(lambda: len(messages(driver, inst)) >= 3, what="three log lines")
+    wait_until("three log lines", lambda: len(messages(driver, inst)) >= 3)
     lines = list(driver.logs(inst.id, follow=False, tail=None, since=None))
     env = json.loads(lines[0].message)
     assert env["FOO"] == "bar" and env["PATH"]
@@ -219,7 +209,7 @@ def test_service_survives_sigkill_of_the_starters_process_group(
     started = json.loads(helper.stdout.readline())
     os.killpg(helper.pid, signal.SIGKILL)  # what Ray does to a dying worker's group
     helper.wait()
-    wait_for(lambda: not alive(started["sibling"]), what="the group kill to reach the sibling")
+    wait_until("the group kill to reach the sibling", lambda: not alive(started["sibling"]))
 
     inst = driver.inspect(started["id"])
     assert inst.state == "running" and inst.pid == started["pid"] and alive(started["pid"])
@@ -227,7 +217,7 @@ def test_service_survives_sigkill_of_the_starters_process_group(
     assert rec is not None and sv.is_alive(rec.supervisor_pid, rec.supervisor_start_ticks)
     # the supervisor still copies output after its starter died
     n = len(messages(driver, inst))
-    wait_for(lambda: len(messages(driver, inst)) > n + 3, what="new log lines after the kill")
+    wait_until("new log lines after the kill", lambda: len(messages(driver, inst)) > n + 3)
 
     # a new driver (a restarted actor) adopts it
     owned = ProcessDriver(root).list_owned(labels)
@@ -282,7 +272,7 @@ def test_concurrent_starts_make_one_instance(
 def test_an_exited_instance_is_started_again(driver: ProcessDriver, labels: dict[str, str]) -> None:
     spec = make_spec("oneshot", script("print('done')"))
     first = driver.start(spec, labels)
-    wait_for(lambda: driver.inspect(first.id).state == "exited", what="exit")
+    wait_until("exit", lambda: driver.inspect(first.id).state == "exited")
     second = driver.start(spec, labels)
     assert second.id != first.id
 
@@ -339,7 +329,7 @@ def test_stop_takes_descendants_that_ignore_sigterm_with_the_group(
     driver.stop(inst.id, timeout_s=10)
     assert time.monotonic() - t0 < 3
     assert driver.inspect(inst.id).exit_code == 0
-    wait_for(lambda: not alive(child), 2.0, "the SIGTERM-ignoring child to be killed")
+    wait_until("the SIGTERM-ignoring child to be killed", lambda: not alive(child), 2.0)
 
 
 def test_supervisor_forwards_sigterm(
@@ -351,9 +341,9 @@ def test_supervisor_forwards_sigterm(
     rec = sv.read_record(root / labels[LABEL_CLUSTER] / "fwd" / sv.RECORD_NAME)
     assert rec is not None
     os.kill(rec.supervisor_pid, signal.SIGTERM)
-    wait_for(lambda: driver.inspect(inst.id).exit_code == 0, what="a clean exit")
+    wait_until("a clean exit", lambda: driver.inspect(inst.id).exit_code == 0)
     assert marker.read_text() == f"got {int(signal.SIGTERM)}"
-    wait_for(lambda: not alive(rec.supervisor_pid), what="the supervisor to exit")
+    wait_until("the supervisor to exit", lambda: not alive(rec.supervisor_pid))
 
 
 def test_a_service_whose_supervisor_died_is_still_managed(
@@ -366,7 +356,7 @@ def test_a_service_whose_supervisor_died_is_still_managed(
     rec = sv.read_record(root / labels[LABEL_CLUSTER] / "quiet" / sv.RECORD_NAME)
     assert rec is not None
     os.kill(rec.supervisor_pid, signal.SIGKILL)
-    wait_for(lambda: not alive(rec.supervisor_pid), what="the supervisor to die")
+    wait_until("the supervisor to die", lambda: not alive(rec.supervisor_pid))
     assert driver.inspect(inst.id).state == "running"
     assert driver.start(spec, labels).id == inst.id
     driver.stop(inst.id, timeout_s=5)
@@ -389,7 +379,7 @@ def test_stop_kills_the_group_after_the_timeout(
         """
     )
     inst = driver.start(make_spec("stubborn", stubborn), labels)
-    wait_for(lambda: any(m.startswith("ready ") for m in messages(driver, inst)), what="ready line")
+    wait_until("ready line", lambda: any(m.startswith("ready ") for m in messages(driver, inst)))
     grandchild = int(next(m for m in messages(driver, inst) if m.startswith("ready "))[6:])
     assert alive(grandchild)
     t0 = time.monotonic()
@@ -397,7 +387,7 @@ def test_stop_kills_the_group_after_the_timeout(
     elapsed = time.monotonic() - t0
     assert 1.0 <= elapsed < 1.0 + 3.0
     assert inst.pid is not None and not alive(inst.pid)
-    wait_for(lambda: not alive(grandchild), 2.0, "the grandchild to die with its group")
+    wait_until("the grandchild to die with its group", lambda: not alive(grandchild), 2.0)
     after = driver.inspect(inst.id)
     assert after.state == "exited" and after.exit_code == 128 + int(signal.SIGKILL)
 
@@ -420,8 +410,8 @@ def test_missing_executable_is_an_error_naming_it(
 
 def test_exit_code_is_recorded(driver: ProcessDriver, labels: dict[str, str]) -> None:
     inst = driver.start(make_spec("exits", script("import sys; print('bye'); sys.exit(7)")), labels)
-    done = wait_for(
-        lambda: (i := driver.inspect(inst.id)).exit_code is not None and i, what="exit code"
+    done = wait_until(
+        "exit code", lambda: (i := driver.inspect(inst.id)).exit_code is not None and i
     )
     assert done.state == "exited" and done.exit_code == 7 and done.id == inst.id
     assert [(i.id, i.state, i.exit_code) for i in driver.list_owned(labels)] == [
@@ -442,7 +432,7 @@ def test_a_reused_pid_is_missing_and_never_signalled(
     """A record whose pid (and process group) now belong to another live process."""
     impostor = subprocess.Popen(["sleep", "60"], start_new_session=True)
     spawned.append(impostor)
-    ident = wait_for(lambda: sv.proc_identity(impostor.pid), what="the impostor")
+    ident = wait_until("the impostor", lambda: sv.proc_identity(impostor.pid))
     d = root / labels[LABEL_CLUSTER] / "stale"
     d.mkdir(parents=True)
     stale = sv.InstanceRecord(
@@ -613,7 +603,7 @@ def test_redis_server_as_a_process_service(driver: ProcessDriver, labels: dict[s
             "--appendonly", "no"]  # fmt: skip
     inst = driver.start(make_spec("redis", argv, ports=[port]), labels)
     assert inst.state == "running" and tuple(inst.ports) == (port,)
-    wait_for(lambda: redis_ping(port), what="redis to answer PING")
+    wait_until("redis to answer PING", lambda: redis_ping(port))
     assert any("Ready to accept connections" in m for m in messages(driver, inst))
     assert driver.usage(inst.id).memory_bytes > 2**20
     driver.stop(inst.id, timeout_s=10)

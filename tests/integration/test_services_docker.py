@@ -40,6 +40,7 @@ from rayinfra.services.spec import LABEL_CLUSTER, LABEL_SERVICE, ServiceSpec, pa
 from rayinfra.store import StateStore
 from tests.conftest import free_port
 from tests.support import images
+from tests.support.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -171,14 +172,6 @@ def busybox_spec(name: str, script: str, **extra: Any) -> ServiceSpec:
     return parse_spec(
         name, {"image": BUSYBOX, "command": ["sh", "-c", script], "network_mode": "host", **extra}
     )
-
-
-async def wait_until(pred: Any, timeout: float, what: str, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(step)
 
 
 class Monitor:
@@ -483,31 +476,33 @@ async def test_monitor_replaces_a_killed_and_a_paused_container_then_gives_up(en
         return [str(e.data.get("reason")) for e in evs]
 
     async with Monitor(m) as mon:
-        await wait_until(lambda: mon.status("redis") == "healthy", 10, "first healthy")
+        await wait_until_async("first healthy", lambda: mon.status("redis") == "healthy", 10)
 
         first = current()
         api.kill(first)  # docker kill: the container exits
-        await wait_until(replaced(first), 20, "a new container after docker kill")
+        await wait_until_async("a new container after docker kill", replaced(first), 20)
         second = current()
         assert ("service_exited", "redis") in mon.events
         # the registry records the restart once the new container is up: it may trail by a moment
-        await wait_until(lambda: restarts() == ["exited"], 10, "the restart recorded")
+        await wait_until_async("the restart recorded", lambda: restarts() == ["exited"], 10)
         with pytest.raises(docker.errors.NotFound):
             api.inspect_container(first)
-        await wait_until(lambda: mon.status("redis") == "healthy", 10, "second healthy")
+        await wait_until_async("second healthy", lambda: mon.status("redis") == "healthy", 10)
 
         api.pause(second)  # wedged: the port accepts, redis never answers PING
-        await wait_until(replaced(second), 20, "a new container after docker pause")
+        await wait_until_async("a new container after docker pause", replaced(second), 20)
         third = current()
         assert ("service_unhealthy", "redis") in mon.events
-        await wait_until(lambda: restarts() == ["exited", "unhealthy"], 10, "the restart recorded")
+        await wait_until_async(
+            "the restart recorded", lambda: restarts() == ["exited", "unhealthy"], 10
+        )
         with pytest.raises(docker.errors.NotFound):
             api.inspect_container(second)
-        await wait_until(lambda: mon.status("redis") == "healthy", 10, "third healthy")
+        await wait_until_async("third healthy", lambda: mon.status("redis") == "healthy", 10)
 
         # the budget (2 restarts per window) is used up: the next fault leaves it failed
         api.kill(third)
-        await wait_until(lambda: mon.status("redis") == "failed", 15, "failed")
+        await wait_until_async("failed", lambda: mon.status("redis") == "failed", 15)
         assert "budget" in mon.saved["redis"]["message"]
         assert ("service_failed", "redis") in mon.events
         await asyncio.sleep(1.0)
@@ -562,7 +557,7 @@ async def test_logs_tail_since_and_follow_for_a_managed_container(env: Env) -> N
     def read(**kw: Any) -> list[LogLine]:
         return list(drv.logs(inst.id, follow=False, **{"tail": None, "since": None, **kw}))
 
-    await wait_until(lambda: len(_ticks(read())) >= 8, 10, "8 ticks")
+    await wait_until_async("8 ticks", lambda: len(_ticks(read())) >= 8, 10)
     everything = read()
     assert all(_is_ticker_line(ln) for ln in everything), everything[:5]
     out = _ticks(everything)
@@ -598,7 +593,7 @@ async def test_logs_tail_since_and_follow_for_a_managed_container(env: Env) -> N
 
     seen_before = max(_ticks(read()))
     follower = asyncio.ensure_future(asyncio.to_thread(follow))
-    await wait_until(lambda: len(_ticks(got)) >= 5, 10, "5 followed ticks")
+    await wait_until_async("5 followed ticks", lambda: len(_ticks(got)) >= 5, 10)
     assert not ended.is_set()
     assert _ticks(got)[0] >= seen_before  # nothing replayed from the start
     followed = _ticks(got)

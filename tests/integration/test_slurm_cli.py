@@ -29,7 +29,8 @@ from rayinfra.slurm.render import ClusterJobSpec, render_cluster_job
 from rayinfra.slurm.states import JobState, SlurmState, parse_sbatch_output
 from rayinfra.slurm.watcher import JobWatcher
 from tests.conftest import free_port
-from tests.support.slurm import require_slurm, wait_for
+from tests.support.polling import wait_until
+from tests.support.slurm import require_slurm
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,7 @@ def wait_terminal(cli: SlurmCli, job_id: str, timeout_s: float = 30) -> JobState
         state = cli.query([job_id])[job_id]
         return state if state.terminal else None
 
-    return wait_for(f"job {job_id} to end", ended, timeout_s)
+    return wait_until(f"job {job_id} to end", ended, timeout_s)
 
 
 def test_a_job_completes_with_exit_code_0_and_its_stdout(slurm: SlurmCli, tmp_path: Path) -> None:
@@ -85,10 +86,10 @@ def test_a_job_exiting_3_failed_with_exit_code_3(slurm: SlurmCli, tmp_path: Path
 
 def test_a_cancelled_job_is_cancelled(slurm: SlurmCli, tmp_path: Path) -> None:
     job_id = slurm.submit("#!/bin/bash\nsleep 300\n", extra_args=[f"--output={tmp_path}/%j"])
-    wait_for(
+    wait_until(
         "the job to run",
         lambda: slurm.query([job_id])[job_id].state is SlurmState.RUNNING,
-        timeout_s=20,
+        timeout=20,
     )
     assert slurm.cancel(job_id) is True
     state = wait_terminal(slurm, job_id)
@@ -262,7 +263,7 @@ def test_the_cluster_job_starts_ray_and_rayinfra_and_cleans_up(tmp_path: Path) -
             info: dict[str, object] = json.loads(connection.read_text())
             return info if info["rayinfra"] == "running" else None
 
-        info = wait_for("the cluster's connection file to say rayinfra runs", running, 150, 0.5)
+        info = wait_until("the cluster's connection file to say rayinfra runs", running, 150, 0.5)
         gcs = f"127.0.0.2:{ports['gcs-port']}"
         assert info["gcs_address"] == gcs and info["job_id"] == job_id
         assert info["temp_dir"] == str(temp_dir) and temp_dir.is_dir()
@@ -274,7 +275,7 @@ def test_the_cluster_job_starts_ray_and_rayinfra_and_cleans_up(tmp_path: Path) -
         assert connection.parent.stat().st_mode & 0o777 == 0o700
         ray_env_cli = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
         assert _ray_status(venv_bin / "ray", gcs, {**env, "RAY_AUTH_MODE": "disabled"}) is None
-        status = wait_for(
+        status = wait_until(
             "`ray status` to answer",
             lambda: _ray_status(venv_bin / "ray", gcs, ray_env_cli),
             60,
@@ -294,7 +295,7 @@ def test_the_cluster_job_starts_ray_and_rayinfra_and_cleans_up(tmp_path: Path) -
         assert cli.cancel(job_id) is True
         final = wait_terminal(cli, job_id, timeout_s=60)
         assert final.state is SlurmState.CANCELLED
-        wait_for(
+        wait_until(
             "the cluster's processes and temp dir to go",
             lambda: not _processes_under(temp_dir) and not temp_dir.exists(),
             60,

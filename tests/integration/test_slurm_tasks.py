@@ -23,7 +23,8 @@ from rayinfra.api import stubs
 from rayinfra.config import NAMESPACE, dial_addr
 from rayinfra.store import StateStore
 from tests.integration.conftest import Runtime
-from tests.support.slurm import require_slurm, wait_for
+from tests.support.polling import wait_until
+from tests.support.slurm import require_slurm
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +129,7 @@ def test_http_submit_answers_with_the_job_and_scancel_from_outside_cancels(
     assert body["ok"] is True and body["id"] == task_id and body["status"] == "submitted"
     job_id = body["slurm_job_id"]
     assert scontrol(job_id)["JobName"] == f"rayinfra-{task_id}"
-    wait_for("the job to run", lambda: slurm_record(http, task_id)["status"] == "running", 60)
+    wait_until("the job to run", lambda: slurm_record(http, task_id)["status"] == "running", 60)
     assert infra.get_task_status(task_id)["status"] == "running"
     subprocess.run(["scancel", job_id], check=True)
     st = infra.wait_task(task_id, timeout=60)
@@ -148,8 +149,8 @@ def test_cancel_and_timeout_scancel_the_job(infra: AgentInfraSync, rt: Runtime) 
             rec = store.kv_get("slurm_jobs", task_id)
         return None if rec is None else str(rec["job_id"])
 
-    job = wait_for("the job of the task to cancel", lambda: job_of(cancelled), 60)
-    wait_for("it to run", lambda: infra.get_task_status(cancelled)["status"] == "running", 60)
+    job = wait_until("the job of the task to cancel", lambda: job_of(cancelled), 60)
+    wait_until("it to run", lambda: infra.get_task_status(cancelled)["status"] == "running", 60)
     reply = infra.cancel_task(cancelled)
     assert reply["cancelled"] is True, reply
     assert infra.get_task_status(cancelled)["status"] == "cancelled"
@@ -217,7 +218,7 @@ def test_a_restarted_scheduler_adopts_the_running_job(
 ) -> None:
     task_id = uid("slurm-adopt")
     infra.submit_task(task_id, {"argv": ["sh", "-c", "sleep 4; echo survived"]}, "gpu_slurm")
-    wait_for("the job to run", lambda: slurm_record_or_none(http, task_id), 60)
+    wait_until("the job to run", lambda: slurm_record_or_none(http, task_id), 60)
     job_id = slurm_record(http, task_id)["id"]
     ray.kill(ray.get_actor("scheduler", namespace=NAMESPACE), no_restart=False)
     st = infra.wait_task(task_id, timeout=120)

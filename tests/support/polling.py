@@ -1,19 +1,49 @@
-"""Waiting in tests for something that becomes true in its own time."""
+"""Waiting in tests for something that becomes true in its own time: one rule for every test.
+
+``pred`` is asked at once and then every ``step`` seconds; the first truthy value it returns is
+the result (a state, a record, ``True``). After ``timeout`` seconds it is asked one last time,
+then the wait fails with an AssertionError naming ``what`` and the last value. No caller needs
+to tell None from another falsy value (0, "", []): "not yet" is anything falsy.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
+
+#: what ``pred`` returns: the value waited for, or something falsy for "not yet"
+Pending = Literal[False] | None
 
 
-def wait_until(what: str, pred: Any, timeout: float = 30.0, step: float = 0.1) -> Any:
+def wait_until(
+    what: str, pred: Callable[[], T | Pending], timeout: float = 30.0, step: float = 0.1
+) -> T:
     """Poll ``pred`` until it returns something truthy (returned); fail naming ``what`` and
     the last value after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    while True:
         last = pred()
         if last:
             return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: last {last!r}")
         time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+async def wait_until_async(
+    what: str, pred: Callable[[], T | Pending], timeout: float = 30.0, step: float = 0.1
+) -> T:
+    """:func:`wait_until` on the event loop: ``pred`` is a plain function, the pauses are
+    ``asyncio.sleep`` (what is awaited meanwhile runs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: last {last!r}")
+        await asyncio.sleep(step)

@@ -67,6 +67,7 @@ class CliRuntime:
     spec: RuntimeSpec
     config: RayinfraConfig
     env: dict[str, str]
+    start_output: str  # what `rayinfra start --daemon` printed
 
     def addr(self, key: str) -> str:
         return dial_addr(getattr(self.config.gateway, key))
@@ -74,6 +75,15 @@ class CliRuntime:
     def token(self) -> str:
         """The local token file's token."""
         return self.config.gateway_token_path.read_text().strip()
+
+
+def local_bearer(config: RayinfraConfig) -> tuple[tuple[str, str], ...]:
+    """The metadata a local client sends a gateway that requires a token (the configured one,
+    else the local token file's); none when it requires none."""
+    if not config.gateway.auth_required():
+        return ()
+    token = config.gateway.auth_token or config.gateway_token_path.read_text().strip()
+    return (("authorization", f"Bearer {token}"),)
 
 
 @contextmanager
@@ -86,7 +96,8 @@ def cli_runtime(
     """Start a runtime whose ``[gateway]`` table also has ``gateway_lines`` (or what it returns
     given the runtime's root directory, where it may write files: a TLS cert); yield it once its
     orchestrator gRPC server answers Health (over a channel with ``credentials`` when given:
-    TLS); stop it (only what it started, by its recorded pid) and remove its files."""
+    TLS; with the local token when the gateway requires one); stop it (only what it started, by
+    its recorded pid) and remove its files."""
     spec = make_runtime_spec(prefix, extra_toml)
     lines = gateway_lines(spec.root) if callable(gateway_lines) else gateway_lines
     text = spec.config_path.read_text()
@@ -110,13 +121,15 @@ def cli_runtime(
         with channel as ch:
             while True:
                 try:
-                    opb_grpc.OrchestratorServiceStub(ch).Health(opb.HealthRequest(), timeout=5)
+                    opb_grpc.OrchestratorServiceStub(ch).Health(
+                        opb.HealthRequest(), metadata=local_bearer(config), timeout=5
+                    )
                     break
-                except grpc.RpcError:
+                except (grpc.RpcError, FileNotFoundError):  # the token file comes with the gateway
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.3)
-        yield CliRuntime(spec, config, env)
+        yield CliRuntime(spec, config, env, started.stdout)
     finally:
         stopped = run_cli(env, "stop")
         if stopped.returncode != 0:

@@ -1,24 +1,21 @@
 """Helpers of the Slurm tests: golden files, the real single-node Slurm (and its controller,
-stopped and started again by the fault tests), bounded waits."""
+stopped and started again by the fault tests)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from rayinfra.slurm.cli import SlurmCli
 from rayinfra.slurm.errors import SlurmUnavailableError
+from tests.support.polling import wait_until
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "slurm"
-T = TypeVar("T")
 
 
 def assert_golden(name: str, text: str) -> None:
@@ -48,18 +45,6 @@ def require_slurm(cli: SlurmCli | None = None) -> SlurmCli:
     except SlurmUnavailableError as e:
         pytest.fail(f"Slurm is not running here ({e}); start it: source .ci/setup.d/40-slurm.sh")
     return cli
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout_s: float, poll_s: float = 0.2) -> T:
-    """Poll ``check`` until it returns something other than None/False; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(poll_s)
 
 
 def slurm_conf() -> dict[str, str]:
@@ -104,12 +89,12 @@ class SlurmController:
         pid = _live_pid(self.pidfile, "slurmctld")
         assert pid is not None, f"no live slurmctld named in {self.pidfile}"
         os.kill(pid, signal.SIGTERM)
-        wait_for("slurmctld to exit", lambda: not Path(f"/proc/{pid}").exists(), 30, 0.05)
+        wait_until("slurmctld to exit", lambda: not Path(f"/proc/{pid}").exists(), 30, 0.05)
 
     def start(self) -> None:
         """Run its argv again (slurmctld daemonizes itself); returns once it answers a ping."""
         subprocess.run(self.argv, check=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL)
-        wait_for("slurmctld to answer `scontrol ping`", self.up, 60, 0.1)
+        wait_until("slurmctld to answer `scontrol ping`", self.up, 60, 0.1)
 
     def ensure_up(self) -> None:
         """Whatever a test did: slurmctld runs and answers afterwards."""
@@ -118,7 +103,7 @@ class SlurmController:
         if _live_pid(self.pidfile, "slurmctld") is None:
             self.start()
         else:  # starting (or stopping): let it get there
-            wait_for("slurmctld to answer `scontrol ping`", self.up, 60, 0.2)
+            wait_until("slurmctld to answer `scontrol ping`", self.up, 60, 0.2)
 
 
 def _live_pid(pidfile: Path, comm: str) -> int | None:
