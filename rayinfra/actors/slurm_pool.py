@@ -13,6 +13,14 @@ result. Cancel and a task's timeout (counted from the job's start) ``scancel`` t
 Slurm's commands run in the environment of an allow-list (as services' processes get,
 :func:`rayinfra.services.supervisor.child_env`), so the job never inherits the runtime's Ray
 variables or credentials.
+
+Whether Slurm takes jobs is ``scontrol ping``, cached (:class:`SlurmProbe`): admission trusts an
+answer for ``PING_OK_TTL_S``, the dispatcher for ``PING_DISPATCH_TTL_S`` before it hands a task
+to ``sbatch``. Any Slurm command of the runtime that finds the controller unreachable (``sbatch``,
+the watcher's ``squeue``/``sacct``, a ping, ``scancel``) ends that trust at once in every actor of
+the head: it is noted in a file of the state dir (:class:`UnavailableMark`) that each probe looks
+at before it answers from its cache. A task admitted while the controller was down, before
+anything noticed, stays pending, not sent to ``sbatch``, and runs once the controller answers.
 """
 
 from __future__ import annotations
@@ -45,42 +53,106 @@ from rayinfra.taskstore import TaskRow
 
 log = logging.getLogger(__name__)
 
-PING_OK_TTL_S = 10.0  # a controller that answered is trusted this long
-PING_DOWN_TTL_S = 1.0  # one that did not is asked again this soon
+PING_OK_TTL_S = 10.0  # admission trusts a controller that answered this long
+PING_DISPATCH_TTL_S = 1.0  # the dispatcher asks again before sbatch once an answer is this old
+PING_DOWN_TTL_S = 1.0  # one that did not answer is asked again this soon
+UNAVAILABLE_MARK = "unavailable"  # the file under <state dir>/slurm that UnavailableMark keeps
 SUBMIT_CONCURRENCY = 4  # sbatch calls at once
 DEADLINE_CHECK_S = 1.0
 
 ResultsCallback = Callable[[str, list[TaskResult]], Awaitable[None]]
 
 
-def slurm_cli(config: RayinfraConfig) -> AsyncSlurmCli:
-    """The Slurm wrapper with the runtime's settings and an allow-listed environment."""
+class UnavailableMark:
+    """When a Slurm command of this runtime last found Slurm unavailable: kept in this process
+    and, with ``path``, in a file whose modification time every actor of the head reads (the
+    gateway, the scheduler and the workflows actor each cache their own ``scontrol ping``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._noted_ns = 0  # wall clock: file times are compared with it across processes
+
+    @classmethod
+    def of(cls, config: RayinfraConfig) -> UnavailableMark:
+        """The runtime's mark, ``<state dir>/slurm/unavailable``."""
+        return cls(config.state.dir / "slurm" / UNAVAILABLE_MARK)
+
+    def note(self, error: SlurmUnavailableError) -> None:
+        """A command found Slurm unavailable now (an ``on_unavailable`` hook of the wrapper)."""
+        now = time.time_ns()
+        self._noted_ns = now
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(f"{error}\n")
+            os.utime(self.path, ns=(now, now))  # the kernel's coarse clock may lag time_ns
+        except OSError as e:  # the other actors find out by their own pings, later
+            log.warning("cannot note Slurm unavailable in %s: %s", self.path, e)
+
+    def since(self, t_ns: int) -> bool:
+        """Whether a command found Slurm unavailable at or after ``t_ns`` (``time.time_ns``)."""
+        if self._noted_ns >= t_ns:
+            return True
+        if self.path is None:
+            return False
+        try:
+            return self.path.stat().st_mtime_ns >= t_ns
+        except FileNotFoundError:
+            return False
+
+
+def slurm_cli(config: RayinfraConfig, mark: UnavailableMark | None = None) -> AsyncSlurmCli:
+    """The Slurm wrapper with the runtime's settings and an allow-listed environment; a command
+    that finds Slurm unavailable notes it in ``mark``."""
     env = child_env(os.environ, {k: v for k, v in os.environ.items() if k == "SLURM_CONF"})
     return AsyncSlurmCli(
-        bin_dir=config.slurm.bin_dir, timeout_s=config.slurm.command_timeout_s, env=env
+        bin_dir=config.slurm.bin_dir,
+        timeout_s=config.slurm.command_timeout_s,
+        env=env,
+        on_unavailable=None if mark is None else mark.note,
     )
 
 
 class SlurmProbe:
-    """Whether Slurm can take jobs now (``scontrol ping``), cached: admission asks per batch."""
+    """Whether Slurm can take jobs now (``scontrol ping``), cached: admission asks per batch.
 
-    def __init__(self, cli: AsyncSlurmCli) -> None:
+    An answer that Slurm is up holds for the caller's ``max_age_s``, and only until a command
+    (here or in another actor: ``mark``) finds Slurm unavailable; then the next question pings
+    again. One that it is down holds for ``PING_DOWN_TTL_S``."""
+
+    def __init__(self, cli: AsyncSlurmCli, mark: UnavailableMark | None = None) -> None:
         self.cli = cli
+        self.mark = mark or UnavailableMark(None)
         self._reason: str | None = None
-        self._until = float("-inf")
+        self._until = float("-inf")  # a "down" answer holds until then (monotonic)
+        self._pinged = float("-inf")  # when the last ping began (monotonic)
+        self._pinged_ns = 0  # the same, on the wall clock the mark compares
         self._lock = asyncio.Lock()
 
-    async def unavailable(self) -> str | None:
-        """Why Slurm cannot take jobs (``None``: it can)."""
+    @classmethod
+    def of(cls, config: RayinfraConfig) -> SlurmProbe:
+        """A probe of the runtime's Slurm, its wrapper noting failures in the runtime's mark."""
+        mark = UnavailableMark.of(config)
+        return cls(slurm_cli(config, mark), mark)
+
+    async def unavailable(self, max_age_s: float = PING_OK_TTL_S) -> str | None:
+        """Why Slurm cannot take jobs (``None``: it can), asking ``scontrol ping`` unless an
+        answer is fresh: "up" younger than ``max_age_s`` and not contradicted by a command
+        since, or "down" younger than ``PING_DOWN_TTL_S``."""
         async with self._lock:
-            if time.monotonic() < self._until:
-                return self._reason
+            now = time.monotonic()
+            if self._reason is not None:
+                if now < self._until:
+                    return self._reason
+            elif now - self._pinged < max_age_s and not self.mark.since(self._pinged_ns):
+                return None
+            self._pinged, self._pinged_ns = now, time.time_ns()
             try:
                 await self.cli.ping()
-                self._reason, ttl = None, PING_OK_TTL_S
+                self._reason = None
             except SlurmError as e:
-                self._reason, ttl = str(e), PING_DOWN_TTL_S
-            self._until = time.monotonic() + ttl
+                self._reason, self._until = str(e), time.monotonic() + PING_DOWN_TTL_S
             return self._reason
 
     def failed(self, reason: str) -> None:
@@ -95,7 +167,7 @@ class SlurmGate:
 
     def __init__(self, config: RayinfraConfig, probe: SlurmProbe | None = None) -> None:
         self.scripts = bridge.TaskScripts(config)
-        self.probe = probe or SlurmProbe(slurm_cli(config))
+        self.probe = probe or SlurmProbe.of(config)
 
     async def check(self, specs: Sequence[TaskSpec], *, trusted: bool) -> None:
         """Raise NotTrustedError, BackendUnavailableError or InvalidArgumentError (the field
@@ -133,8 +205,8 @@ class SlurmPool:
         self.metrics = metrics
         self.on_results = on_results
         self.wake = wake
-        self.cli = slurm_cli(config)
-        self.probe = SlurmProbe(self.cli)
+        self.probe = SlurmProbe.of(config)
+        self.cli = self.probe.cli  # every command it runs can end the probe's trust
         self.scripts = bridge.TaskScripts(config)
         self.output_dir = config.slurm_output_dir
         self.jobs: dict[str, SlurmJob] = {}  # task id -> its attempt's job (until settled)
@@ -195,7 +267,10 @@ class SlurmPool:
         return None
 
     async def ready(self, cls: str, backlog: int, inflight: int) -> list[str]:
-        reason = await self.probe.unavailable()
+        """The executor if Slurm answered within ``PING_DISPATCH_TTL_S`` (and no command found
+        it unavailable since): a task admitted while the controller was down stays pending
+        instead of spending an attempt on an ``sbatch`` that cannot reach it."""
+        reason = await self.probe.unavailable(PING_DISPATCH_TTL_S)
         if reason is not None:
             log.warning("%d gpu_slurm task(s) wait: %s", backlog, reason)
             return []

@@ -4,7 +4,9 @@
 Every command is an argv list (never a shell string) with a timeout. A failure is typed:
 :class:`~rayinfra.slurm.errors.SlurmUnavailableError` when a command is not installed or the
 controller does not answer (the message names which), :class:`SlurmCommandError` with the argv,
-exit code and stderr otherwise.
+exit code and stderr otherwise. ``on_unavailable`` hears of every
+:class:`~rayinfra.slurm.errors.SlurmUnavailableError` before it is raised, whichever command
+found it (the runtime invalidates its cached ``scontrol ping`` answer with it).
 
 Each operation is written once, as a generator that yields :class:`Command` s and receives their
 :class:`CommandResult` s; :class:`SlurmCli` runs it with :mod:`subprocess` (CLI commands) and
@@ -57,12 +59,15 @@ __all__ = [
     "HistorySource",
     "SlurmCli",
     "SubmitOptions",
+    "UnavailableHook",
     "run_command",
     "run_command_async",
     "validate_job_id",
 ]
 
 T = TypeVar("T")
+#: called with every :class:`SlurmUnavailableError` a command is about to raise
+UnavailableHook = Callable[[SlurmUnavailableError], None]
 
 DEFAULT_TIMEOUT_S = 30.0
 #: where finished jobs squeue no longer lists are looked up: ``auto`` tries the accounting
@@ -228,19 +233,27 @@ class _Operations(Generic[Runner]):
         env: Mapping[str, str] | None = None,
         history: HistorySource = "auto",
         runner: Runner | None = None,
+        on_unavailable: UnavailableHook | None = None,
     ) -> None:
         """``bin_dir``: where the Slurm commands are (default: PATH); ``env``: the commands'
         environment (default: this process's; e.g. to set ``SLURM_CONF``); ``history``: where
         jobs squeue forgot are looked up (:data:`HistorySource`); ``runner``: what runs a
-        command (default: the class's, with a subprocess)."""
+        command (default: the class's, with a subprocess); ``on_unavailable``: told of every
+        :class:`SlurmUnavailableError` (a command missing, the controller unreachable or too
+        slow) before it is raised, whichever operation ran into it."""
         self.bin_dir = None if bin_dir is None else Path(bin_dir)
         self.timeout_s = timeout_s
         self.env = None if env is None else dict(env)
         self.history: HistorySource = history
+        self.on_unavailable = on_unavailable
         if runner is not None:
             self.runner = runner
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _unavailable(self, error: SlurmUnavailableError) -> None:
+        if self.on_unavailable is not None:
+            self.on_unavailable(error)
 
     def _cmd(
         self,
@@ -381,6 +394,9 @@ class SlurmCli(_Operations[SyncRunner]):
                 command = op.send(self.runner(command, self.timeout_s))
         except StopIteration as stop:
             return cast(T, stop.value)
+        except SlurmUnavailableError as e:
+            self._unavailable(e)
+            raise
 
     def submit(self, script: str | os.PathLike[str], **options: Unpack[SubmitOptions]) -> str:
         """Submit a batch script (text, given on stdin, or a path) and return its job id
@@ -419,6 +435,9 @@ class AsyncSlurmCli(_Operations[AsyncRunner]):
                 command = op.send(await self.runner(command, self.timeout_s))
         except StopIteration as stop:
             return cast(T, stop.value)
+        except SlurmUnavailableError as e:
+            self._unavailable(e)
+            raise
 
     async def submit(self, script: str | os.PathLike[str], **options: Unpack[SubmitOptions]) -> str:
         """See :meth:`SlurmCli.submit`."""
