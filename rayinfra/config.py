@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # re-exported (``X as X``): rayinfra.config stays the one place users import config names from
 from rayinfra.config_sources import (
@@ -373,6 +381,10 @@ class ServicesSection(_Section):
     health_max_attempts: int = Field(default=30, ge=1)
     stop_timeout_s: float = Field(default=10.0, ge=0)
     start_attempts: int = Field(default=3, ge=1)  # driver create/start tries (jittered backoff)
+    # the wait before start try n+1 is start_retry_initial_s * 2**(n-1) plus up to
+    # start_retry_initial_s of jitter, at most start_retry_max_s
+    start_retry_initial_s: float = Field(default=0.5, ge=0, allow_inf_nan=False)
+    start_retry_max_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     docker_host: str | None = None  # DOCKER_HOST
     # containers with neither networks nor network_mode join this network (created if missing;
     # default rayinfra-<cluster>); "host" or "none" also work. Never Docker's default bridge.
@@ -385,6 +397,14 @@ class ServicesSection(_Section):
     def _network(cls, v: str | None) -> str | None:
         if v in ("bridge", "default"):
             raise ValueError("Docker's default bridge network is not used: name your own")
+        return v
+
+    @field_validator("start_retry_max_s")
+    @classmethod
+    def _start_retry_max(cls, v: float, info: ValidationInfo) -> float:
+        initial = info.data.get("start_retry_initial_s")  # absent: it failed validation itself
+        if initial is not None and v < initial:
+            raise ValueError(f"{v:g} is below services.start_retry_initial_s ({initial:g})")
         return v
 
 

@@ -120,6 +120,8 @@ class ServiceRegistryActor(ControlActor):
             health_timeout_s=svc.health_timeout_s,
             stop_timeout_s=svc.stop_timeout_s,
             start_attempts=svc.start_attempts,
+            retry_initial_s=svc.start_retry_initial_s,
+            retry_max_s=svc.start_retry_max_s,
         )
         self.metrics = self.manager.metrics
         self._logs: dict[str, _LogStream] = {}

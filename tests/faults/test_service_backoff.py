@@ -5,9 +5,10 @@ module's own; each test ends with every acknowledged task completed and Health a
   ``services.start_attempts`` tries): a service whose command does not exist fails each start.
   Each failed attempt is an event ``service_start_attempt_failed`` (when it began and failed,
   the wait before the next); the waits are ``initial * 2**n`` plus up to ``initial`` of
-  jitter, capped at ``max`` (the manager's ``retry_initial_s`` 0.5 s and ``retry_max_s`` 30 s:
-  not configurable, only the number of attempts is), the measured gaps follow them, and the
-  start stops after ``start_attempts`` with the last error and the count.
+  jitter, capped at ``max`` (``services.start_retry_initial_s`` and ``start_retry_max_s``, set
+  here to values unlike the defaults, 0.5 s and 30 s, with the last wait at the cap), the
+  measured gaps follow them, and the start stops after ``start_attempts`` with the last error
+  and the count.
 - **Restarts by the health checker** (``rayinfra/services/probes.py``'s ``RestartBudget``, the
   service's ``restart`` policy): a service that exits soon after each start is restarted after
   ``backoff_initial_s * 2**n`` (capped at ``backoff_max_s``) ± ``jitter``; each wait is an event
@@ -20,7 +21,6 @@ its wait plus a second or two; the waits are checked against their bands exactly
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import uuid
@@ -31,8 +31,7 @@ from typing import Any
 import pytest
 
 from rayinfra.client.services import ServicesClient
-from rayinfra.config import RayinfraConfig
-from rayinfra.services.manager import ServiceManager
+from rayinfra.config import RayinfraConfig, ServicesSection
 from tests.support.faults import (
     TaskStream,
     assert_health,
@@ -45,10 +44,9 @@ from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-START_ATTEMPTS = 5
-_defaults = inspect.signature(ServiceManager).parameters
-RETRY_INITIAL_S = float(_defaults["retry_initial_s"].default)  # also tenacity's jitter
-RETRY_MAX_S = float(_defaults["retry_max_s"].default)
+START_ATTEMPTS = 6
+RETRY_INITIAL_S = 0.2  # services.start_retry_initial_s, also tenacity's jitter
+RETRY_MAX_S = 2.0  # services.start_retry_max_s: the 5th wait (3.2 s + jitter) is capped
 RESTART = {
     "backoff_initial_s": 0.3,
     "backoff_max_s": 1.2,
@@ -66,6 +64,8 @@ SERVICES_TOML = f"""
 [services]
 profile = "none"
 start_attempts = {START_ATTEMPTS}
+start_retry_initial_s = {RETRY_INITIAL_S}
+start_retry_max_s = {RETRY_MAX_S}
 stop_timeout_s = 2
 
 [services.definitions.nostart]
@@ -97,6 +97,12 @@ def of_type(cfg: RayinfraConfig, name: str, kind: str) -> list[dict[str, Any]]:
 
 
 def test_start_attempts_back_off_exponentially_with_jitter_then_stop(cfg: RayinfraConfig) -> None:
+    # the configured waits: the first lies below the default's band, the cap below its cap
+    assert cfg.services.start_retry_initial_s == RETRY_INITIAL_S
+    assert cfg.services.start_retry_max_s == RETRY_MAX_S
+    default = ServicesSection()
+    assert default.start_retry_initial_s > 2 * RETRY_INITIAL_S
+    assert default.start_retry_max_s > RETRY_MAX_S
     infra = grpc_client(cfg)
     stream = TaskStream(lambda: grpc_client(cfg), f"bo-{uuid.uuid4().hex[:6]}", {"type": "noop"})
     stream.start()
@@ -117,13 +123,15 @@ def test_start_attempts_back_off_exponentially_with_jitter_then_stop(cfg: Rayinf
         for n, (wait, gap) in enumerate(zip(waits, gaps, strict=True)):
             nominal = RETRY_INITIAL_S * 2**n
             # tenacity: initial * 2**n + uniform(0, initial), capped at max
-            assert nominal <= wait <= min(nominal + RETRY_INITIAL_S, RETRY_MAX_S), (n, waits)
+            band = (min(nominal, RETRY_MAX_S), min(nominal + RETRY_INITIAL_S, RETRY_MAX_S))
+            assert band[0] <= wait <= band[1], (n, waits)
             assert wait - 0.01 <= gap <= wait + SLACK_S, (n, waits, gaps)  # waited, not more
             assert RETRY_INITIAL_S - 0.01 <= gap <= RETRY_MAX_S + RETRY_INITIAL_S + SLACK_S
         # roughly exponential: each gap at least the last, the last at least twice the first
         assert all(b >= a - 0.1 for a, b in pairwise(gaps)), gaps
         assert gaps[-1] >= 2 * gaps[0], gaps
-        jitter = [w - RETRY_INITIAL_S * 2**n for n, w in enumerate(waits)]
+        assert waits[-1] == RETRY_MAX_S, waits  # the configured cap, not the default 30 s
+        jitter = [w - RETRY_INITIAL_S * 2**n for n, w in enumerate(waits[:-1])]
         assert len({round(j, 3) for j in jitter}) > 1, waits  # jittered, not all the same
         (failed,) = of_type(cfg, "nostart", "service_failed")
         assert failed["error"] == final["message"].removeprefix("nostart failed: ")

@@ -82,6 +82,10 @@ def test_defaults_are_pinned(tmp_path: Path) -> None:
     assert cfg.services.health_timeout_s == 60.0
     assert cfg.services.health_max_attempts == 30
     assert cfg.services.profile == "dspy"
+    # a failed service start is tried again: 3 tries, 0.5 s * 2**n (+ up to 0.5 s), at most 30 s
+    assert cfg.services.start_attempts == 3
+    assert cfg.services.start_retry_initial_s == 0.5
+    assert cfg.services.start_retry_max_s == 30.0
     # events and client: the original names and defaults
     assert cfg.events.event_topic == "agent.events"
     assert cfg.events.vector_topic == "agent.vectorized"
@@ -179,6 +183,13 @@ def test_relative_paths_resolve_against_cwd(tmp_path: Path) -> None:
         ({"DSPY_AGENT_SERVICE_TIMEOUT": "-1"}, None, "client.service_timeout_s"),
         ({"ORCHESTRATOR_GRPC_ADDR": "nohost"}, None, "gateway.orchestrator_grpc_addr"),
         ({}, "[scheduler\n", "invalid TOML"),
+        ({}, "[services]\nstart_retry_initial_s = -1\n", "services.start_retry_initial_s"),
+        ({}, "[services]\nstart_retry_max_s = inf\n", "services.start_retry_max_s"),
+        (
+            {},
+            "[services]\nstart_retry_initial_s = 2\nstart_retry_max_s = 1.5\n",
+            "services.start_retry_max_s: Value error, 1.5 is below services.start_retry_initial_s",
+        ),
     ],
 )
 def test_errors_name_the_key(
