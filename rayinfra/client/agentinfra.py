@@ -255,20 +255,22 @@ class AgentInfra:
         try:  # registered and watched before this read: a later finish comes by the feed
             await self._watch()
             current = await self._current(list(futs))
-        except BaseException:
+            for tid, st in current.items():
+                if st.terminal and not futs[tid].done():
+                    futs[tid].set_result(st.client_dict())
+            try:
+                done = await asyncio.wait_for(asyncio.gather(*futs.values()), timeout)
+            except asyncio.TimeoutError:
+                pending = [t for t, f in futs.items() if f.cancelled() or not f.done()]
+                raise TimeoutError(
+                    f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}"
+                ) from None
+        finally:
+            # however the wait ends: the feed pops only the waiters it resolves, so one resolved
+            # by the read above (a task already finished: its final state went by on the feed
+            # before, or the feed's cursor is past it) would stay registered, with its result,
+            # for the life of the client
             self._drop_waiters(futs)
-            raise
-        for tid, st in current.items():
-            if st.terminal and not futs[tid].done():
-                futs[tid].set_result(st.client_dict())
-        try:
-            done = await asyncio.wait_for(asyncio.gather(*futs.values()), timeout)
-        except asyncio.TimeoutError:
-            pending = [t for t, f in futs.items() if f.cancelled() or not f.done()]
-            self._drop_waiters(futs)
-            raise TimeoutError(
-                f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}"
-            ) from None
         by_id = dict(zip(futs, done, strict=True))
         return [by_id[t] for t in task_ids]
 
