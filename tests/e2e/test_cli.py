@@ -21,7 +21,6 @@ from tests.support.runtime_cli import RAYINFRA, cli
 pytestmark = pytest.mark.e2e
 
 
-
 def our_processes(head_pid: int, temp_dir: Path) -> list[str]:
     """Live processes left from a head: its session, or anything naming its temp dir."""
     left = [f"{p} (session)" for p in session_members(head_pid)]

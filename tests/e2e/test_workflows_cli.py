@@ -15,6 +15,7 @@ from tests.support.runtime_cli import cli, kill_runtime
 
 pytestmark = pytest.mark.e2e
 
+
 def marking(node_id: str, log: Path, seconds: float = 0.0) -> dict[str, Any]:
     """A step that appends its id to ``log`` when it runs (then sleeps)."""
     argv = ["sh", "-c", f"echo {node_id} >> {log}; sleep {seconds}"]
