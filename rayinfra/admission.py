@@ -74,6 +74,10 @@ class Admitted:
         return [r for r in self.rows if r.task_id in self.new_ids]
 
 
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
 def validate_batch(
     raw_specs: Sequence[Mapping[str, Any]],
     config: RayinfraConfig,
@@ -85,17 +89,20 @@ def validate_batch(
     ``gpu_slurm`` tasks only with ``slurm`` (a :class:`BackendGate` checks them next)."""
     out: list[TaskSpec] = []
     by_id: dict[str, TaskSpec] = {}
+    classes = frozenset(config.classes)
+    default_class = config.scheduler.default_class
+    limit = config.scheduler.payload_limit_bytes
     for i, raw in enumerate(raw_specs):
         route: Route | None = None
         try:
             raw, route = route_payload(raw, config)
             spec = validate_spec(
                 raw,
-                classes=list(config.classes),
+                classes=classes,
                 aliases=CLASS_ALIASES,
-                default_class=config.scheduler.default_class,
-                payload_limit_bytes=config.scheduler.payload_limit_bytes,
-                new_id=lambda: uuid.uuid4().hex,
+                default_class=default_class,
+                payload_limit_bytes=limit,
+                new_id=_new_id,
                 trusted=trusted,
             )
             check_class_policy(spec.task_class, spec.payload, config)

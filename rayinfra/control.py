@@ -73,11 +73,21 @@ class ControlPlane:
         With a submitter (the gateway's own ControlPlane) the batch is admitted here; without
         one (a client's) it goes to the gateway actor, which admits it the same way: an idle
         actor next to the store, where the scheduler would answer only between dispatches."""
+        return [
+            {"success": True, "task_id": t, "error": ""}
+            for t in await self.admit(specs, trusted, source)
+        ]
+
+    async def admit(
+        self, specs: Sequence[Mapping[str, Any]], trusted: bool = True, source: str = "client"
+    ) -> list[str]:
+        """:meth:`submit` as the ids of the batch, in order (a batch is all or nothing, so each
+        reply is a success): the form it crosses the gateway actor's boundary in."""
         if self.submitter is None:
-            replies = await self.call("gateway", "submit", list(specs), trusted, source)
-        else:
-            replies = (await self.submitter.submit(specs, trusted=trusted, source=source)).replies()
-        return [{k: r[k] for k in ("success", "task_id", "error")} for r in replies]
+            ids: list[str] = await self.call("gateway", "submit", list(specs), trusted, source)
+            return ids
+        admitted = await self.submitter.submit(specs, trusted=trusted, source=source)
+        return [s.task_id for s in admitted.specs]
 
     async def slurm_job(self, task_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
         """The Slurm job record of a ``gpu_slurm`` task (``None``: none), waiting up to

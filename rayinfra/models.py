@@ -264,5 +264,4 @@ def decode_list_cursor(cursor: str) -> tuple[float, int]:
     return out
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+_json = json.JSONEncoder(separators=(",", ":")).encode

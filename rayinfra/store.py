@@ -164,8 +164,9 @@ MIGRATIONS: dict[int, Migration] = {
 """version -> function bringing the database from ``version - 1`` to ``version``."""
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+dumps_compact = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(value, separators=(",", ":"))`` with the encoder built once (json.dumps with
+any option builds one per call, ~2.5 us): how the store writes JSON."""
 
 
 def _retry_locked(fn: Callable[[], T], timeout_s: float = BUSY_TIMEOUT_S) -> T:
@@ -242,7 +243,7 @@ def _select_changes(
     params: list[Any] = [stream, after_seq]
     if keys is not None:
         sql += " AND key IN (SELECT value FROM json_each(?))"
-        params.append(_dumps(list(keys)))
+        params.append(dumps_compact(list(keys)))
     sql += " ORDER BY seq LIMIT ?"
     params.append(limit)
     return [
@@ -266,7 +267,10 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
 
 
 def _event_rows(events: Sequence[EventRecord], now: float) -> list[tuple[Any, ...]]:
-    return [(e.event_type, e.resource_id, _dumps(e.data), e.timestamp or int(now)) for e in events]
+    return [
+        (e.event_type, e.resource_id, dumps_compact(e.data), e.timestamp or int(now))
+        for e in events
+    ]
 
 
 EVENT_BUS_CURSOR = ("event_bus", "cursor")
@@ -326,7 +330,7 @@ def delete_step(
     sql = f"DELETE FROM {table} WHERE {b} IN (SELECT value FROM json_each(?))"  # noqa: S608
     if only:
         sql += f" AND {only}"
-    deleted = conn.execute(sql, [_dumps([k[1] for k in keys]), *only_params]).rowcount
+    deleted = conn.execute(sql, [dumps_compact([k[1] for k in keys]), *only_params]).rowcount
     return int(deleted), (keys[-1][0], keys[-1][1]) if len(keys) == limit else None
 
 
@@ -729,10 +733,10 @@ class StateStore:
             params.append(since_ts)
         if types is not None:
             sql += " AND event_type IN (SELECT value FROM json_each(?))"
-            params.append(_dumps(list(types)))
+            params.append(dumps_compact(list(types)))
         if resource_ids is not None:
             sql += " AND resource_id IN (SELECT value FROM json_each(?))"
-            params.append(_dumps(list(resource_ids)))
+            params.append(dumps_compact(list(resource_ids)))
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
 
@@ -757,7 +761,7 @@ class StateStore:
     ) -> concurrent.futures.Future[list[int]]:
         """Insert change rows (``ts == 0`` means now); the future yields their seqs."""
         now = float(self._clock())
-        rows = [(c.stream, c.key, c.kind, _dumps(c.data), c.ts or now) for c in changes]
+        rows = [(c.stream, c.key, c.kind, dumps_compact(c.data), c.ts or now) for c in changes]
         return self.submit(partial(_insert_many, sql=_CHANGE_SQL, rows=rows))
 
     def changes(
@@ -779,7 +783,7 @@ class StateStore:
 
     def kv_put(self, namespace: str, key: str, value: Any) -> concurrent.futures.Future[None]:
         """Upsert a JSON-serialisable value."""
-        row = (namespace, key, _dumps(value), float(self._clock()))
+        row = (namespace, key, dumps_compact(value), float(self._clock()))
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(

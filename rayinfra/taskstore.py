@@ -32,6 +32,7 @@ from rayinfra.store import (
     delete_old_changes_step,
     delete_old_events,
     delete_step,
+    dumps_compact,
     insert_events,
     run_steps,
 )
@@ -195,7 +196,7 @@ def apply_transitions(
                     t.row.spec.priority,
                     t.row.spec.workflow_id,
                     t.row.spec.timeout_s,
-                    json.dumps(t.row.spec.payload, separators=(",", ":")),
+                    t.row.spec.payload_json or dumps_compact(t.row.spec.payload),
                     int(t.row.trusted),
                     t.row.status,
                     t.row.attempts,
@@ -218,9 +219,7 @@ def apply_transitions(
                 (
                     t.row.status,
                     t.row.attempts,
-                    json.dumps(t.row.result, separators=(",", ":"))
-                    if t.row.result is not None
-                    else None,
+                    dumps_compact(t.row.result) if t.row.result is not None else None,
                     t.row.error,
                     t.row.started_at,
                     t.row.finished_at,

@@ -209,10 +209,11 @@ class GatewayActor(ControlActor):
 
     async def submit(
         self, specs: list[dict[str, Any]], trusted: bool = True, source: str = "client"
-    ) -> list[dict[str, Any]]:
+    ) -> list[str]:
         """Admit a batch for a client over actor handles (``ActorTransport``), as a gRPC
-        SubmitTasks would: validated, committed, the scheduler's doorbell rung."""
-        return await self.control.submit(specs, trusted, source)
+        SubmitTasks would: validated, committed, the scheduler's doorbell rung. The batch's
+        task ids in order (:meth:`ControlPlane.admit`)."""
+        return await self.control.admit(specs, trusted, source)
 
     async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
         """What ``rayinfra status`` shows (:func:`rayinfra.runtime.live_status`), gathered here:

@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rayinfra.errors import InvalidArgumentError, NotTrustedError
@@ -59,6 +59,7 @@ SPEC_FIELDS = (
     "timeout_s",
     "runtime_env",
 )
+_SPEC_FIELD_SET = frozenset(SPEC_FIELDS)
 #: Ray runtime_env keys a task may set (it runs code, so only trusted callers may set any)
 RUNTIME_ENV_KEYS = frozenset(
     {
@@ -94,11 +95,15 @@ _FIELD_HINTS = {
 }
 
 
+# built once: json.dumps with any option builds a new encoder per call (~2.5 us)
+_STRICT = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
+_ENCODE = json.JSONEncoder(**_STRICT).encode  # type: ignore[arg-type]
+_ENCODE_SORTED = json.JSONEncoder(sort_keys=True, **_STRICT).encode  # type: ignore[arg-type]
+
+
 def _dumps(value: Any, *, sort_keys: bool = False) -> str:
     """Compact JSON, UTF-8 text (not ``\\u`` escapes), NaN/Infinity refused (ValueError)."""
-    return json.dumps(
-        value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _ENCODE_SORTED(value) if sort_keys else _ENCODE(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,9 @@ class TaskSpec:
 
     Build one with :func:`validate_spec` (untrusted input) or :meth:`from_dict` (a stored record).
     ``payload`` is a plain JSON object; treat it as read-only (the dataclass is frozen, the dict
-    cannot be). Hashing uses ``task_id`` only; equality compares every field.
+    cannot be). Hashing uses ``task_id`` only; equality compares every field but
+    ``payload_json``: the payload's compact JSON when validation made it (the store writes it
+    as it is instead of encoding the payload again), else ``None``.
     """
 
     task_id: str
@@ -117,6 +124,7 @@ class TaskSpec:
     workflow_id: str = ""
     timeout_s: float | None = None
     runtime_env: dict[str, Any] | None = None  # per-task Ray runtime_env (over the class's)
+    payload_json: str | None = field(default=None, compare=False, repr=False)
 
     def __hash__(self) -> int:
         return hash(self.task_id)
@@ -237,42 +245,61 @@ def _join(path: str, key: str) -> str:
 def _check_json_object(payload: dict[str, Any]) -> None:
     """Walk ``payload`` (iteratively) and raise InvalidArgumentError("payload", ...) at the first value
     that is not plain JSON: non-string keys, NaN/Infinity, other types, or nesting too deep."""
-    stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
+    # a path is a tuple of steps (a key, or an index in a list), made into text only for an
+    # error: most payloads are a few scalars, and formatting every path would cost more than
+    # the whole check
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(payload, ())]
     while stack:
-        value, path, depth = stack.pop()
-        shown = path if len(path) <= 120 else path[:117] + "..."
-        where = f"at {shown}" if path else "at the top level"
-        if isinstance(value, (dict, list, tuple)) and depth >= MAX_PAYLOAD_DEPTH:
+        value, path = stack.pop()
+        if type(value) is str or value is None or type(value) is int or type(value) is bool:
+            continue  # the common case first, without the isinstance chain below
+        if isinstance(value, (dict, list, tuple)) and len(path) >= MAX_PAYLOAD_DEPTH:
             raise InvalidArgumentError(
-                "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {where}"
+                "payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels {_where(path)}"
             )
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise InvalidArgumentError(
                         "payload",
-                        f"key {_short(key)} {where} is not a string; JSON object keys are",
+                        f"key {_short(key)} {_where(path)} is not a string; JSON object keys are",
                     )
-                stack.append((item, _join(path, key), depth + 1))
+                stack.append((item, (*path, key)))
         elif isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
-                stack.append((item, f"{path}[{i}]", depth + 1))
+                stack.append((item, (*path, i)))
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise InvalidArgumentError(
-                    "payload", f"value {where} is {value!r}; JSON has no NaN or Infinity"
+                    "payload", f"value {_where(path)} is {value!r}; JSON has no NaN or Infinity"
                 )
-        elif value is None or isinstance(value, (str, int)):  # bool is an int
+        elif isinstance(value, (str, int)):  # subclasses (an IntEnum, a str subclass)
             continue
         else:
             raise InvalidArgumentError(
-                "payload", f"value {where} has type {type(value).__name__!r}, which is not JSON"
+                "payload",
+                f"value {_where(path)} has type {type(value).__name__!r}, which is not JSON",
             )
 
 
+def _where(steps: tuple[str | int, ...]) -> str:
+    """``at payload.a[0].b``-style text for a walk's position (``at the top level``)."""
+    path = ""
+    for step in steps:
+        path = f"{path}[{step}]" if isinstance(step, int) else _join(path, step)
+    if not path:
+        return "at the top level"
+    return f"at {path if len(path) <= 120 else path[:117] + '...'}"
+
+
 def _check_utf8(field_name: str, text: str) -> None:
+    _utf8_size(field_name, text)
+
+
+def _utf8_size(field_name: str, text: str) -> int:
+    """The UTF-8 length of ``text``; InvalidArgumentError naming the field for a lone surrogate."""
     try:
-        text.encode("utf-8")
+        return len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidArgumentError(
             field_name, "contains a lone surrogate, which is not valid Unicode text"
@@ -327,7 +354,9 @@ def validate_spec(
         raise InvalidArgumentError(
             "task", f"must be an object of task fields, got {type(raw).__name__}"
         )
-    unknown = sorted((str(k) for k in raw if k not in SPEC_FIELDS), key=str)
+    unknown = (
+        [] if raw.keys() <= _SPEC_FIELD_SET else sorted(str(k) for k in raw if k not in SPEC_FIELDS)
+    )
     if unknown:
         first = unknown[0]
         hint = f" (did you mean {_FIELD_HINTS[first]!r}?)" if first in _FIELD_HINTS else ""
@@ -364,8 +393,7 @@ def validate_spec(
         text = _dumps(payload_in)
     except (TypeError, ValueError, RecursionError) as exc:  # defensive: the walk should catch all
         raise InvalidArgumentError("payload", f"is not JSON-serialisable: {exc}") from None
-    _check_utf8("payload", text)
-    size = len(text.encode("utf-8"))
+    size = len(text) if text.isascii() else _utf8_size("payload", text)
     if size > payload_limit_bytes:
         raise InvalidArgumentError(
             "payload",
@@ -420,6 +448,7 @@ def validate_spec(
         task_id=task_id,
         task_class=task_class,
         payload=payload,
+        payload_json=text,
         priority=priority,
         workflow_id=workflow_id,
         timeout_s=timeout_s,
