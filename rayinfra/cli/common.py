@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -82,6 +86,47 @@ def json_object(text: str, what: str) -> dict[str, Any]:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
+
+
+def run(app: typer.Typer) -> NoReturn:
+    """Run a top-level command as its console script does, and leave without the
+    interpreter's finalization once every exit handler ran.
+
+    Tearing down the modules (gRPC's core above all) costs a short command 40-90 ms after its
+    work is done: a fifth of a ``rayinfra status``, and the last hop of every ``services
+    start``. Skipped only after a clean ``SystemExit`` (typer ends every command with one)
+    once the threads Python waits for have ended; every exit handler still runs and the
+    standard streams are flushed. Any other ending (an uncaught exception, ^C) finalizes as
+    usual."""
+    atexit.register(_exit_now)
+    try:
+        app()
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            _exit_code[0] = e.code or 0
+        raise
+    raise SystemExit(0)  # not reached: typer's standalone mode always raises SystemExit
+
+
+_exit_code: list[int | None] = [None]  # set by run() when the command raised SystemExit
+
+
+def _exit_now() -> None:
+    """The exit handler :func:`run` registers: the handlers registered before it (they run
+    after it: last in, first out) run now, then the process ends with the command's code."""
+    code = _exit_code[0]
+    run_rest = getattr(atexit, "_run_exitfuncs", None)  # CPython's
+    main = threading.main_thread()
+    if code is None or run_rest is None:
+        return
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        return  # (Python joined them before any exit handler: only a thread started since)
+    atexit.unregister(_exit_now)
+    run_rest()  # logging's shutdown, and any other, once each
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to write
+            stream.flush()
+    os._exit(code)
 
 
 def root_app(about: str, version_label: str) -> typer.Typer:

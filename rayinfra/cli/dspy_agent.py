@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from rayinfra.cli import config_cmd, runtime_cmd, services_cmd
-from rayinfra.cli.common import ConfigOption, StateDirOption, console, root_app
+from rayinfra.cli.common import ConfigOption, StateDirOption, console, root_app, run
 
 app = root_app(
     "dspy-agent (compatible with the original CLI), backed by rayinfra.", "dspy-agent (rayinfra)"
@@ -107,7 +107,7 @@ def logs(
 
 
 def main() -> None:
-    app()
+    run(app)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from rayinfra.cli import (
     task_cmd,
     workflow_cmd,
 )
-from rayinfra.cli.common import root_app
+from rayinfra.cli.common import root_app, run
 
 app = root_app("rayinfra: services, adaptive task scheduling and Slurm on Ray.", "rayinfra")
 app.command("start")(runtime_cmd.start)
@@ -31,7 +31,7 @@ app.command("logs")(services_cmd.logs)
 
 
 def main() -> None:
-    app()
+    run(app)
 
 
 if __name__ == "__main__":
