@@ -63,17 +63,20 @@ STATUSES = ("running", "starting", "unhealthy", "stopped", "failed", "orphaned")
 OP_RETENTION_S = 600.0
 #: While a start waits for health, the pause between probes is this fraction of the time
 #: waited so far, at least HEALTH_POLL_MIN_S and at most min(check interval, HEALTH_POLL_MAX_S):
-#: readiness is noticed within ~5% of the time it took (>= 0.05 s), so each dependency level
-#: adds little to a start, while a slow service is probed ~14 times per doubling of its waited
-#: time. (A doubling back-off, 0.1 s up to the interval, could notice a service ready at
-#: 1.6 s only at 3.1 s, and added that lag at every level of the dependency graph.) Probes that
-#: run a process (``command``: an exec in the container or on the host) and ``container``
-#: checks (an engine call) pause at least HEALTH_POLL_EXEC_MIN_S: they cost far more than a
-#: connection to a port.
-HEALTH_POLL_MIN_S = 0.05
+#: readiness is noticed within ~2% of the time it took (>= 0.02 s), so each dependency level
+#: adds little to a start (a probe of a port costs ~0.2 ms: 50 a second are ~1% of a core),
+#: while a slow service is probed ~35 times per doubling of its waited time. (A doubling
+#: back-off, 0.1 s up to the interval, could notice a service ready at 1.6 s only at 3.1 s,
+#: and added that lag at every level of the dependency graph.) Probes that run a process
+#: (``command``: an exec in the container or on the host), ``container`` checks and the wait
+#: for a job's exit (engine calls) pause at least HEALTH_POLL_EXEC_MIN_S (exit: EXIT_POLL_MIN_S)
+#: and ENGINE_POLL_FRACTION of the time waited: they cost far more than a connection to a port.
+HEALTH_POLL_MIN_S = 0.02
 HEALTH_POLL_EXEC_MIN_S = 0.1
 HEALTH_POLL_MAX_S = 2.0
-HEALTH_POLL_FRACTION = 0.05
+HEALTH_POLL_FRACTION = 0.02
+EXIT_POLL_MIN_S = 0.05
+ENGINE_POLL_FRACTION = 0.05
 #: While a start waits, a failing probe is followed by a look at the instance (did it exit?) at
 #: most this often: at 20 probes a second, an engine call after each would load the engine
 #: that is starting the next containers.
@@ -90,6 +93,9 @@ CHECK_FRESH_S = 5.0
 #: slot after START_SLOT_HOLD_S (pulling an image, a slow engine) lets the next one go too.
 START_SLOTS = max(2, os.cpu_count() or 2)
 START_SLOT_HOLD_S = 0.5
+#: Creating what waits (:meth:`ServiceManager._prepare`) waits at most this long for the first
+#: wave's starts: a first-wave start pulling an image must not hold up the rest.
+PREPARE_AFTER_S = 0.5
 
 
 class UnknownOperationError(KeyError):
@@ -145,6 +151,17 @@ class Operation:
     priority: dict[str, int] = field(default_factory=dict)
     #: service -> its instance being prepared (created) while what it waits on starts
     prepared: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: the services of the first wave whose create + start has not returned yet: preparing
+    #: the others waits for them (at most PREPARE_AFTER_S), so the start slots go to the
+    #: services everything else waits on before they go to creating what waits
+    first_wave: set[str] = field(default_factory=set)
+    first_wave_issued: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def issued(self, name: str) -> None:
+        """``name``'s create + start returned (or failed): see :attr:`first_wave`."""
+        self.first_wave.discard(name)
+        if not self.first_wave:
+            self.first_wave_issued.set()
 
     async def emit(self, update: dict[str, Any]) -> None:
         async with self.cond:
@@ -411,8 +428,11 @@ class ServiceManager:
                     running[n] = self._spawn(self._start_one(op, plan, specs[n]))
                 if first:  # what waits for others is created meanwhile
                     first = False
+                    op.first_wave = set(running)
+                    if not running:
+                        op.first_wave_issued.set()
                     op.prepared = {
-                        n: self._spawn(self._prepare(specs[n]))
+                        n: self._spawn(self._prepare(op, specs[n]))
                         for n in order
                         if plan.phase(n) == "waiting"
                     }
@@ -490,6 +510,7 @@ class ServiceManager:
         try:
             inst = await self._create(spec, op.priority.get(name, 0))
         except DriverError as e:
+            op.issued(name)
             st.status, st.message = "failed", str(e)
             st.backend_down = isinstance(e, DriverUnavailableError)
             self._mark(op, plan, name, "failed", str(e))
@@ -498,6 +519,7 @@ class ServiceManager:
             events.append(("service_failed", {"error": str(e)}))
             await asyncio.to_thread(self._persist, st)
             return
+        op.issued(name)
         st.instance, st.started_at = inst, inst.started_at or time.time()
         st.backend_down = False
         self._mark(op, plan, name, "started")  # a `started` condition is met from here on
@@ -606,10 +628,13 @@ class ServiceManager:
             self._start_slots.release()
         return await call
 
-    async def _prepare(self, spec: ServiceSpec) -> None:
-        """Create ``spec``'s instance while what it depends on starts, in a start slot after
-        every start waiting for one; a failure is left for its start to meet and report."""
+    async def _prepare(self, op: Operation, spec: ServiceSpec) -> None:
+        """Create ``spec``'s instance while what it depends on starts, once the first wave's
+        starts returned (at most PREPARE_AFTER_S later), in a start slot after every start
+        waiting for one; a failure is left for its start to meet and report."""
         drv = self.driver(spec)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(op.first_wave_issued.wait(), PREPARE_AFTER_S)
         try:
             await self._in_slot("prepare", partial(drv.prepare, spec, self.labels(spec)), -1)
         except Exception as e:  # noqa: BLE001 - its start tries again and reports
@@ -635,9 +660,9 @@ class ServiceManager:
         loop = asyncio.get_running_loop()
         begun = loop.time()
         deadline = begun + self.health_timeout_s if self.health_timeout_s else None
-        floor = (
-            HEALTH_POLL_EXEC_MIN_S if check.kind in ("command", "container") else HEALTH_POLL_MIN_S
-        )
+        engine = check.kind in ("command", "container")
+        floor = HEALTH_POLL_EXEC_MIN_S if engine else HEALTH_POLL_MIN_S
+        fraction = ENGINE_POLL_FRACTION if engine else HEALTH_POLL_FRACTION
         delay = min(floor, check.interval_s)
         attempts = 0
         last = "no probe yet"
@@ -667,13 +692,12 @@ class ServiceManager:
                 )
             await asyncio.sleep(delay)
             waited = loop.time() - begun
-            delay = min(
-                max(floor, waited * HEALTH_POLL_FRACTION), check.interval_s, HEALTH_POLL_MAX_S
-            )
+            delay = min(max(floor, waited * fraction), check.interval_s, HEALTH_POLL_MAX_S)
 
     async def _wait_exit(self, spec: ServiceSpec, inst: Instance) -> int | None:
         """Poll until the instance exited (its code recorded), like :meth:`wait_healthy`:
-        every max(HEALTH_POLL_MIN_S, 5% of the time waited), at most every HEALTH_POLL_MAX_S."""
+        every max(EXIT_POLL_MIN_S, ENGINE_POLL_FRACTION of the time waited), at most every
+        HEALTH_POLL_MAX_S."""
         loop = asyncio.get_running_loop()
         begun = loop.time()
         deadline = begun + (self.health_timeout_s or 3600.0)
@@ -684,7 +708,7 @@ class ServiceManager:
                 return now.exit_code
             waited = loop.time() - begun
             await asyncio.sleep(
-                min(max(HEALTH_POLL_MIN_S, waited * HEALTH_POLL_FRACTION), HEALTH_POLL_MAX_S)
+                min(max(EXIT_POLL_MIN_S, waited * ENGINE_POLL_FRACTION), HEALTH_POLL_MAX_S)
             )
         return None
 
