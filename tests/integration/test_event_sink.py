@@ -7,10 +7,8 @@ tests/e2e/test_event_bus.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from rayinfra.events.kafka import KafkaSink
 from rayinfra.events.publisher import Publisher, encode, envelope
 from rayinfra.store import EventRecord, StateStore
 from tests.support.kafka import KafkaBroker, TopicReader, broker_fixture
+from tests.support.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -204,13 +203,6 @@ def bus_config(tmp_path: Path, bootstrap: str, **events: Any) -> dict[str, Any]:
     )
 
 
-async def until(what: str, check: Any, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_the_actor_publishes_the_table_and_a_new_one_resumes_from_its_cursor(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
@@ -221,7 +213,7 @@ async def test_the_actor_publishes_the_table_and_a_new_one_resumes_from_its_curs
     try:
         store.append_events(events(0, 20)).result()  # written before the bus starts
         bus = EventBusActor(cfg)
-        await until("the bus to catch up", lambda: _caught_up(bus, store))
+        await wait_until_async("the bus to catch up", lambda: _caught_up(bus, store), 20, 0.05)
         st = await bus.status()
         assert st["state"] == "publishing" and st["lag"] == 0 and st["in_flight"] == 0
         assert st["published_total"] == store.last_event_seq()  # the 20 and its actor_started
@@ -233,7 +225,9 @@ async def test_the_actor_publishes_the_table_and_a_new_one_resumes_from_its_curs
 
         store.append_events(events(0, 5)).result()
         again = EventBusActor(cfg)  # a restart: from the stored cursor, nothing again
-        await until("the second bus to catch up", lambda: _caught_up(again, store))
+        await wait_until_async(
+            "the second bus to catch up", lambda: _caught_up(again, store), 20, 0.05
+        )
         await again.shutdown()
         reader.read_until(lambda r: len(r.seqs) == store.last_event_seq(), 20, "every row")
         assert reader.duplicates == 0

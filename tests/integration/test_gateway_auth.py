@@ -41,6 +41,7 @@ from rayinfra.api import stubs
 from rayinfra.config import NAMESPACE, RayinfraConfig, dial_addr
 from tests.conftest import SHELL_CLASSES_TOML, RuntimeSpec
 from tests.integration.conftest import Runtime
+from tests.support.polling import wait_until
 from tests.support.runtime_cli import cli_runtime
 
 pytestmark = pytest.mark.integration
@@ -72,25 +73,24 @@ def rpc_error(fn: Callable[[], Any]) -> grpc.RpcError:
     return e.value
 
 
+FINAL = ("completed", "failed", "cancelled")
+
+
 def wait_status(stub: Any, tid: str, md: Any = (), timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def final() -> Any:
         st = stub.GetTaskStatus(opb.GetTaskStatusRequest(task_id=tid), metadata=md)
-        if st.status in ("completed", "failed", "cancelled"):
-            return st
-        time.sleep(0.1)
-    raise AssertionError(f"{tid} did not finish within {timeout}s")
+        return st if st.status in FINAL else None
+
+    return wait_until(f"{tid} to finish", final, timeout)
 
 
 def wait_http_task(c: httpx.Client, tid: str, headers: dict[str, str], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def final() -> Any:
         r = c.get(f"/tasks/{tid}", headers=headers)
         assert r.status_code == 200, r.text
-        if r.json()["status"] in ("completed", "failed", "cancelled"):
-            return r.json()
-        time.sleep(0.1)
-    raise AssertionError(f"{tid} did not finish within {timeout}s")
+        return r.json() if r.json()["status"] in FINAL else None
+
+    return wait_until(f"{tid} to finish", final, timeout)
 
 
 # ============================================================================ auth = "required"
@@ -417,10 +417,12 @@ def test_no_token_reaches_a_log(secured: Secured) -> None:
     assert httpx.get(dashboard, headers={"authorization": f"Bearer {wrong}"}).status_code == 403
     assert httpx.get(dashboard, headers={"authorization": f"Bearer {ray_token}"}).is_success
     # Ray's log monitor and the workers flush on their own schedule: wait for the marker
-    deadline = time.monotonic() + 60
-    while not _files_holding(root / "ray", {"marker": marker})["marker"]:
-        assert time.monotonic() < deadline, "the printed marker never reached Ray's logs"
-        time.sleep(0.5)
+    wait_until(
+        "the printed marker to reach Ray's logs",
+        lambda: _files_holding(root / "ray", {"marker": marker})["marker"],
+        60,
+        0.5,
+    )
     time.sleep(1.0)  # what was written with it (the same calls' log lines) is out too
     found = _files_holding(
         root, {"gateway token": secured.token, "ray token": ray_token, "wrong token": wrong}

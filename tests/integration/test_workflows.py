@@ -4,7 +4,6 @@ client over both transports, gRPC and HTTP."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,6 +22,7 @@ from rayinfra.client.grpc_transport import GrpcTransport
 from rayinfra.config import NAMESPACE, dial_addr
 from rayinfra.errors import NotTrustedError, WorkflowNotFoundError, WorkflowRunNotFoundError
 from tests.integration.conftest import Runtime
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +66,11 @@ def infra(rt: Runtime, request: pytest.FixtureRequest) -> Iterator[AgentInfraSyn
 
 
 def wait_run(infra: AgentInfraSync, run_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def ended() -> dict[str, Any] | None:
         run = infra.get_workflow_run(run_id)
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            return run
-        assert time.monotonic() < deadline, run
-        time.sleep(0.2)
+        return run if run["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_until(f"run {run_id} to end", ended, timeout, 0.2)
 
 
 def test_a_diamond_runs_its_branches_at_once_and_passes_results(infra: AgentInfraSync) -> None:
@@ -152,15 +150,12 @@ def test_cancel_cancels_the_running_step(infra: AgentInfraSync) -> None:
         }
     )
     run = infra.start_workflow_run(wf["id"])
-    deadline = time.monotonic() + 30
-    while infra.get_workflow_run(run["id"])["steps"][0]["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    task_id = infra.get_workflow_run(run["id"])["steps"][0]["task_id"]
-    deadline = time.monotonic() + 30
-    while infra.get_task_status(task_id)["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    step = wait_until(
+        "the first step to run",
+        lambda: (s := infra.get_workflow_run(run["id"])["steps"][0])["status"] == "running" and s,
+    )
+    task_id = step["task_id"]
+    wait_until("its task to run", lambda: infra.get_task_status(task_id)["status"] == "running")
     cancelled = infra.cancel_workflow_run(run["id"])
     assert cancelled["status"] == "cancelled"
     assert infra.wait_task(task_id, timeout=30)["status"] == "cancelled"
@@ -211,10 +206,7 @@ def test_killing_the_workflows_actor_mid_run_reruns_no_succeeded_step(
         }
     )
     run = infra.start_workflow_run(wf["id"])
-    deadline = time.monotonic() + 30
-    while "s2" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until("s2 to start", lambda: "s2" in (log.read_text() if log.exists() else ""), 30, 0.05)
     ray.kill(ray.get_actor("workflows", namespace=NAMESPACE), no_restart=False)
     final = wait_run(infra, run["id"], timeout=120)
     assert final["status"] == "succeeded", final
@@ -249,10 +241,14 @@ def test_grpc_and_http_routes(rt: Runtime) -> None:
         run = http.post(f"/workflows/{wf_id}/runs", json={"idempotency_key": "h1",
                                                          "input": {"v": 7}}).json()  # fmt: skip
         assert run["status"] in ("pending", "running", "succeeded")
-        deadline = time.monotonic() + 60
-        while (rec := http.get(f"/workflow-runs/{run['id']}").json())["status"] != "succeeded":
-            assert time.monotonic() < deadline, rec
-            time.sleep(0.2)
+        rec = wait_until(
+            "the run to succeed",
+            lambda: (
+                (r := http.get(f"/workflow-runs/{run['id']}").json())["status"] == "succeeded" and r
+            ),
+            60,
+            0.2,
+        )
         assert rec["steps"][0]["result"] == {"v": 7}
         listed = http.get(f"/workflows/{wf_id}/runs", params={"limit": 5}).json()["items"]
         assert [r["id"] for r in listed] == [run["id"]]

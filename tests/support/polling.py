@@ -9,8 +9,9 @@ to tell None from another falsy value (0, "", []): "not yet" is anything falsy.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 T = TypeVar("T")
@@ -35,13 +36,19 @@ def wait_until(
 
 
 async def wait_until_async(
-    what: str, pred: Callable[[], T | Pending], timeout: float = 30.0, step: float = 0.1
+    what: str,
+    pred: Callable[[], T | Pending | Awaitable[T | Pending]],
+    timeout: float = 30.0,
+    step: float = 0.1,
 ) -> T:
-    """:func:`wait_until` on the event loop: ``pred`` is a plain function, the pauses are
-    ``asyncio.sleep`` (what is awaited meanwhile runs)."""
+    """:func:`wait_until` on the event loop: ``pred`` is a plain function or returns an
+    awaitable (awaited for its value); the pauses are ``asyncio.sleep`` (what is awaited
+    meanwhile runs)."""
     deadline = time.monotonic() + timeout
     while True:
         last = pred()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         if time.monotonic() >= deadline:
