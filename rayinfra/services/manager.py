@@ -68,14 +68,15 @@ OP_RETENTION_S = 600.0
 #: while a slow service is probed ~35 times per doubling of its waited time. (A doubling
 #: back-off, 0.1 s up to the interval, could notice a service ready at 1.6 s only at 3.1 s,
 #: and added that lag at every level of the dependency graph.) Probes that run a process
-#: (``command``: an exec in the container or on the host), ``container`` checks and the wait
-#: for a job's exit (engine calls) pause at least HEALTH_POLL_EXEC_MIN_S (exit: EXIT_POLL_MIN_S)
-#: and ENGINE_POLL_FRACTION of the time waited: they cost far more than a connection to a port.
+#: (``command``: an exec in the container or on the host) and ``container`` checks (an engine
+#: call) pause at least HEALTH_POLL_EXEC_MIN_S and ENGINE_POLL_FRACTION of the time waited: they cost
+#: far more than a connection to a port. A job's exit is not polled: the driver waits for it
+#: (Docker's wait), EXIT_WAIT_S at a time on a driver thread.
 HEALTH_POLL_MIN_S = 0.02
 HEALTH_POLL_EXEC_MIN_S = 0.1
 HEALTH_POLL_MAX_S = 2.0
 HEALTH_POLL_FRACTION = 0.02
-EXIT_POLL_MIN_S = 0.05
+EXIT_WAIT_S = 5.0
 ENGINE_POLL_FRACTION = 0.05
 #: While a start waits, a failing probe is followed by a look at the instance (did it exit?) at
 #: most this often: at 20 probes a second, an engine call after each would load the engine
@@ -695,21 +696,20 @@ class ServiceManager:
             delay = min(max(floor, waited * fraction), check.interval_s, HEALTH_POLL_MAX_S)
 
     async def _wait_exit(self, spec: ServiceSpec, inst: Instance) -> int | None:
-        """Poll until the instance exited (its code recorded), like :meth:`wait_healthy`:
-        every max(EXIT_POLL_MIN_S, ENGINE_POLL_FRACTION of the time waited), at most every
-        HEALTH_POLL_MAX_S."""
+        """The instance's exit code once it ended (``None``: gone without one, or still
+        running after ``health_timeout_s``), by the driver's blocking wait
+        (:meth:`~rayinfra.services.drivers.base.Driver.wait_exit`) on a driver thread,
+        EXIT_WAIT_S at a time."""
         loop = asyncio.get_running_loop()
-        begun = loop.time()
-        deadline = begun + (self.health_timeout_s or 3600.0)
-        while loop.time() < deadline:
-            now = await self._inspect(spec, inst.id)
+        deadline = loop.time() + (self.health_timeout_s or 3600.0)
+        drv = self.driver(spec)
+        while (left := deadline - loop.time()) > 0:
+            now = await self._call(
+                "wait_exit", partial(drv.wait_exit, inst.id, min(EXIT_WAIT_S, left))
+            )
             # "exited" with no code yet: the process driver's supervisor is still recording it
             if now.state == "missing" or (now.state == "exited" and now.exit_code is not None):
                 return now.exit_code
-            waited = loop.time() - begun
-            await asyncio.sleep(
-                min(max(EXIT_POLL_MIN_S, waited * ENGINE_POLL_FRACTION), HEALTH_POLL_MAX_S)
-            )
         return None
 
     # ------------------------------------------------------------------ pull

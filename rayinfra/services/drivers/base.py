@@ -120,6 +120,12 @@ class Driver(Protocol):
     def inspect(self, instance_id: str) -> Instance:
         """Current state; ``state="missing"`` when it no longer exists."""
 
+    def wait_exit(self, instance_id: str, timeout_s: float) -> Instance:
+        """Block until the instance has ended (``exited`` with its exit code recorded, or
+        ``missing``) or ``timeout_s`` passed, then return its state as :meth:`inspect` does
+        (still ``running`` when the time ran out). For a job whose end something waits on:
+        noticed when it happens, not at the next poll."""
+
     def list_owned(self, labels: Mapping[str, str]) -> list[Instance]:
         """Every instance (running or not) whose labels include all of ``labels`` exactly."""
 

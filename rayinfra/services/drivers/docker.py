@@ -491,6 +491,17 @@ class DockerDriver:
                 return Instance(id=instance_id, service="", driver="docker", state="missing")
         return instance_from_inspect(data)
 
+    def wait_exit(self, instance_id: str, timeout_s: float) -> Instance:
+        """The engine's wait (``condition=not-running``: at once for an ended container),
+        at most ``timeout_s``; then :meth:`inspect` (which reports an engine that went away)."""
+        try:
+            self._api().wait(instance_id, timeout=max(timeout_s, 0.001), condition="not-running")
+        except docker.errors.NotFound:
+            return Instance(id=instance_id, service="", driver="docker", state="missing")
+        except (docker.errors.APIError, _requests_exc.RequestException):
+            pass  # the time ran out (a read timeout comes as ConnectionError), or worse: inspect
+        return self.inspect(instance_id)
+
     def list_owned(self, labels: Mapping[str, str]) -> list[Instance]:
         if not labels:  # would list every container on the engine, ours or not
             raise ValueError("list_owned needs at least one label to match")

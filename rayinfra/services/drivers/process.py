@@ -92,6 +92,9 @@ SUPERVISOR_FILE = Path(sv.__file__).resolve()
 _RECORD_SETTLE_S = sv.DRAIN_AFTER_EXIT_S + 2.0
 #: SIGKILL of a process group: how long until its leader is gone for sure
 _KILL_WAIT_S = 5.0
+#: how often :meth:`ProcessDriver.wait_exit` looks whether a child ended (a pid check and a
+#: record read: cheap)
+EXIT_POLL_S = 0.02
 #: exec/host commands killed on timeout: how long to read what is left of their output
 _DRAIN_AFTER_KILL_S = 1.0
 
@@ -452,6 +455,19 @@ class ProcessDriver:
         if found is None:
             return Instance(id=instance_id, service="", driver=self.kind, state="missing")
         return self._instance(found[1])
+
+    def wait_exit(self, instance_id: str, timeout_s: float) -> Instance:
+        """:meth:`inspect` every EXIT_POLL_S (a pid check and a record read) until the child
+        ended and its supervisor recorded the exit code, or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            inst = self.inspect(instance_id)
+            ended = inst.state == "missing" or (
+                inst.state == "exited" and inst.exit_code is not None
+            )
+            if ended or time.monotonic() >= deadline:
+                return inst
+            time.sleep(EXIT_POLL_S)
 
     def list_owned(self, labels: Mapping[str, str]) -> list[Instance]:
         out = []
