@@ -39,6 +39,31 @@ FEED_FILTER_MAX = 256  # waited-for ids sent with each feed poll; more: poll unf
 FEED_RETRY_S = 1.0
 
 
+class _Wait:
+    """One :meth:`AgentInfra.wait_tasks` call: its tasks' final states as they arrive, and one
+    future set when the last of them did (not a future per task gathered: a wait for 1,000
+    tasks is one object, resolved by the feed or by the current-state read)."""
+
+    __slots__ = ("done", "results", "wanted")
+
+    def __init__(self, wanted: int) -> None:
+        self.wanted = wanted
+        self.results: dict[str, dict[str, Any]] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def resolve(self, task_id: str, final: dict[str, Any]) -> None:
+        """``task_id`` ended as ``final`` (the first report counts)."""
+        if task_id in self.results:
+            return
+        self.results[task_id] = final
+        if len(self.results) == self.wanted and not self.done.done():
+            self.done.set_result(None)
+
+    def cancel(self) -> None:
+        if not self.done.done():
+            self.done.cancel()
+
+
 class AgentInfra:
     """Async client. ``async with AgentInfra.start() as infra: ...``."""
 
@@ -65,7 +90,7 @@ class AgentInfra:
         self._feed_lock = asyncio.Lock()
         self._feed_seq = 0
         self._feed_reset = asyncio.Event()
-        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._waiters: dict[str, list[_Wait]] = {}  # task id -> the waits for it
         self._streams: list[tuple[set[str] | None, asyncio.Queue[TaskStatus]]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,10 +158,9 @@ class AgentInfra:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._feed_task
             self._feed_task = None
-        for futs in self._waiters.values():
-            for f in futs:
-                if not f.done():
-                    f.cancel()
+        for waits in self._waiters.values():
+            for w in waits:
+                w.cancel()
         self._waiters.clear()
         conn, self._conn = self._conn, None
         if conn is None:
@@ -196,9 +220,8 @@ class AgentInfra:
                     if wanted is None or st.task_id in wanted:
                         q.put_nowait(st)
                 if st.terminal:
-                    for fut in self._waiters.pop(st.task_id, []):
-                        if not fut.done():
-                            fut.set_result(st.client_dict())
+                    for w in self._waiters.pop(st.task_id, ()):
+                        w.resolve(st.task_id, st.client_dict())  # each caller its own dict
 
     # ------------------------------------------------------------------ tasks
     async def submit_task(
@@ -246,41 +269,41 @@ class AgentInfra:
         self, task_ids: list[str], timeout: float | None = None
     ) -> list[dict[str, Any]]:
         """Wait for every task to finish; their final statuses in the order asked."""
-        loop = asyncio.get_running_loop()
-        futs: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        for tid in task_ids:
-            if tid not in futs:
-                futs[tid] = loop.create_future()
-                self._waiters.setdefault(tid, []).append(futs[tid])
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return []
+        w = _Wait(len(ids))
+        for tid in ids:
+            self._waiters.setdefault(tid, []).append(w)
         try:  # registered and watched before this read: a later finish comes by the feed
             await self._watch()
-            current = await self._current(list(futs))
-            for tid, st in current.items():
-                if st.terminal and not futs[tid].done():
-                    futs[tid].set_result(st.client_dict())
+            for tid, st in (await self._current(ids)).items():
+                if st.terminal:
+                    w.resolve(tid, st.client_dict())
             try:
-                done = await asyncio.wait_for(asyncio.gather(*futs.values()), timeout)
+                await asyncio.wait_for(w.done, timeout)
             except asyncio.TimeoutError:
-                pending = [t for t, f in futs.items() if f.cancelled() or not f.done()]
+                pending = [t for t in ids if t not in w.results]
                 raise TimeoutError(
                     f"{len(pending)} task(s) not finished after {timeout}s: {pending[:5]}"
                 ) from None
         finally:
-            # however the wait ends: the feed pops only the waiters it resolves, so one resolved
-            # by the read above (a task already finished: its final state went by on the feed
-            # before, or the feed's cursor is past it) would stay registered, with its result,
-            # for the life of the client
-            self._drop_waiters(futs)
-        by_id = dict(zip(futs, done, strict=True))
-        return [by_id[t] for t in task_ids]
+            # however the wait ends: the feed pops only the tasks it resolves, so a task
+            # resolved by the read above (finished before: its final state went by on the feed
+            # earlier, or the feed's cursor is past it) would keep this wait registered, with
+            # its results, for the life of the client
+            self._drop_wait(ids, w)
+        return [w.results[t] for t in task_ids]
 
-    def _drop_waiters(self, futs: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
-        for tid, f in futs.items():
-            lst = self._waiters.get(tid, [])
-            if f in lst:
-                lst.remove(f)
-            if not lst:
-                self._waiters.pop(tid, None)
+    def _drop_wait(self, ids: list[str], w: _Wait) -> None:
+        for tid in ids:
+            waits = self._waiters.get(tid)
+            if waits is None:
+                continue
+            if w in waits:
+                waits.remove(w)
+            if not waits:
+                del self._waiters[tid]
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
         return await self.transport.cancel(task_id)
