@@ -21,11 +21,13 @@ cached answer runs out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -91,6 +93,55 @@ def slurm_submit(task_id: str, argv: list[str]) -> Any:
     return opb.SubmitTaskRequest(id=task_id, payload=payload, **{"class": "gpu_slurm"})
 
 
+@dataclass
+class Clients:
+    """The runtime as a test reaches it: AgentInfra, HTTP and the original's gRPC stub, all
+    with the runtime's token."""
+
+    infra: Any
+    http: httpx.Client
+    orch: Any
+    auth: list[tuple[str, str]]
+
+    def submit_until_refused(
+        self, prefix: str, accepted: list[str], step_s: float
+    ) -> tuple[str, str]:
+        """Submit ``gpu_slurm`` tasks (``prefix-<n>``, each echoing ``after the outage <id>``)
+        until one is refused with FAILED_PRECONDITION: that one's id and the refusal's
+        details. Those accepted before it are appended to ``accepted``."""
+
+        def refused() -> tuple[str, str] | None:
+            task_id = f"{prefix}-{len(accepted)}"
+            req = slurm_submit(task_id, ["echo", f"after the outage {task_id}"])
+            try:
+                self.orch.SubmitTask(req, timeout=60, metadata=self.auth)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
+                return task_id, e.details() or ""
+            accepted.append(task_id)
+            return None
+
+        task_id, details = wait_until("a gpu_slurm submit to be refused", refused, 60, step_s)
+        assert "slurmctld" in details and "nothing was queued" in details, details
+        with pytest.raises(grpc.RpcError) as missing:  # nothing of it was written
+            self.orch.GetTaskStatus(opb.GetTaskStatusRequest(task_id=task_id), timeout=30)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        return task_id, details
+
+
+@contextlib.contextmanager
+def clients(cfg: RayinfraConfig) -> Iterator[Clients]:
+    token = token_path(cfg).read_text().strip()
+    auth = [("authorization", f"Bearer {token}")]
+    base = f"http://{dial_addr(cfg.gateway.orchestrator_http_addr)}"
+    with (
+        connected(cfg) as infra,
+        httpx.Client(base_url=base, timeout=60, headers=dict(auth)) as http,
+        grpc.insecure_channel(dial_addr(cfg.gateway.orchestrator_grpc_addr)) as channel,
+    ):
+        yield Clients(infra, http, opb_grpc.OrchestratorServiceStub(channel), auth)
+
+
 def jobs_named(task_id: str) -> list[str]:
     """The job ids Slurm has under the task's job name (squeue keeps ended jobs 300 s)."""
     out = subprocess.run(
@@ -104,15 +155,8 @@ def test_the_controller_down_under_a_running_job(
     controller: SlurmController, cfg: RayinfraConfig
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    token = token_path(cfg).read_text().strip()
-    auth = [("authorization", f"Bearer {token}")]
-    base = f"http://{dial_addr(cfg.gateway.orchestrator_http_addr)}"
-    with (
-        connected(cfg) as infra,
-        httpx.Client(base_url=base, timeout=60, headers=dict(auth)) as http,
-        grpc.insecure_channel(dial_addr(cfg.gateway.orchestrator_grpc_addr)) as channel,
-    ):
-        orch = opb_grpc.OrchestratorServiceStub(channel)
+    with clients(cfg) as c:
+        infra, http = c.infra, c.http
         long = f"sd-long-{run}"
         script = f"sleep {JOB_S}; echo survived"
         infra.submit_task(long, {"argv": ["sh", "-c", script]}, task_class="gpu_slurm")
@@ -129,23 +173,7 @@ def test_the_controller_down_under_a_running_job(
             stream.wait_for(10)
             controller.stop()
             stopped = time.monotonic()
-
-            def refused() -> tuple[str, str] | None:
-                task_id = f"sd-new-{run}-{len(queued)}"
-                req = slurm_submit(task_id, ["echo", "after the outage"])
-                try:
-                    orch.SubmitTask(req, timeout=60, metadata=auth)
-                except grpc.RpcError as e:
-                    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
-                    return task_id, e.details() or ""
-                queued.append(task_id)
-                return None
-
-            task_id, details = wait_until("a gpu_slurm submit to be refused", refused, 60, 1.0)
-            assert "slurmctld" in details and "nothing was queued" in details, details
-            with pytest.raises(grpc.RpcError) as missing:  # nothing of it was written
-                orch.GetTaskStatus(opb.GetTaskStatusRequest(task_id=task_id), timeout=30)
-            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            c.submit_until_refused(f"sd-new-{run}", queued, 1.0)
             # the gateway trusts a ping that answered for PING_OK_TTL_S: no longer
             assert time.monotonic() - stopped < PING_OK_TTL_S + 5, queued
             # the running task is not failed while the controller is down, past its job's end
@@ -174,45 +202,22 @@ def test_a_submit_right_after_the_controller_died(
     controller: SlurmController, cfg: RayinfraConfig
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    token = token_path(cfg).read_text().strip()
-    auth = [("authorization", f"Bearer {token}")]
-    base = f"http://{dial_addr(cfg.gateway.orchestrator_http_addr)}"
-    with (
-        connected(cfg) as infra,
-        httpx.Client(base_url=base, timeout=60, headers=dict(auth)) as http,
-        grpc.insecure_channel(dial_addr(cfg.gateway.orchestrator_grpc_addr)) as channel,
-    ):
-        orch = opb_grpc.OrchestratorServiceStub(channel)
+    with clients(cfg) as c:
+        infra, http = c.infra, c.http
         # the runtime's first gpu_slurm submit: the gateway asks `scontrol ping` now and trusts
         # the answer for PING_OK_TTL_S; the scheduler asks too, to dispatch it
         warm = f"sr-warm-{run}"
         pinged = time.monotonic()
-        orch.SubmitTask(slurm_submit(warm, ["echo", "warm"]), timeout=60, metadata=auth)
+        c.orch.SubmitTask(slurm_submit(warm, ["echo", "warm"]), timeout=60, metadata=c.auth)
         time.sleep(PING_DISPATCH_TTL_S + 0.5)  # the scheduler's answer is too old to dispatch on
         controller.stop()
         assert time.monotonic() - pinged < PING_OK_TTL_S / 2, "too slow to test inside the TTL"
         accepted: list[str] = []  # submits the gateway took on its cached answer
-
-        def refused() -> tuple[str, str] | None:
-            task_id = f"sr-{run}-{len(accepted)}"
-            req = slurm_submit(task_id, ["echo", f"after the outage {task_id}"])
-            try:
-                orch.SubmitTask(req, timeout=60, metadata=auth)
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
-                return task_id, e.details() or ""
-            accepted.append(task_id)
-            return None
-
-        task_id, details = wait_until("a gpu_slurm submit to be refused", refused, 60, 0.1)
+        _, details = c.submit_until_refused(f"sr-{run}", accepted, 0.1)
         refused_after = time.monotonic() - pinged
         # refused before the gateway's cached answer ran out: a command found the controller
         # unreachable (the scheduler's ping before dispatching the first accepted task)
         assert refused_after < PING_OK_TTL_S, (refused_after, accepted, details)
-        assert "slurmctld" in details and "nothing was queued" in details, details
-        with pytest.raises(grpc.RpcError) as missing:  # nothing of it was written
-            orch.GetTaskStatus(opb.GetTaskStatusRequest(task_id=task_id), timeout=30)
-        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         assert accepted, "the gateway refused the first submit: it had not cached the answer"
         # what was accepted stays pending, never handed to sbatch, while the controller is down
         outage_end = time.monotonic() + 3 * PING_DISPATCH_TTL_S
