@@ -509,9 +509,11 @@ class ServiceManager:
         if prepared is not None:  # its start starts what was created
             await asyncio.gather(prepared, return_exceptions=True)
         try:
-            inst = await self._create(spec, op.priority.get(name, 0))
+            try:
+                inst = await self._create(spec, op.priority.get(name, 0))
+            finally:  # however it ended: what waits to be prepared need not wait for it
+                op.issued(name)
         except DriverError as e:
-            op.issued(name)
             st.status, st.message = "failed", str(e)
             st.backend_down = isinstance(e, DriverUnavailableError)
             self._mark(op, plan, name, "failed", str(e))
@@ -520,7 +522,6 @@ class ServiceManager:
             events.append(("service_failed", {"error": str(e)}))
             await asyncio.to_thread(self._persist, st)
             return
-        op.issued(name)
         st.instance, st.started_at = inst, inst.started_at or time.time()
         st.backend_down = False
         self._mark(op, plan, name, "started")  # a `started` condition is met from here on
