@@ -25,7 +25,8 @@ process grew by more than ``max(--rss-slack-mib MiB, --rss-slack-pct % of its RS
 of Ray's own caches and pools, measured in short runs). Exit 1 when something grew, or when
 an acknowledged task did not end as it should (submitted: completed; cancelled: cancelled).
 Writes the samples to ``bench/out/soak.json`` and, with matplotlib installed (the ``bench``
-extra), a plot per measure to ``--plot``.
+extra), a plot per measure to ``--plot`` (without it, says so; ``--replot`` plots the last
+run's samples again without running).
 """
 
 from __future__ import annotations
@@ -121,6 +122,16 @@ def verdict(
             if last[m] - first[m] > slack:
                 grew.append(f"{key}: {m} {first[m]:.1f} -> {last[m]:.1f} (slack {slack:.1f})")
     return grew
+
+
+def plot_line(series: dict[str, list[dict[str, float]]], path: Path) -> str:
+    """Plot ``series`` to ``path``; what became of it, as a line to print."""
+    if plot(series, path):
+        return f"plot: {path}"
+    return (
+        f"plot: NOT written (matplotlib is missing: pip install -e .[bench]; then "
+        f"bench/soak.py --replot plots {OUT / 'soak.json'})"
+    )
 
 
 def plot(series: dict[str, list[dict[str, float]]], path: Path) -> bool:
@@ -307,8 +318,8 @@ async def main(args: argparse.Namespace) -> int:
             f"| {a['threads']:.0f} -> {b['threads']:.0f} |"
         )
     print(f"\nload: {dict(load.counts)}")
-    if args.plot and plot(series, Path(args.plot)):
-        print(f"plot: {args.plot}")
+    if args.plot:
+        print(plot_line(series, Path(args.plot)))
     for line in load.errors:
         print(f"ERROR {line}")
     for line in grew:
@@ -333,4 +344,11 @@ if __name__ == "__main__":
     p.add_argument("--rss-slack-pct", type=float, default=10.0)
     p.add_argument("--fd-slack", type=float, default=16.0)
     p.add_argument("--thread-slack", type=float, default=8.0)
-    sys.exit(asyncio.run(main(p.parse_args())))
+    p.add_argument(
+        "--replot", action="store_true", help="plot the samples of the last run again; no run"
+    )
+    a = p.parse_args()
+    if a.replot:
+        print(plot_line(json.loads((OUT / "soak.json").read_text()), Path(a.plot)))
+        sys.exit(0)
+    sys.exit(asyncio.run(main(a)))
