@@ -425,18 +425,16 @@ def test_inspect_reports_created_running_exited_and_missing(
 def test_wait_exit_returns_when_the_container_ends_or_the_time_runs_out(
     driver: DockerDriver, owner: Owner
 ) -> None:
-    job = driver.start(
-        sleeper("job", command=["sh", "-c", "sleep 0.8; exit 4"]), owner.labels("job")
-    )
+    job = driver.start(sleeper("job", command=["sh", "-c", "sleep 2; exit 4"]), owner.labels("job"))
     t0 = time.monotonic()
     still = driver.wait_exit(job.id, 0.2)  # the time runs out first
-    assert still.state == "running" and 0.15 < time.monotonic() - t0 < 0.6, still
+    assert still.state == "running" and time.monotonic() - t0 >= 0.15, still  # waited, not ended
     done = driver.wait_exit(job.id, 30)  # the engine's wait: as it ends, not at a poll
     assert (done.state, done.exit_code, done.service) == ("exited", 4, "job")
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 10
     t1 = time.monotonic()
     assert driver.wait_exit(job.id, 30).exit_code == 4  # an ended container: at once
-    assert time.monotonic() - t1 < 1
+    assert time.monotonic() - t1 < 5  # not the 30 s asked
     driver.remove(job.id)
     assert driver.wait_exit(job.id, 30).state == "missing"
 

@@ -426,13 +426,13 @@ def test_exit_code_is_recorded(driver: ProcessDriver, labels: dict[str, str]) ->
 def test_wait_exit_returns_when_the_child_ends_or_the_time_runs_out(
     driver: ProcessDriver, labels: dict[str, str]
 ) -> None:
-    inst = driver.start(make_spec("job", script("import time, sys; time.sleep(0.8); sys.exit(5)")), labels)  # fmt: skip
+    inst = driver.start(make_spec("job", script("import time, sys; time.sleep(2); sys.exit(5)")), labels)  # fmt: skip
     t0 = time.monotonic()
     still = driver.wait_exit(inst.id, 0.2)
-    assert still.state == "running" and 0.15 < time.monotonic() - t0 < 0.6, still
+    assert still.state == "running" and time.monotonic() - t0 >= 0.15, still  # waited, not ended
     done = driver.wait_exit(inst.id, 30)  # ended and its code recorded
     assert (done.state, done.exit_code) == ("exited", 5)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 10
     driver.remove(inst.id)
     assert driver.wait_exit(inst.id, 30).state == "missing"
 
