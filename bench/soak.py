@@ -26,7 +26,8 @@ of Ray's own caches and pools, measured in short runs). Exit 1 when something gr
 an acknowledged task did not end as it should (submitted: completed; cancelled: cancelled).
 Writes the samples to ``bench/out/soak.json`` and, with matplotlib installed (the ``bench``
 extra), a plot per measure to ``--plot`` (without it, says so; ``--replot`` plots the last
-run's samples again without running).
+run's samples again without running). ``--samples`` puts the samples elsewhere (the CI test:
+in its temp dir, not over the recorded run's).
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def plot_line(series: dict[str, list[dict[str, float]]], path: Path) -> str:
     if plot(series, path):
         return f"plot: {path}"
     return (
-        f"plot: NOT written (matplotlib is missing: pip install -e .[bench]; then "
-        f"bench/soak.py --replot plots {OUT / 'soak.json'})"
+        "plot: NOT written (matplotlib is missing: pip install -e .[bench]; then "
+        "bench/soak.py --replot plots the samples again)"
     )
 
 
@@ -301,13 +302,13 @@ async def main(args: argparse.Namespace) -> int:
                 j.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
             OUT.mkdir(parents=True, exist_ok=True)
-            (OUT / "soak.json").write_text(json.dumps(series, indent=1))  # before the long wait
+            Path(args.samples).write_text(json.dumps(series, indent=1))  # before the long wait
             await load.check_the_rest()
     finally:
         runtime.stop(cfg.state.dir, force=True)
         shutil.rmtree(spec.root, ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "soak.json").write_text(json.dumps(series, indent=1))
+    Path(args.samples).write_text(json.dumps(series, indent=1))
     grew = verdict(series, args.minutes, args)
     print(f"\n## rayinfra soak ({args.minutes:g} min, a sample every {args.sample_s:g} s)\n")
     print("| process | RSS MiB first -> last | fds | threads |\n|---|---|---|---|")
@@ -340,6 +341,7 @@ if __name__ == "__main__":
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--sample-s", type=float, default=60.0)
     p.add_argument("--plot", default=str(OUT / "soak.png"))
+    p.add_argument("--samples", default=str(OUT / "soak.json"), help="where the samples go (JSON)")
     p.add_argument("--rss-slack-mib", type=float, default=32.0)
     p.add_argument("--rss-slack-pct", type=float, default=10.0)
     p.add_argument("--fd-slack", type=float, default=16.0)
@@ -349,6 +351,6 @@ if __name__ == "__main__":
     )
     a = p.parse_args()
     if a.replot:
-        print(plot_line(json.loads((OUT / "soak.json").read_text()), Path(a.plot)))
+        print(plot_line(json.loads(Path(a.samples).read_text()), Path(a.plot)))
         sys.exit(0)
     sys.exit(asyncio.run(main(a)))

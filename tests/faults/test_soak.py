@@ -6,6 +6,7 @@ run is the same script (docs/benchmarks.md, "Soak")."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,11 @@ SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
 
 @pytest.mark.timeout(1200)
-def test_five_minutes_of_mixed_load_leave_every_process_flat() -> None:
+def test_five_minutes_of_mixed_load_leave_every_process_flat(tmp_path: Path) -> None:
+    samples = tmp_path / "soak.json"  # not over the recorded hour-long run's
+    argv = ["--minutes", "5", "--sample-s", "15", "--plot", "", "--samples", str(samples)]
     res = subprocess.run(
-        [sys.executable, str(SOAK), "--minutes", "5", "--sample-s", "15", "--plot", ""],
+        [sys.executable, str(SOAK), *argv],
         capture_output=True,
         text=True,
         timeout=1100,
@@ -29,3 +32,4 @@ def test_five_minutes_of_mixed_load_leave_every_process_flat() -> None:
     assert res.returncode == 0, report
     assert "verdict: flat / no errors" in res.stdout, report
     assert "'submitted': " in res.stdout and "'service restarts': " in res.stdout, report
+    assert "client" in json.loads(samples.read_text()), report  # the samples went where asked
