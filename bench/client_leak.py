@@ -59,7 +59,7 @@ def bookkeeping(infra: AgentInfra) -> dict[str, int]:
     """What the client holds for waits and streams in progress (none between calls)."""
     return {
         "waiters": len(infra._waiters),
-        "waiter_futures": sum(len(v) for v in infra._waiters.values()),
+        "waits": len({id(w) for v in infra._waiters.values() for w in v}),
         "streams": len(infra._streams),
     }
 

@@ -155,10 +155,6 @@ class SlurmProbe:
                 self._reason, self._until = str(e), time.monotonic() + PING_DOWN_TTL_S
             return self._reason
 
-    def failed(self, reason: str) -> None:
-        """A command found Slurm down: believe it until the next ping."""
-        self._reason, self._until = reason, time.monotonic() + PING_DOWN_TTL_S
-
 
 class SlurmGate:
     """Admission of ``gpu_slurm`` tasks (:class:`rayinfra.admission.BackendGate`): the caller
@@ -337,8 +333,7 @@ class SlurmPool:
         except Exception as e:  # every failure ends the attempt, with its cause
             self._submitting.discard(task_id)
             outcome = Outcome.FAILURE
-            if isinstance(e, SlurmUnavailableError):
-                self.probe.failed(str(e))
+            if isinstance(e, SlurmUnavailableError):  # (the wrapper noted it in the probe's mark)
                 outcome = Outcome.RESOURCE  # Slurm is down: the task waits and runs again
             elif isinstance(e, InvalidArgumentError):
                 outcome = Outcome.INVALID  # the template or config changed since admission

@@ -69,9 +69,9 @@ OP_RETENTION_S = 600.0
 #: back-off, 0.1 s up to the interval, could notice a service ready at 1.6 s only at 3.1 s,
 #: and added that lag at every level of the dependency graph.) Probes that run a process
 #: (``command``: an exec in the container or on the host) and ``container`` checks (an engine
-#: call) pause at least HEALTH_POLL_EXEC_MIN_S and ENGINE_POLL_FRACTION of the time waited: they cost
-#: far more than a connection to a port. A job's exit is not polled: the driver waits for it
-#: (Docker's wait), EXIT_WAIT_S at a time on a driver thread.
+#: call) pause at least HEALTH_POLL_EXEC_MIN_S and ENGINE_POLL_FRACTION of the time waited:
+#: they cost far more than a connection to a port. A job's exit is not polled: the driver
+#: waits for it (Docker's wait), EXIT_WAIT_S at a time on a driver thread.
 HEALTH_POLL_MIN_S = 0.02
 HEALTH_POLL_EXEC_MIN_S = 0.1
 HEALTH_POLL_MAX_S = 2.0
@@ -708,8 +708,7 @@ class ServiceManager:
             now = await self._call(
                 "wait_exit", partial(drv.wait_exit, inst.id, min(EXIT_WAIT_S, left))
             )
-            # "exited" with no code yet: the process driver's supervisor is still recording it
-            if now.state == "missing" or (now.state == "exited" and now.exit_code is not None):
+            if now.ended:
                 return now.exit_code
         return None
 

@@ -48,6 +48,12 @@ class Instance:
     ports: Sequence[int] = ()  # published host ports
     pid: int | None = None  # main process pid on the host, when known
 
+    @property
+    def ended(self) -> bool:
+        """Gone, or exited with its exit code recorded (the process driver's supervisor records
+        it a moment after the child exits: ``exited`` with no code yet has not ended)."""
+        return self.state == "missing" or (self.state == "exited" and self.exit_code is not None)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -121,8 +127,7 @@ class Driver(Protocol):
         """Current state; ``state="missing"`` when it no longer exists."""
 
     def wait_exit(self, instance_id: str, timeout_s: float) -> Instance:
-        """Block until the instance has ended (``exited`` with its exit code recorded, or
-        ``missing``) or ``timeout_s`` passed, then return its state as :meth:`inspect` does
+        """Block until the instance has ended (:attr:`Instance.ended`) or ``timeout_s`` passed, then return its state as :meth:`inspect` does
         (still ``running`` when the time ran out). For a job whose end something waits on:
         noticed when it happens, not at the next poll."""
 

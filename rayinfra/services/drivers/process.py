@@ -462,10 +462,7 @@ class ProcessDriver:
         deadline = time.monotonic() + timeout_s
         while True:
             inst = self.inspect(instance_id)
-            ended = inst.state == "missing" or (
-                inst.state == "exited" and inst.exit_code is not None
-            )
-            if ended or time.monotonic() >= deadline:
+            if inst.ended or time.monotonic() >= deadline:
                 return inst
             time.sleep(EXIT_POLL_S)
 
