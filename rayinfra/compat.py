@@ -18,13 +18,13 @@ strings their own way and knew four task states. rayinfra keeps them working unc
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import shlex
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from rayinfra import json_input
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.scheduling.tasks import decode_wire_payload
 
@@ -100,25 +100,10 @@ def decode_original_value(raw: str) -> Any:
         return raw
     if (text[0], text[-1]) in (("{", "}"), ("[", "]")):
         try:
-            return _loads_finite(text)
-        except (ValueError, RecursionError):
+            return json_input.loads(text, finite=True)
+        except ValueError:
             return raw
     return raw
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-def _loads_finite(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def decode_wire_map(m: Mapping[str, str], *, original: bool) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def decode_payload(m: Mapping[str, str], *, original: bool, field: str) -> dict[
         return compat.decode_wire_map(m, original=original)
     except errors.InvalidArgumentError:
         raise
-    except (ValueError, RecursionError) as e:
+    except ValueError as e:
         culprit = next((k for k in m if not _decodes({k: m[k]}, original)), None)
         where = field if culprit is None else key_path(field, culprit)
         raise errors.InvalidArgumentError(where, f"cannot be decoded: {e}") from None
@@ -112,7 +112,7 @@ def key_path(field: str, key: str) -> str:
 def _decodes(m: Mapping[str, str], original: bool) -> bool:
     try:
         compat.decode_wire_map(m, original=original)
-    except (ValueError, RecursionError):
+    except ValueError:
         return False
     return True
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from rayinfra import json_input
 from rayinfra._version import __version__
 from rayinfra.api import stubs
 from rayinfra.api.auth import Auth
@@ -420,23 +421,15 @@ def _workflow_spec(request: Any) -> dict[str, Any]:
     if not request.spec:
         raise InvalidArgumentError("spec", "is required: the workflow as JSON")
     try:
-        spec = json.loads(request.spec)
-    except (ValueError, RecursionError) as e:  # ValueError: UnicodeDecodeError included
-        raise InvalidArgumentError("spec", f"is not valid JSON: {_short(e)}") from None
+        spec = json_input.loads(request.spec)
+    except ValueError as e:  # UnicodeDecodeError and too deep included
+        raise InvalidArgumentError("spec", f"is not valid JSON: {e}") from None
     if not isinstance(spec, dict):
         raise InvalidArgumentError("spec", "must be a JSON object")
     for key in ("name", "description"):
         if getattr(request, key) and not spec.get(key):
             spec[key] = getattr(request, key)
     return spec
-
-
-def _short(e: BaseException) -> str:
-    """An error's text for a message: Python's RecursionError text, past the recursion limit,
-    says nothing the caller can act on."""
-    if isinstance(e, RecursionError):
-        return "nested too deeply"
-    return str(e)
 
 
 async def _next(

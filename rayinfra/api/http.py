@@ -11,7 +11,6 @@ on the gateway actor's loop.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -21,7 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rayinfra import errors
+from rayinfra import errors, json_input
 from rayinfra._version import __version__
 from rayinfra.admission import SLURM_CLASS
 from rayinfra.api.auth import Auth
@@ -424,10 +423,8 @@ async def _json_body(request: Request, limit: int) -> Any:
     if isinstance(raw, JSONResponse):
         return raw
     try:
-        return json.loads(raw) if raw else {}
-    except RecursionError:
-        return _error(400, "invalid JSON: nested too deeply", "body")
-    except ValueError as e:  # UnicodeDecodeError included
+        return json_input.loads(raw) if raw else {}
+    except ValueError as e:  # UnicodeDecodeError and too deep included
         return _error(400, f"invalid JSON: {e}", "body")
 
 

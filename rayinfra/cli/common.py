@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 from rich.console import Console
 
+from rayinfra import json_input
 from rayinfra.config_sources import ConfigError, DialSettings, gather
 
 if TYPE_CHECKING:
@@ -75,8 +76,8 @@ def _overrides(state_dir: Path | None, flags: dict[str, Any] | None = None) -> d
 def json_object(text: str, what: str) -> dict[str, Any]:
     """``text`` (a command-line argument) as a JSON object; anything else exits 2 naming it."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
+        value = json_input.loads(text)
+    except ValueError as e:
         fail(f"{what}: not valid JSON: {e}", EXIT_USAGE)
     if not isinstance(value, dict):
         fail(f"{what}: must be a JSON object", EXIT_USAGE)

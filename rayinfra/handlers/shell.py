@@ -19,7 +19,6 @@ stream ends with the marker ``"\\n[... truncated, full output in <path>]"`` and 
 from __future__ import annotations
 
 import codecs
-import json
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 
 import psutil
 
+from rayinfra import json_input
 from rayinfra.handlers.context import HandlerError, TaskContext, TaskFailedError
 
 __all__ = [
@@ -320,8 +320,8 @@ def _read_capped(path: Path) -> tuple[str, bool]:
 def _parse_argv(value: object) -> list[str]:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
+            value = json_input.loads(value)
+        except ValueError as exc:
             raise HandlerError(
                 "payload.argv: must be a list of strings or a JSON string of one "
                 f"(never a shell command line), got {_short(value)}"

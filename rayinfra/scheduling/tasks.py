@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayinfra import json_input
 from rayinfra.errors import InvalidArgumentError, NotTrustedError
 
 __all__ = [
@@ -486,22 +487,6 @@ def _validate_runtime_env(value: Any, trusted: bool) -> dict[str, Any] | None:
 # gRPC wire mapping (map<string,string>)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # "1e999" parses to inf
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-def _loads_strict(text: str) -> Any:
-    """``json.loads`` that refuses NaN, Infinity and numbers that overflow to infinity."""
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-
-
 def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
     """Decode a gRPC ``map<string,string>`` payload into a JSON object, as JSON (what
     ``gateway.original_payload_decoding = false`` gives; on, the gateway decodes the original
@@ -523,8 +508,8 @@ def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
             )
         if key == "payload_json":
             try:
-                obj = _loads_strict(text)
-            except (ValueError, RecursionError) as exc:
+                obj = json_input.loads(text, finite=True)
+            except ValueError as exc:
                 raise InvalidArgumentError(
                     "payload.payload_json", f"must be a JSON object; it is not valid JSON ({exc})"
                 ) from None
@@ -536,8 +521,8 @@ def decode_wire_payload(m: Mapping[str, str]) -> dict[str, Any]:
             merged = obj
             continue
         try:
-            out[key] = _loads_strict(text)
-        except (ValueError, RecursionError):
+            out[key] = json_input.loads(text, finite=True)
+        except ValueError:
             out[key] = text
     if merged is not None:
         out.update(merged)

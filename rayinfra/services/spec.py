@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rayinfra import json_input
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 Condition = Literal["started", "healthy", "completed"]
@@ -339,7 +341,7 @@ def apply_overrides(
         if not path:
             raise SpecError(key, "needs a field path after the service name (redis.env.X)")
         try:
-            value = json.loads(raw)
+            value = json_input.loads(raw)
         except (TypeError, ValueError):
             value = raw
         _set_path(tables[service], path.split("."), value, key)

@@ -14,7 +14,6 @@ sbatch parses without a shell, get validated values only.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from rayinfra import json_input
 from rayinfra.errors import InvalidArgumentError
 from rayinfra.hardware import GPU_COUNT_LABEL, ROLE_LABEL, validate_label
 from rayinfra.head import WORKER_PORT_FLAGS
@@ -537,8 +537,8 @@ def _payload_argv(payload: Mapping[str, Any]) -> list[str] | None:
     value = payload[key]
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = json_input.loads(value)
+        except ValueError:
             raise InvalidArgumentError(
                 f"payload.{key}",
                 "must be a list of strings or a JSON string of one (never a shell command line)",

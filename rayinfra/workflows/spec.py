@@ -17,13 +17,13 @@ the offending field (``nodes[2].task.class``). Pure: no I/O.
 from __future__ import annotations
 
 import heapq
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rayinfra import json_input
 from rayinfra.errors import InvalidArgumentError
 
 __all__ = [
@@ -350,7 +350,7 @@ def parse_workflow(data: Any, *, classes: Iterable[str] | None = None) -> Workfl
     ``classes``: the task classes a ``task`` node may name (None: not checked)."""
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
+            data = json_input.loads(data)
         except ValueError as e:
             raise SpecError("spec", f"is not valid JSON: {e}") from None
     if not isinstance(data, Mapping):

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
+from rayinfra import json_input
 from tests.fuzz import hostile
 from tests.fuzz.grpc_targets import Prefixes
 from tests.fuzz.rawhttp import HttpResponse, RawHttp
@@ -92,8 +93,8 @@ def _json_of(body: bytes | None) -> Any:
     if not body:
         return None
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        return json_input.loads(body)
+    except ValueError:
         return None
 
 

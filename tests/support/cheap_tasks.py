@@ -68,7 +68,7 @@ def cheap_wire_payload(
     out = dict(m)
     try:
         decoded = decode_wire_map(out, original=original)
-    except (ValueError, RecursionError):  # InvalidArgumentError included: refused by the gateway
+    except ValueError:  # InvalidArgumentError included: refused by the gateway
         return out
 
     def cheap(p: Any) -> Any:
