@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rayinfra import json_input
-from rayinfra.json_input import MAX_DEPTH, NestingError, nesting_depth
+from rayinfra.json_input import MAX_DEPTH, NestingError, deeper_than
 
 _scalars = (
     st.none()
@@ -41,12 +41,28 @@ def _depth(v: Any) -> int:
 
 
 @settings(max_examples=300, deadline=None)
-@given(_values)
-def test_the_depth_of_valid_json_is_exact(value: Any) -> None:
-    # strings full of brackets, quotes and escapes do not count; only the structure does
-    text = json.dumps(value)
-    assert nesting_depth(text) == _depth(value)
-    assert nesting_depth(json.dumps(value, indent=1)) == _depth(value)
+@given(_values, st.integers(min_value=0, max_value=40))
+def test_the_depth_of_valid_json_is_exact(value: Any, pad: int) -> None:
+    # strings full of brackets, quotes and escapes do not count; only the structure does. The
+    # padding (a wide array around it) makes the chunked scan start mid-chunk.
+    d = _depth(value)
+    padded = [[]] * pad + [value]
+    for text, depth in (
+        (json.dumps(value), d),
+        (json.dumps(value, indent=1), d),
+        (json.dumps(padded), _depth(padded)),
+    ):
+        for limit in range(max(0, depth - 2), depth + 2):
+            assert deeper_than(text, limit) == (depth > limit), (text, limit)
+
+
+def test_wide_json_is_not_deep() -> None:
+    wide = json.dumps([[i, {"a": [1, "]]]", "[[["]}] for i in range(100_000)])  # 4 levels
+    assert not deeper_than(wide, 4) and deeper_than(wide, 3)
+    assert not deeper_than(wide, MAX_DEPTH)
+    # deep at the very end of a long, wide text
+    tail = wide[:-1] + "," + "[" * 600 + "]" * 600 + "]"
+    assert deeper_than(tail, MAX_DEPTH) and not deeper_than(tail, 601)
 
 
 def test_the_bound_is_inclusive_and_the_error_says_it() -> None:
@@ -67,17 +83,19 @@ def test_brackets_inside_strings_and_after_an_unclosed_one_do_not_count() -> Non
         '\\"{' * 5_000,
     ]
     # the parser stops at an unclosed string: nothing after it is parsed, nothing counts
-    assert nesting_depth('["abc' + "[" * 10_000) == 1
-    assert nesting_depth('["abc\\') == 1
+    assert not deeper_than('["abc' + "[" * 10_000, 1)
+    assert not deeper_than('["abc\\' + "[" * 10_000, 1)
     with pytest.raises(ValueError):
         json_input.loads('["abc' + "[" * 10_000)
+    # a value that ends early and extra closing brackets: the parser stops; never too shallow
+    assert deeper_than("[]]" + "[" * 100, 50)
 
 
 def test_adversarial_text_is_scanned_in_linear_time() -> None:
     # quotes that never close, escaped quotes: each a quadratic trap for a naive string pattern
     # (10^11 steps here); the test's timeout is the bound
     for text in ('"' + '\\"' * 400_000, '"' * 800_000 + "[" * 1000, '[\\"' * 300_000):
-        nesting_depth(text)
+        deeper_than(text, MAX_DEPTH)
 
 
 def test_bytes_are_decoded_as_json_loads_would() -> None:
