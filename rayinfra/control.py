@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,8 @@ WORKFLOW_DONE = frozenset({"completed", "failed", "cancelled"})  # the stream's 
 #: whose registries the orchestrator's ``/metrics`` and GetMetrics serve (the first required)
 ORCHESTRATOR_METRICS = ("scheduler", "event_bus", "workflows")
 HEALTH_PING_TIMEOUT_S = 2.0
+HEALTH_REUSE_S = 0.5
+"""How old a health assessment may be when it is given again (:meth:`ControlPlane.health_report`)."""
 STATUS_TIMEOUT_S = 5.0
 LIST_LIMIT_MAX = 10_000
 EVENT_POLL_S = 20.0
@@ -52,6 +55,8 @@ class ControlPlane:
     def __init__(self, caller: raywrap.ActorCaller, submitter: Submitter | None = None) -> None:
         self.caller = caller
         self.submitter = submitter
+        # required services -> (when the assessment started, monotonic; the assessment)
+        self._health: dict[tuple[str, ...], tuple[float, asyncio.Future[Any]]] = {}
 
     async def open(self) -> None:
         await self.call("scheduler", "ping")
@@ -145,24 +150,34 @@ class ControlPlane:
         """Every actor's metrics in one map (the scheduler's are required, others best effort),
         plus the original's task gauges (``tasks_pending``, ``tasks_running``,
         ``tasks_completed``, ``tasks_tracked_total``: :func:`rayinfra.compat.original_task_metrics`)."""
-        out: dict[str, float] = dict(await self.call("scheduler", "metrics_snapshot"))
-        counts = (await self.call("scheduler", "status"))["counts"]
-        for actor in (*ORCHESTRATOR_METRICS[1:], "service_registry"):
-            with contextlib.suppress(UnavailableError):
-                out.update(await self.call(actor, "metrics_snapshot", timeout_s=STATUS_TIMEOUT_S))
-        for name, value in original_task_metrics(out, counts).items():
+        own, status, *others = await asyncio.gather(
+            self.call("scheduler", "metrics_snapshot"),
+            self.call("scheduler", "status"),
+            *(self._optional(a, "metrics_snapshot") for a in (*ORCHESTRATOR_METRICS[1:], "service_registry")),
+        )  # fmt: skip
+        out: dict[str, float] = dict(own)
+        for snapshot in others:
+            out.update(snapshot or {})
+        for name, value in original_task_metrics(out, status["counts"]).items():
             out.setdefault(name, value)  # as the original: a registry's own series wins
         return out
 
     async def metrics_text(self, actors: Sequence[str]) -> bytes:
         """The Prometheus text of several actors' registries, one after another: the first
-        actor's is required, the others' best effort (one that does not answer is left out)."""
+        actor's is required, the others' best effort (one that does not answer is left out).
+        The actors are asked at once."""
         first, *rest = actors
-        parts: list[bytes] = [await self.call(first, "metrics_text")]
-        for actor in rest:
-            with contextlib.suppress(UnavailableError):
-                parts.append(await self.call(actor, "metrics_text", timeout_s=STATUS_TIMEOUT_S))
-        return b"".join(parts)
+        parts = await asyncio.gather(
+            self.call(first, "metrics_text"), *(self._optional(a, "metrics_text") for a in rest)
+        )
+        return b"".join(p for p in parts if p is not None)
+
+    async def _optional(self, actor: str, method: str) -> Any:
+        """A best-effort call: ``None`` when the actor is unavailable or does not answer in
+        ``STATUS_TIMEOUT_S``."""
+        with contextlib.suppress(UnavailableError):
+            return await self.call(actor, method, timeout_s=STATUS_TIMEOUT_S)
+        return None
 
     async def events(
         self, event_types: Sequence[str] | None, since_timestamp: int, after_seq: int = 0
@@ -194,7 +209,25 @@ class ControlPlane:
         control actors' pings and the service registry's rows. Healthy while the scheduler and
         the gateway answer and every required selected service runs; an optional service or an
         auxiliary actor that is down shows as degraded (its status, and the summary under
-        ``orchestrator``), without making the runtime unhealthy."""
+        ``orchestrator``), without making the runtime unhealthy.
+
+        Callers at the same time share one assessment, and one that started less than
+        :data:`HEALTH_REUSE_S` before a request answers it too (one that failed is not reused):
+        a health check polled hard (load balancers, probes, every port's ``Health``) costs a
+        GCS lookup and a ping per actor per interval instead of per request."""
+        key = tuple(required_services)
+        now = time.monotonic()
+        started, shared = self._health.get(key, (0.0, None))
+        if (
+            shared is None
+            or now - started >= HEALTH_REUSE_S
+            or (shared.done() and (shared.cancelled() or shared.exception() is not None))
+        ):
+            shared = asyncio.ensure_future(self._assess_health(key))
+            self._health[key] = (now, shared)
+        return await asyncio.shield(shared)  # a caller that gives up does not end it for others
+
+    async def _assess_health(self, required_services: Sequence[str]) -> tuple[bool, dict[str, str]]:
         pings = await asyncio.to_thread(
             raywrap.ping_all, CONTROL_ACTOR_NAMES, HEALTH_PING_TIMEOUT_S
         )
