@@ -85,6 +85,10 @@ EXIT_CHECK_EVERY_S = 0.5
 #: threads for blocking driver calls (creates, starts, inspects): their own, so a burst of
 #: container starts never queues behind, or holds up, the event loop's default executor
 DRIVER_THREADS = 32
+#: image pulls that run at once (threads of their own): a flood of PullImages requests, whose
+#: pulls go on after their callers left, queues here instead of filling the default executor
+#: that the registry's state writes and status reads run on (it held every health check up)
+PULL_THREADS = 2
 #: a driver that started an instance less than this long ago is not checked before a start
 CHECK_FRESH_S = 5.0
 #: Instance starts (create + start) that run at once: as many as the engine has cores to run
@@ -217,6 +221,7 @@ class ServiceManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._op_ids = itertools.count(1)
         self._pool: ThreadPoolExecutor | None = None  # made on first use, again after close()
+        self._pulls: ThreadPoolExecutor | None = None  # likewise, for image pulls
         self._started_ok: dict[str, float] = {}  # driver kind -> when it last started something
         self._start_slots = PrioritySlots(START_SLOTS)
 
@@ -739,9 +744,10 @@ class ServiceManager:
                 continue
             queue: asyncio.Queue[Any] = asyncio.Queue()
             t0 = time.perf_counter()
-            worker = asyncio.ensure_future(
-                asyncio.to_thread(_pull_into, drv, image, asyncio.get_running_loop(), queue)
-            )
+            if self._pulls is None:
+                self._pulls = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="svc-pull")
+            loop = asyncio.get_running_loop()
+            worker = loop.run_in_executor(self._pulls, _pull_into, drv, image, loop, queue)
             last: tuple[str, int] = ("", -1)
             current = total = 0
             while True:
@@ -923,7 +929,9 @@ class ServiceManager:
                 await t
         if self._pool is not None:
             self._pool.shutdown(wait=False)
-            self._pool = None
+        if self._pulls is not None:  # pulls not begun are dropped: nobody follows them now
+            self._pulls.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._pulls = None
 
 
 class PrioritySlots:

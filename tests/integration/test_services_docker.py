@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -672,6 +673,45 @@ async def test_pull_reports_byte_progress_and_names_an_unreachable_registry(env:
             env.client.images.remove(ref)
         with contextlib.suppress(OSError):
             _delete_from_registry(ref)
+
+
+async def test_a_flood_of_hanging_pulls_holds_nothing_else_up(env: Env) -> None:
+    """Pulls from a registry that accepts connections and never answers hang (the engine gives
+    up after ~25 s). Eight such pull operations, their callers gone, must not hold up a
+    service start: pulls have threads of their own (``PULL_THREADS``). Before, each pull took
+    a thread of the event loop's default executor, which the registry's state writes use too:
+    the start waited out the pulls (the fuzzer's PullImages flood made every later health
+    check take ~10x longer)."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(silent.accept()[0])
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    env.process = ProcessDriver(env.tmp / "services")
+    tick = parse_spec("tick", {"driver": "process", "argv": [sys.executable, "-c", "import time; time.sleep(60)"]})  # fmt: skip
+    m = env.manager({"tick": tick}, {"docker": env.driver, "process": env.process})
+    try:
+        port = silent.getsockname()[1]
+        pulls = [await m.pull([f"127.0.0.1:{port}/hang-{i}:1"]) for i in range(8)]
+        await asyncio.sleep(0.5)  # the pulls are under way
+        op = await asyncio.wait_for(m.start_and_wait(["tick"]), timeout=15)
+        assert finals(op)["tick"]["status"] == "healthy", finals(op)
+        assert not any(m.ops[p].done for p in pulls)  # all still hanging meanwhile
+    finally:
+        stop.set()
+        acceptor.join()
+        for c in held:  # the engine sees the registry go: the pulls end now
+            c.close()
+        silent.close()
+        with contextlib.suppress(Exception):
+            await m.stop(["tick"])
 
 
 # ------------------------------------------------------------------------------------------
