@@ -411,6 +411,15 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord], now: 
     return _insert_many(conn, _EVENT_SQL, _event_rows(events, now))
 
 
+def insert_encoded_events(
+    conn: sqlite3.Connection, rows: list[tuple[str, str, str, int]]
+) -> list[int]:
+    """:func:`insert_events` of events already encoded: ``(event_type, resource_id, data as
+    compact JSON text, ts)`` each, for a caller that builds the text itself (the scheduler's
+    task events, which splice in a result it encoded once for the task's row)."""
+    return _insert_many(conn, _EVENT_SQL, rows)
+
+
 def _last_change_seq(conn: sqlite3.Connection, stream: str) -> int:
     row = conn.execute("SELECT MAX(seq) FROM changes WHERE stream = ?", (stream,)).fetchone()
     return int(row[0] or 0)

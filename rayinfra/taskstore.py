@@ -22,10 +22,9 @@ from typing import Any
 
 from rayinfra.errors import StorageFullError, TaskConflictError
 from rayinfra.models import decode_list_cursor, encode_list_cursor
-from rayinfra.scheduling.tasks import TASK_STATES, TaskSpec
+from rayinfra.scheduling.tasks import TASK_STATES, TERMINAL_STATES, TaskSpec
 from rayinfra.store import (
     PURGE_STEP_ROWS,
-    EventRecord,
     Position,
     RawEvent,
     StateStore,
@@ -33,7 +32,7 @@ from rayinfra.store import (
     delete_old_events,
     delete_step,
     dumps_compact,
-    insert_events,
+    insert_encoded_events,
     run_steps,
 )
 
@@ -157,16 +156,29 @@ def _row(r: Sequence[Any]) -> TaskRow:
     )
 
 
-def _change_data(row: TaskRow) -> dict[str, Any]:
-    data: dict[str, Any] = {"status": row.status, "attempts": row.attempts}
-    if row.status in ("completed", "failed", "cancelled"):
-        data.update(
-            result=row.result,
-            error=row.error,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-        )
-    return data
+def _event_json(t: Transition, result_json: str | None) -> str:
+    """A task event's data as compact JSON: class, priority, status and attempts; for a task
+    that ended also its error, times and result; then the transition's own fields. The result
+    comes as the JSON text the row stores (``None``: null), spliced in rather than encoded a
+    second time."""
+    row = t.row
+    data: dict[str, Any] = {
+        "class": row.spec.task_class,
+        "priority": row.spec.priority,
+        "status": row.status,
+        "attempts": row.attempts,
+    }
+    if row.status not in TERMINAL_STATES:
+        if t.event_data:
+            data.update(t.event_data)
+        return dumps_compact(data)
+    data["error"] = row.error
+    data["started_at"] = row.started_at
+    data["finished_at"] = row.finished_at
+    if t.event_data:
+        data.update(t.event_data)
+    text = dumps_compact(data)  # an object with keys: ends with "}", never "{}"
+    return f'{text[:-1]},"result":{result_json or "null"}}}'
 
 
 def apply_transitions(
@@ -185,69 +197,62 @@ def apply_transitions(
     """
     if not transitions:
         return 0
+    ts = int(now)
+    events: list[tuple[str, str, str, int]] = []
     if insert:
-        conn.executemany(
-            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
+        rows = []
+        for t in transitions:
+            row, spec = t.row, t.row.spec
+            rows.append(
                 (
-                    t.row.task_id,
-                    t.row.identity,
-                    t.row.spec.task_class,
-                    t.row.spec.priority,
-                    t.row.spec.workflow_id,
-                    t.row.spec.timeout_s,
-                    t.row.spec.payload_json or dumps_compact(t.row.spec.payload),
-                    int(t.row.trusted),
-                    t.row.status,
-                    t.row.attempts,
+                    spec.task_id,
+                    row.identity,
+                    spec.task_class,
+                    spec.priority,
+                    spec.workflow_id,
+                    spec.timeout_s,
+                    spec.payload_json or dumps_compact(spec.payload),
+                    int(row.trusted),
+                    row.status,
+                    row.attempts,
                     None,
                     "",
-                    t.row.submitted_at,
+                    row.submitted_at,
                     None,
                     None,
-                    t.row.source,
-                    json.dumps(t.row.spec.runtime_env) if t.row.spec.runtime_env else None,
+                    row.source,
+                    json.dumps(spec.runtime_env) if spec.runtime_env else None,
                 )
-                for t in transitions
-            ],
-        )
-    elif update_rows:
-        conn.executemany(
-            "UPDATE tasks SET status=?, attempts=?, result=?, error=?, started_at=?, finished_at=?"
-            " WHERE id=?",
-            [
-                (
-                    t.row.status,
-                    t.row.attempts,
-                    dumps_compact(t.row.result) if t.row.result is not None else None,
-                    t.row.error,
-                    t.row.started_at,
-                    t.row.finished_at,
-                    t.row.task_id,
-                )
-                for t in transitions
-            ],
-        )
-    seqs = insert_events(
-        conn,
-        [
-            EventRecord(
-                0,
-                t.event_type,
-                t.row.task_id,
-                {
-                    "class": t.row.spec.task_class,
-                    "priority": t.row.spec.priority,
-                    **_change_data(t.row),
-                    **t.event_data,
-                },
-                0,
             )
-            for t in transitions
-        ],
-        now,
-    )
-    return seqs[-1]
+            events.append((t.event_type, spec.task_id, _event_json(t, None), ts))
+        conn.executemany(
+            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+        )
+    else:
+        updates = []
+        for t in transitions:
+            row = t.row
+            result = None if row.result is None else dumps_compact(row.result)
+            if update_rows:
+                updates.append(
+                    (
+                        row.status,
+                        row.attempts,
+                        result,
+                        row.error,
+                        row.started_at,
+                        row.finished_at,
+                        row.spec.task_id,
+                    )
+                )
+            events.append((t.event_type, row.spec.task_id, _event_json(t, result), ts))
+        if updates:
+            conn.executemany(
+                "UPDATE tasks SET status=?, attempts=?, result=?, error=?, started_at=?,"
+                " finished_at=? WHERE id=?",
+                updates,
+            )
+    return insert_encoded_events(conn, events)[-1]
 
 
 async def persist(store: StateStore, transitions: Sequence[Transition], now: float) -> int:

@@ -1,0 +1,104 @@
+"""The task rows and events the scheduler and the gateway write (``taskstore.apply_transitions``),
+on a real state store: what each event's data holds, and that a finished task's result is the
+same JSON in its row and in its event (encoded once, spliced into the event)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rayinfra import taskstore
+from rayinfra.scheduling.tasks import TaskSpec
+from rayinfra.store import StateStore
+from rayinfra.taskstore import TaskRow, Transition
+
+RESULTS: list[Any] = [
+    None,
+    {"ok": True},
+    {"text": 'é ✓ \u2028 "quoted" \\ }', "nested": [1, 2.5, {"deep": [None, False]}]},
+    [],
+    "plain",
+    0,
+]
+
+
+def _row(task_id: str, **kw: Any) -> TaskRow:
+    spec = TaskSpec(task_id=task_id, task_class="cpu_short", payload={"type": "noop"}, priority=3)
+    return TaskRow(spec=spec, identity="id-" + task_id, trusted=True, status="pending", **kw)
+
+
+def _events(s: StateStore) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in s.events(after_seq=0, limit=1000):
+        out.setdefault(e.resource_id, []).append({"type": e.event_type, **e.data})
+    return out
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=lambda r: type(r).__name__)
+def test_a_finished_tasks_event_carries_what_its_row_holds(tmp_path: Path, result: Any) -> None:
+    with StateStore(tmp_path / "state.db") as s:
+        row = _row("t1", submitted_at=100.0)
+        s.write(
+            lambda c: taskstore.apply_transitions(
+                c, [Transition(row, "task_submitted")], 100, insert=True
+            )
+        )
+        row.status, row.attempts, row.result, row.error = "completed", 1, result, ""
+        row.started_at, row.finished_at = 101.25, 102.5
+        done = Transition(row, "task_completed", {"attempts": 1, "duration_ms": 1250.0})
+        last = s.write(lambda c: taskstore.apply_transitions(c, [done], 103))
+
+        events = _events(s)["t1"]
+        assert [e["type"] for e in events] == ["task_submitted", "task_completed"]
+        assert events[0] == {
+            "type": "task_submitted", "class": "cpu_short", "priority": 3, "status": "pending",
+            "attempts": 0,
+        }  # fmt: skip
+        assert events[1] == {
+            "type": "task_completed", "class": "cpu_short", "priority": 3, "status": "completed",
+            "attempts": 1, "result": result, "error": "", "started_at": 101.25,
+            "finished_at": 102.5, "duration_ms": 1250.0,
+        }  # fmt: skip
+        stored = s.read(lambda c: taskstore.get_tasks(c, ["t1"]))["t1"]
+        assert (stored.status, stored.result, stored.finished_at) == ("completed", result, 102.5)
+        # the same text in the row and in the event: encoded once
+        row_json, data_json = s.read(
+            lambda c: c.execute(
+                "SELECT t.result, e.data FROM tasks t JOIN events e ON e.resource_id = t.id"
+                " WHERE e.seq = ?",
+                (last,),
+            ).fetchone()
+        )
+        if result is None:
+            assert row_json is None and '"result":null' in data_json
+        else:
+            assert f'"result":{row_json}' in data_json and json.loads(row_json) == result
+
+
+def test_events_of_tasks_that_have_not_ended_carry_no_result(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "state.db") as s:
+        row = _row("t2", submitted_at=100.0)
+        s.write(lambda c: taskstore.apply_transitions(c, [Transition(row, "task_submitted", {"workflow_id": "wf"})], 100, insert=True))  # fmt: skip
+        row.status, row.attempts, row.started_at = "running", 1, 101.0
+        started = Transition(row, "task_started", {"attempt": 1})
+        s.write(lambda c: taskstore.apply_transitions(c, [started], 101, update_rows=False))
+        row.status, row.error, row.result = "pending", "boom", {"partial": 1}
+        retry = Transition(row, "task_retrying", {"error": "boom", "attempt": 1, "backoff_s": 0.5})
+        s.write(lambda c: taskstore.apply_transitions(c, [retry], 102))
+
+        events = _events(s)["t2"]
+        assert events[0]["workflow_id"] == "wf" and "result" not in events[0]
+        assert events[1] == {
+            "type": "task_started", "class": "cpu_short", "priority": 3, "status": "running",
+            "attempts": 1, "attempt": 1,
+        }  # fmt: skip
+        assert events[2] == {
+            "type": "task_retrying", "class": "cpu_short", "priority": 3, "status": "pending",
+            "attempts": 1, "error": "boom", "attempt": 1, "backoff_s": 0.5,
+        }  # fmt: skip
+        # task_started wrote no row update; the retry did
+        stored = s.read(lambda c: taskstore.get_tasks(c, ["t2"]))["t2"]
+        assert (stored.status, stored.error, stored.started_at) == ("pending", "boom", 101.0)
