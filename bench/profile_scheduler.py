@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import itertools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,13 +113,19 @@ async def ray_floor(n: int) -> tuple[float, float, float]:
     return out
 
 
-async def push(infra: AgentInfra, n: int, batch: int, tag: str) -> float:
+async def push(
+    infra: AgentInfra, n: int, batch: int, tag: str, marks: dict[str, float] | None = None
+) -> float:
+    """Submit ``n`` no-op tasks in batches, then wait for them all: the seconds it took
+    (``marks["submitted"]``: when the last batch was acknowledged, ``time.monotonic()``)."""
     ids = [f"{tag}-{uuid.uuid4().hex[:6]}-{i}" for i in range(n)]
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         await infra.submit_tasks(
             [{"task_id": t, "payload": {"type": "noop"}} for t in ids[i : i + batch]]
         )
+    if marks is not None:
+        marks["submitted"] = time.monotonic()
     done = await infra.wait_tasks(ids, timeout=3600)
     elapsed = time.perf_counter() - t0
     assert all(d["status"] == "completed" for d in done), "a no-op task did not complete"
@@ -132,6 +140,37 @@ async def sample_class(out: list[dict[str, float]], cls: str = "cpu_short") -> N
         c = st["classes"][cls]
         out.append({"limit": c["limit"], "inflight": c["inflight"], "pending": c["pending"]})
         await asyncio.sleep(0.1)
+
+
+class Timeline(threading.Thread):
+    """Every process's CPU time every ``every_s`` while the run goes (a thread of its own, so
+    the client's event loop does not delay it): how busy each role was, phase by phase."""
+
+    def __init__(self, roles: dict[int, str], every_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.roles, self.every_s = roles, every_s
+        self.samples: list[tuple[float, dict[int, float]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append((time.monotonic(), cpu_times([*self.roles])))
+            self.done.wait(self.every_s)
+        self.samples.append((time.monotonic(), cpu_times([*self.roles])))
+
+    def phases(self, cuts: list[tuple[str, float]]) -> list[tuple[str, float, dict[str, float]]]:
+        """``(phase, seconds, role -> share of one core)`` between consecutive cut times."""
+        out = []
+        for (name, start), (_, end) in itertools.pairwise(cuts):
+            inside = [s for s in self.samples if start <= s[0] <= end]
+            if len(inside) < 2:
+                continue
+            (t0, c0), (t1, c1) = inside[0], inside[-1]
+            busy: collections.Counter[str] = collections.Counter()
+            for pid, t in c1.items():
+                busy[self.roles[pid]] += (t - c0.get(pid, t)) / (t1 - t0)
+            out.append((name, t1 - t0, dict(busy)))
+        return out
 
 
 def top_frames(path: Path, k: int = 12) -> list[tuple[float, str]]:
@@ -197,7 +236,13 @@ async def main(args: argparse.Namespace) -> None:
             before = cpu_times([*roles])
             samples: list[dict[str, float]] = []
             sampler = asyncio.create_task(sample_class(samples))
-            elapsed = await push(infra, args.tasks, args.batch, "prof")
+            timeline = Timeline(roles)
+            timeline.start()
+            marks = {"start": time.monotonic()}
+            elapsed = await push(infra, args.tasks, args.batch, "prof", marks)
+            marks["end"] = time.monotonic()
+            timeline.done.set()
+            timeline.join()
             sampler.cancel()
             after = cpu_times([*roles])
     finally:
@@ -244,6 +289,18 @@ async def main(args: argparse.Namespace) -> None:
             f"\ncpu_short while busy ({len(busy)} samples every 0.1 s): limit {mean['limit']:.0f}, "
             f"in flight {mean['inflight']:.0f}, queued {mean['pending']:.0f} (means)"
         )
+    phases = timeline.phases(
+        [("submitting", marks["start"]), ("after the last ack", marks["submitted"]),
+         ("", marks["end"])]
+    )  # fmt: skip
+    shown = ["scheduler", "gateway", "client (this process)", "executors"]
+    print(
+        "\nhow busy each process was (% of one core; 2 cores = 200%):\n\n"
+        f"| phase | s | {' | '.join(shown)} | all |\n|---|---:|{'---:|' * (len(shown) + 1)}"
+    )
+    for name, secs, busy in phases:
+        cells = " | ".join(f"{100 * busy.get(r, 0.0):.0f}" for r in shown)
+        print(f"| {name} | {secs:.2f} | {cells} | {100 * sum(busy.values()):.0f} |")
     if args.py_spy:
         for f in sorted(Path(args.py_spy).glob("*.txt")):
             print(f"\n{f.stem}: top self-time frames")
