@@ -264,6 +264,7 @@ async def main(args: argparse.Namespace) -> int:
         f"argv = {json.dumps([sys.executable, '-c', TICKER])}\n",
     )
     cfg = load_config(env=spec.env()).config
+    print(f"runtime root: {spec.root}", flush=True)
     runtime.start(cfg)
     info = read_connection(cfg.state.dir)
     assert info is not None and info.head_pid
@@ -305,6 +306,10 @@ async def main(args: argparse.Namespace) -> int:
             Path(args.samples).write_text(json.dumps(series, indent=1))  # before the long wait
             await load.check_the_rest()
     finally:
+        # the service started here outlives the runtime (services do): stop it first, or its
+        # supervisor runs on with its state dir deleted under it
+        subprocess.run([*RAYINFRA, "services", "stop", "ticker"], env=spec.env(), check=False,
+                       capture_output=True, timeout=60)  # fmt: skip
         runtime.stop(cfg.state.dir, force=True)
         shutil.rmtree(spec.root, ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)

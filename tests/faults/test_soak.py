@@ -6,12 +6,17 @@ run is the same script (docs/benchmarks.md, "Soak")."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
+
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +38,17 @@ def test_five_minutes_of_mixed_load_leave_every_process_flat(tmp_path: Path) -> 
     assert "verdict: flat / no errors" in res.stdout, report
     assert "'submitted': " in res.stdout and "'service restarts': " in res.stdout, report
     assert "client" in json.loads(samples.read_text()), report  # the samples went where asked
+    # nothing it started outlives it: the runtime, and the service it started (its supervisor)
+    root = re.search(r"^runtime root: (\S+)$", res.stdout, re.M)
+    assert root is not None, report
+
+    def left() -> list[str]:
+        return [
+            f"{p.pid}: {' '.join(p.info['cmdline'] or [])[:200]}"
+            for p in psutil.process_iter(["cmdline"])
+            if root[1] in " ".join(p.info["cmdline"] or [])
+        ]
+
+    with contextlib.suppress(AssertionError):  # a process may take a moment to exit
+        wait_until("every process of the soak's runtime to be gone", lambda: not left())
+    assert left() == []
