@@ -221,6 +221,7 @@ class ControlPlane:
         if (
             shared is None
             or now - started >= HEALTH_REUSE_S
+            or shared.get_loop() is not asyncio.get_running_loop()  # a client's next loop
             or (shared.done() and (shared.cancelled() or shared.exception() is not None))
         ):
             shared = asyncio.ensure_future(self._assess_health(key))

@@ -66,3 +66,16 @@ async def test_a_caller_that_gives_up_does_not_end_it_for_the_others() -> None:
     cp.gate.set()
     assert (await patient)[1]["scheduler"] == "healthy #1"
     assert impatient.cancelled()
+
+
+def test_an_assessment_is_not_carried_to_another_event_loop() -> None:
+    # a client's ControlPlane may outlive its loop (AgentInfraSync, asyncio.run twice)
+    cp = Counting()
+
+    async def ask() -> str:
+        cp.gate.set()
+        return (await cp.health_report())[1]["scheduler"]
+
+    assert asyncio.run(ask()) == "healthy #1"
+    cp.gate = asyncio.Event()
+    assert asyncio.run(ask()) == "healthy #2"
