@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 #: the profiles (registered in tests/fuzz/conftest.py): FUZZ_PROFILE names one, else CI=true
 #: selects the CI profile (3,000 examples per RPC and route), else the quick one (60); the full
-#: one (10,000 per RPC and route, about half an hour here) is run by hand for a change to the
+#: one (10,000 per RPC and route, about 24 min of fuzzing here) is run by hand for a change to the
 #: gateway: ``FUZZ_PROFILE=fuzz-full ./scripts/test.sh tests/fuzz`` (docs/benchmarks.md, "Fuzzer")
 QUICK, CI, FULL = "fuzz", "fuzz-ci", "fuzz-full"
 LONG_PROFILES = (CI, FULL)
