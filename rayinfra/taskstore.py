@@ -168,17 +168,15 @@ def _event_json(t: Transition, result_json: str | None) -> str:
         "status": row.status,
         "attempts": row.attempts,
     }
-    if row.status not in TERMINAL_STATES:
-        if t.event_data:
-            data.update(t.event_data)
-        return dumps_compact(data)
-    data["error"] = row.error
-    data["started_at"] = row.started_at
-    data["finished_at"] = row.finished_at
+    ended = row.status in TERMINAL_STATES
+    if ended:
+        data.update(error=row.error, started_at=row.started_at, finished_at=row.finished_at)
     if t.event_data:
         data.update(t.event_data)
-    text = dumps_compact(data)  # an object with keys: ends with "}", never "{}"
-    return f'{text[:-1]},"result":{result_json or "null"}}}'
+    text = dumps_compact(data)
+    if not ended:
+        return text
+    return f'{text[:-1]},"result":{result_json or "null"}}}'  # text ends with "}", never "{}"
 
 
 def apply_transitions(
