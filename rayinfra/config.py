@@ -385,6 +385,9 @@ class ServicesSection(_Section):
     # start_retry_initial_s of jitter, at most start_retry_max_s
     start_retry_initial_s: float = Field(default=0.5, ge=0, allow_inf_nan=False)
     start_retry_max_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    # image pulls accepted and not ended yet (queued or running) at most: PullImages asking for
+    # more is refused (RESOURCE_EXHAUSTED) instead of queueing without end
+    max_queued_pulls: int = Field(default=64, ge=1)
     docker_host: str | None = None  # DOCKER_HOST
     # containers with neither networks nor network_mode join this network (created if missing;
     # default rayinfra-<cluster>); "host" or "none" also work. Never Docker's default bridge.

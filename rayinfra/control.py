@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from rayinfra.models import (
 )
 from rayinfra.runtime_health import assess
 from rayinfra.scheduling.tasks import TASK_STATES
+from rayinfra.single_flight import SharedCalls
 from rayinfra.taskstore import STATUS_OF_EVENT, decode_change
 
 WORKFLOW_DONE = frozenset({"completed", "failed", "cancelled"})  # the stream's final statuses
@@ -55,8 +55,8 @@ class ControlPlane:
     def __init__(self, caller: raywrap.ActorCaller, submitter: Submitter | None = None) -> None:
         self.caller = caller
         self.submitter = submitter
-        # required services -> (when the assessment started, monotonic; the assessment)
-        self._health: dict[tuple[str, ...], tuple[float, asyncio.Future[Any]]] = {}
+        # required services -> the health assessment callers share
+        self._health: SharedCalls[tuple[bool, dict[str, str]]] = SharedCalls(lambda: HEALTH_REUSE_S)
 
     async def open(self) -> None:
         await self.call("scheduler", "ping")
@@ -216,22 +216,10 @@ class ControlPlane:
         a health check polled hard (load balancers, probes, every port's ``Health``) costs a
         GCS lookup and a ping per actor per interval instead of per request."""
         key = tuple(required_services)
-        now = time.monotonic()
-        started, shared = self._health.get(key, (0.0, None))
-        if (
-            shared is None
-            or now - started >= HEALTH_REUSE_S
-            or shared.get_loop() is not asyncio.get_running_loop()  # a client's next loop
-            or (shared.done() and (shared.cancelled() or shared.exception() is not None))
-        ):
-            shared = asyncio.ensure_future(self._assess_health(key))
-            self._health[key] = (now, shared)
-        return await asyncio.shield(shared)  # a caller that gives up does not end it for others
+        return await self._health.get(key, lambda: self._assess_health(key))
 
     async def _assess_health(self, required_services: Sequence[str]) -> tuple[bool, dict[str, str]]:
-        pings = await asyncio.to_thread(
-            raywrap.ping_all, CONTROL_ACTOR_NAMES, HEALTH_PING_TIMEOUT_S
-        )
+        pings = await self.caller.ping_each(CONTROL_ACTOR_NAMES, HEALTH_PING_TIMEOUT_S)
         actors = {
             name: "unavailable: not running"
             if answer is None

@@ -74,6 +74,11 @@ class PermissionDeniedError(RuntimeError):
     """The caller may not do this (gRPC PERMISSION_DENIED, HTTP 403)."""
 
 
+class QueueFullError(RuntimeError):
+    """Too much of this kind of work is queued already (gRPC RESOURCE_EXHAUSTED, HTTP 429): the
+    request queued nothing; it may be sent again once some of that work has ended."""
+
+
 class StorageFullError(RuntimeError):
     """The state store's disk is full (gRPC RESOURCE_EXHAUSTED, HTTP 507): the request wrote
     nothing, and writes resume once there is space. ``path`` is the store's directory."""

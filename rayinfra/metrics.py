@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 
@@ -18,6 +20,25 @@ def snapshot(registry: CollectorRegistry) -> dict[str, float]:
                 name = f"{name}{{{labels}}}"
             out[name] = float(s.value)
     return out
+
+
+def select_metrics(metrics: Mapping[str, float], names: Iterable[str]) -> dict[str, float]:
+    """The series of ``metrics`` (a :func:`snapshot`) named in ``names``: a name selects its own
+    series and each labelled one (``name{...}``). One set lookup per ``{`` of a key, so a long
+    list of names costs no more than a short one."""
+    wanted = set(names)
+
+    def selected(key: str) -> bool:
+        if key in wanted:
+            return True
+        at = key.find("{")
+        while at >= 0:
+            if key[:at] in wanted:
+                return True
+            at = key.find("{", at + 1)
+        return False
+
+    return {k: v for k, v in metrics.items() if selected(k)}
 
 
 class PrivateMetrics:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from rayinfra.config import CONTROL_ACTOR_NAMES, NAMESPACE
+from rayinfra.config import NAMESPACE
 from rayinfra.connection import ConnectionInfo
 from rayinfra.errors import UnavailableError
 
@@ -159,17 +159,6 @@ def call_each(handles: Mapping[str, Any], method: str, timeout_s: float) -> dict
     return out
 
 
-def ping_all(
-    names: Sequence[str] = CONTROL_ACTOR_NAMES, timeout_s: float = 5.0
-) -> dict[str, dict[str, Any] | BaseException | None]:
-    """``ping()`` every named control actor at once: its answer, the error it gave, or ``None``
-    when no actor of that name exists. Blocking (a GCS lookup per name): off event loops."""
-    handles = {n: get_actor(n) for n in names}
-    live = {n: h for n, h in handles.items() if h is not None}
-    answers = call_each(live, "ping", timeout_s)
-    return {n: answers.get(n) for n in names}
-
-
 def invoke(handle: Any, method: str, *args: Any, timeout_s: float | None = None) -> Any:
     """Call one actor method and wait for its result (Ray's wrapper errors unwrapped)."""
     import ray
@@ -212,9 +201,34 @@ class ActorCaller:
         if h is None:
             h = await asyncio.to_thread(get_actor, actor, self.namespace)  # a GCS lookup blocks
             if h is None:
-                raise _GoneError(f"the {actor} actor is not running")
+                raise _MissingError(f"the {actor} actor is not running")
             self._handles[actor] = h
         return h
+
+    async def ping_each(
+        self, names: Sequence[str], timeout_s: float
+    ) -> dict[str, dict[str, Any] | BaseException | None]:
+        """``ping()`` every named actor at once: its answer, the error it gave (a timeout is
+        :class:`~rayinfra.errors.UnavailableError`), or ``None`` when no actor of that name
+        exists. Handles are the cached ones; one that fails is looked up again before the
+        actor is called dead (it may have been replaced)."""
+
+        async def one(name: str) -> dict[str, Any] | BaseException | None:
+            for last in (False, True):
+                try:
+                    answer: dict[str, Any] = await self._once(name, "ping", (), timeout_s)
+                    return answer
+                except _MissingError:
+                    return None
+                except _GoneError as e:
+                    if last:
+                        return UnavailableError(str(e))
+                except Exception as e:  # noqa: BLE001 - reported per actor
+                    return e
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        answers = await asyncio.gather(*(one(n) for n in names))
+        return dict(zip(names, answers, strict=True))
 
     async def call(
         self,
@@ -233,6 +247,8 @@ class ActorCaller:
 
         window = self.retry_for_s if retry_for_s is None else retry_for_s
         try:
+            if window <= 0:  # one try (the gateway's calls): no retry machinery per call
+                return await self._once(actor, method, args, timeout_s)
             async for attempt in AsyncRetrying(
                 stop=stop_after_delay(window),
                 wait=wait_exponential(multiplier=0.05, max=self.backoff_s),
@@ -262,6 +278,10 @@ class ActorCaller:
 
 class _GoneError(Exception):
     """An actor that is missing or died: worth a retry (it may be restarting)."""
+
+
+class _MissingError(_GoneError):
+    """No actor of that name exists (a lookup found none)."""
 
 
 def actor_log(

@@ -7,6 +7,7 @@ the control actors and stops the head only if rayinfra launched it (by its pid).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -289,10 +290,10 @@ def status(config: RayinfraConfig, services: Sequence[str] = ()) -> dict[str, An
     try:
         raywrap.connect(info)
     except raywrap.RayUnavailableError as e:
-        st = live_status(config, info, services, connected=False)
+        st = asyncio.run(live_status(config, info, services, connected=False))
         st["ray"].update(running=False, error=str(e))
         return st
-    return live_status(config, info, services)
+    return asyncio.run(live_status(config, info, services))
 
 
 def class_table(config: RayinfraConfig) -> dict[str, dict[str, Any]]:
@@ -324,27 +325,34 @@ def not_running_status(config: RayinfraConfig) -> dict[str, Any]:
     }
 
 
-def live_status(
+async def live_status(
     config: RayinfraConfig,
     info: ConnectionInfo,
     services: Sequence[str] = (),
     *,
+    caller: raywrap.ActorCaller | None = None,
     connected: bool = True,
 ) -> dict[str, Any]:
     """Keys ``running``, ``health`` (what the Health RPC answers: ``healthy``, a ``summary``,
     ``failing`` and ``degraded`` components), ``ray`` (nodes, resources), ``actors`` (state, pid, restarts),
     ``classes`` (with ``live`` queue state), ``gateway`` (each server and its address),
-    ``services`` (the registry's rows), ``dashboard_url``. Blocking; needs this process
-    connected to the runtime's Ray (a driver, or an actor of it such as the gateway)."""
+    ``services`` (the registry's rows), ``dashboard_url``. Needs this process connected to the
+    runtime's Ray (a driver, or an actor of it such as the gateway); ``caller``: whose cached
+    actor handles to use (the gateway's own; default a new one). The cluster's GCS tables are
+    read on a thread meanwhile, and the pings go out at once."""
     classes = class_table(config)
     ray_info: dict[str, Any] = {"running": connected, **info.to_dict()}
     actors: dict[str, Any] = {}
     gateway: dict[str, str] = {}
     rows: dict[str, Any] = {}
     if connected:
-        ray_info.update(raywrap.cluster_summary())
+        caller = caller or raywrap.ActorCaller()
+        cluster = asyncio.ensure_future(asyncio.to_thread(raywrap.cluster_summary))
         t0 = time.perf_counter()
-        pings = raywrap.ping_all(CONTROL_ACTOR_NAMES, PING_TIMEOUT_S)
+        try:
+            pings = await caller.ping_each(CONTROL_ACTOR_NAMES, PING_TIMEOUT_S)
+        finally:
+            ray_info.update(await cluster)
         ray_info["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         for name, answer in pings.items():
             if answer is None:
@@ -355,11 +363,16 @@ def live_status(
                 servers = answer.pop("servers", None)
                 gateway.update(servers or {})
                 actors[name] = {"state": "alive", **answer}
-        live = _ask("scheduler", actors, "status")
+        live: dict[str, Any] | None
+        found: dict[str, Any] | None
+        live, found = await asyncio.gather(
+            _ask(caller, "scheduler", actors, "status"),
+            _ask(caller, "service_registry", actors, "status", list(services)),
+        )
         for name, live_state in (live or {}).get("classes", {}).items():
             if name in classes:  # pending, inflight, current adaptive limit, executors
                 classes[name]["live"] = live_state
-        rows = _ask("service_registry", actors, "status", list(services)) or {}
+        rows = found or {}
     healthy = connected and all(a.get("state") == "alive" for a in actors.values())
     registry = actors.get("service_registry", {})
     registry_alive = registry.get("state") == "alive"
@@ -391,13 +404,15 @@ def _actor_health(entry: Mapping[str, Any]) -> str:
     return f"unavailable: {entry.get('error', entry.get('state'))}"
 
 
-def _ask(actor: str, actors: dict[str, Any], method: str, *args: Any) -> Any:
+async def _ask(
+    caller: raywrap.ActorCaller, actor: str, actors: dict[str, Any], method: str, *args: Any
+) -> Any:
     """``actor.method(*args)`` if that actor answered its ping, else ``None`` (a failure is
     noted on the actor's entry; a bad argument, such as an unknown service, is raised)."""
     if actors.get(actor, {}).get("state") != "alive":
         return None
     try:
-        return raywrap.invoke(raywrap.get_actor(actor), method, *args, timeout_s=PING_TIMEOUT_S)
+        return await caller.call(actor, method, *args, timeout_s=PING_TIMEOUT_S, retry_for_s=0)
     except InvalidArgumentError:
         raise
     except Exception as e:  # noqa: BLE001 - reported beside the actor's state

@@ -36,6 +36,7 @@ from rayinfra.config import RayinfraConfig, parse_listen_addr
 from rayinfra.connection import ConnectionInfo, read_connection
 from rayinfra.control import ControlPlane
 from rayinfra.errors import UnavailableError
+from rayinfra.single_flight import SharedCalls
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class GatewayActor(ControlActor):
             "health": health_feed(self.control),
         }
         self.servers: dict[str, str] = {}  # name -> "serving" or the error that stopped it
+        self._status: SharedCalls[dict[str, Any]] = SharedCalls()  # see runtime_status
         self._grpc: list[Any] = []
         self._http: list[Any] = []
         self._ready = asyncio.get_running_loop().create_task(self._serve())
@@ -218,11 +220,15 @@ class GatewayActor(ControlActor):
     async def runtime_status(self, services: list[str] | None = None) -> dict[str, Any]:
         """What ``rayinfra status`` shows (:func:`rayinfra.runtime.live_status`), gathered here:
         this actor is in the cluster already, so a client needs no Ray driver of its own."""
+        key = tuple(services or ())
 
-        def gather() -> dict[str, Any]:  # file and GCS reads: off this actor's loop
-            return runtime.live_status(self.config, self._connection(), services or ())
+        async def gather() -> dict[str, Any]:
+            info = await asyncio.to_thread(self._connection)  # a file read: off the loop
+            return await runtime.live_status(self.config, info, key, caller=self.control.caller)
 
-        return await asyncio.to_thread(gather)
+        # callers at the same time share one answer (read-only: GetRuntimeStatus encodes it,
+        # a caller over Ray gets its own copy)
+        return await self._status.get(key, gather)
 
     def actor_log(self, name: str, tail: int, follow: bool) -> Iterator[str]:
         """A runtime actor's log lines for StreamLogs (blocking: called by a thread): this

@@ -122,6 +122,7 @@ class ServiceRegistryActor(ControlActor):
             start_attempts=svc.start_attempts,
             retry_initial_s=svc.start_retry_initial_s,
             retry_max_s=svc.start_retry_max_s,
+            max_queued_pulls=svc.max_queued_pulls,
         )
         self.metrics = self.manager.metrics
         self._logs: dict[str, _LogStream] = {}

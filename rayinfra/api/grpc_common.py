@@ -41,7 +41,7 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.UNAVAILABLE, str(e)
     if isinstance(e, errors.PermissionDeniedError):
         return grpc.StatusCode.PERMISSION_DENIED, str(e)
-    if isinstance(e, errors.StorageFullError):
+    if isinstance(e, errors.StorageFullError | errors.QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
     return None
 

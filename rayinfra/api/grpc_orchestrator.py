@@ -30,6 +30,7 @@ from rayinfra.compat import original_status
 from rayinfra.config import GatewaySection
 from rayinfra.control import LIST_LIMIT_MAX, ControlPlane
 from rayinfra.errors import InvalidArgumentError, PermissionDeniedError, TaskNotFoundError
+from rayinfra.metrics import select_metrics
 from rayinfra.models import FROM_NOW, Progress, TaskStatus, WatchedStates
 from rayinfra.scheduling.tasks import decode_timeout_seconds
 
@@ -290,13 +291,8 @@ class OrchestratorServicer:
     async def GetMetrics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async with aborting(context):
             metrics = await self.control.metrics()
-        names = list(request.metric_names)
-        if names:
-            metrics = {
-                k: v
-                for k, v in metrics.items()
-                if any(k == n or k.startswith(n + "{") for n in names)
-            }
+        if request.metric_names:
+            metrics = select_metrics(metrics, request.metric_names)
         return self.pb2.MetricsResponse(metrics=metrics, timestamp=int(time.time()))
 
     async def StreamEvents(

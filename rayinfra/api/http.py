@@ -199,6 +199,8 @@ def error_response(e: BaseException) -> JSONResponse:
         return _error(503, str(e))
     if isinstance(e, errors.StorageFullError):
         return _error(507, str(e))
+    if isinstance(e, errors.QueueFullError):
+        return _error(429, str(e))
     raise e
 
 
@@ -322,6 +324,7 @@ def _install_common(
         errors.UnavailableError,
         errors.PermissionDeniedError,
         errors.StorageFullError,
+        errors.QueueFullError,
     ):
         app.add_exception_handler(exc, handler)
 

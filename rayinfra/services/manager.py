@@ -36,7 +36,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from rayinfra.errors import InvalidArgumentError
+from rayinfra.errors import InvalidArgumentError, QueueFullError
 from rayinfra.services import probes
 from rayinfra.services.drivers.base import Driver, DriverError, DriverUnavailableError, Instance
 from rayinfra.services.graph import Phase, StartPlan, closure, stop_order
@@ -200,6 +200,7 @@ class ServiceManager:
         start_attempts: int = 3,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
+        max_queued_pulls: int = 64,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.catalog = dict(catalog)
@@ -212,6 +213,7 @@ class ServiceManager:
         self.start_attempts = start_attempts
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.max_queued_pulls = max_queued_pulls
         self.metrics = metrics or ServiceMetrics()
         self.services: dict[str, ServiceState] = {
             n: ServiceState(n, s) for n, s in self.catalog.items()
@@ -222,6 +224,7 @@ class ServiceManager:
         self._op_ids = itertools.count(1)
         self._pool: ThreadPoolExecutor | None = None  # made on first use, again after close()
         self._pulls: ThreadPoolExecutor | None = None  # likewise, for image pulls
+        self._pulls_open = 0  # images of pulls accepted and not ended (queued or running)
         self._started_ok: dict[str, float] = {}  # driver kind -> when it last started something
         self._start_slots = PrioritySlots(START_SLOTS)
 
@@ -727,49 +730,74 @@ class ServiceManager:
 
         Updates: ``{image_name, status (downloading|extracting|complete|error), current,
         total, progress_percent, message}``; one final ``complete`` or ``error`` per image.
+
+        A pull goes on when its caller leaves, so what is accepted is bounded: with
+        ``max_queued_pulls`` images queued or pulling, a request for more raises
+        :class:`~rayinfra.errors.QueueFullError` and queues nothing.
         """
         wanted = list(images) or self.images()
         for img in wanted:
             if not img or any(c.isspace() for c in img):
                 raise InvalidArgumentError("image_names", f"{img!r} is not an image reference")
+        if len(wanted) > self.max_queued_pulls:
+            raise InvalidArgumentError(
+                "image_names",
+                f"{len(wanted)} images, over the {self.max_queued_pulls} that may be queued at "
+                "once (services.max_queued_pulls): ask for fewer at a time",
+            )
+        if self._pulls_open + len(wanted) > self.max_queued_pulls:
+            raise QueueFullError(
+                f"image_names: {self._pulls_open} image pulls are queued or running, and "
+                f"{len(wanted)} more would be over services.max_queued_pulls "
+                f"({self.max_queued_pulls}): nothing was queued; ask again once some have ended"
+            )
+        self._pulls_open += len(wanted)
         return self._new_op("pull", wanted, self._run_pull)
 
     async def _run_pull(self, op: Operation, images: list[str]) -> None:
-        drv = self.drivers.get("docker")
         ok = True
-        for image in images:
-            if drv is None:
-                await op.emit(_pull_update(image, "error", 0, 0, "no docker driver"))
-                ok = False
-                continue
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            t0 = time.perf_counter()
-            if self._pulls is None:
-                self._pulls = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="svc-pull")
-            loop = asyncio.get_running_loop()
-            worker = loop.run_in_executor(self._pulls, _pull_into, drv, image, loop, queue)
-            last: tuple[str, int] = ("", -1)
-            current = total = 0
-            while True:
-                item = await queue.get()
-                if item is None or isinstance(item, BaseException):  # the pull ended
-                    failed = item is not None
-                    ok = ok and not failed
-                    status, message = ("error", str(item)) if failed else ("complete", "pulled")
-                    await op.emit(_pull_update(image, status, current, total, message))
-                    outcome = "error" if failed else "success"
-                    elapsed = time.perf_counter() - t0
-                    self.metrics.driver_duration.labels("pull", outcome).observe(elapsed)
-                    break
-                current, total = item.current, item.total
-                pct = int(100 * current / total) if total else 0
-                if item.status == "complete":
-                    continue  # sent once the pull returned
-                if (item.status, pct) != last:  # one update per percent and phase
-                    last = (item.status, pct)
-                    await op.emit(_pull_update(image, item.status, current, total, item.message))
-            await worker
-        await op.finish(ok)
+        left = len(images)
+        try:
+            for image in images:
+                ok = await self._pull_one(op, image) and ok
+                left -= 1
+                self._pulls_open -= 1
+            await op.finish(ok)
+        finally:  # cancelled (the manager closed): what it had not pulled is not queued now
+            self._pulls_open -= left
+
+    async def _pull_one(self, op: Operation, image: str) -> bool:
+        """Pull ``image`` on the pull threads, its progress as ``op``'s updates; succeeded?"""
+        drv = self.drivers.get("docker")
+        if drv is None:
+            await op.emit(_pull_update(image, "error", 0, 0, "no docker driver"))
+            return False
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        t0 = time.perf_counter()
+        if self._pulls is None:
+            self._pulls = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="svc-pull")
+        loop = asyncio.get_running_loop()
+        worker = loop.run_in_executor(self._pulls, _pull_into, drv, image, loop, queue)
+        last: tuple[str, int] = ("", -1)
+        current = total = 0
+        while True:
+            item = await queue.get()
+            if item is None or isinstance(item, BaseException):  # the pull ended
+                failed = item is not None
+                status, message = ("error", str(item)) if failed else ("complete", "pulled")
+                await op.emit(_pull_update(image, status, current, total, message))
+                outcome = "error" if failed else "success"
+                elapsed = time.perf_counter() - t0
+                self.metrics.driver_duration.labels("pull", outcome).observe(elapsed)
+                await worker
+                return not failed
+            current, total = item.current, item.total
+            pct = int(100 * current / total) if total else 0
+            if item.status == "complete":
+                continue  # sent once the pull returned
+            if (item.status, pct) != last:  # one update per percent and phase
+                last = (item.status, pct)
+                await op.emit(_pull_update(image, item.status, current, total, item.message))
 
     # ------------------------------------------------------------------ stop / restart
     async def stop(

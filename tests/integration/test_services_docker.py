@@ -31,6 +31,7 @@ import docker.errors
 import pytest
 
 from rayinfra.config import ServicesSection
+from rayinfra.errors import InvalidArgumentError, QueueFullError
 from rayinfra.services.catalog import build_catalog
 from rayinfra.services.drivers.base import Driver, LogLine
 from rayinfra.services.drivers.docker import DockerDriver
@@ -675,13 +676,10 @@ async def test_pull_reports_byte_progress_and_names_an_unreachable_registry(env:
             _delete_from_registry(ref)
 
 
-async def test_a_flood_of_hanging_pulls_holds_nothing_else_up(env: Env) -> None:
-    """Pulls from a registry that accepts connections and never answers hang (the engine gives
-    up after ~25 s). Eight such pull operations, their callers gone, must not hold up a
-    service start: pulls have threads of their own (``PULL_THREADS``). Before, each pull took
-    a thread of the event loop's default executor, which the registry's state writes use too:
-    the start waited out the pulls (the fuzzer's PullImages flood made every later health
-    check take ~10x longer)."""
+@contextlib.contextmanager
+def _silent_registry() -> Iterator[str]:
+    """A registry address that accepts connections and never answers: a pull from it hangs
+    (the engine gives up after ~25 s) until the block ends, which closes them all."""
     silent = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
     stop = threading.Event()
@@ -694,24 +692,67 @@ async def test_a_flood_of_hanging_pulls_holds_nothing_else_up(env: Env) -> None:
 
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
-    env.process = ProcessDriver(env.tmp / "services")
-    tick = parse_spec("tick", {"driver": "process", "argv": [sys.executable, "-c", "import time; time.sleep(60)"]})  # fmt: skip
-    m = env.manager({"tick": tick}, {"docker": env.driver, "process": env.process})
     try:
-        port = silent.getsockname()[1]
-        pulls = [await m.pull([f"127.0.0.1:{port}/hang-{i}:1"]) for i in range(8)]
-        await asyncio.sleep(0.5)  # the pulls are under way
-        op = await asyncio.wait_for(m.start_and_wait(["tick"]), timeout=15)
-        assert finals(op)["tick"]["status"] == "healthy", finals(op)
-        assert not any(m.ops[p].done for p in pulls)  # all still hanging meanwhile
+        yield f"127.0.0.1:{silent.getsockname()[1]}"
     finally:
         stop.set()
         acceptor.join()
         for c in held:  # the engine sees the registry go: the pulls end now
             c.close()
         silent.close()
+
+
+async def _pulls_end(m: ServiceManager, op_ids: list[str]) -> None:
+    for op_id in op_ids:
+        seq, done = 0, False
+        while not done:
+            seq, _, done = await m.op_updates(op_id, seq, timeout_s=60)
+
+
+async def test_a_flood_of_hanging_pulls_holds_nothing_else_up(env: Env) -> None:
+    """Eight pull operations hanging on a silent registry, their callers gone, must not hold
+    up a service start: pulls have threads of their own (``PULL_THREADS``). Before, each pull
+    took a thread of the event loop's default executor, which the registry's state writes use
+    too: the start waited out the pulls (the fuzzer's PullImages flood made every later health
+    check take ~10x longer)."""
+    env.process = ProcessDriver(env.tmp / "services")
+    tick = parse_spec("tick", {"driver": "process", "argv": [sys.executable, "-c", "import time; time.sleep(60)"]})  # fmt: skip
+    m = env.manager({"tick": tick}, {"docker": env.driver, "process": env.process})
+    try:
+        with _silent_registry() as registry:
+            pulls = [await m.pull([f"{registry}/hang-{i}:1"]) for i in range(8)]
+            await asyncio.sleep(0.5)  # the pulls are under way
+            op = await asyncio.wait_for(m.start_and_wait(["tick"]), timeout=15)
+            assert finals(op)["tick"]["status"] == "healthy", finals(op)
+            assert not any(m.ops[p].done for p in pulls)  # all still hanging meanwhile
+    finally:
         with contextlib.suppress(Exception):
             await m.stop(["tick"])
+
+
+async def test_pulls_queued_are_bounded_and_a_refused_request_queues_nothing(env: Env) -> None:
+    """A pull goes on when its caller leaves, so a client that keeps asking (the fuzzer sent
+    thousands) must not queue pulls without end: past ``max_queued_pulls`` images queued or
+    pulling, PullImages is refused with QueueFullError (RESOURCE_EXHAUSTED) and queues nothing;
+    once pulls end there is room again. Before, 3,000 PullImages queued pulls that kept the
+    registry actor and dockerd busy for minutes after the last caller left."""
+    m = env.manager({}, max_queued_pulls=3)
+    with _silent_registry() as registry:
+        first = await m.pull([f"{registry}/a:1", f"{registry}/b:1"])
+        second = await m.pull([f"{registry}/c:1"])
+        with pytest.raises(QueueFullError) as refused:
+            await m.pull([f"{registry}/d:1"])
+        assert "3 image pulls are queued or running" in str(refused.value)
+        assert "services.max_queued_pulls (3)" in str(refused.value)
+        with pytest.raises(InvalidArgumentError) as too_many:  # never fits: not a retry
+            await m.pull([f"{registry}/e{i}:1" for i in range(4)])
+        assert too_many.value.field == "image_names"
+        assert len(m.ops) == 2  # the refused requests left nothing behind
+    await _pulls_end(m, [first, second])  # the registry went: each pull failed
+    assert [u["status"] for u in m.ops[first].updates] == ["error", "error"]
+    third = await m.pull([f"127.0.0.1:{free_port()}/x:1" for _ in range(3)])  # room again
+    await _pulls_end(m, [third])
+    assert [u["status"] for u in m.ops[third].updates] == ["error"] * 3
 
 
 # ------------------------------------------------------------------------------------------
