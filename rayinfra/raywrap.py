@@ -113,6 +113,12 @@ def disconnect() -> None:
         ray.shutdown()
 
 
+def actor_id(handle: Any) -> str:
+    """The id of the actor behind ``handle`` (a restarted actor keeps its id; a new actor of the
+    same name has another)."""
+    return str(handle._actor_id.hex())
+
+
 def get_actor(name: str, namespace: str = NAMESPACE) -> Any | None:
     """The named actor's handle, or ``None`` if it does not exist."""
     import ray
@@ -208,24 +214,32 @@ class ActorCaller:
     async def ping_each(
         self, names: Sequence[str], timeout_s: float
     ) -> dict[str, dict[str, Any] | BaseException | None]:
-        """``ping()`` every named actor at once: its answer, the error it gave (a timeout is
-        :class:`~rayinfra.errors.UnavailableError`), or ``None`` when no actor of that name
-        exists. Handles are the cached ones; one that fails is looked up again before the
-        actor is called dead (it may have been replaced)."""
+        """``ping()`` every named actor at once: its answer, the error it gave (a timeout, or a
+        dead or restarting actor, is :class:`~rayinfra.errors.UnavailableError`), or ``None``
+        when no actor of that name exists. Handles are the cached ones: when one fails, a
+        lookup tells an actor that is gone (``None``) or restarting (the error) from one that
+        was replaced by a new actor of that name (which is pinged)."""
 
         async def one(name: str) -> dict[str, Any] | BaseException | None:
-            for last in (False, True):
+            try:
+                before = self._handles.get(name)
                 try:
                     answer: dict[str, Any] = await self._once(name, "ping", (), timeout_s)
                     return answer
-                except _MissingError:
-                    return None
                 except _GoneError as e:
-                    if last:
-                        return UnavailableError(str(e))
-                except Exception as e:  # noqa: BLE001 - reported per actor
-                    return e
-            raise AssertionError("unreachable")  # pragma: no cover
+                    if isinstance(e, _MissingError):
+                        return None
+                    now = await self.handle(name)  # _MissingError: gone since
+                    if before is None or actor_id(now) == actor_id(before):
+                        return UnavailableError(str(e))  # the same actor: dead or restarting
+                    answer = await self._once(name, "ping", (), timeout_s)
+                    return answer
+            except _MissingError:
+                return None
+            except _GoneError as e:
+                return UnavailableError(str(e))
+            except Exception as e:  # noqa: BLE001 - reported per actor
+                return e
 
         answers = await asyncio.gather(*(one(n) for n in names))
         return dict(zip(names, answers, strict=True))
