@@ -11,7 +11,7 @@ on the gateway actor's loop.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -234,11 +234,13 @@ def _too_large(size: int | None, limit: int, *, declared: bool = False) -> JSONR
 
 
 class GatewayMiddleware:
-    """Before any route runs (and before auth): the client's limits (429 with ``Retry-After``;
-    the client is a valid token's identity, else the caller's host) and the declared body size
+    """Before any route runs, in this order: the client's limits (429 with ``Retry-After``;
+    the client is a valid token's identity, else the caller's host), the declared body size
     (413 when its Content-Length is over ``gateway.max_request_bytes``: a chunked body is
-    capped as it is read, by the routes that read one). A plain ASGI middleware, so a request
-    is in flight until its response has been sent."""
+    capped as it is read, by the routes that read one) and auth (401 with
+    ``WWW-Authenticate: Bearer``). A plain ASGI middleware, so a request is in flight until
+    its response has been sent (and no per-request task and stream of Starlette's
+    ``BaseHTTPMiddleware``)."""
 
     def __init__(
         self, app: ASGIApp, auth: Auth, limits: ClientLimiter | None, max_request_bytes: int
@@ -275,6 +277,11 @@ class GatewayMiddleware:
                         scope, receive, send
                     )
                     return
+            denied = self.auth.check_http(authorization)
+            if denied is not None:
+                headers = {"WWW-Authenticate": "Bearer"}
+                await JSONResponse({"error": denied}, 401, headers)(scope, receive, send)
+                return
             await self.app(scope, receive, send)
         finally:
             if self.limits is not None:
@@ -284,17 +291,6 @@ class GatewayMiddleware:
 def _install_common(
     app: FastAPI, auth: Auth, limits: ClientLimiter | None, max_request_bytes: int
 ) -> None:
-    @app.middleware("http")
-    async def authenticate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        denied = auth.check_http(request.headers.get("authorization"))
-        if denied is not None:
-            return JSONResponse(
-                {"error": denied}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-            )
-        return await call_next(request)
-
     async def handler(request: Request, e: Exception) -> JSONResponse:
         return error_response(e)
 
@@ -311,7 +307,7 @@ def _install_common(
         )
 
     app.add_exception_handler(StarletteHTTPException, route_error)
-    # outermost (added last): limits and the body cap come before auth and every route
+    # outermost (added last): limits, the body cap and auth come before every route
     app.add_middleware(
         GatewayMiddleware, auth=auth, limits=limits, max_request_bytes=max_request_bytes
     )
