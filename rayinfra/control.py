@@ -57,6 +57,9 @@ class ControlPlane:
         self.submitter = submitter
         # required services -> the health assessment callers share
         self._health: SharedCalls[tuple[bool, dict[str, str]]] = SharedCalls(lambda: HEALTH_REUSE_S)
+        # metrics asked at the same time (scrapers, dashboards): one round of the actors
+        self._metrics: SharedCalls[dict[str, float]] = SharedCalls()
+        self._metrics_text: SharedCalls[bytes] = SharedCalls()
 
     async def open(self) -> None:
         await self.call("scheduler", "ping")
@@ -149,7 +152,11 @@ class ControlPlane:
     async def metrics(self) -> dict[str, float]:
         """Every actor's metrics in one map (the scheduler's are required, others best effort),
         plus the original's task gauges (``tasks_pending``, ``tasks_running``,
-        ``tasks_completed``, ``tasks_tracked_total``: :func:`rayinfra.compat.original_task_metrics`)."""
+        ``tasks_completed``, ``tasks_tracked_total``: :func:`rayinfra.compat.original_task_metrics`).
+        Callers at the same time share one round of the actors (each gets its own map)."""
+        return dict(await self._metrics.get((), self._gather_metrics))
+
+    async def _gather_metrics(self) -> dict[str, float]:
         own, status, *others = await asyncio.gather(
             self.call("scheduler", "metrics_snapshot"),
             self.call("scheduler", "status"),
@@ -165,12 +172,17 @@ class ControlPlane:
     async def metrics_text(self, actors: Sequence[str]) -> bytes:
         """The Prometheus text of several actors' registries, one after another: the first
         actor's is required, the others' best effort (one that does not answer is left out).
-        The actors are asked at once."""
+        The actors are asked at once; callers at the same time share one round."""
         first, *rest = actors
-        parts = await asyncio.gather(
-            self.call(first, "metrics_text"), *(self._optional(a, "metrics_text") for a in rest)
-        )
-        return b"".join(p for p in parts if p is not None)
+
+        async def gather() -> bytes:
+            parts = await asyncio.gather(
+                self.call(first, "metrics_text"),
+                *(self._optional(a, "metrics_text") for a in rest),
+            )
+            return b"".join(p for p in parts if p is not None)
+
+        return await self._metrics_text.get(tuple(actors), gather)
 
     async def _optional(self, actor: str, method: str) -> Any:
         """A best-effort call: ``None`` when the actor is unavailable or does not answer in

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 #: the profiles (registered in tests/fuzz/conftest.py): FUZZ_PROFILE names one, else CI=true
-#: selects the CI profile (3,000 examples per RPC and route), else the quick one (60); the full
-#: one (10,000 per RPC and route, about 24 min of fuzzing here) is run by hand for a change to the
+#: selects the CI profile (10,000 examples per RPC and route, about 15 min of fuzzing here), else
+#: the quick one (60); the full one (30,000 per RPC and route) is run by hand for a change to the
 #: gateway: ``FUZZ_PROFILE=fuzz-full ./scripts/test.sh tests/fuzz`` (docs/benchmarks.md, "Fuzzer")
 QUICK, CI, FULL = "fuzz", "fuzz-ci", "fuzz-full"
 LONG_PROFILES = (CI, FULL)
@@ -51,8 +51,8 @@ def register_profiles() -> None:
         "print_blob": True,
     }
     settings.register_profile(QUICK, max_examples=60, **common)
-    settings.register_profile(CI, max_examples=3_000, **common)
-    settings.register_profile(FULL, max_examples=10_000, **common)
+    settings.register_profile(CI, max_examples=10_000, **common)
+    settings.register_profile(FULL, max_examples=30_000, **common)
 
 
 @dataclass

@@ -6,8 +6,8 @@ damaged at the wire level (:mod:`tests.fuzz.protowire`), through a generic chann
 nothing is refused on the client's side. The property for every example
 (:func:`~tests.fuzz.grpc_targets.judge`): a typed status (INVALID_ARGUMENT naming the field),
 never INTERNAL, UNKNOWN or UNAVAILABLE, and an answer within the deadline; a stream may still
-be open after its read window. The CI profile runs 3,000 examples per method (the full one
-10,000); the module's ``unharmed`` fixture then checks the runtime (tests/fuzz/conftest.py).
+be open after its read window. The CI profile runs 10,000 examples per method (the full one
+30,000); the module's ``unharmed`` fixture then checks the runtime (tests/fuzz/conftest.py).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ parameters with ``../``, 10,000 characters, percent escapes valid and broken; qu
 junk; bodies nested 100,000 deep, 100,000 items wide, not UTF-8, with NaN/Infinity literals or
 of the wrong types, with a length or chunked; other methods than the route's. The property
 (:func:`~tests.fuzz.http_targets.judge`): a 2xx, or a 4xx with a JSON error naming the field
-where one is to blame; never a 5xx, a redirect or a hang. The CI profile runs 3,000 examples per
-route (the full one 10,000); the module's ``unharmed`` fixture then checks the runtime (tests/fuzz/conftest.py).
+where one is to blame; never a 5xx, a redirect or a hang. The CI profile runs 10,000 examples per
+route (the full one 30,000); the module's ``unharmed`` fixture then checks the runtime (tests/fuzz/conftest.py).
 """
 
 from __future__ import annotations
