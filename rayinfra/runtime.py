@@ -351,9 +351,9 @@ async def live_status(
         t0 = time.perf_counter()
         try:
             pings = await caller.ping_each(CONTROL_ACTOR_NAMES, PING_TIMEOUT_S)
+            ray_info["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         finally:
             ray_info.update(await cluster)
-        ray_info["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         for name, answer in pings.items():
             if answer is None:
                 actors[name] = {"state": "missing"}
