@@ -226,7 +226,7 @@ class ControlPlane:
         Callers at the same time share one assessment, and one that started less than
         :data:`HEALTH_REUSE_S` before a request answers it too (one that failed is not reused):
         a health check polled hard (load balancers, probes, every port's ``Health``) costs a
-        GCS lookup and a ping per actor per interval instead of per request."""
+        ping per actor per interval instead of per request."""
         key = tuple(required_services)
         return await self._health.get(key, lambda: self._assess_health(key))
 

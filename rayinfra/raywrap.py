@@ -221,19 +221,22 @@ class ActorCaller:
         was replaced by a new actor of that name (which is pinged)."""
 
         async def one(name: str) -> dict[str, Any] | BaseException | None:
+            before = self._handles.get(name)
             try:
-                before = self._handles.get(name)
-                try:
-                    answer: dict[str, Any] = await self._once(name, "ping", (), timeout_s)
-                    return answer
-                except _GoneError as e:
-                    if isinstance(e, _MissingError):
-                        return None
-                    now = await self.handle(name)  # _MissingError: gone since
-                    if before is None or actor_id(now) == actor_id(before):
-                        return UnavailableError(str(e))  # the same actor: dead or restarting
-                    answer = await self._once(name, "ping", (), timeout_s)
-                    return answer
+                answer: dict[str, Any] = await self._once(name, "ping", (), timeout_s)
+                return answer
+            except _MissingError:
+                return None
+            except _GoneError as e:
+                failed = UnavailableError(str(e))
+            except Exception as e:  # noqa: BLE001 - reported per actor
+                return e
+            try:  # the handle failed: is that actor gone, restarting, or replaced?
+                now = await self.handle(name)
+                if before is None or actor_id(now) == actor_id(before):
+                    return failed  # the same actor: dead or restarting
+                answer = await self._once(name, "ping", (), timeout_s)
+                return answer
             except _MissingError:
                 return None
             except _GoneError as e:

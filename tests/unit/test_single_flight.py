@@ -5,6 +5,7 @@ that entries do not pile up."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -16,7 +17,7 @@ class Calls:
         self.made: list[str] = []
         self.gate = asyncio.Event()
 
-    def of(self, key: str, fail: bool = False):  # type: ignore[no-untyped-def]
+    def of(self, key: str, fail: bool = False) -> Callable[[], Awaitable[str]]:
         async def call() -> str:
             self.made.append(key)
             await self.gate.wait()
