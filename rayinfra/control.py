@@ -34,7 +34,7 @@ from rayinfra.models import (
 from rayinfra.runtime_health import assess
 from rayinfra.scheduling.tasks import TASK_STATES
 from rayinfra.single_flight import SharedCalls
-from rayinfra.taskstore import STATUS_OF_EVENT, decode_change
+from rayinfra.taskstore import status_of_event
 
 WORKFLOW_DONE = frozenset({"completed", "failed", "cancelled"})  # the stream's final statuses
 
@@ -142,11 +142,8 @@ class ControlPlane:
         seq, changes = await self.call(
             "scheduler", "changes", after_seq, task_ids, timeout_s, terminal_only
         )
-        return int(seq), [
-            TaskStatus.from_change(decode_change(row))
-            for row in changes
-            if row[1] in STATUS_OF_EVENT  # a task's state, not the scheduler's restart
-        ]
+        states = map(status_of_event, changes)  # None: the scheduler's restart, not a task's
+        return int(seq), [st for st in states if st is not None]
 
     # ------------------------------------------------------------------ metrics, health
     async def metrics(self) -> dict[str, float]:

@@ -66,6 +66,26 @@ class TaskStatus:
         )
 
     @classmethod
+    def from_event_data(cls, task_id: str, status: str, d: Mapping[str, Any]) -> TaskStatus:
+        """From the decoded ``data`` of a task event (``status``: the event's own, used when
+        the data has none): what :meth:`from_change` gives, without the change's dicts (the
+        client's feed builds one per finished task it waits for)."""
+        return cls(
+            task_id,
+            d.get("status", status),
+            d.get("result"),
+            d.get("error") or "",
+            int(d.get("attempts") or 0),
+            d.get("task_class") or "",
+            int(d.get("priority") or 0),
+            d.get("workflow_id") or "",
+            d.get("timeout_s"),
+            float(d.get("submitted_at") or 0.0),
+            d.get("started_at"),
+            d.get("finished_at"),
+        )
+
+    @classmethod
     def from_change(cls, change: Mapping[str, Any]) -> TaskStatus:
         """From a ``state`` change of the scheduler's feed (``{key, data: {status, ...}}``)."""
         return cls.from_scheduler({**change["data"], "task_id": change["key"]})

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from rayinfra._deprecation import renamed
 from rayinfra.errors import StorageFullError
+from rayinfra.json_encode import compact_encoder
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -164,7 +165,7 @@ MIGRATIONS: dict[int, Migration] = {
 """version -> function bringing the database from ``version - 1`` to ``version``."""
 
 
-dumps_compact = json.JSONEncoder(separators=(",", ":")).encode
+dumps_compact = compact_encoder()
 """``json.dumps(value, separators=(",", ":"))`` with the encoder built once (json.dumps with
 any option builds one per call, ~2.5 us): how the store writes JSON."""
 

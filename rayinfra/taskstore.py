@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from rayinfra.errors import StorageFullError, TaskConflictError
-from rayinfra.models import decode_list_cursor, encode_list_cursor
+from rayinfra.models import TaskStatus, decode_list_cursor, encode_list_cursor
 from rayinfra.scheduling.tasks import TASK_STATES, TERMINAL_STATES, TaskSpec
 from rayinfra.store import (
     PURGE_STEP_ROWS,
@@ -279,6 +279,16 @@ def decode_change(row: RawEvent) -> dict[str, Any]:
         kind = "state"
         data.setdefault("status", STATUS_OF_EVENT[event_type])
     return {"seq": int(seq), "key": key, "kind": kind, "data": data, "ts": int(ts)}
+
+
+def status_of_event(row: RawEvent) -> TaskStatus | None:
+    """A task event row of the scheduler's feed as the state it reports (``None``: not a task's
+    event, e.g. ``actor_started``); equal to ``TaskStatus.from_change(decode_change(row))``,
+    decoded straight into the status."""
+    status = STATUS_OF_EVENT.get(row[1])
+    if status is None:
+        return None
+    return TaskStatus.from_event_data(row[2], status, json.loads(row[3]))
 
 
 def load_unfinished(conn: sqlite3.Connection) -> list[TaskRow]:

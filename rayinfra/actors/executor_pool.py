@@ -22,7 +22,7 @@ from rayinfra import raywrap
 from rayinfra.actors.executor import ExecutorActor
 from rayinfra.config import NAMESPACE, RayinfraConfig
 from rayinfra.scheduling import classes as class_logic
-from rayinfra.scheduling.state import TaskResult
+from rayinfra.scheduling.state import ResultsCallback, TaskResult
 from rayinfra.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ class Executor:
     node_id: str | None = None  # where Ray placed it (known once it answered its ping)
 
 
-ResultsCallback = Callable[[str, list[TaskResult]], Awaitable[None]]  # executor name, results
 LostCallback = Callable[[str, BaseException], Awaitable[None]]
 
 

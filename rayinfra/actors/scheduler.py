@@ -21,7 +21,7 @@ from rayinfra.actors.task_started import StartedEvents
 from rayinfra.errors import TaskNotFoundError
 from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.metrics import SchedulerMetrics
-from rayinfra.scheduling.state import Batch, SchedulerState, Settlement, TaskResult
+from rayinfra.scheduling.state import Batch, Results, SchedulerState, Settlement
 from rayinfra.store import RawEvent
 from rayinfra.taskstore import TaskRow
 
@@ -265,7 +265,7 @@ class SchedulerActor(ControlActor):
         self.started.dispatched(batch.transitions)
         self._pool(batch.task_class).send(batch.task_class, batch.executor, batch.items)
 
-    async def _on_results(self, executor: str, results: list[TaskResult]) -> None:
+    async def _on_results(self, executor: str, results: Results) -> None:
         await self._settle(self.state.on_results(executor, results, time.time()))
 
     async def _executor_lost(self, executor: str, err: BaseException) -> None:

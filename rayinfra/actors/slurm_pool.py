@@ -30,7 +30,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from rayinfra.config import RayinfraConfig
 from rayinfra.errors import BackendUnavailableError, InvalidArgumentError
 from rayinfra.scheduling.limiter import Outcome
 from rayinfra.scheduling.metrics import SchedulerMetrics
-from rayinfra.scheduling.state import TaskResult
+from rayinfra.scheduling.state import ResultsCallback, TaskResult
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.services.supervisor import child_env
 from rayinfra.slurm import bridge
@@ -59,8 +59,6 @@ PING_DOWN_TTL_S = 1.0  # one that did not answer is asked again this soon
 UNAVAILABLE_MARK = "unavailable"  # the file under <state dir>/slurm that UnavailableMark keeps
 SUBMIT_CONCURRENCY = 4  # sbatch calls at once
 DEADLINE_CHECK_S = 1.0
-
-ResultsCallback = Callable[[str, list[TaskResult]], Awaitable[None]]
 
 
 class UnavailableMark:

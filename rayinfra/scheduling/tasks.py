@@ -23,6 +23,7 @@ from typing import Any
 
 from rayinfra import json_input
 from rayinfra.errors import InvalidArgumentError, NotTrustedError
+from rayinfra.json_encode import compact_encoder
 
 __all__ = [
     "MAX_PAYLOAD_DEPTH",
@@ -97,9 +98,8 @@ _FIELD_HINTS = {
 
 
 # built once: json.dumps with any option builds a new encoder per call (~2.5 us)
-_STRICT = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
-_ENCODE = json.JSONEncoder(**_STRICT).encode  # type: ignore[arg-type]
-_ENCODE_SORTED = json.JSONEncoder(sort_keys=True, **_STRICT).encode  # type: ignore[arg-type]
+_ENCODE = compact_encoder(ensure_ascii=False, allow_nan=False)
+_ENCODE_SORTED = compact_encoder(ensure_ascii=False, allow_nan=False, sort_keys=True)
 
 
 def _dumps(value: Any, *, sort_keys: bool = False) -> str:
@@ -537,7 +537,7 @@ def encode_wire_result(result: Any) -> dict[str, str]:
     ``{"result": json.dumps(v)}``. Raises ``TypeError``/``ValueError`` if the result is not JSON
     (non-string keys, NaN/Infinity, other types).
     """
-    if result is None:
+    if result is None or result == {}:  # (a no-op's result: the common case, and cheapest)
         return {}
     if isinstance(result, Mapping):
         out: dict[str, str] = {}

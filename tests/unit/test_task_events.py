@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rayinfra import taskstore
+from rayinfra.models import TaskStatus
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.store import StateStore
 from rayinfra.taskstore import TaskRow, Transition
@@ -102,3 +105,38 @@ def test_events_of_tasks_that_have_not_ended_carry_no_result(tmp_path: Path) -> 
         # task_started wrote no row update; the retry did
         stored = s.read(lambda c: taskstore.get_tasks(c, ["t2"]))["t2"]
         assert (stored.status, stored.error, stored.started_at) == ("pending", "boom", 101.0)
+
+
+_TIME = st.none() | st.floats(allow_nan=False, allow_infinity=False)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+_DATA = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.text(), "result": _JSON, "error": st.none() | st.text(),
+        "attempts": st.integers(), "class": st.text(), "priority": st.integers(),
+        "workflow_id": st.none() | st.text(), "started_at": _TIME, "finished_at": _TIME,
+        "submitted_at": _TIME, "timeout_s": _TIME, "task_class": st.text(),
+        "attempt": st.integers(),
+    },
+)  # fmt: skip
+
+
+@given(
+    event_type=st.sampled_from([*taskstore.STATUS_OF_EVENT, "actor_started", "other"]),
+    data=_DATA,
+)
+def test_the_feed_decodes_an_event_straight_to_the_status_the_change_would_give(
+    event_type: str, data: dict[str, Any]
+) -> None:
+    """The client's feed decodes each event row straight into a ``TaskStatus``; it must give
+    what the general path (the change dict, then ``from_change``) gives, for any data."""
+    row = (7, event_type, "t-1", json.dumps(data), 1700000000)
+    got = taskstore.status_of_event(row)
+    if event_type not in taskstore.STATUS_OF_EVENT:
+        assert got is None
+        return
+    assert got == TaskStatus.from_change(taskstore.decode_change(row))
