@@ -127,32 +127,34 @@ class Transition:
 
 
 def _row(r: Sequence[Any]) -> TaskRow:
-    """A stored row as a :class:`TaskRow`. Lean, since the scheduler may hold a million: the
-    identity (only a submit compares it, in SQL) is left out, and the few distinct class,
-    status and source names are shared (interned) instead of one copy per row."""
+    """A stored row as a :class:`TaskRow`. Lean, since the scheduler may hold a million (and
+    reads each one back after its submit): the identity (only a submit compares it, in SQL) is
+    left out, the few distinct class, status and source names are shared (interned) instead of
+    one copy per row, and numbers come as the columns' affinities make them (INTEGER: int,
+    REAL: float) with no conversion; both built positionally (~1/3 cheaper than by keyword)."""
     (tid, _identity, cls, prio, wf, timeout_s, payload, trusted, status, attempts, result, error,
      sub, started, finished, source, runtime_env) = r  # fmt: skip
     spec = TaskSpec(
-        task_id=tid,
-        task_class=sys.intern(cls),
-        payload=json.loads(payload),
-        priority=int(prio),
-        workflow_id=wf,
-        timeout_s=timeout_s,
-        runtime_env=json.loads(runtime_env) if runtime_env else None,
+        tid,  # task_id
+        sys.intern(cls),  # task_class
+        json.loads(payload),
+        prio,  # priority
+        wf,  # workflow_id
+        timeout_s,
+        json.loads(runtime_env) if runtime_env else None,
     )
     return TaskRow(
-        spec=spec,
-        identity="",
-        trusted=bool(trusted),
-        status=sys.intern(status),
-        attempts=int(attempts),
-        result=json.loads(result) if result is not None else None,
-        error=error,
-        submitted_at=float(sub),
-        started_at=started,
-        finished_at=finished,
-        source=sys.intern(source),
+        spec,
+        "",  # identity
+        bool(trusted),
+        sys.intern(status),
+        attempts,
+        json.loads(result) if result is not None else None,
+        error,
+        sub,  # submitted_at
+        started,
+        finished,
+        sys.intern(source),
     )
 
 

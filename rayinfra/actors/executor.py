@@ -71,30 +71,28 @@ class ExecutorActor:
             "running": len(self.running),
         }
 
-    async def submit(self, batch: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """Start each ``{task_id, payload, timeout_s, attempt}``; returns the results of those
+    async def submit(self, batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Start each task (a :class:`~rayinfra.scheduling.state.Dispatch` as a plain tuple:
+        ``(task_id, payload, timeout_s, attempt, runtime_env)``); returns the results of those
         that ended already (inline handlers, tasks cancelled before they arrived), which
         ``take_results`` then does not return again. Results go as plain tuples
         (:func:`wire_results`)."""
         ended: list[TaskResult] = []
-        for item in batch:
-            tid = item["task_id"]
+        for tid, payload, timeout, attempt, env in batch:
             if tid in self.running:  # a re-dispatch of what already runs here: keep one
                 continue
             if tid in self._cancelled_early:  # cancelled before it arrived
                 del self._cancelled_early[tid]
                 ended.append(TaskResult(tid, Outcome.CANCELLED, "cancelled"))
                 continue
-            timeout = item.get("timeout_s")
             ctx = TaskContext(
                 task_id=tid,
                 task_class=self.task_class,
-                attempt=int(item.get("attempt", 1)),
+                attempt=attempt,
                 timeout_s=timeout,
                 deadline=time.monotonic() + timeout if timeout else None,
                 output_dir=self.output_dir,
             )
-            payload, env = item["payload"], item.get("runtime_env")
             inline = None if env else self._inline(payload)
             if inline is not None:  # trivial: done before the next task starts, no task object
                 started, t0 = time.time(), time.monotonic()

@@ -39,7 +39,7 @@ from rayinfra.config import RayinfraConfig
 from rayinfra.errors import BackendUnavailableError, InvalidArgumentError
 from rayinfra.scheduling.limiter import Outcome
 from rayinfra.scheduling.metrics import SchedulerMetrics
-from rayinfra.scheduling.state import ResultsCallback, TaskResult
+from rayinfra.scheduling.state import Dispatch, ResultsCallback, TaskResult
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.services.supervisor import child_env
 from rayinfra.slurm import bridge
@@ -277,11 +277,11 @@ class SlurmPool:
     def retire_idle(self, load: Callable[[str], int]) -> None:
         """Nothing to retire: a job ends with its task."""
 
-    def send(self, cls: str, name: str, items: list[dict[str, Any]]) -> None:
+    def send(self, cls: str, name: str, items: list[Dispatch]) -> None:
         """Submit one job per item, in the background (results come back through the watcher)."""
         for item in items:
-            self._submitting.add(item["task_id"])
-            self._recorded.setdefault(item["task_id"], asyncio.Event())
+            self._submitting.add(item.task_id)
+            self._recorded.setdefault(item.task_id, asyncio.Event())
             self._tasks.append(asyncio.create_task(self._submit(item)))
         self._tasks = [t for t in self._tasks if not t.done()]
 
@@ -323,8 +323,8 @@ class SlurmPool:
         return sum(1 for j in self.jobs.values() if j.state == "running")
 
     # ------------------------------------------------------------------ internals
-    async def _submit(self, item: dict[str, Any]) -> None:
-        task_id, attempt = item["task_id"], item["attempt"]
+    async def _submit(self, item: Dispatch) -> None:
+        task_id, attempt = item.task_id, item.attempt
         try:
             async with self._sbatch:
                 job = await self._sbatch_one(item)
@@ -358,9 +358,9 @@ class SlurmPool:
             "task %s attempt %d: Slurm job %s (%s)", task_id, attempt, job.job_id, job.template
         )
 
-    async def _sbatch_one(self, item: dict[str, Any]) -> SlurmJob:
-        task_id = item["task_id"]
-        template, script = self.scripts.render(task_id, item["payload"], trusted=True)
+    async def _sbatch_one(self, item: Dispatch) -> SlurmJob:
+        task_id = item.task_id
+        template, script = self.scripts.render(task_id, item.payload, trusted=True)
         await asyncio.to_thread(self.output_dir.mkdir, parents=True, exist_ok=True)
         extra = [f"--job-name=rayinfra-{task_id}"[:128]]
         if self.config.slurm.partition:
@@ -373,10 +373,10 @@ class SlurmPool:
         job = SlurmJob(
             task_id=task_id,
             job_id=job_id,
-            attempt=item["attempt"],
+            attempt=item.attempt,
             template=template,
             submit_time=time.time(),
-            timeout_s=item.get("timeout_s"),
+            timeout_s=item.timeout_s,
             previous=previous,
         )
         if task_id in self._cancel_after_submit:

@@ -33,6 +33,7 @@ __all__ = [
     "LOST_EXECUTOR_ATTEMPTS",
     "RETRYABLE",
     "Batch",
+    "Dispatch",
     "Results",
     "ResultsCallback",
     "SchedulerState",
@@ -86,6 +87,21 @@ class TaskInfo:
     cancel_requested: bool = False
 
 
+class Dispatch(NamedTuple):
+    """One task handed to an executor: what its ``submit`` takes. Sent to a Ray executor as
+    a plain tuple (:meth:`wire`): ~1/3 of a dict's pickling, and a named tuple would pickle
+    through cloudpickle's reducer item by item."""
+
+    task_id: str
+    payload: dict[str, Any]
+    timeout_s: float | None
+    attempt: int
+    runtime_env: dict[str, Any] | None = None
+
+    def wire(self) -> tuple[Any, ...]:
+        return tuple(self)
+
+
 @dataclass
 class Batch:
     """Tasks to send to one executor (``items``: what its ``submit`` takes), the
@@ -93,7 +109,7 @@ class Batch:
 
     task_class: str
     executor: str
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[Dispatch] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     waited_s: list[float] = field(default_factory=list)
 
@@ -287,15 +303,16 @@ class SchedulerState:
             row.attempts += 1
             info.executor = executor
             running.add(row.task_id)
-            item = {
-                "task_id": row.task_id,
-                "payload": row.spec.payload,
-                "timeout_s": row.spec.timeout_s or klass.timeout_s,
-                "attempt": row.attempts,
-            }
-            if row.spec.runtime_env:
-                item["runtime_env"] = merge_runtime_env(klass.runtime_env, row.spec.runtime_env)
-            batch.items.append(item)
+            env = row.spec.runtime_env
+            batch.items.append(
+                Dispatch(
+                    row.task_id,
+                    row.spec.payload,
+                    row.spec.timeout_s or klass.timeout_s,
+                    row.attempts,
+                    merge_runtime_env(klass.runtime_env, env) if env else None,
+                )
+            )
             batch.transitions.append(Transition(row, "task_started", {"attempt": row.attempts}))
             batch.waited_s.append(mono - info.queued_at)
         self.inflight[cls] += len(infos)

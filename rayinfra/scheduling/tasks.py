@@ -137,6 +137,28 @@ class TaskSpec:
         UTF-8). Two submits with the same id are the same task iff their identities are equal;
         payload key order does not matter, any other difference does.
         """
+        return hashlib.sha256(self._canonical().encode("utf-8")).hexdigest()
+
+    def _canonical(self) -> str:
+        """The identity's text: the sorted-keys compact JSON of class, payload, priority,
+        runtime_env (when set), timeout and workflow id. Assembled from its parts when they
+        have the types validation gives (an int priority, a finite float or no timeout): the
+        same text as encoding the document, at about half the cost on the submit path."""
+        prio, timeout = self.priority, self.timeout_s
+        if type(prio) is int and (
+            timeout is None or (type(timeout) is float and math.isfinite(timeout))
+        ):
+            env = self.runtime_env
+            return "".join(
+                (
+                    '{"class":', _ENCODE(self.task_class),
+                    ',"payload":', _ENCODE_SORTED(self.payload),
+                    ',"priority":', int.__repr__(prio),
+                    "" if env is None else ',"runtime_env":' + _ENCODE_SORTED(env),
+                    ',"timeout_s":', "null" if timeout is None else float.__repr__(timeout),
+                    ',"workflow_id":', _ENCODE(self.workflow_id), "}",
+                )
+            )  # fmt: skip
         doc = {
             "class": self.task_class,
             "payload": self.payload,
@@ -146,7 +168,7 @@ class TaskSpec:
         }
         if self.runtime_env is not None:  # absent from older identities, which stay valid
             doc["runtime_env"] = self.runtime_env
-        return hashlib.sha256(_dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+        return _dumps(doc, sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict keyed by :data:`SPEC_FIELDS`; the payload is a deep copy."""

@@ -9,7 +9,7 @@ from typing import Any
 from rayinfra.actors.executor import ExecutorActor
 from rayinfra.config import config_to_dict, load_config
 from rayinfra.scheduling.limiter import Outcome
-from rayinfra.scheduling.state import TaskResult
+from rayinfra.scheduling.state import Dispatch, TaskResult
 
 
 def _executor(tmp_path: Path) -> ExecutorActor:
@@ -18,7 +18,8 @@ def _executor(tmp_path: Path) -> ExecutorActor:
 
 
 async def _submit(ex: ExecutorActor, batch: list[dict[str, Any]]) -> list[TaskResult]:
-    replied = await ex.submit(batch)
+    """``batch`` as ``Dispatch`` keywords, sent as the scheduler's pool sends them."""
+    replied = await ex.submit([Dispatch(attempt=1, timeout_s=None, **d).wire() for d in batch])
     assert all(type(r) is tuple for r in replied)  # not a named tuple: pickled by class
     return [TaskResult._make(r) for r in replied]
 
@@ -45,7 +46,9 @@ async def test_a_cancel_that_overtakes_its_submit_still_cancels_the_task(tmp_pat
 
 async def test_a_threaded_handlers_result_comes_from_take_results(tmp_path: Path) -> None:
     ex = _executor(tmp_path)
-    assert await _submit(ex, [{"task_id": "t4", "payload": {"type": "sleep", "seconds": 0.1}}]) == []
+    assert (
+        await _submit(ex, [{"task_id": "t4", "payload": {"type": "sleep", "seconds": 0.1}}]) == []
+    )
     (res,) = await _take(ex, 10.0)
     assert res.task_id == "t4" and res.outcome is Outcome.SUCCESS
 

@@ -15,6 +15,7 @@ from rayinfra.scheduling.limiter import Outcome
 from rayinfra.scheduling.state import (
     LOST_EXECUTOR_ATTEMPTS,
     Batch,
+    Dispatch,
     SchedulerState,
     Settlement,
     TaskResult,
@@ -50,8 +51,8 @@ def test_queue_dispatch_complete() -> None:
     (batch,) = st.dispatch("cpu", ["e1"], mono=7.0, now=100.0)
     assert (batch.task_class, batch.executor) == ("cpu", "e1")
     assert batch.items == [
-        {"task_id": "a", "payload": {"type": "noop"}, "timeout_s": 60.0, "attempt": 1},
-        {"task_id": "b", "payload": {"type": "noop"}, "timeout_s": 60.0, "attempt": 1},
+        Dispatch("a", {"type": "noop"}, 60.0, 1, None),
+        Dispatch("b", {"type": "noop"}, 60.0, 1, None),
     ]
     assert events(batch) == [("a", "task_started"), ("b", "task_started")]
     assert [t.event_data for t in batch.transitions] == [{"attempt": 1}, {"attempt": 1}]
@@ -91,7 +92,7 @@ def test_failure_retries_with_capped_exponential_backoff_until_the_budget_is_spe
     backoffs = []
     for attempt in range(1, 5):
         (batch,) = st.dispatch("cpu", ["e1"], mono=float(attempt), now=100.0)
-        assert batch.items[0]["attempt"] == attempt
+        assert batch.items[0].attempt == attempt
         settled = st.on_results("e1", [TaskResult("a", Outcome.FAILURE, "boom")], now=101.0)
         if attempt < 4:
             assert events(settled) == [("a", "task_retrying")]
@@ -170,7 +171,7 @@ def test_cancel_while_queued_ends_it_at_once() -> None:
     assert settled.finished == [(st.tasks["a"].row, Outcome.CANCELLED)]
     assert st.tasks["a"].row.finished_at == 3.0
     (batch,) = st.dispatch("cpu", ["e1"], mono=1.0, now=4.0)
-    assert [i["task_id"] for i in batch.items] == ["b"]
+    assert [i.task_id for i in batch.items] == ["b"]
 
 
 def test_cancel_while_running_waits_for_the_executor_and_is_not_a_sample() -> None:
@@ -249,7 +250,7 @@ def test_recovered_running_rows_queue_again_as_pending() -> None:
     st.recover([was_running, row("b")], mono=0.0)
     assert st.tasks["a"].row.status == "pending" and st.backlog("cpu") == 2
     (batch,) = st.dispatch("cpu", ["e1"], mono=0.0, now=0.0)
-    assert [i["attempt"] for i in batch.items] == [2, 1]
+    assert [i.attempt for i in batch.items] == [2, 1]
 
 
 def test_an_adopted_attempt_goes_on_running_on_its_executor() -> None:
@@ -276,14 +277,14 @@ def test_slots_bound_dispatch_to_free_executor_slots() -> None:
     assert st.classes["gpu"].slots == 1
     st.enqueue([row(f"g{i}", cls="gpu") for i in range(5)], mono=0.0)
     batches = st.dispatch("gpu", ["e1", "e2"], mono=0.0, now=0.0)
-    assert [(b.executor, [i["task_id"] for i in b.items]) for b in batches] == [
+    assert [(b.executor, [i.task_id for i in b.items]) for b in batches] == [
         ("e1", ["g0"]),
         ("e2", ["g1"]),
     ]
     assert st.dispatch("gpu", ["e1", "e2"], mono=1.0, now=0.0) == []  # limit 8, slots full
     st.on_results("e2", [ok("g1")], now=2.0)
     (batch,) = st.dispatch("gpu", ["e1", "e2"], mono=2.0, now=0.0)
-    assert (batch.executor, batch.items[0]["task_id"]) == ("e2", "g2")
+    assert (batch.executor, batch.items[0].task_id) == ("e2", "g2")
 
 
 def test_unbounded_classes_fill_the_least_loaded_executor_in_batches() -> None:
@@ -310,7 +311,7 @@ def test_priority_order_fifo_within_a_priority() -> None:
     st.enqueue([row(n, priority=p) for p, n in [(0, "a"), (5, "b"), (0, "c"), (9, "d"), (5, "e")]],
                mono=0.0)  # fmt: skip
     (batch,) = st.dispatch("cpu", ["e1"], mono=1.0, now=0.0)
-    assert [i["task_id"] for i in batch.items] == ["d", "b", "e", "a", "c"]
+    assert [i.task_id for i in batch.items] == ["d", "b", "e", "a", "c"]
 
 
 def test_items_carry_the_task_timeout_and_merged_runtime_env() -> None:
@@ -319,8 +320,8 @@ def test_items_carry_the_task_timeout_and_merged_runtime_env() -> None:
     )
     st.enqueue([row("a", timeout_s=5.0, runtime_env={"env_vars": {"B": "2"}})], mono=0.0)
     (batch,) = st.dispatch("cpu", ["e1"], mono=0.0, now=0.0)
-    assert batch.items[0]["timeout_s"] == 5.0
-    assert batch.items[0]["runtime_env"] == {"env_vars": {"A": "1", "B": "2"}}
+    assert batch.items[0].timeout_s == 5.0
+    assert batch.items[0].runtime_env == {"env_vars": {"A": "1", "B": "2"}}
 
 
 def test_gauges() -> None:
@@ -366,6 +367,6 @@ def test_resume_after_a_drain_dispatches_again_what_was_handed_back_first() -> N
     assert st.dispatch("cpu", ["e1"], mono=4.0, now=111.0) == []
     assert st.resume(mono=5.0) == 2
     (batch,) = st.dispatch("cpu", ["e1"], mono=6.0, now=112.0)
-    assert [i["task_id"] for i in batch.items] == ["a", "b", "later"]
-    assert [i["attempt"] for i in batch.items] == [1, 1, 1]  # the drained attempt not counted
+    assert [i.task_id for i in batch.items] == ["a", "b", "later"]
+    assert [i.attempt for i in batch.items] == [1, 1, 1]  # the drained attempt not counted
     assert st.resume(mono=7.0) == 0  # nothing drained any more

@@ -688,3 +688,45 @@ def test_per_task_runtime_env() -> None:
         with pytest.raises(InvalidArgumentError) as e:
             validate_spec({"task_id": "t", "payload": {}, "runtime_env": bad}, trusted=True, **kw)
         assert e.value.field == field
+
+
+_IDENT_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)  # fmt: skip
+
+
+@given(
+    task_class=st.text(min_size=1),
+    payload=st.dictionaries(st.text(), _IDENT_JSON, max_size=4),
+    priority=st.integers() | st.floats(allow_nan=False) | st.booleans(),
+    workflow_id=st.text(),
+    timeout_s=st.none() | st.floats() | st.integers(min_value=1),
+    runtime_env=st.none() | st.dictionaries(st.text(), _IDENT_JSON, max_size=3),
+)
+def test_identity_text_is_the_sorted_document_for_any_spec(
+    task_class: str,
+    payload: dict[str, Any],
+    priority: Any,
+    workflow_id: str,
+    timeout_s: Any,
+    runtime_env: dict[str, Any] | None,
+) -> None:
+    """The identity is assembled from its parts on the submit path; it must be the text of the
+    sorted document (as stored identities were made), whatever the field values."""
+    spec = TaskSpec("x", task_class, payload, priority, workflow_id, timeout_s, runtime_env)
+    doc = {"class": task_class, "payload": payload, "priority": priority,
+           "workflow_id": workflow_id, "timeout_s": timeout_s}  # fmt: skip
+    if runtime_env is not None:
+        doc["runtime_env"] = runtime_env
+    try:
+        expected = json.dumps(
+            doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:
+        with pytest.raises(ValueError):
+            spec.identity()
+        return
+    assert spec._canonical() == expected
