@@ -30,12 +30,14 @@ from rayinfra.handlers import (
     TaskFailedError,
     UnknownHandlerError,
 )
+from rayinfra.json_encode import compact_encoder
 from rayinfra.scheduling.limiter import Outcome
 from rayinfra.scheduling.state import TaskResult
 
 RESULT_LINGER_S = 0.002  # gather results finishing together into one reply (while others run)
 TIMEOUT_GRACE_S = 2.0  # a handler that ignores its deadline is abandoned after this
 EARLY_CANCELS_KEPT = 4096  # cancels of tasks not (yet) here, remembered for a later submit
+_encode = compact_encoder()  # accepts what json.dumps does (and the store's encoder)
 
 
 class ExecutorActor:
@@ -119,7 +121,7 @@ class ExecutorActor:
 
     @staticmethod
     def _succeeded(value: Any) -> tuple[Outcome, str, Any]:
-        json.dumps(value)  # a non-JSON return fails the task here, not in the scheduler
+        _encode(value)  # a non-JSON return fails the task here, not in the scheduler
         return Outcome.SUCCESS, "", value
 
     async def _run(

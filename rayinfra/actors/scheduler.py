@@ -259,9 +259,7 @@ class SchedulerActor(ControlActor):
                 self._send(batch)
 
     def _send(self, batch: Batch) -> None:
-        now = time.time()
-        for waited in batch.waited_s:
-            self.metrics.on_dispatch(batch.task_class, waited, now)
+        self.metrics.on_dispatch(batch.task_class, batch.waited_s, time.time())
         self.started.dispatched(batch.transitions)
         self._pool(batch.task_class).send(batch.task_class, batch.executor, batch.items)
 
@@ -281,9 +279,9 @@ class SchedulerActor(ControlActor):
         now = time.time()
         seq = await taskstore.persist(self.store, ended.transitions, now)
         self._events().advance(seq)
-        for row, outcome in ended.finished:
+        for row, _ in ended.finished:
             self.state.release(row.task_id)
-            self.metrics.on_finish(row.spec.task_class, row.status, outcome.value, now)
+        self.metrics.on_finish(ended.outcomes(), now)
         filed = [row for row, _ in ended.finished if row.source == "file"]
         if filed:  # file I/O stays off the event loop
             await asyncio.to_thread(self.file_queue.finished, filed)

@@ -124,6 +124,10 @@ class Settlement:
     finished: list[tuple[TaskRow, Outcome]] = field(default_factory=list)
     retries: list[tuple[str, float]] = field(default_factory=list)
 
+    def outcomes(self) -> list[tuple[str, str, str]]:
+        """``(class, status, reason)`` of each finished task: what the metrics count."""
+        return [(row.spec.task_class, row.status, outcome.value) for row, outcome in self.finished]
+
 
 class SchedulerState:
     """Queues, limits, slots and retries of every task class; the tasks not yet finished."""
