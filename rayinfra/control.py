@@ -105,9 +105,11 @@ class ControlPlane:
         )
         return job
 
-    async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
+    async def get(
+        self, task_ids: Sequence[str], finished_only: bool = False
+    ) -> dict[str, TaskStatus | None]:
         found: dict[str, dict[str, Any] | None] = await self.call(
-            "scheduler", "get", list(task_ids)
+            "scheduler", "get", list(task_ids), finished_only
         )
         return {t: TaskStatus.from_scheduler(d) if d else None for t, d in found.items()}
 

@@ -388,9 +388,12 @@ def get_tasks(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, TaskR
     return {r[0]: _row(r) for r in rows}
 
 
-def get_statuses(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+def get_statuses(
+    conn: sqlite3.Connection, ids: Collection[str], finished_only: bool = False
+) -> dict[str, dict[str, Any] | str]:
     """Status dicts of the given ids that exist, read without their payloads (what a waiter
-    asks for: the scheduler answers for its active tasks from memory, the rest from here)."""
+    asks for: the scheduler answers for its active tasks from memory, the rest from here);
+    with ``finished_only`` a task not finished has its status (a string) instead."""
     if not ids:
         return {}
     rows = conn.execute(
@@ -398,7 +401,9 @@ def get_statuses(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, di
         (json.dumps(list(ids)),),
     )
     return {
-        r[0]: status_dict((*r[:7], None if r[7] is None else json.loads(r[7]), *r[8:]))
+        r[0]: r[5]
+        if finished_only and r[5] not in TERMINAL_STATES
+        else status_dict((*r[:7], None if r[7] is None else json.loads(r[7]), *r[8:]))
         for r in rows
     }
 
@@ -408,19 +413,25 @@ LiveRow = Callable[[str], "TaskRow | None"]
 
 
 async def statuses(
-    store: StateStore, ids: Sequence[str], live: LiveRow
+    store: StateStore, ids: Sequence[str], live: LiveRow, finished_only: bool = False
 ) -> dict[str, dict[str, Any] | None]:
     """Status dicts by id (``None``: unknown): a live task's from memory, the rest read from
-    the store without their payloads."""
-    out = {}
+    the store without their payloads. With ``finished_only`` the tasks not finished are left
+    out (a waiter's first read: a dict built and sent for each would be thrown away)."""
+    out: dict[str, dict[str, Any] | str] = {}
     for t in ids:
         row = live(t)
-        if row is not None:
-            out[t] = row.status_dict()
+        if row is None:
+            continue
+        finished = row.status in TERMINAL_STATES
+        out[t] = row.status_dict() if finished or not finished_only else row.status
     missing = [t for t in ids if t not in out]
     if missing:
-        out.update(await store.aread(partial(get_statuses, ids=missing)))
-    return {t: out.get(t) for t in ids}
+        out.update(
+            await store.aread(partial(get_statuses, ids=missing, finished_only=finished_only))
+        )
+    found = {t: out.get(t) for t in ids}
+    return {t: s for t, s in found.items() if not isinstance(s, str)}
 
 
 async def list_statuses(

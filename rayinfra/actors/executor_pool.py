@@ -22,7 +22,7 @@ from rayinfra import raywrap
 from rayinfra.actors.executor import ExecutorActor
 from rayinfra.config import NAMESPACE, RayinfraConfig
 from rayinfra.scheduling import classes as class_logic
-from rayinfra.scheduling.state import Dispatch, ResultsCallback, TaskResult
+from rayinfra.scheduling.state import ResultsCallback, TaskResult
 from rayinfra.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -130,14 +130,14 @@ class ExecutorPools:
             ex.poller = asyncio.create_task(self._poll(cls, ex))
         return [e.name for e in pool if e.ready.done() and e.ready.result()]
 
-    def send(self, cls: str, name: str, items: list[Dispatch]) -> None:
+    def send(self, cls: str, name: str, items: list[tuple[Any, ...]]) -> None:
         """Start ``items`` on executor ``name``, without waiting for it here: calls from one
         caller reach an actor in order, and a dead executor is noticed by its result poller.
         The results of what ended during the submit (inline handlers) come with its reply."""
         ex = self._find(cls, name)
         assert ex is not None, name  # ready() named it, and nothing ran since
         ex.busy_at = time.monotonic()
-        call = asyncio.ensure_future(raywrap.acall(ex.handle, "submit", [i.wire() for i in items]))
+        call = asyncio.ensure_future(raywrap.acall(ex.handle, "submit", items))
         self._submits.add(call)
         call.add_done_callback(partial(self._submitted, ex.name))
 

@@ -149,9 +149,11 @@ class SchedulerActor(ControlActor):
         info = self.state.tasks.get(task_id)
         return None if info is None else info.row
 
-    async def get(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        """Status dicts by id (``None`` for an unknown id)."""
-        return await taskstore.statuses(self.store, task_ids, self._live)
+    async def get(
+        self, task_ids: list[str], finished_only: bool = False
+    ) -> dict[str, dict[str, Any] | None]:
+        """Status dicts by id (``None`` for an unknown id; :func:`taskstore.statuses`)."""
+        return await taskstore.statuses(self.store, task_ids, self._live, finished_only)
 
     async def list_tasks(
         self,
@@ -260,7 +262,7 @@ class SchedulerActor(ControlActor):
 
     def _send(self, batch: Batch) -> None:
         self.metrics.on_dispatch(batch.task_class, batch.waited_s, time.time())
-        self.started.dispatched(batch.transitions)
+        self.started.dispatched(batch.started)
         self._pool(batch.task_class).send(batch.task_class, batch.executor, batch.items)
 
     async def _on_results(self, executor: str, results: Results) -> None:

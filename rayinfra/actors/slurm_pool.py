@@ -277,9 +277,9 @@ class SlurmPool:
     def retire_idle(self, load: Callable[[str], int]) -> None:
         """Nothing to retire: a job ends with its task."""
 
-    def send(self, cls: str, name: str, items: list[Dispatch]) -> None:
+    def send(self, cls: str, name: str, items: list[tuple[Any, ...]]) -> None:
         """Submit one job per item, in the background (results come back through the watcher)."""
-        for item in items:
+        for item in map(Dispatch._make, items):
             self._submitting.add(item.task_id)
             self._recorded.setdefault(item.task_id, asyncio.Event())
             self._tasks.append(asyncio.create_task(self._submit(item)))

@@ -15,7 +15,7 @@ from functools import partial
 
 from rayinfra import taskstore
 from rayinfra.store import StateStore
-from rayinfra.taskstore import Transition
+from rayinfra.taskstore import TaskRow, Transition
 
 log = logging.getLogger(__name__)
 
@@ -23,26 +23,29 @@ STARTED_AFTER_S = 0.05
 
 
 class StartedEvents:
-    """Collects the ``task_started`` transitions of dispatched batches and, ``STARTED_AFTER_S``
-    after the first of them, writes those whose attempt still runs: queued behind earlier
-    writes by the store's single writer (nothing waits for it), so a task's later end is
-    written after it. ``advance`` is told the last seq written."""
+    """Collects the attempts of dispatched batches and, ``STARTED_AFTER_S`` after the first of
+    them, writes the ``task_started`` of those still running: queued behind earlier writes by
+    the store's single writer (nothing waits for it), so a task's later end is written after
+    it. ``advance`` is told the last seq written. Nothing is built for an attempt that ended
+    sooner (most do)."""
 
     def __init__(self, store: StateStore, advance: Callable[[int], None]) -> None:
         self.store = store
         self._advance = advance
-        self._pending: list[Transition] = []
+        self._pending: list[tuple[TaskRow, int]] = []
 
-    def dispatched(self, transitions: list[Transition]) -> None:
+    def dispatched(self, started: list[tuple[TaskRow, int]]) -> None:
+        """Attempts just sent to an executor: ``(row, attempt number)`` each."""
         if not self._pending:
             asyncio.get_running_loop().call_later(STARTED_AFTER_S, self._write)
-        self._pending += transitions
+        self._pending += started
 
     def _write(self) -> None:
         running = [
-            t for t in self._pending
-            if t.row.status == "running" and t.row.attempts == t.event_data["attempt"]
-        ]  # fmt: skip
+            Transition(row, "task_started", {"attempt": attempt})
+            for row, attempt in self._pending
+            if row.status == "running" and row.attempts == attempt
+        ]
         self._pending = []
         if not running:
             return

@@ -250,9 +250,12 @@ class AgentInfra:
             return []
         return await self.transport.submit(tasks)
 
-    async def _current(self, task_ids: list[str]) -> dict[str, TaskStatus]:
-        """Every id's status now; ``TaskNotFoundError`` for the first unknown one."""
-        found = await self.transport.get(task_ids)
+    async def _current(
+        self, task_ids: list[str], finished_only: bool = False
+    ) -> dict[str, TaskStatus]:
+        """Every id's status now (with ``finished_only``: of those that finished);
+        ``TaskNotFoundError`` for the first unknown one."""
+        found = await self.transport.get(task_ids, finished_only)
         for tid, st in found.items():
             if st is None:
                 raise TaskNotFoundError(tid)
@@ -277,9 +280,8 @@ class AgentInfra:
             self._waiters.setdefault(tid, []).append(w)
         try:  # registered and watched before this read: a later finish comes by the feed
             await self._watch()
-            for tid, st in (await self._current(ids)).items():
-                if st.terminal:
-                    w.resolve(tid, st.client_dict())
+            for tid, st in (await self._current(ids, finished_only=True)).items():
+                w.resolve(tid, st.client_dict())
             try:
                 await asyncio.wait_for(w.done, timeout)
             except asyncio.TimeoutError:

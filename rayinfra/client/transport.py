@@ -34,8 +34,11 @@ class Transport(Protocol):
         priority, timeout_s, workflow_id``)."""
         ...
 
-    async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
-        """Each id's status (``None``: unknown), in the order asked."""
+    async def get(
+        self, task_ids: Sequence[str], finished_only: bool = False
+    ) -> dict[str, TaskStatus | None]:
+        """Each id's status (``None``: unknown), in the order asked; with ``finished_only`` the
+        tasks not finished yet are left out (a waiter's read: their ends come by the feed)."""
         ...
 
     async def cancel(self, task_id: str) -> dict[str, Any]:

@@ -388,6 +388,12 @@ class AdaptiveLimiter:
             inflight: tasks of the class in flight when it finished (>= 0).
             outcome: see :class:`Outcome`.
         """
+        self.record(latency_s, inflight, outcome)
+        return self.limit
+
+    def record(self, latency_s: float, inflight: int, outcome: Outcome = Outcome.SUCCESS) -> None:
+        """:meth:`on_sample` without working out the new limit (a caller recording a batch of
+        samples reads :attr:`limit` once, when it next dispatches)."""
         if not (math.isfinite(latency_s) and latency_s >= 0.0):
             raise ValueError(f"latency_s must be a finite number >= 0, got {latency_s!r}")
         if inflight < 0:
@@ -395,25 +401,25 @@ class AdaptiveLimiter:
         self._samples += 1
         if outcome in (Outcome.TIMEOUT, Outcome.RESOURCE):
             self._back_off()
-            return self.limit
+            return
         if outcome is not Outcome.SUCCESS:  # no service time to learn from
             self._failures += 1
-            return self.limit
+            return
 
         rtt = max(latency_s, self._config.min_rtt_s, _MIN_RTT_S)
         self._observe(rtt)
         if self._check_cap is not None:
             self._check_step(rtt)
-            return self.limit
+            return
         if inflight < self._estimate / 2:
-            return self.limit  # app-limited: the limit is not being exercised
+            return  # app-limited: the limit is not being exercised
 
         estimate = self._estimate
         rounds = max(1.0, estimate)
         tolerated = self._config.rtt_tolerance * self._long_rtt * (1.0 + self._noise(rounds))
         if self._short_rtt > tolerated * (1.0 + _CONGESTION_TASKS / rounds):
             if self._regime_changed():
-                return self.limit
+                return
             if self._episode_samples >= _CONFIRM_ROUNDS * rounds:
                 self._slow_start = False
                 self._anchor = estimate
@@ -431,7 +437,7 @@ class AdaptiveLimiter:
                 and self._since_check >= self._check_interval
                 and self._start_check()
             ):
-                return self.limit
+                return
         if not self._slow_start:
             self._since_check += 1
 
@@ -444,7 +450,6 @@ class AdaptiveLimiter:
             weight = smoothing / rounds
             new = estimate * (1.0 - weight) + (estimate * gradient + queue) * weight
         self._estimate = self._clamp(new)
-        return self.limit
 
     # ------------------------------------------------------------------ internals
 

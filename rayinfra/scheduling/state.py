@@ -88,9 +88,9 @@ class TaskInfo:
 
 
 class Dispatch(NamedTuple):
-    """One task handed to an executor: what its ``submit`` takes. Sent to a Ray executor as
-    a plain tuple (:meth:`wire`): ~1/3 of a dict's pickling, and a named tuple would pickle
-    through cloudpickle's reducer item by item."""
+    """One task handed to an executor: what its ``submit`` takes. A batch carries them as
+    plain tuples of these fields (``Dispatch._make(item)`` reads one): ~1/3 of a dict's
+    pickling, and a named tuple would pickle through cloudpickle's reducer item by item."""
 
     task_id: str
     payload: dict[str, Any]
@@ -98,19 +98,18 @@ class Dispatch(NamedTuple):
     attempt: int
     runtime_env: dict[str, Any] | None = None
 
-    def wire(self) -> tuple[Any, ...]:
-        return tuple(self)
-
 
 @dataclass
 class Batch:
-    """Tasks to send to one executor (``items``: what its ``submit`` takes), the
-    ``task_started`` transitions to persist, and how long each task waited in the queue."""
+    """Tasks to send to one executor (``items``: what its ``submit`` takes, :class:`Dispatch`
+    fields as plain tuples), each attempt started (``started``: row and attempt number, whose
+    ``task_started`` is written if it still runs a moment later) and how long each task
+    waited in the queue."""
 
     task_class: str
     executor: str
-    items: list[Dispatch] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
+    items: list[tuple[Any, ...]] = field(default_factory=list)
+    started: list[tuple[TaskRow, int]] = field(default_factory=list)
     waited_s: list[float] = field(default_factory=list)
 
 
@@ -309,7 +308,7 @@ class SchedulerState:
             running.add(row.task_id)
             env = row.spec.runtime_env
             batch.items.append(
-                Dispatch(
+                (  # a Dispatch's fields
                     row.task_id,
                     row.spec.payload,
                     row.spec.timeout_s or klass.timeout_s,
@@ -317,7 +316,7 @@ class SchedulerState:
                     merge_runtime_env(klass.runtime_env, env) if env else None,
                 )
             )
-            batch.transitions.append(Transition(row, "task_started", {"attempt": row.attempts}))
+            batch.started.append((row, row.attempts))
             batch.waited_s.append(mono - info.queued_at)
         self.inflight[cls] += len(infos)
         return batch
@@ -364,7 +363,7 @@ class SchedulerState:
         for info, res in ended:  # every sample sees the in-flight count from before this batch
             if info.executor is not None and res.outcome is not Outcome.CANCELLED:
                 cls = info.row.spec.task_class
-                self.limiters[cls].on_sample(res.latency_s, self.inflight[cls], res.outcome)
+                self.limiters[cls].record(res.latency_s, self.inflight[cls], res.outcome)
         out = Settlement()
         for info, res in ended:
             self._unassign(info)

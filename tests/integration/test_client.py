@@ -57,6 +57,32 @@ def test_same_results_over_either_transport(infra: AgentInfraSync) -> None:
     }
 
 
+def test_a_waiters_first_read_leaves_out_what_has_not_finished(infra: AgentInfraSync) -> None:
+    """``wait_tasks`` first reads what already finished (``get(..., finished_only=True)``):
+    a finished task is there, an unknown id is ``None``, a running one is left out (its end
+    comes by the feed); without the flag every id has its status."""
+    done, running, unknown = uid("c-done"), uid("c-running"), uid("c-unknown")
+    infra.submit_tasks(
+        [
+            {"task_id": done, "payload": {"type": "noop"}},
+            {"task_id": running, "payload": {"type": "sleep", "seconds": 30}},
+        ]
+    )
+    infra.wait_task(done, timeout=30)
+    transport = infra._infra.transport
+    try:
+        finished = infra._run(transport.get([done, running, unknown], True))
+        assert set(finished) == {done, unknown} and finished[unknown] is None
+        st = finished[done]
+        assert st is not None and st.status == "completed"
+        every = infra._run(transport.get([done, running, unknown]))
+        assert list(every) == [done, running, unknown] and every[unknown] is None
+        st = every[running]
+        assert st is not None and st.status in ("pending", "running")
+    finally:
+        infra.cancel_task(running)
+
+
 def test_batch_submit_and_wait(infra: AgentInfraSync) -> None:
     batch = uid("c-batch")
     tasks = [

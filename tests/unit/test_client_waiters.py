@@ -45,8 +45,13 @@ class FeedTransport:
     async def close(self) -> None:
         pass
 
-    async def get(self, task_ids: Sequence[str]) -> dict[str, TaskStatus | None]:
-        return {t: self.states.get(t) for t in task_ids}
+    async def get(
+        self, task_ids: Sequence[str], finished_only: bool = False
+    ) -> dict[str, TaskStatus | None]:
+        found = {t: self.states.get(t) for t in task_ids}
+        if finished_only:
+            return {t: st for t, st in found.items() if st is None or st.terminal}
+        return found
 
     async def changes(
         self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool

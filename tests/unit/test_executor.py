@@ -19,7 +19,7 @@ def _executor(tmp_path: Path) -> ExecutorActor:
 
 async def _submit(ex: ExecutorActor, batch: list[dict[str, Any]]) -> list[TaskResult]:
     """``batch`` as ``Dispatch`` keywords, sent as the scheduler's pool sends them."""
-    replied = await ex.submit([Dispatch(attempt=1, timeout_s=None, **d).wire() for d in batch])
+    replied = await ex.submit([tuple(Dispatch(attempt=1, timeout_s=None, **d)) for d in batch])
     assert all(type(r) is tuple for r in replied)  # not a named tuple: pickled by class
     return [TaskResult._make(r) for r in replied]
 

@@ -35,8 +35,13 @@ def row(task_id: str, cls: str = "cpu", priority: int = 0, **spec: Any) -> TaskR
     return TaskRow(spec=task, identity=task.identity(), trusted=True, status="pending")
 
 
-def events(settled: Settlement | Batch) -> list[tuple[str, str]]:
+def events(settled: Settlement) -> list[tuple[str, str]]:
     return [(t.row.task_id, t.event_type) for t in settled.transitions]
+
+
+def items(batch: Batch) -> list[Dispatch]:
+    """A batch's items (plain tuples, as they go to the executor) as Dispatches."""
+    return [Dispatch._make(i) for i in batch.items]
 
 
 def ok(task_id: str, started: float = 100.0, finished: float = 101.5) -> TaskResult:
@@ -54,8 +59,7 @@ def test_queue_dispatch_complete() -> None:
         Dispatch("a", {"type": "noop"}, 60.0, 1, None),
         Dispatch("b", {"type": "noop"}, 60.0, 1, None),
     ]
-    assert events(batch) == [("a", "task_started"), ("b", "task_started")]
-    assert [t.event_data for t in batch.transitions] == [{"attempt": 1}, {"attempt": 1}]
+    assert [(row.task_id, attempt) for row, attempt in batch.started] == [("a", 1), ("b", 1)]
     assert batch.waited_s == [2.0, 2.0]
     assert st.tasks["a"].row.status == "running" and st.tasks["a"].executor == "e1"
     assert st.inflight["cpu"] == 2 and st.load("e1") == 2 and st.backlog("cpu") == 0
@@ -92,7 +96,7 @@ def test_failure_retries_with_capped_exponential_backoff_until_the_budget_is_spe
     backoffs = []
     for attempt in range(1, 5):
         (batch,) = st.dispatch("cpu", ["e1"], mono=float(attempt), now=100.0)
-        assert batch.items[0].attempt == attempt
+        assert items(batch)[0].attempt == attempt
         settled = st.on_results("e1", [TaskResult("a", Outcome.FAILURE, "boom")], now=101.0)
         if attempt < 4:
             assert events(settled) == [("a", "task_retrying")]
@@ -171,7 +175,7 @@ def test_cancel_while_queued_ends_it_at_once() -> None:
     assert settled.finished == [(st.tasks["a"].row, Outcome.CANCELLED)]
     assert st.tasks["a"].row.finished_at == 3.0
     (batch,) = st.dispatch("cpu", ["e1"], mono=1.0, now=4.0)
-    assert [i.task_id for i in batch.items] == ["b"]
+    assert [i.task_id for i in items(batch)] == ["b"]
 
 
 def test_cancel_while_running_waits_for_the_executor_and_is_not_a_sample() -> None:
@@ -250,7 +254,7 @@ def test_recovered_running_rows_queue_again_as_pending() -> None:
     st.recover([was_running, row("b")], mono=0.0)
     assert st.tasks["a"].row.status == "pending" and st.backlog("cpu") == 2
     (batch,) = st.dispatch("cpu", ["e1"], mono=0.0, now=0.0)
-    assert [i.attempt for i in batch.items] == [2, 1]
+    assert [i.attempt for i in items(batch)] == [2, 1]
 
 
 def test_an_adopted_attempt_goes_on_running_on_its_executor() -> None:
@@ -277,14 +281,14 @@ def test_slots_bound_dispatch_to_free_executor_slots() -> None:
     assert st.classes["gpu"].slots == 1
     st.enqueue([row(f"g{i}", cls="gpu") for i in range(5)], mono=0.0)
     batches = st.dispatch("gpu", ["e1", "e2"], mono=0.0, now=0.0)
-    assert [(b.executor, [i.task_id for i in b.items]) for b in batches] == [
+    assert [(b.executor, [i.task_id for i in items(b)]) for b in batches] == [
         ("e1", ["g0"]),
         ("e2", ["g1"]),
     ]
     assert st.dispatch("gpu", ["e1", "e2"], mono=1.0, now=0.0) == []  # limit 8, slots full
     st.on_results("e2", [ok("g1")], now=2.0)
     (batch,) = st.dispatch("gpu", ["e1", "e2"], mono=2.0, now=0.0)
-    assert (batch.executor, batch.items[0].task_id) == ("e2", "g2")
+    assert (batch.executor, items(batch)[0].task_id) == ("e2", "g2")
 
 
 def test_unbounded_classes_fill_the_least_loaded_executor_in_batches() -> None:
@@ -311,7 +315,7 @@ def test_priority_order_fifo_within_a_priority() -> None:
     st.enqueue([row(n, priority=p) for p, n in [(0, "a"), (5, "b"), (0, "c"), (9, "d"), (5, "e")]],
                mono=0.0)  # fmt: skip
     (batch,) = st.dispatch("cpu", ["e1"], mono=1.0, now=0.0)
-    assert [i.task_id for i in batch.items] == ["d", "b", "e", "a", "c"]
+    assert [i.task_id for i in items(batch)] == ["d", "b", "e", "a", "c"]
 
 
 def test_items_carry_the_task_timeout_and_merged_runtime_env() -> None:
@@ -320,8 +324,8 @@ def test_items_carry_the_task_timeout_and_merged_runtime_env() -> None:
     )
     st.enqueue([row("a", timeout_s=5.0, runtime_env={"env_vars": {"B": "2"}})], mono=0.0)
     (batch,) = st.dispatch("cpu", ["e1"], mono=0.0, now=0.0)
-    assert batch.items[0].timeout_s == 5.0
-    assert batch.items[0].runtime_env == {"env_vars": {"A": "1", "B": "2"}}
+    assert items(batch)[0].timeout_s == 5.0
+    assert items(batch)[0].runtime_env == {"env_vars": {"A": "1", "B": "2"}}
 
 
 def test_gauges() -> None:
@@ -367,6 +371,6 @@ def test_resume_after_a_drain_dispatches_again_what_was_handed_back_first() -> N
     assert st.dispatch("cpu", ["e1"], mono=4.0, now=111.0) == []
     assert st.resume(mono=5.0) == 2
     (batch,) = st.dispatch("cpu", ["e1"], mono=6.0, now=112.0)
-    assert [i.task_id for i in batch.items] == ["a", "b", "later"]
-    assert [i.attempt for i in batch.items] == [1, 1, 1]  # the drained attempt not counted
+    assert [i.task_id for i in items(batch)] == ["a", "b", "later"]
+    assert [i.attempt for i in items(batch)] == [1, 1, 1]  # the drained attempt not counted
     assert st.resume(mono=7.0) == 0  # nothing drained any more
