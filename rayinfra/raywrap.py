@@ -113,6 +113,16 @@ def disconnect() -> None:
         ray.shutdown()
 
 
+def in_actor() -> bool:
+    """Whether this process runs a Ray actor (in its ``__init__`` or a method), not a driver,
+    a test or a process outside Ray (never starts Ray to find out)."""
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
 def actor_id(handle: Any) -> str:
     """The id of the actor behind ``handle`` (a restarted actor keeps its id; a new actor of the
     same name has another)."""

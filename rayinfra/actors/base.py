@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rayinfra import raywrap
 from rayinfra._version import __version__
 from rayinfra.config import RayinfraConfig
+from rayinfra.gc_tuning import tune_for_long_lived_process
 from rayinfra.metrics import PrivateMetrics
 from rayinfra.store import (
     ChangeFeed,
@@ -56,6 +57,8 @@ class ControlActor:
     :meth:`metrics_text`, mirrored into Ray's by :meth:`publishing_metrics`."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        if raywrap.in_actor():  # (not when a test builds one in its own process)
+            tune_for_long_lived_process()
         self.config = RayinfraConfig.model_validate(config)
         self.store = StateStore(
             self.config.state.db_path,

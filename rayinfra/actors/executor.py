@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rayinfra.config import RayinfraConfig
+from rayinfra.gc_tuning import tune_for_long_lived_process
 from rayinfra.handlers import (
     HandlerError,
     HandlerRegistry,
@@ -44,6 +45,10 @@ class ExecutorActor:
     """Runs tasks of one class; results are collected by the scheduler with ``take_results``."""
 
     def __init__(self, task_class: str, config: dict[str, Any], threads: int) -> None:
+        from rayinfra import raywrap
+
+        if raywrap.in_actor():  # (not when a test builds one in its own process)
+            tune_for_long_lived_process()
         self.task_class = task_class
         self.config = RayinfraConfig.model_validate(config)
         self.registry = HandlerRegistry(self.config.handlers)

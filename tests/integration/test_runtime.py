@@ -226,3 +226,34 @@ def test_driver_that_imported_ray_first_connects(rt: Runtime) -> None:
         "auth": "token",
         "gcs": f"127.0.0.1:{rt.spec.ports['gcs_port']}",
     }
+
+
+def _collector(actor: object) -> tuple[tuple[int, int, int], bool]:
+    import gc
+
+    return gc.get_threshold(), gc.get_freeze_count() > 0
+
+
+def test_control_actors_and_executors_run_with_the_collector_tuned(rt: Runtime) -> None:
+    """Every control actor and executor process raised the cyclic collector's thresholds and
+    froze what start-up built (:mod:`rayinfra.gc_tuning`); a process that only builds one of
+    those classes (this test's, a unit test's) is left as it was."""
+    from rayinfra import ActorTransport, AgentInfraSync, raywrap
+    from rayinfra.gc_tuning import THRESHOLDS
+
+    for name in sorted(CONTROL_NAMES):
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+        assert ray.get(handle.__ray_call__.remote(_collector), timeout=60) == (THRESHOLDS, True)
+    with AgentInfraSync(transport=ActorTransport(retry_for_s=30.0)) as infra:  # an executor runs
+        tid = f"gc-{time.time_ns()}"
+        infra.submit_task(tid, {"type": "noop"})
+        assert infra.wait_task(tid, timeout=60)["status"] == "completed"
+    executors = [
+        a
+        for a in list_actors(filters=[("state", "=", "ALIVE")])
+        if a.name and a.name.startswith("executor-cpu_short")
+    ]
+    assert executors
+    handle = ray.get_actor(executors[0].name, namespace=NAMESPACE)
+    assert ray.get(handle.__ray_call__.remote(_collector), timeout=60) == (THRESHOLDS, True)
+    assert not raywrap.in_actor() and _collector(None)[0] != THRESHOLDS
