@@ -128,8 +128,8 @@ class Transition:
 
 def _row(r: Sequence[Any]) -> TaskRow:
     """A stored row as a :class:`TaskRow`. Lean, since the scheduler may hold a million (and
-    reads each one back after its submit): the identity (only a submit compares it, in SQL) is
-    left out, the few distinct class, status and source names are shared (interned) instead of
+    reads each one back after its submit): the payload stays its JSON text (decoded on first
+    use), the identity (only a submit compares it, in SQL) is left out, the few distinct class, status and source names are shared (interned) instead of
     one copy per row, and numbers come as the columns' affinities make them (INTEGER: int,
     REAL: float) with no conversion; both built positionally (~1/3 cheaper than by keyword)."""
     (tid, _identity, cls, prio, wf, timeout_s, payload, trusted, status, attempts, result, error,
@@ -137,11 +137,12 @@ def _row(r: Sequence[Any]) -> TaskRow:
     spec = TaskSpec(
         tid,  # task_id
         sys.intern(cls),  # task_class
-        json.loads(payload),
+        None,  # the payload: decoded from its text if something asks (the executor does)
         prio,  # priority
         wf,  # workflow_id
         timeout_s,
         json.loads(runtime_env) if runtime_env else None,
+        payload,  # payload_json
     )
     return TaskRow(
         spec,

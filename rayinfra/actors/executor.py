@@ -33,7 +33,7 @@ from rayinfra.handlers import (
 )
 from rayinfra.json_encode import compact_encoder
 from rayinfra.scheduling.limiter import Outcome
-from rayinfra.scheduling.state import TaskResult
+from rayinfra.scheduling.state import TaskResult, payload_of
 
 RESULT_LINGER_S = 0.002  # gather results finishing together into one reply (while others run)
 TIMEOUT_GRACE_S = 2.0  # a handler that ignores its deadline is abandoned after this
@@ -85,7 +85,7 @@ class ExecutorActor:
         ``take_results`` then does not return again. Results go as plain tuples
         (:func:`wire_results`)."""
         ended: list[TaskResult] = []
-        for tid, payload, timeout, attempt, env in batch:
+        for tid, sent, timeout, attempt, env in batch:
             if tid in self.running:  # a re-dispatch of what already runs here: keep one
                 continue
             if tid in self._cancelled_early:  # cancelled before it arrived
@@ -100,6 +100,7 @@ class ExecutorActor:
                 deadline=time.monotonic() + timeout if timeout else None,
                 output_dir=self.output_dir,
             )
+            payload = payload_of(sent)
             inline = None if env else self._inline(payload)
             if inline is not None:  # trivial: done before the next task starts, no task object
                 started, t0 = time.time(), time.monotonic()

@@ -39,7 +39,7 @@ from rayinfra.config import RayinfraConfig
 from rayinfra.errors import BackendUnavailableError, InvalidArgumentError
 from rayinfra.scheduling.limiter import Outcome
 from rayinfra.scheduling.metrics import SchedulerMetrics
-from rayinfra.scheduling.state import Dispatch, ResultsCallback, TaskResult
+from rayinfra.scheduling.state import Dispatch, ResultsCallback, TaskResult, payload_of
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.services.supervisor import child_env
 from rayinfra.slurm import bridge
@@ -360,7 +360,7 @@ class SlurmPool:
 
     async def _sbatch_one(self, item: Dispatch) -> SlurmJob:
         task_id = item.task_id
-        template, script = self.scripts.render(task_id, item.payload, trusted=True)
+        template, script = self.scripts.render(task_id, payload_of(item.payload), trusted=True)
         await asyncio.to_thread(self.output_dir.mkdir, parents=True, exist_ok=True)
         extra = [f"--job-name=rayinfra-{task_id}"[:128]]
         if self.config.slurm.partition:

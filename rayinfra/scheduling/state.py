@@ -19,6 +19,7 @@ then a catch-up that reads its ``task_submitted`` event finds it here and does n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -40,6 +41,7 @@ __all__ = [
     "Settlement",
     "TaskInfo",
     "TaskResult",
+    "payload_of",
 ]
 
 LOST_EXECUTOR_ATTEMPTS = 3
@@ -90,13 +92,20 @@ class TaskInfo:
 class Dispatch(NamedTuple):
     """One task handed to an executor: what its ``submit`` takes. A batch carries them as
     plain tuples of these fields (``Dispatch._make(item)`` reads one): ~1/3 of a dict's
-    pickling, and a named tuple would pickle through cloudpickle's reducer item by item."""
+    pickling, and a named tuple would pickle through cloudpickle's reducer item by item.
+    ``payload`` is the payload's compact JSON when the scheduler has it (the text read back
+    from the store: decoded once, by the executor), else the payload (:func:`payload_of`)."""
 
     task_id: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | str
     timeout_s: float | None
     attempt: int
     runtime_env: dict[str, Any] | None = None
+
+
+def payload_of(sent: dict[str, Any] | str) -> dict[str, Any]:
+    """A :class:`Dispatch`'s payload as the object, whichever form it was sent in."""
+    return json.loads(sent) if isinstance(sent, str) else sent
 
 
 @dataclass
@@ -310,7 +319,7 @@ class SchedulerState:
             batch.items.append(
                 (  # a Dispatch's fields
                     row.task_id,
-                    row.spec.payload,
+                    row.spec.payload_json or row.spec.payload,
                     row.spec.timeout_s or klass.timeout_s,
                     row.attempts,
                     merge_runtime_env(klass.runtime_env, env) if env else None,

@@ -18,7 +18,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from rayinfra import json_input
@@ -107,28 +106,99 @@ def _dumps(value: Any, *, sort_keys: bool = False) -> str:
     return _ENCODE_SORTED(value) if sort_keys else _ENCODE(value)
 
 
-@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """A validated task as the scheduler stores and runs it.
 
-    Build one with :func:`validate_spec` (untrusted input) or :meth:`from_dict` (a stored record).
-    ``payload`` is a plain JSON object; treat it as read-only (the dataclass is frozen, the dict
-    cannot be). Hashing uses ``task_id`` only; equality compares every field but
-    ``payload_json``: the payload's compact JSON when validation made it (the store writes it
-    as it is instead of encoding the payload again), else ``None``.
+    Build one with :func:`validate_spec` (untrusted input), :meth:`from_dict` (a stored record)
+    or from a stored row (``payload_json`` only: the scheduler reads every task back after its
+    commit, and most never need their payload decoded there; :attr:`payload` decodes it on
+    first use). ``payload`` is a plain JSON object; treat it as read-only (the spec is frozen,
+    the dict cannot be). Hashing uses ``task_id`` only; equality compares every field but
+    ``payload_json``: the payload's compact JSON when validation or the store made it (the
+    store writes it as it is, the executor is sent it as it is), else ``None``.
     """
 
+    __slots__ = (
+        "_payload",
+        "payload_json",
+        "priority",
+        "runtime_env",
+        "task_class",
+        "task_id",
+        "timeout_s",
+        "workflow_id",
+    )
     task_id: str
     task_class: str
-    payload: dict[str, Any]
-    priority: int = 0
-    workflow_id: str = ""
-    timeout_s: float | None = None
-    runtime_env: dict[str, Any] | None = None  # per-task Ray runtime_env (over the class's)
-    payload_json: str | None = field(default=None, compare=False, repr=False)
+    priority: int
+    workflow_id: str
+    timeout_s: float | None
+    runtime_env: dict[str, Any] | None  # per-task Ray runtime_env (over the class's)
+    payload_json: str | None
+    _payload: dict[str, Any] | None
+
+    def __init__(
+        self,
+        task_id: str,
+        task_class: str,
+        payload: dict[str, Any] | None = None,
+        priority: int = 0,
+        workflow_id: str = "",
+        timeout_s: float | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        payload_json: str | None = None,
+    ) -> None:
+        if payload is None and payload_json is None:
+            payload = {}
+        put = object.__setattr__
+        put(self, "task_id", task_id)
+        put(self, "task_class", task_class)
+        put(self, "_payload", payload)
+        put(self, "priority", priority)
+        put(self, "workflow_id", workflow_id)
+        put(self, "timeout_s", timeout_s)
+        put(self, "runtime_env", runtime_env)
+        put(self, "payload_json", payload_json)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The payload, decoded from ``payload_json`` on first use when built from that."""
+        payload = self._payload
+        if payload is None:
+            payload = json.loads(self.payload_json)  # type: ignore[arg-type]
+            object.__setattr__(self, "_payload", payload)
+        return payload
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.task_id, self.task_class, self.payload, self.priority, self.workflow_id,
+                self.timeout_s, self.runtime_env)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
 
     def __hash__(self) -> int:
         return hash(self.task_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskSpec(task_id={self.task_id!r}, task_class={self.task_class!r}, "
+            f"payload={self.payload!r}, priority={self.priority!r}, "
+            f"workflow_id={self.workflow_id!r}, timeout_s={self.timeout_s!r}, "
+            f"runtime_env={self.runtime_env!r})"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"TaskSpec is frozen: cannot assign to {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"TaskSpec is frozen: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.task_id, self.task_class, self._payload, self.priority, self.workflow_id,
+                  self.timeout_s, self.runtime_env, self.payload_json)  # fmt: skip
+        return (TaskSpec, fields)
 
     def identity(self) -> str:
         """SHA-256 hex digest of the canonical JSON of everything but the id.

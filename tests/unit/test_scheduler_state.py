@@ -19,6 +19,7 @@ from rayinfra.scheduling.state import (
     SchedulerState,
     Settlement,
     TaskResult,
+    payload_of,
 )
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.taskstore import TaskRow
@@ -374,3 +375,18 @@ def test_resume_after_a_drain_dispatches_again_what_was_handed_back_first() -> N
     assert [i.task_id for i in items(batch)] == ["a", "b", "later"]
     assert [i.attempt for i in items(batch)] == [1, 1, 1]  # the drained attempt not counted
     assert st.resume(mono=7.0) == 0  # nothing drained any more
+
+
+def test_a_stored_rows_payload_goes_to_the_executor_as_its_text() -> None:
+    """A row read back from the store keeps its payload as text: the dispatch sends that text
+    (the executor decodes it, ``payload_of``), so the scheduler never decodes it."""
+    st = make_state()
+    text = '{"type":"echo","k":[1,{"a":null}]}'
+    spec = TaskSpec("s", "cpu", None, 0, "", None, None, text)
+    st.enqueue([TaskRow(spec=spec, identity="", trusted=True, status="pending")], mono=1.0)
+    st.enqueue([row("d")], mono=1.0)  # built from the object: sent as the object
+    (batch,) = st.dispatch("cpu", ["e1"], mono=2.0, now=10.0)
+    sent = {i.task_id: i.payload for i in items(batch)}
+    assert sent == {"s": text, "d": {"type": "noop"}} and spec._payload is None
+    assert payload_of(sent["s"]) == {"type": "echo", "k": [1, {"a": None}]}
+    assert payload_of(sent["d"]) == {"type": "noop"}

@@ -730,3 +730,28 @@ def test_identity_text_is_the_sorted_document_for_any_spec(
             spec.identity()
         return
     assert spec._canonical() == expected
+
+
+def test_a_spec_from_its_payload_text_decodes_it_once_and_equals_the_decoded_one() -> None:
+    """The scheduler builds specs from stored rows with only the payload's text; the payload
+    is decoded on first use and the spec behaves as one built from the object."""
+    text = '{"type":"echo","n":[1,2.5,null],"s":"é"}'
+    lazy = TaskSpec("t", "cpu_short", None, 3, "wf", 5.0, None, text)
+    eager = TaskSpec("t", "cpu_short", json.loads(text), 3, "wf", 5.0)
+    assert lazy.payload_json == text and lazy._payload is None  # nothing decoded yet
+    assert lazy == eager and hash(lazy) == hash(eager)
+    assert lazy.payload is lazy.payload  # decoded once
+    assert lazy.identity() == eager.identity() and repr(lazy) == repr(eager)
+    for spec in (TaskSpec("t", "cpu_short", None, 0, "", None, None, text), eager):
+        back = pickle.loads(pickle.dumps(spec))
+        assert back == spec and back.payload_json == spec.payload_json
+    assert TaskSpec("t", "cpu_short").payload == {}  # neither given: an empty payload
+
+
+def test_a_spec_is_frozen() -> None:
+    spec = TaskSpec("t", "cpu_short", {"type": "noop"})
+    with pytest.raises(AttributeError):
+        spec.priority = 5  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del spec.task_id  # type: ignore[misc]
+    assert spec.priority == 0 and spec.task_id == "t"
