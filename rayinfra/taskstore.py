@@ -129,9 +129,10 @@ class Transition:
 def _row(r: Sequence[Any]) -> TaskRow:
     """A stored row as a :class:`TaskRow`. Lean, since the scheduler may hold a million (and
     reads each one back after its submit): the payload stays its JSON text (decoded on first
-    use), the identity (only a submit compares it, in SQL) is left out, the few distinct class, status and source names are shared (interned) instead of
-    one copy per row, and numbers come as the columns' affinities make them (INTEGER: int,
-    REAL: float) with no conversion; both built positionally (~1/3 cheaper than by keyword)."""
+    use), the identity (only a submit compares it, in SQL) is left out, the few distinct
+    class, status and source names are shared (interned) instead of one copy per row, and
+    numbers come as the columns' affinities make them (INTEGER: int, REAL: float) with no
+    conversion; both objects built positionally (~1/3 cheaper than by keyword)."""
     (tid, _identity, cls, prio, wf, timeout_s, payload, trusted, status, attempts, result, error,
      sub, started, finished, source, runtime_env) = r  # fmt: skip
     spec = TaskSpec(

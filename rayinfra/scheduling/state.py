@@ -58,7 +58,8 @@ _EVENT = {"completed": "task_completed", "failed": "task_failed", "cancelled": "
 class TaskResult(NamedTuple):
     """How one attempt ended: reported by an executor, or decided here for a task that did not
     run (cancelled, unschedulable, its executor lost). Times are unix seconds. A named tuple:
-    executors send them by the batch, and a tuple crosses Ray in ~3/4 of a dataclass's time."""
+    executors reply with its plain-tuple form (a class instance crosses Ray through
+    cloudpickle's reducer, item by item), which :meth:`SchedulerState.on_results` reads back."""
 
     task_id: str
     outcome: Outcome
