@@ -10,7 +10,8 @@ generations' passes ~70x rarer, and freezing what start-up built (modules, confi
 takes it out of every pass. Cycles are still collected, later.
 
 Measured (docs/benchmarks.md, session 15): the scheduler's state machine with 300,000 other live
-objects 8.5 -> 7.9 us per task; the scheduler actor ~4% less CPU per task in paired runs.
+objects 8.5 -> 7.9 us per task; the scheduler actor 3-6 us less CPU per task in each of three
+back-to-back pairs of runs (within the host's run-to-run noise, so indicative only).
 """
 
 from __future__ import annotations
