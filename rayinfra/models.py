@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
 from rayinfra.errors import InvalidArgumentError
+from rayinfra.json_encode import compact_encoder
 from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
 
 #: what ``stream_task_results`` yields (the original client's keys)
@@ -284,4 +285,4 @@ def decode_list_cursor(cursor: str) -> tuple[float, int]:
     return out
 
 
-_json = json.JSONEncoder(separators=(",", ":")).encode
+_json = compact_encoder()  # as the store writes results
