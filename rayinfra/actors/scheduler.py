@@ -266,7 +266,9 @@ class SchedulerActor(ControlActor):
         self._pool(batch.task_class).send(batch.task_class, batch.executor, batch.items)
 
     async def _on_results(self, executor: str, results: Results) -> None:
-        await self._settle(self.state.on_results(executor, results, time.time()))
+        ended = self.state.on_results(executor, results, time.time())
+        self._wake.set()  # their slots are free now: the next batch goes out during the write
+        await self._settle(ended)
 
     async def _executor_lost(self, executor: str, err: BaseException) -> None:
         error = f"executor died: {type(err).__name__}"
