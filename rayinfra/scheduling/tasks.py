@@ -375,6 +375,22 @@ def _check_json_object(payload: dict[str, Any]) -> None:
             )
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _is_flat(payload: dict[str, Any]) -> bool:
+    """Whether ``payload`` holds only plain scalars under plain string keys (most payloads): no
+    walk is needed, and a copy of it is what decoding its JSON would give. A subclass (an
+    IntEnum, a str subclass) is not plain: the JSON round trip makes it the base type."""
+    for key, value in payload.items():
+        kind = type(value)
+        if type(key) is not str or (
+            kind not in _SCALARS and not (kind is float and value - value == 0.0)
+        ):
+            return False
+    return True
+
+
 def _where(steps: tuple[str | int, ...]) -> str:
     """``at payload.a[0].b``-style text for a walk's position (``at the top level``)."""
     path = ""
@@ -481,7 +497,9 @@ def validate_spec(
         raise InvalidArgumentError(
             "payload", f"must be a JSON object, got {type(payload_in).__name__}"
         )
-    _check_json_object(payload_in)
+    flat = _is_flat(payload_in)
+    if not flat:
+        _check_json_object(payload_in)
     try:
         text = _dumps(payload_in)
     except (TypeError, ValueError, RecursionError) as exc:  # defensive: the walk should catch all
@@ -493,7 +511,8 @@ def validate_spec(
             f"serialized payload is {size} bytes, which exceeds the limit of "
             f"{payload_limit_bytes} bytes",
         )
-    payload: dict[str, Any] = json.loads(text)
+    # normalised: what decoding its JSON gives (a flat one of plain scalars: a copy gives that)
+    payload: dict[str, Any] = dict(payload_in) if flat else json.loads(text)
 
     ptype = payload.get("type")
     if "type" in payload and not isinstance(ptype, str):

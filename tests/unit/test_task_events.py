@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from rayinfra import taskstore
 from rayinfra.models import TaskStatus
-from rayinfra.scheduling.tasks import TaskSpec
+from rayinfra.scheduling.tasks import TASK_STATES, TaskSpec
 from rayinfra.store import StateStore
 from rayinfra.taskstore import TaskRow, Transition
 
@@ -140,3 +140,47 @@ def test_the_feed_decodes_an_event_straight_to_the_status_the_change_would_give(
         assert got is None
         return
     assert got == TaskStatus.from_change(taskstore.decode_change(row))
+
+
+_VALUE = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities too: the general encoder's spelling must come out
+    | st.text()
+    | st.lists(st.integers(), max_size=3)
+)
+
+
+@given(
+    status=st.sampled_from(TASK_STATES),
+    attempts=st.integers(min_value=0, max_value=10**12),
+    priority=st.integers(min_value=-100, max_value=100),
+    task_class=st.text(max_size=12),
+    error=st.text(max_size=12),
+    times=st.tuples(_TIME, _TIME),
+    extra=st.dictionaries(
+        st.sampled_from(["attempts", "error", "duration_ms", "backoff_s", "class", "started_at"])
+        | st.text(max_size=8),
+        _VALUE,
+        max_size=5,
+    ),
+    result_json=st.none() | st.sampled_from(["{}", '{"a":[1,2]}', '"x"']),
+)
+def test_an_events_text_is_its_data_encoded_as_a_dict(
+    status: str,
+    attempts: int,
+    priority: int,
+    task_class: str,
+    error: str,
+    times: tuple[float | None, float | None],
+    extra: dict[str, Any],
+    result_json: str | None,
+) -> None:
+    """Every task event is formatted directly; the text must equal encoding its data as a dict
+    (the definition), whatever the row and the transition's own fields hold, including own
+    fields that name a leading one (``attempts``, ``error``: they take its place)."""
+    spec = TaskSpec(task_id="t-1", task_class=task_class, payload={}, priority=priority)
+    row = TaskRow(spec, "", True, status, attempts, None, error, 1.0, *times)
+    t = Transition(row, "task_x", extra)
+    assert taskstore._event_json(t, result_json) == taskstore._event_json_of_dict(t, result_json)

@@ -755,3 +755,39 @@ def test_a_spec_is_frozen() -> None:
     with pytest.raises(AttributeError):
         del spec.task_id  # type: ignore[misc]
     assert spec.priority == 0 and spec.task_id == "t"
+
+
+class _Level(int):  # an int subclass, as an IntEnum is: JSON makes it a plain int
+    pass
+
+
+class _Name(str):
+    pass
+
+
+_FLAT_VALUE = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.integers().map(_Level)
+    | st.text().map(_Name)
+)
+
+
+@given(
+    st.dictionaries(
+        (st.text() | st.text().map(_Name)).filter(lambda k: k != "type"), _FLAT_VALUE, max_size=6
+    )
+)
+def test_a_flat_payload_is_normalised_as_its_json_round_trip(payload: dict[str, Any]) -> None:
+    """A payload of scalars skips the JSON round trip when a copy gives the same: the stored
+    payload must be exactly what decoding its JSON gives, plain types included."""
+    got = validate({"payload": payload}, trusted=True).payload
+    want = json.loads(json.dumps(payload))
+    assert got == want
+    assert [(type(k), type(v)) for k, v in got.items()] == [
+        (type(k), type(v)) for k, v in want.items()
+    ]
+    assert got is not payload
