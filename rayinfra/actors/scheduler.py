@@ -222,8 +222,7 @@ class SchedulerActor(ControlActor):
         }
 
     async def purge(self, older_than_s: float | None = None) -> dict[str, int]:
-        """Delete finished tasks and workflow runs, events and changes older than
-        ``older_than_s`` (default: TTL): :class:`rayinfra.retention.Retention`."""
+        """Purge what ended ``older_than_s`` ago (default: TTL): :mod:`rayinfra.retention`."""
         return await self.retention.purge(older_than_s)
 
     async def _retire_idle(self) -> None:
@@ -266,9 +265,8 @@ class SchedulerActor(ControlActor):
         self._pool(batch.task_class).send(batch.task_class, batch.executor, batch.items)
 
     async def _on_results(self, executor: str, results: Results) -> None:
-        ended = self.state.on_results(executor, results, time.time())
-        self._wake.set()  # their slots are free now: the next batch goes out during the write
-        await self._settle(ended)
+        self._wake.set()  # their slots are free: the next batch goes out while they are written
+        await self._settle(self.state.on_results(executor, results, time.time()))
 
     async def _executor_lost(self, executor: str, err: BaseException) -> None:
         error = f"executor died: {type(err).__name__}"
