@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -253,16 +254,49 @@ def _select_changes(
     ]
 
 
-_EVENT_SQL = "INSERT INTO events (event_type, resource_id, data, ts) VALUES (?, ?, ?, ?)"
-_CHANGE_SQL = "INSERT INTO changes (stream, key, kind, data, ts) VALUES (?, ?, ?, ?, ?)"
+_EVENT_SQL = "INSERT INTO events (event_type, resource_id, data, ts) VALUES {values}"
+_CHANGE_SQL = "INSERT INTO changes (stream, key, kind, data, ts) VALUES {values}"
+
+VALUES_ROWS = 64
+"""Rows per statement of :func:`execute_values` (64 x 17 columns stays far below SQLite's
+32,766 parameters)."""
+
+
+def execute_values(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``executemany`` of ``rows`` as multi-row statements: ``sql`` has one ``{values}`` where
+    the rows' ``VALUES`` list goes (``INSERT ... VALUES {values}``, or ``UPDATE ... FROM
+    (VALUES {values}) AS v WHERE ...``, whose columns are ``v.column1``...). Rows are of one
+    width; an ``UPDATE`` must not name a row twice (which row would win is undefined).
+
+    Why: ``sqlite3`` lets go of the GIL around every step, once per row of an ``executemany``,
+    and in a process whose other threads want the GIL each of those is a thread switch. One
+    step per :data:`VALUES_ROWS` rows instead: beside an event loop thread that is busy most
+    of the time, a task's finish (row update + event) costs its process 17 instead of 21 us
+    of CPU and half the wall time (docs/benchmarks.md, session 16). Chunks are
+    :data:`VALUES_ROWS` rows, then powers of two, so few distinct statements are prepared."""
+    n, i = len(rows), 0
+    while i < n:
+        left = n - i
+        size = VALUES_ROWS if left >= VALUES_ROWS else 1 << (left.bit_length() - 1)
+        conn.execute(
+            _values_sql(sql, len(rows[i]), size), list(chain.from_iterable(rows[i : i + size]))
+        )
+        i += size
+
+
+@lru_cache(maxsize=256)
+def _values_sql(sql: str, width: int, size: int) -> str:
+    group = "(" + ",".join("?" * width) + ")"
+    return sql.replace("{values}", ",".join([group] * size))
 
 
 def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
-    """executemany, then derive the rowids: inside the writer's IMMEDIATE transaction nobody
-    else inserts, so AUTOINCREMENT hands out consecutive ids ending at last_insert_rowid()."""
+    """:func:`execute_values`, then derive the rowids: inside the writer's IMMEDIATE
+    transaction nobody else inserts, so AUTOINCREMENT hands out consecutive ids ending at
+    last_insert_rowid()."""
     if not rows:
         return []
-    conn.executemany(sql, rows)
+    execute_values(conn, sql, rows)
     last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
     return list(range(last - len(rows) + 1, last + 1))
 

@@ -32,6 +32,7 @@ from rayinfra.store import (
     delete_old_events,
     delete_step,
     dumps_compact,
+    execute_values,
     insert_encoded_events,
     run_steps,
 )
@@ -244,6 +245,13 @@ def _event_json_of_dict(t: Transition, result_json: str | None) -> str:
     return f'{text[:-1]},"result":{result_json or "null"}}}'  # text ends with "}", never "{}"
 
 
+_UPDATE_SQL = (
+    "UPDATE tasks SET status=v.column1, attempts=v.column2, result=v.column3, error=v.column4,"
+    " started_at=v.column5, finished_at=v.column6 FROM (VALUES {values}) AS v"
+    " WHERE tasks.id = v.column7"
+)
+
+
 def apply_transitions(
     conn: sqlite3.Connection,
     transitions: Sequence[Transition],
@@ -288,33 +296,24 @@ def apply_transitions(
                 )
             )
             events.append((t.event_type, spec.task_id, _event_json(t, None), ts))
-        conn.executemany(
-            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-        )
+        execute_values(conn, f"INSERT INTO tasks ({_COLUMNS}) VALUES {{values}}", rows)
     else:
-        updates = []
+        updates: dict[str, tuple[Any, ...]] = {}  # by id: a task changed twice ends as the last
         for t in transitions:
             row = t.row
             result = None if row.result is None else dumps_compact(row.result)
             if update_rows:
-                updates.append(
-                    (
-                        row.status,
-                        row.attempts,
-                        result,
-                        row.error,
-                        row.started_at,
-                        row.finished_at,
-                        row.spec.task_id,
-                    )
+                updates[row.spec.task_id] = (
+                    row.status,
+                    row.attempts,
+                    result,
+                    row.error,
+                    row.started_at,
+                    row.finished_at,
+                    row.spec.task_id,
                 )
             events.append((t.event_type, row.spec.task_id, _event_json(t, result), ts))
-        if updates:
-            conn.executemany(
-                "UPDATE tasks SET status=?, attempts=?, result=?, error=?, started_at=?,"
-                " finished_at=? WHERE id=?",
-                updates,
-            )
+        execute_values(conn, _UPDATE_SQL, list(updates.values()))
     return insert_encoded_events(conn, events)[-1]
 
 

@@ -24,6 +24,7 @@ from rayinfra.store import (
     SeqNotifier,
     StateStore,
     StoreError,
+    execute_values,
 )
 
 
@@ -612,3 +613,30 @@ def test_v1_database_migrates_forward_to_current(tmp_path: Path) -> None:
         assert new.schema_version == SCHEMA_VERSION
         assert [e.resource_id for e in new.events()] == ["t1"]
         assert new.read(lambda c: c.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]) == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 63, 64, 65, 128, 200, 256, 300])
+def test_execute_values_writes_what_executemany_would(tmp_path: Path, n: int) -> None:
+    """Multi-row statements, chunked as 64s then powers of two: every row lands once, in
+    order, with the values and types a row-at-a-time ``executemany`` gives, and an UPDATE
+    through ``FROM (VALUES ...)`` changes exactly the rows it names."""
+    rows = [(f"k{i}", i, i / 3, None if i % 2 else f"t{i}", b"\x00" * (i % 3)) for i in range(n)]
+    conns = []
+    for name in ("many", "values"):
+        conn = sqlite3.connect(tmp_path / f"{name}.db", isolation_level=None)
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, i INTEGER, f REAL, s TEXT, b BLOB)")
+        conns.append(conn)
+    many, values = conns
+    many.executemany("INSERT INTO t VALUES (?,?,?,?,?)", rows)
+    execute_values(values, "INSERT INTO t VALUES {values}", rows)
+    changed = [(f"new{i}", -i, f"k{i}") for i in range(0, n, 3)]
+    many.executemany("UPDATE t SET s=?, i=? WHERE k=?", changed)
+    execute_values(
+        values,
+        "UPDATE t SET s=v.column1, i=v.column2 FROM (VALUES {values}) AS v WHERE t.k = v.column3",
+        changed,
+    )
+    select = "SELECT rowid, k, i, f, s, b, typeof(i), typeof(f), typeof(s) FROM t ORDER BY rowid"
+    got = values.execute(select).fetchall()
+    assert got == many.execute(select).fetchall()
+    assert len(got) == n

@@ -184,3 +184,32 @@ def test_an_events_text_is_its_data_encoded_as_a_dict(
     row = TaskRow(spec, "", True, status, attempts, None, error, 1.0, *times)
     t = Transition(row, "task_x", extra)
     assert taskstore._event_json(t, result_json) == taskstore._event_json_of_dict(t, result_json)
+
+
+def test_a_task_changed_twice_in_one_write_ends_as_the_last_change(tmp_path: Path) -> None:
+    """Row updates go as multi-row statements, where a row named twice would be ambiguous:
+    the last change of a task in one write wins, as when each row was its own statement."""
+    with StateStore(tmp_path / "state.db") as s:
+        first = _row("t1", submitted_at=100.0)
+        s.write(
+            lambda c: taskstore.apply_transitions(
+                c, [Transition(first, "task_submitted")], 100, insert=True
+            )
+        )
+        retried = _row("t1", submitted_at=100.0, attempts=1, error="boom")
+        done = _row("t1", submitted_at=100.0, attempts=2, result={"n": 2}, finished_at=104.0)
+        done.status = "completed"
+        s.write(
+            lambda c: taskstore.apply_transitions(
+                c,
+                [Transition(retried, "task_retrying"), Transition(done, "task_completed")],
+                105,
+            )
+        )
+        stored = s.read(lambda c: taskstore.get_tasks(c, ["t1"]))["t1"]
+        assert (stored.status, stored.attempts, stored.result, stored.error) == (
+            "completed", 2, {"n": 2}, "",
+        )  # fmt: skip
+        assert [e["type"] for e in _events(s)["t1"]] == [
+            "task_submitted", "task_retrying", "task_completed",
+        ]  # fmt: skip
