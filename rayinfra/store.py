@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: int = 4
+SCHEMA_VERSION: int = 5
 BUSY_TIMEOUT_S = 10.0
 BEGIN_RETRY_FIRST_S = 0.00005
 BEGIN_RETRY_MAX_S = 0.002
@@ -157,11 +157,24 @@ def _migrate_v4(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
+def _migrate_v5(conn: sqlite3.Connection) -> None:
+    """``finished_at`` is indexed only where it is set. Every row is written at admission with
+    it NULL, and that NULL's index entry cost a page in each admission's commit and another
+    when the task finished (~1.4 of the 17.5 pages a commit of ten tasks wrote). Retention,
+    the one reader, asks for ``finished_at < ?``, which implies the index's condition."""
+    for stmt in (
+        "DROP INDEX IF EXISTS tasks_finished_idx",
+        "CREATE INDEX tasks_finished_idx ON tasks (finished_at) WHERE finished_at IS NOT NULL",
+    ):
+        conn.execute(stmt)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _migrate_v1,
     2: _migrate_v2,
     3: _migrate_v3,
     4: _migrate_v4,
+    5: _migrate_v5,
 }
 """version -> function bringing the database from ``version - 1`` to ``version``."""
 

@@ -93,7 +93,7 @@ def test_fresh_db_is_migrated_and_in_wal_mode(db_path: Path) -> None:
         MIGRATIONS[1](conn)
 
     with StateStore(db_path, migrations={**MIGRATIONS, 1: v1}) as s:
-        assert s.schema_version == SCHEMA_VERSION == 4
+        assert s.schema_version == SCHEMA_VERSION == 5
     with raw(db_path) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -6,6 +6,7 @@ count."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,35 @@ def test_migration_4_reindexes_an_existing_table(tmp_path: Path) -> None:
     assert "(status, submitted_at)" in indexes["tasks_status_idx"]
     assert "(submitted_at)" in indexes["tasks_submitted_idx"]
     assert "(class, status, submitted_at)" in indexes["tasks_class_idx"]
+
+
+def test_migration_5_indexes_finished_at_only_where_it_is_set(tmp_path: Path) -> None:
+    """An existing database's ``finished_at`` index becomes partial: it holds the finished
+    tasks only (a pending row adds no entry to its admission's commit), and the purge of the
+    finished ones still walks it."""
+    db = tmp_path / "s.db"
+    with StateStore(db, migrations={v: MIGRATIONS[v] for v in (1, 2, 3, 4)}) as old:
+        rows = fill(old, 30)
+        finish(old, rows[:10], "completed", 2_000.0)
+    with StateStore(db) as s:
+        finish(s, rows[10:14], "failed", 2_001.0)
+
+        def entries(c: sqlite3.Connection) -> int:  # the index's own cells (SQLite's dbstat)
+            found = c.execute(
+                "SELECT SUM(ncell) FROM dbstat WHERE name = 'tasks_finished_idx'"
+            ).fetchone()
+            return int(found[0])
+
+        assert s.read(entries) == 14
+        index_sql = s.read(
+            lambda c: c.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'tasks_finished_idx'"
+            ).fetchone()[0]
+        )
+        assert index_sql.endswith("WHERE finished_at IS NOT NULL")
+        purged = s.write(lambda c: taskstore.purge_finished(c, 2_000.5))
+        assert purged["tasks"] == 10
+        assert s.read(taskstore.count_by_status) == {"pending": 16, "failed": 4}
 
 
 def test_statuses_read_without_payloads_match_the_rows(tmp_path: Path) -> None:
