@@ -24,6 +24,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from rayinfra import wal
 from rayinfra._deprecation import renamed
 from rayinfra.errors import StorageFullError
 from rayinfra.json_encode import compact_encoder
@@ -519,6 +520,8 @@ class StateStore:
         except BaseException:
             self._wconn.close()
             raise
+        wal.tune_writer(self._wconn)
+        self._checkpointer = wal.Checkpointer(self._connect)
 
         self._lock = threading.Lock()  # guards _closed, _queued, _read_conns and the stats
         self._wconn_lock = threading.Lock()  # held while a batch runs on (or closes) _wconn
@@ -703,6 +706,7 @@ class StateStore:
                     conn.execute(f"RELEASE {_SAVEPOINT}")
                 results.append((fut, ok, value))
             conn.execute("ROLLBACK" if alone and not results[0][1] else "COMMIT")
+            self._checkpointer.committed()
         except (sqlite3.Error, StoreError) as exc:  # BEGIN/SAVEPOINT/COMMIT: whole batch fails
             _rollback_quietly(conn)
             with self._lock:
@@ -939,12 +943,12 @@ class StateStore:
     def stats(self) -> dict[str, int | float]:
         """Counters: commits, ops (executed), failed_ops, lock_waits and lock_wait_s (commits
         that waited for another process's write lock, seconds in all), inline_busy, largest_batch,
-        queued."""
+        queued, and the WAL checkpoints' (:meth:`rayinfra.wal.Checkpointer.stats`)."""
         with self._lock:
             out: dict[str, int | float] = dict(self._stats)
             out["largest_batch"] = self._largest_batch
         out["queued"] = self._queue.qsize()
-        return out
+        return out | self._checkpointer.stats()
 
     def close(self, timeout: float = 10.0) -> None:
         """Drain queued writes, stop the writer and close all connections (idempotent)."""
@@ -957,6 +961,7 @@ class StateStore:
             self._writer.join(timeout)
             if self._writer.is_alive():
                 log.warning("state store writer did not stop within %.1fs", timeout)
+        self._checkpointer.close(timeout)
         self._read_pool.shutdown(wait=True)
         with self._lock:
             conns, self._read_conns = self._read_conns, []
