@@ -108,10 +108,10 @@ class ControlPlane:
     async def get(
         self, task_ids: Sequence[str], finished_only: bool = False
     ) -> dict[str, TaskStatus | None]:
-        found: dict[str, dict[str, Any] | None] = await self.call(
+        found: dict[str, Sequence[Any] | None] = await self.call(
             "scheduler", "get", list(task_ids), finished_only
         )
-        return {t: TaskStatus.from_scheduler(d) if d else None for t, d in found.items()}
+        return {t: TaskStatus.from_status_row(r) if r else None for t, r in found.items()}
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         return dict(await self.call("scheduler", "cancel", task_id))

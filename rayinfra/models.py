@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from rayinfra.errors import InvalidArgumentError
@@ -64,6 +64,26 @@ class TaskStatus:
             submitted_at=float(d.get("submitted_at") or 0.0),
             started_at=d.get("started_at"),
             finished_at=d.get("finished_at"),
+        )
+
+    @classmethod
+    def from_status_row(cls, r: Sequence[Any]) -> TaskStatus:
+        """From a :data:`rayinfra.taskstore.StatusRow` (the ``result`` JSON text decoded)."""
+        (tid, task_class, prio, wf, timeout_s, status, attempts, result, error, sub, started,
+         finished) = r  # fmt: skip
+        return cls(
+            tid,
+            status,
+            None if result is None else json.loads(result),
+            error or "",
+            int(attempts or 0),
+            task_class or "",
+            int(prio or 0),
+            wf or "",
+            timeout_s,
+            float(sub or 0.0),
+            started,
+            finished,
         )
 
     @classmethod

@@ -23,7 +23,7 @@ from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.metrics import SchedulerMetrics
 from rayinfra.scheduling.state import Batch, Results, SchedulerState, Settlement
 from rayinfra.store import RawEvent
-from rayinfra.taskstore import TaskRow
+from rayinfra.taskstore import ROW_STATUS, TaskRow
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,8 @@ class SchedulerActor(ControlActor):
 
     async def get(
         self, task_ids: list[str], finished_only: bool = False
-    ) -> dict[str, dict[str, Any] | None]:
-        """Status dicts by id (``None`` for an unknown id; :func:`taskstore.statuses`)."""
+    ) -> dict[str, taskstore.StatusRow | None]:
+        """Status rows by id (``None`` for an unknown id; :func:`taskstore.statuses`)."""
         return await taskstore.statuses(self.store, task_ids, self._live, finished_only)
 
     async def list_tasks(
@@ -181,11 +181,11 @@ class SchedulerActor(ControlActor):
                 cls = info.row.spec.task_class
                 await self._pool(cls).cancel(cls, info.executor, [task_id])
                 await self.changes(after, [task_id], wait_s, terminal_only=True)
-        status = (await self.get([task_id]))[task_id]
-        if status is None:
+        found = (await self.get([task_id]))[task_id]
+        if found is None:
             raise TaskNotFoundError(task_id)
-        cancelled = info is not None and status["status"] == "cancelled"
-        return {"task_id": task_id, "status": status["status"], "cancelled": cancelled}
+        cancelled = info is not None and found[ROW_STATUS] == "cancelled"
+        return {"task_id": task_id, "status": found[ROW_STATUS], "cancelled": cancelled}
 
     async def changes(  # type: ignore[override]  # the task feed: event rows, not `changes`
         self,

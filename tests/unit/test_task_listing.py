@@ -13,7 +13,7 @@ import pytest
 
 from rayinfra import taskstore
 from rayinfra.errors import InvalidArgumentError
-from rayinfra.models import decode_list_cursor, encode_list_cursor
+from rayinfra.models import TaskStatus, decode_list_cursor, encode_list_cursor
 from rayinfra.scheduling.tasks import TaskSpec
 from rayinfra.store import MIGRATIONS, StateStore
 from rayinfra.taskstore import TaskRow, Transition
@@ -231,6 +231,46 @@ def test_migration_5_indexes_finished_at_only_where_it_is_set(tmp_path: Path) ->
         purged = s.write(lambda c: taskstore.purge_finished(c, 2_000.5))
         assert purged["tasks"] == 10
         assert s.read(taskstore.count_by_status) == {"pending": 16, "failed": 4}
+
+
+def test_status_rows_decode_to_what_the_status_dicts_say(tmp_path: Path) -> None:
+    """What the scheduler answers a status read with (a ``StatusRow``: read from the store, or
+    built from a task it holds) decodes on the asking side to its status dict's TaskStatus;
+    ``finished_only`` gives an unfinished task's status instead of its row."""
+    with StateStore(tmp_path / "s.db") as s:
+        rows = fill(s, 6)
+        for r, result in zip(rows[:4], ("text", {"a": [1, None]}, 7, None), strict=True):
+            r.result = result
+        rows[0].spec = TaskSpec(
+            task_id=rows[0].task_id,
+            task_class="cpu_short",
+            payload={"type": "noop"},
+            priority=3,
+            workflow_id="wf",
+            timeout_s=2.5,
+        )
+        s.write(lambda c: c.execute(
+            "UPDATE tasks SET priority = 3, workflow_id = 'wf', timeout_s = 2.5 WHERE id = ?",
+            (rows[0].task_id,),
+        ))  # fmt: skip
+        finish(s, rows[:2], "completed", 2_000.0)
+        finish(s, rows[2:4], "failed", 2_001.0)
+        ids = [r.task_id for r in rows] + ["nope"]
+        stored = s.read(lambda c: taskstore.get_status_rows(c, ids))
+        finished = s.read(lambda c: taskstore.get_status_rows(c, ids, finished_only=True))
+    assert set(stored) == set(finished) == {r.task_id for r in rows}
+    for r in rows:
+        want = TaskStatus.from_scheduler(r.status_dict())
+        assert TaskStatus.from_status_row(stored[r.task_id]) == want
+        assert TaskStatus.from_status_row(r.status_row()) == want
+        assert finished[r.task_id] == (stored[r.task_id] if want.terminal else "pending")
+    first = TaskStatus.from_status_row(stored[rows[0].task_id])
+    assert (first.priority, first.workflow_id, first.timeout_s, first.result) == (
+        3,
+        "wf",
+        2.5,
+        "text",
+    )
 
 
 def test_statuses_read_without_payloads_match_the_rows(tmp_path: Path) -> None:
