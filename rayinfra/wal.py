@@ -35,7 +35,7 @@ MiB) are appended between two checkpoints, down to :data:`MIN_WAIT_S`."""
 
 MIN_WAIT_S = 0.005
 
-RESTART_WAIT_MS = 20
+RESTART_WAIT_MS = 5
 """How long a RESTART waits for the write lock and for readers of older snapshots (new
 writers wait behind it meanwhile) before it gives up until next time."""
 
