@@ -3,10 +3,9 @@ into the database file while commits go on.
 
 SQLite's default copies inside the ``COMMIT`` that takes the WAL past 1,000 pages. On a 2-core
 host, admissions of ten tasks one after another (``bench/bench_gateway.py``'s shape): one commit
-in 37 stalled 5-7 ms, and the stalls were half of all commit time. Copied from a thread, and
-less often, there is also less to copy: the tail pages every commit rewrites (indexes, the
-newest table page) go once per checkpoint, not once per 1,000 pages. The same admissions then
-take 0.53 ms on average (0.68 before) and 0.96 ms at p99 (7.0).
+in 37 stalled 5-7 ms, and the stalls were half of all commit time. Copied from a thread at
+about the same pace, the same admissions take 0.53-0.65 ms on average (0.65-0.73 before), 0.93-
+1.15 ms at p99 (6.7-7.6) and at most 6.9-8.4 ms (8.1-8.5): docs/benchmarks.md, "Sessions 16-17".
 
 A checkpoint that runs beside the writer never catches the WAL's end, and SQLite restarts the
 WAL from its start only when it has all been copied; so once it holds :data:`RESTART_PAGES`, a
