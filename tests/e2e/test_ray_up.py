@@ -187,7 +187,8 @@ def diagnose(root: Path, *nodes: Sshd) -> str:
     parts = [("ray up / ray down", root / "ray.log")]
     for node in nodes:
         sessions = sorted((node.tmp / "ray").glob("session_2*"), key=lambda p: p.stat().st_mtime)
-        logs = [sessions[-1] / "logs" / n for n in ("monitor.log", "monitor.err", "raylet.out")]
+        names = ("monitor.log", "monitor.err", "raylet.out")
+        logs = [sessions[-1] / "logs" / n for n in names] if sessions else []
         worker_log = node.home / ".rayinfra" / "state" / "ray-worker.log"
         parts += [(f"{node.host} {p.name}", p) for p in (node.log, worker_log, *logs[:3])]
         if not sessions:
