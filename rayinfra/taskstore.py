@@ -484,7 +484,9 @@ def get_status_rows(
 
 
 def get_statuses(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, dict[str, Any]]:
-    """Status dicts (:meth:`TaskRow.status_dict`) of the given ids that exist."""
+    """Status dicts (:meth:`TaskRow.status_dict`) of the given ids that exist: the store read
+    directly, with no scheduler to ask (a stopped runtime's tasks); the scheduler answers with
+    :func:`get_status_rows`."""
     return {
         t: status_dict((*r[:7], None if r[7] is None else json.loads(r[7]), *r[8:]))
         for t, r in get_status_rows(conn, ids).items()

@@ -274,8 +274,8 @@ def test_status_rows_decode_to_what_the_status_dicts_say(tmp_path: Path) -> None
 
 
 def test_statuses_read_without_payloads_match_the_rows(tmp_path: Path) -> None:
-    """``get_statuses`` (what a waiter's first read costs) answers exactly what the full rows
-    would, results of every JSON kind included, and leaves out unknown ids."""
+    """``get_statuses`` (status rows read without payloads, as dicts) answers exactly what the
+    full rows would, results of every JSON kind included, and leaves out unknown ids."""
     with StateStore(tmp_path / "s.db") as s:
         rows = fill(s, 6)
         for r, result in zip(rows[:4], ("text", {"a": [1, None]}, 7, None), strict=True):
