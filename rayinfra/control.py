@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any
 
 from rayinfra import raywrap
@@ -30,6 +30,7 @@ from rayinfra.models import (
     TaskPage,
     TaskStatus,
     decode_list_cursor,
+    feed_filter,
 )
 from rayinfra.runtime_health import assess
 from rayinfra.scheduling.tasks import TASK_STATES
@@ -139,11 +140,18 @@ class ControlPlane:
         return TaskPage(tasks, rows[limit - 1]["cursor"] if len(rows) > limit else None)
 
     async def changes(
-        self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
+        self,
+        after_seq: int,
+        task_ids: Collection[str] | None,
+        timeout_s: float,
+        terminal_only: bool,
     ) -> tuple[int, list[TaskStatus]]:
+        sent, matched = feed_filter(task_ids)
         seq, changes = await self.call(
-            "scheduler", "changes", after_seq, task_ids, timeout_s, terminal_only
+            "scheduler", "changes", after_seq, sent, timeout_s, terminal_only
         )
+        if matched is not None:
+            changes = [row for row in changes if row[2] in matched]
         states = map(status_of_event, changes)  # None: the scheduler's restart, not a task's
         return int(seq), [st for st in states if st is not None]
 

@@ -273,6 +273,24 @@ class WatchedStates:
 #: a feed cursor "from the future": the feed answers at once with its latest seq ("from now on")
 FROM_NOW = 2**62
 
+#: the most task ids a feed poll sends for the scheduler to match; a larger set is matched where
+#: the answer arrives, before anything is decoded (sending and matching it on every poll costs
+#: more than the events it filters out)
+FEED_IDS_SENT_MAX = 256
+
+
+def feed_filter(
+    task_ids: Collection[str] | None,
+) -> tuple[list[str] | None, Collection[str] | None]:
+    """How a feed poll applies ``task_ids``: ``(ids to send, ids to match on arrival)``. A live
+    collection (a dict's keys) is read again when the answer arrives, so what it no longer holds
+    by then is not decoded."""
+    if task_ids is None:
+        return None, None
+    if len(task_ids) <= FEED_IDS_SENT_MAX:
+        return list(task_ids), None
+    return None, task_ids
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskPage:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FEED_POLL_S = 20.0
-FEED_FILTER_MAX = 256  # waited-for ids sent with each feed poll; more: poll unfiltered
 FEED_RETRY_S = 1.0
 
 
@@ -188,14 +187,11 @@ class AgentInfra:
                 await self._feed_reset.wait()
                 continue
             # Ask only for what someone waits for: with no stream open, finished states of the
-            # waited-for tasks; a new waiter or stream re-issues the poll (see _feed_reset).
+            # waited-for tasks; a new waiter or stream re-issues the poll (see _feed_reset). A
+            # large set is matched as the answer arrives, against the waiters then: a task a
+            # waiter's own read resolved meanwhile is not decoded again.
             self._feed_reset.clear()
-            # (a large id set is cheaper filtered here than sent, and matched, on every poll)
-            ids = (
-                None
-                if self._streams or len(self._waiters) > FEED_FILTER_MAX
-                else list(self._waiters)
-            )
+            ids = None if self._streams else self._waiters.keys()
             poll = asyncio.ensure_future(
                 t.changes(self._feed_seq, ids, FEED_POLL_S, not self._streams)
             )
@@ -280,8 +276,10 @@ class AgentInfra:
             self._waiters.setdefault(tid, []).append(w)
         try:  # registered and watched before this read: a later finish comes by the feed
             await self._watch()
-            for tid, st in (await self._current(ids, finished_only=True)).items():
+            finished = await self._current(ids, finished_only=True)
+            for tid, st in finished.items():
                 w.resolve(tid, st.client_dict())
+            self._drop_wait(finished, w)  # resolved: their ends need not come by the feed too
             try:
                 await asyncio.wait_for(w.done, timeout)
             except asyncio.TimeoutError:
@@ -297,7 +295,7 @@ class AgentInfra:
             self._drop_wait(ids, w)
         return [w.results[t] for t in task_ids]
 
-    def _drop_wait(self, ids: list[str], w: _Wait) -> None:
+    def _drop_wait(self, ids: Iterable[str], w: _Wait) -> None:
         for tid in ids:
             waits = self._waiters.get(tid)
             if waits is None:

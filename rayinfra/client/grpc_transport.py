@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -43,7 +43,7 @@ from rayinfra.errors import (
     WorkflowNotFoundError,
     WorkflowRunNotFoundError,
 )
-from rayinfra.models import FROM_NOW, TaskPage, TaskStatus
+from rayinfra.models import FROM_NOW, TaskPage, TaskStatus, feed_filter
 from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN, decode_wire_payload
 
 log = logging.getLogger(__name__)
@@ -361,19 +361,27 @@ class GrpcTransport:
         return dict(res.deleted)
 
     async def changes(
-        self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
+        self,
+        after_seq: int,
+        task_ids: Collection[str] | None,
+        timeout_s: float,
+        terminal_only: bool,
     ) -> tuple[int, list[TaskStatus]]:
+        sent, matched = feed_filter(task_ids)
         res = await self._unary(
             "PollTaskChanges",
             self.pb2.PollTaskChangesRequest(
                 after_seq=after_seq,
-                task_ids=list(task_ids or ()),
+                task_ids=sent or (),
                 timeout_seconds=timeout_s,
                 terminal_only=terminal_only,
             ),
             answer_s=timeout_s + ANSWER_S,
         )
-        return int(res.seq), [TaskStatus.from_pb(m) for m in res.changes]
+        changes = res.changes
+        if matched is not None:
+            changes = [m for m in changes if m.task_id in matched]
+        return int(res.seq), [TaskStatus.from_pb(m) for m in changes]
 
     async def events(
         self, event_types: Sequence[str] | None, since_timestamp: int, after_seq: int = 0

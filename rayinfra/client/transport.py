@@ -9,7 +9,7 @@ checks that both implement exactly this protocol, with the same signatures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from rayinfra.models import TaskPage, TaskStatus
@@ -58,12 +58,18 @@ class Transport(Protocol):
         ...
 
     async def changes(
-        self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
+        self,
+        after_seq: int,
+        task_ids: Collection[str] | None,
+        timeout_s: float,
+        terminal_only: bool,
     ) -> tuple[int, list[TaskStatus]]:
         """Long-poll the scheduler's task feed: ``(seq, states)`` after ``after_seq`` (only
         ``task_ids`` when given; only finished states with ``terminal_only``); ``(latest, [])``
         after ``timeout_s``. ``FROM_NOW`` as ``after_seq`` answers at once with the latest seq.
-        The seq is durable: a caller resumes from it across scheduler restarts."""
+        The seq is durable: a caller resumes from it across scheduler restarts. A large
+        ``task_ids`` is matched when the answer arrives (:func:`rayinfra.models.feed_filter`):
+        a live collection, such as a dict's keys, leaves out what it dropped meanwhile."""
         ...
 
     def events(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rayinfra.errors import BackendUnavailableError, InvalidArgumentError
+from rayinfra.models import FEED_IDS_SENT_MAX
 from rayinfra.workflows.runs import Decision, Run, step_task
 from rayinfra.workflows.spec import Workflow, parse_workflow
 
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0
 RESUBMIT_AFTER_S = 1.0
-FEED_FILTER_MAX = 512
-"""Running steps whose task ids go with each feed poll; with more, the poll is unfiltered."""
 
 
 MISSING = "missing"
@@ -173,13 +172,13 @@ class Engine:
         """Hear of the running steps' ends (or wait for a retry to come due), then decide.
 
         The scheduler's feed is asked only for the tasks of running steps (all of them past
-        ``FEED_FILTER_MAX``); with none running it is not asked at all. A step registered
+        ``FEED_IDS_SENT_MAX``); with none running it is not asked at all. A step registered
         while a poll is out (:meth:`_apply` wakes the loop) is polled for next time, and, if
         the poll came back meanwhile, its task read directly once: its end may lie before the
         cursor that poll moved."""
         timeout = self._next_retry_in()
         self._wake.clear()
-        watched = None if len(self._by_task) > FEED_FILTER_MAX else set(self._by_task)
+        watched = None if len(self._by_task) > FEED_IDS_SENT_MAX else set(self._by_task)
         ended: list[TaskEnd] = []
         if not watched and watched is not None:  # nothing runs: every end from now is new
             self._cursor = max(self._cursor, self.ports.last_seq())

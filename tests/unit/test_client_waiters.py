@@ -9,13 +9,13 @@ process grew by ~100 MiB an hour; ``bench/client_leak.py`` ``mixed`` shows it pe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import pytest
 
 from rayinfra import AgentInfra
-from rayinfra.models import FROM_NOW, TaskStatus
+from rayinfra.models import FEED_IDS_SENT_MAX, FROM_NOW, TaskStatus, feed_filter
 
 
 class FeedTransport:
@@ -28,6 +28,7 @@ class FeedTransport:
         self.states: dict[str, TaskStatus] = {}
         self.feed: list[TaskStatus] = []
         self.news = asyncio.Event()
+        self.decoded: list[str] = []  # the ids of the states the feed answered with
 
     def finish(self, task_id: str, *, on_feed: bool = True) -> None:
         st = TaskStatus(task_id=task_id, status="completed", result={"ok": True})
@@ -54,18 +55,24 @@ class FeedTransport:
         return found
 
     async def changes(
-        self, after_seq: int, task_ids: Sequence[str] | None, timeout_s: float, terminal_only: bool
+        self,
+        after_seq: int,
+        task_ids: Collection[str] | None,
+        timeout_s: float,
+        terminal_only: bool,
     ) -> tuple[int, list[TaskStatus]]:
         if after_seq == FROM_NOW:
             return len(self.feed), []
-        while len(self.feed) <= after_seq:
+        sent, matched = feed_filter(task_ids)  # as the real transports apply it
+        # as the scheduler's poll: answers once a state of the ids it was sent is on the feed
+        while not (news := [s for s in self.feed[after_seq:] if sent is None or s.task_id in sent]):
             self.news.clear()
             try:
                 await asyncio.wait_for(self.news.wait(), timeout_s)
             except asyncio.TimeoutError:
                 return len(self.feed), []
-        wanted = set(task_ids) if task_ids is not None else None
-        news = [s for s in self.feed[after_seq:] if wanted is None or s.task_id in wanted]
+        news = [s for s in news if matched is None or s.task_id in matched]
+        self.decoded += [s.task_id for s in news]
         return len(self.feed), news
 
     def events(self, *args: Any) -> AsyncIterator[dict[str, Any]]:  # pragma: no cover
@@ -121,7 +128,7 @@ async def test_a_timed_out_or_cancelled_wait_leaves_no_waiter(
     assert infra._waiters == {}
     waiting = asyncio.create_task(infra.wait_tasks(["quick", "slow"]))
     await asyncio.sleep(0.05)
-    assert set(infra._waiters) == {"quick", "slow"}
+    assert set(infra._waiters) == {"slow"}  # "quick": resolved by the wait's read, dropped
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -144,3 +151,40 @@ async def test_concurrent_waits_for_one_task_keep_each_other(
     transport.finish("t")
     assert (await second)[0]["status"] == "completed"
     assert infra._waiters == {}
+
+
+async def test_a_large_wait_decodes_from_the_feed_only_what_its_read_left(
+    client: tuple[AgentInfra, FeedTransport],
+) -> None:
+    """Tasks that ended after the feed's cursor but before the wait are resolved by the wait's
+    read; the feed, matching a large id set where its answer arrives, does not decode them
+    again (each would cost the client a second status and result dict)."""
+    infra, transport = client
+    transport.finish("warm")
+    await infra.wait_tasks(["warm"], timeout=5)  # the feed runs; its cursor is here
+    ids = [f"big-{i}" for i in range(4 * FEED_IDS_SENT_MAX)]
+    early, late = ids[: len(ids) // 2], ids[len(ids) // 2 :]  # late: too many to send
+    for t in early:
+        transport.finish(t)
+    for t in late:
+        transport.pending(t)
+    waiting = asyncio.create_task(infra.wait_tasks(ids, timeout=5))
+    await asyncio.sleep(0.05)
+    for t in late:
+        transport.finish(t)
+    done = await waiting
+    assert [d["task_id"] for d in done] == ids
+    assert all(d["status"] == "completed" for d in done)
+    assert sorted(transport.decoded) == sorted(late)
+    assert infra._waiters == {}
+
+
+def test_feed_filter_sends_a_small_set_and_matches_a_large_one_on_arrival() -> None:
+    small = [f"t{i}" for i in range(FEED_IDS_SENT_MAX)]
+    assert feed_filter(None) == (None, None)
+    assert feed_filter(small) == (small, None)
+    waiters = dict.fromkeys([*small, "one-more"])
+    sent, matched = feed_filter(waiters.keys())
+    assert sent is None and matched is not None
+    del waiters["t0"]  # a live view: what the waiters dropped meanwhile is not matched
+    assert "t0" not in matched and "one-more" in matched
