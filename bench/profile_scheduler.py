@@ -222,6 +222,7 @@ async def main(args: argparse.Namespace) -> None:
                                 "-o",
                                 str(out / f"{role}.txt"),
                                 "--nonblocking",
+                                *(["--gil"] if args.gil else []),
                             ],
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
@@ -314,7 +315,10 @@ if __name__ == "__main__":
     )
     p.add_argument("--tasks", type=int, default=20000)
     p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--py-spy", default="")
+    p.add_argument("--py-spy", default="", help="write py-spy's raw stacks to this directory")
+    p.add_argument(
+        "--gil", action="store_true", help="with --py-spy: sample only the thread holding the GIL"
+    )
     p.add_argument(
         "--ray-floor", type=int, default=0, help="also time N bare Ray actor calls (CPU per side)"
     )

@@ -27,6 +27,7 @@ from rayinfra.errors import InvalidArgumentError, UnavailableError
 from rayinfra.models import (
     EVENT_KEYS,
     FROM_NOW,
+    StatusRows,
     TaskPage,
     TaskStatus,
     decode_list_cursor,
@@ -108,11 +109,11 @@ class ControlPlane:
 
     async def get(
         self, task_ids: Sequence[str], finished_only: bool = False
-    ) -> dict[str, TaskStatus | None]:
+    ) -> Mapping[str, TaskStatus | None]:
         found: dict[str, Sequence[Any] | None] = await self.call(
             "scheduler", "get", list(task_ids), finished_only
         )
-        return {t: TaskStatus.from_status_row(r) if r else None for t, r in found.items()}
+        return StatusRows(found)  # decoded as they are read
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         return dict(await self.call("scheduler", "cancel", task_id))

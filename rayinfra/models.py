@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from rayinfra.errors import InvalidArgumentError
@@ -195,6 +195,28 @@ class TaskStatus:
     def json_dict(self) -> dict[str, Any]:
         """Every field plus the derived ones, JSON-ready (HTTP ``GET /tasks/{id}``, the CLI)."""
         return {**dataclasses.asdict(self), "duration_ms": self.duration_ms}
+
+
+class StatusRows(Mapping[str, "TaskStatus | None"]):
+    """Status rows by id (``None``: an unknown id), each decoded into a :class:`TaskStatus`
+    when it is read: a wait for 40,000 finished tasks turns each into its result and drops it,
+    instead of holding 40,000 statuses at once (the collector's passes over them cost the
+    client as much as decoding them)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Mapping[str, Sequence[Any] | None]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, task_id: str) -> TaskStatus | None:
+        r = self._rows[task_id]
+        return None if r is None else TaskStatus.from_status_row(r)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 class Progress:

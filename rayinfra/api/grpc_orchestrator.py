@@ -162,12 +162,13 @@ class OrchestratorServicer:
             if not ids:
                 raise InvalidArgumentError("task_ids", "is empty: name at least one task")
             found = await self.control.get(ids)
-        return self.pb2.GetTasksResponse(
-            tasks=[
-                st.to_pb(self.pb2.GetTaskStatusResponse) for st in found.values() if st is not None
-            ],
-            not_found=[tid for tid, st in found.items() if st is None],
-        )
+        tasks, not_found = [], []
+        for tid, st in found.items():  # once: each status is decoded as it is read
+            if st is None:
+                not_found.append(tid)
+            else:
+                tasks.append(st.to_pb(self.pb2.GetTaskStatusResponse))
+        return self.pb2.GetTasksResponse(tasks=tasks, not_found=not_found)
 
     async def CancelTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async with aborting(context):

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -63,6 +63,20 @@ class _Wait:
             self.done.cancel()
 
 
+def _each(waits: _Wait | list[_Wait] | tuple[()]) -> Iterable[_Wait]:
+    """The waits of one task in :attr:`AgentInfra._waiters` (a wait, or a list of them)."""
+    return waits if isinstance(waits, (list, tuple)) else (waits,)
+
+
+def _known(found: Mapping[str, TaskStatus | None]) -> Iterator[tuple[str, TaskStatus]]:
+    """``(id, status)`` of a transport's ``get``, decoded one at a time;
+    ``TaskNotFoundError`` for an unknown id."""
+    for tid, st in found.items():
+        if st is None:
+            raise TaskNotFoundError(tid)
+        yield tid, st
+
+
 class AgentInfra:
     """Async client. ``async with AgentInfra.start() as infra: ...``."""
 
@@ -89,7 +103,9 @@ class AgentInfra:
         self._feed_lock = asyncio.Lock()
         self._feed_seq = 0
         self._feed_reset = asyncio.Event()
-        self._waiters: dict[str, list[_Wait]] = {}  # task id -> the waits for it
+        # task id -> the wait for it, or a list of them when there are more (a wait for
+        # 40,000 tasks holds no list per task: see _add_wait)
+        self._waiters: dict[str, _Wait | list[_Wait]] = {}
         self._streams: list[tuple[set[str] | None, asyncio.Queue[TaskStatus]]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -158,7 +174,7 @@ class AgentInfra:
                 await self._feed_task
             self._feed_task = None
         for waits in self._waiters.values():
-            for w in waits:
+            for w in _each(waits):
                 w.cancel()
         self._waiters.clear()
         conn, self._conn = self._conn, None
@@ -216,7 +232,7 @@ class AgentInfra:
                     if wanted is None or st.task_id in wanted:
                         q.put_nowait(st)
                 if st.terminal:
-                    for w in self._waiters.pop(st.task_id, ()):
+                    for w in _each(self._waiters.pop(st.task_id, ())):
                         w.resolve(st.task_id, st.client_dict())  # each caller its own dict
 
     # ------------------------------------------------------------------ tasks
@@ -248,17 +264,16 @@ class AgentInfra:
 
     async def _current(
         self, task_ids: list[str], finished_only: bool = False
-    ) -> dict[str, TaskStatus]:
-        """Every id's status now (with ``finished_only``: of those that finished);
-        ``TaskNotFoundError`` for the first unknown one."""
-        found = await self.transport.get(task_ids, finished_only)
-        for tid, st in found.items():
-            if st is None:
-                raise TaskNotFoundError(tid)
-        return {tid: st for tid, st in found.items() if st is not None}
+    ) -> Iterator[tuple[str, TaskStatus]]:
+        """Every id's status now (with ``finished_only``: of those that finished), in the order
+        asked, each decoded as the caller reaches it (a caller that turns each into its result
+        holds no statuses); ``TaskNotFoundError`` where it meets an unknown id."""
+        return _known(await self.transport.get(task_ids, finished_only))
 
     async def get_task_status(self, task_id: str) -> dict[str, Any]:
-        return (await self._current([task_id]))[task_id].client_dict()
+        for _, st in await self._current([task_id]):
+            return st.client_dict()
+        raise TaskNotFoundError(task_id)  # not answered at all: as unknown
 
     async def wait_task(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait until the task is completed, failed or cancelled (``TimeoutError`` otherwise)."""
@@ -273,13 +288,14 @@ class AgentInfra:
             return []
         w = _Wait(len(ids))
         for tid in ids:
-            self._waiters.setdefault(tid, []).append(w)
+            self._add_wait(tid, w)
         try:  # registered and watched before this read: a later finish comes by the feed
             await self._watch()
-            finished = await self._current(ids, finished_only=True)
-            for tid, st in finished.items():
+            resolved = []
+            for tid, st in await self._current(ids, finished_only=True):
                 w.resolve(tid, st.client_dict())
-            self._drop_wait(finished, w)  # resolved: their ends need not come by the feed too
+                resolved.append(tid)
+            self._drop_wait(resolved, w)  # their ends need not come by the feed too
             try:
                 await asyncio.wait_for(w.done, timeout)
             except asyncio.TimeoutError:
@@ -295,15 +311,20 @@ class AgentInfra:
             self._drop_wait(ids, w)
         return [w.results[t] for t in task_ids]
 
+    def _add_wait(self, tid: str, w: _Wait) -> None:
+        have = self._waiters.setdefault(tid, w)
+        if have is not w:  # a second wait for the task
+            self._waiters[tid] = [*have, w] if isinstance(have, list) else [have, w]
+
     def _drop_wait(self, ids: Iterable[str], w: _Wait) -> None:
         for tid in ids:
             waits = self._waiters.get(tid)
-            if waits is None:
-                continue
-            if w in waits:
-                waits.remove(w)
-            if not waits:
+            if waits is w:
                 del self._waiters[tid]
+            elif isinstance(waits, list) and w in waits:
+                waits.remove(w)
+                if len(waits) == 1:
+                    self._waiters[tid] = waits[0]
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
         return await self.transport.cancel(task_id)
@@ -357,8 +378,7 @@ class AgentInfra:
             await self._watch()
             primed: list[TaskStatus] = []
             if wanted:  # subscribed first: a change after this read reaches the queue too
-                current = await self._current(sorted(wanted))
-                for st in current.values():
+                for _, st in await self._current(sorted(wanted)):
                     if not progress.advance(st):
                         continue
                     if include_completed or not st.terminal:

@@ -328,7 +328,7 @@ class GrpcTransport:
 
     async def get(
         self, task_ids: Sequence[str], finished_only: bool = False
-    ) -> dict[str, TaskStatus | None]:
+    ) -> Mapping[str, TaskStatus | None]:
         found: dict[str, TaskStatus | None] = {}
         for i in range(0, len(task_ids), GET_CHUNK):  # each call well under the message limit
             chunk = list(task_ids[i : i + GET_CHUNK])

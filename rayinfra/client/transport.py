@@ -36,9 +36,11 @@ class Transport(Protocol):
 
     async def get(
         self, task_ids: Sequence[str], finished_only: bool = False
-    ) -> dict[str, TaskStatus | None]:
+    ) -> Mapping[str, TaskStatus | None]:
         """Each id's status (``None``: unknown), in the order asked; with ``finished_only`` the
-        tasks not finished yet are left out (a waiter's read: their ends come by the feed)."""
+        tasks not finished yet are left out (a waiter's read: their ends come by the feed).
+        A status may be decoded each time it is read (:class:`~rayinfra.models.StatusRows`):
+        read each once."""
         ...
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
