@@ -118,7 +118,8 @@ async def push(
 ) -> float:
     """Submit ``n`` no-op tasks in batches, then wait for them all: the seconds it took
     (``marks["submitted"]``: when the last batch was acknowledged, ``time.monotonic()``)."""
-    ids = [f"{tag}-{uuid.uuid4().hex[:6]}-{i}" for i in range(n)]
+    run = uuid.uuid4().hex[:6]  # one per push: a uuid per task would be the bench's own cost
+    ids = [f"{tag}-{run}-{i}" for i in range(n)]
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         await infra.submit_tasks(
