@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from rayinfra.errors import InvalidArgumentError
-from rayinfra.json_encode import compact_encoder
+from rayinfra.json_encode import compact_encoder, loads_stored
 from rayinfra.scheduling.tasks import TERMINAL_STATES, encode_wire_result
 
 #: what ``stream_task_results`` yields (the original client's keys)
@@ -74,7 +74,7 @@ class TaskStatus:
         return cls(
             tid,
             status,
-            None if result is None else json.loads(result),
+            None if result is None else loads_stored(result),
             error or "",
             int(attempts or 0),
             task_class or "",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from rayinfra import wal
 from rayinfra._deprecation import renamed
 from rayinfra.errors import StorageFullError
-from rayinfra.json_encode import compact_encoder
+from rayinfra.json_encode import compact_encoder, loads_stored
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -63,7 +63,7 @@ RawEvent = tuple[int, str, str, str, int]
 
 def decode_event(row: RawEvent) -> EventRecord:
     seq, event_type, resource_id, data, ts = row
-    return EventRecord(int(seq), event_type, resource_id, json.loads(data), int(ts))
+    return EventRecord(int(seq), event_type, resource_id, loads_stored(data), int(ts))
 
 
 class EventFilter(TypedDict, total=False):
@@ -263,7 +263,7 @@ def _select_changes(
     sql += " ORDER BY seq LIMIT ?"
     params.append(limit)
     return [
-        ChangeRecord(int(s), st, k, kd, json.loads(d), float(ts))
+        ChangeRecord(int(s), st, k, kd, loads_stored(d), float(ts))
         for s, st, k, kd, d, ts in conn.execute(sql, params)
     ]
 

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from rayinfra.errors import StorageFullError, TaskConflictError
+from rayinfra.json_encode import loads_stored
 from rayinfra.models import TaskStatus, decode_list_cursor, encode_list_cursor
 from rayinfra.scheduling.tasks import TASK_STATES, TERMINAL_STATES, TaskSpec
 from rayinfra.store import (
@@ -168,7 +169,7 @@ def _row(r: Sequence[Any]) -> TaskRow:
         bool(trusted),
         sys.intern(status),
         attempts,
-        json.loads(result) if result is not None else None,
+        loads_stored(result) if result is not None else None,
         error,
         sub,  # submitted_at
         started,
@@ -354,7 +355,7 @@ def decode_change(row: RawEvent) -> dict[str, Any]:
     event is ``kind: "state"`` and its data has ``status``, an ``actor_started`` is
     ``"lifecycle"``."""
     seq, event_type, key, data_json, ts = row
-    data, kind = json.loads(data_json), "lifecycle"
+    data, kind = loads_stored(data_json), "lifecycle"
     if event_type in STATUS_OF_EVENT:
         kind = "state"
         data.setdefault("status", STATUS_OF_EVENT[event_type])
@@ -368,7 +369,7 @@ def status_of_event(row: RawEvent) -> TaskStatus | None:
     status = STATUS_OF_EVENT.get(row[1])
     if status is None:
         return None
-    return TaskStatus.from_event_data(row[2], status, json.loads(row[3]))
+    return TaskStatus.from_event_data(row[2], status, loads_stored(row[3]))
 
 
 def load_unfinished(conn: sqlite3.Connection) -> list[TaskRow]:
@@ -488,7 +489,7 @@ def get_statuses(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, di
     directly, with no scheduler to ask (a stopped runtime's tasks); the scheduler answers with
     :func:`get_status_rows`."""
     return {
-        t: status_dict((*r[:7], None if r[7] is None else json.loads(r[7]), *r[8:]))
+        t: status_dict((*r[:7], None if r[7] is None else loads_stored(r[7]), *r[8:]))
         for t, r in get_status_rows(conn, ids).items()
     }
 

@@ -19,12 +19,12 @@ then a catch-up that reads its ``task_submitted`` event finds it here and does n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from rayinfra.config import ClassConfig, SchedulerSection
+from rayinfra.json_encode import loads_stored
 from rayinfra.scheduling.classes import merge_runtime_env
 from rayinfra.scheduling.limiter import AdaptiveLimiter, LimiterConfig, Outcome
 from rayinfra.scheduling.queue import TaskQueue
@@ -106,7 +106,7 @@ class Dispatch(NamedTuple):
 
 def payload_of(sent: dict[str, Any] | str) -> dict[str, Any]:
     """A :class:`Dispatch`'s payload as the object, whichever form it was sent in."""
-    return json.loads(sent) if isinstance(sent, str) else sent
+    return loads_stored(sent) if isinstance(sent, str) else sent
 
 
 @dataclass

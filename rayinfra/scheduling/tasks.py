@@ -22,7 +22,7 @@ from typing import Any
 
 from rayinfra import json_input
 from rayinfra.errors import InvalidArgumentError, NotTrustedError
-from rayinfra.json_encode import compact_encoder
+from rayinfra.json_encode import compact_encoder, loads_stored
 
 __all__ = [
     "MAX_PAYLOAD_DEPTH",
@@ -165,7 +165,7 @@ class TaskSpec:
         """The payload, decoded from ``payload_json`` on first use when built from that."""
         payload = self._payload
         if payload is None:
-            payload = json.loads(self.payload_json)  # type: ignore[arg-type]
+            payload = loads_stored(self.payload_json)  # type: ignore[arg-type]
             object.__setattr__(self, "_payload", payload)
         return payload
 

@@ -1,5 +1,6 @@
 """``json_encode.compact_encoder`` gives the text and the errors of the ``json.JSONEncoder`` it
-stands for, for any value: JSON, NaN and infinities, non-string keys, unknown types, cycles."""
+stands for, for any value: JSON, NaN and infinities, non-string keys, unknown types, cycles;
+``json_encode.loads_stored`` decodes any text as ``json.loads`` does, errors included."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayinfra.json_encode import compact_encoder
+from rayinfra.json_encode import compact_encoder, loads_stored
 
 _KEYS = st.text() | st.integers() | st.booleans() | st.none() | st.floats()
 _VALUES = st.recursive(
@@ -54,3 +55,32 @@ def test_nan_only_where_allowed() -> None:
     assert compact_encoder()([math.nan]) == "[NaN]"
     with pytest.raises(ValueError, match="not JSON compliant"):
         compact_encoder(allow_nan=False)({"x": math.inf})
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _decoded(loads: Any, text: Any) -> tuple[str, str]:
+    try:
+        return "ok", repr(loads(text))  # repr: NaN equals itself
+    except (TypeError, ValueError) as e:
+        return type(e).__name__, str(e)
+
+
+@given(value=_JSON, around=st.sampled_from(["", " ", "\n", "x", "}", " 1"]), ascii=st.booleans())
+def test_loads_stored_decodes_as_json_loads(value: Any, around: str, ascii: bool) -> None:
+    """The runtime's own compact text, and that text with anything before or after it."""
+    text = compact_encoder(ensure_ascii=ascii)(value)
+    for t in (text, text + around, around + text, text[:-1], text.encode()):
+        assert _decoded(loads_stored, t) == _decoded(json.loads, t)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "nul", '{"a":', "[1,]", "NaN", "-Infinity", "\ufeff{}", "1 2"]
+)
+def test_loads_stored_answers_bad_or_odd_text_as_json_loads(text: str) -> None:
+    assert _decoded(loads_stored, text) == _decoded(json.loads, text)
