@@ -110,10 +110,8 @@ class ControlPlane:
     async def get(
         self, task_ids: Sequence[str], finished_only: bool = False
     ) -> Mapping[str, TaskStatus | None]:
-        found: dict[str, Sequence[Any] | None] = await self.call(
-            "scheduler", "get", list(task_ids), finished_only
-        )
-        return StatusRows(found)  # decoded as they are read
+        found: StatusRows = await self.call("scheduler", "get", list(task_ids), finished_only)
+        return found  # each decoded as it is read
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         return dict(await self.call("scheduler", "cancel", task_id))

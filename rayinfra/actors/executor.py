@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class ExecutorActor:
             "running": len(self.running),
         }
 
-    async def submit(self, batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    async def submit(self, batch: Sequence[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:
         """Start each task (a :class:`~rayinfra.scheduling.state.Dispatch` as a plain tuple:
         ``(task_id, payload, timeout_s, attempt, runtime_env)``); returns the results of those
         that ended already (inline handlers, tasks cancelled before they arrived), which
@@ -218,7 +219,7 @@ class ExecutorActor:
                 raywrap.cancel(ref)
             raise
 
-    async def take_results(self, timeout_s: float) -> list[tuple[Any, ...]]:
+    async def take_results(self, timeout_s: float) -> tuple[tuple[Any, ...], ...]:
         """Results finished since the last call; waits up to ``timeout_s`` for the first one."""
         if not self.results:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -247,10 +248,11 @@ class ExecutorActor:
         return hit
 
 
-def wire_results(results: list[TaskResult]) -> list[tuple[Any, ...]]:
-    """Results as plain tuples for the reply to the scheduler (which takes either form): Ray
-    pickles a named tuple by reference to its class, item by item, ~8x a plain tuple's cost."""
-    return [tuple(r) for r in results]
+def wire_results(results: list[TaskResult]) -> tuple[tuple[Any, ...], ...]:
+    """Results as a tuple of plain tuples for the reply to the scheduler (which takes either
+    form): Ray pickles a named tuple by reference to its class, item by item, ~8x a plain
+    tuple's cost, and a list of tuples item by item too (:mod:`rayinfra.raywrap`)."""
+    return tuple(map(tuple, results))
 
 
 def _failed(e: BaseException, ctx: TaskContext) -> tuple[Outcome, str, Any]:

@@ -137,7 +137,8 @@ class ExecutorPools:
         ex = self._find(cls, name)
         assert ex is not None, name  # ready() named it, and nothing ran since
         ex.busy_at = time.monotonic()
-        call = asyncio.ensure_future(raywrap.acall(ex.handle, "submit", items))
+        # a tuple: Ray pickles it whole, a list item by item (rayinfra.raywrap)
+        call = asyncio.ensure_future(raywrap.acall(ex.handle, "submit", tuple(items)))
         self._submits.add(call)
         call.add_done_callback(partial(self._submitted, ex.name))
 

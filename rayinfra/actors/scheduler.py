@@ -19,11 +19,12 @@ from rayinfra.actors.executor_pool import ExecutorPools
 from rayinfra.actors.slurm_pool import SlurmGate, SlurmPool
 from rayinfra.actors.task_started import StartedEvents
 from rayinfra.errors import TaskNotFoundError
+from rayinfra.models import StatusRows
 from rayinfra.scheduling.filequeue import FileQueue
 from rayinfra.scheduling.metrics import SchedulerMetrics
 from rayinfra.scheduling.state import Batch, Results, SchedulerState, Settlement
 from rayinfra.store import RawEvent
-from rayinfra.taskstore import ROW_STATUS, TaskRow
+from rayinfra.taskstore import TaskRow
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +150,10 @@ class SchedulerActor(ControlActor):
         info = self.state.tasks.get(task_id)
         return None if info is None else info.row
 
-    async def get(
-        self, task_ids: list[str], finished_only: bool = False
-    ) -> dict[str, taskstore.StatusRow | None]:
-        """Status rows by id (``None`` for an unknown id; :func:`taskstore.statuses`)."""
-        return await taskstore.statuses(self.store, task_ids, self._live, finished_only)
+    async def get(self, task_ids: list[str], finished_only: bool = False) -> StatusRows:
+        """Status rows by id (``None``: unknown; :func:`taskstore.statuses`) as the mapping the
+        asker reads them through, which Ray pickles whole (:mod:`rayinfra.raywrap`)."""
+        return StatusRows(await taskstore.statuses(self.store, task_ids, self._live, finished_only))
 
     async def list_tasks(
         self,
@@ -184,8 +184,8 @@ class SchedulerActor(ControlActor):
         found = (await self.get([task_id]))[task_id]
         if found is None:
             raise TaskNotFoundError(task_id)
-        cancelled = info is not None and found[ROW_STATUS] == "cancelled"
-        return {"task_id": task_id, "status": found[ROW_STATUS], "cancelled": cancelled}
+        cancelled = info is not None and found.status == "cancelled"
+        return {"task_id": task_id, "status": found.status, "cancelled": cancelled}
 
     async def changes(  # type: ignore[override]  # the task feed: event rows, not `changes`
         self,

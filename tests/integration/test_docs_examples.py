@@ -37,7 +37,6 @@ import ray
 from rayinfra.actors.gateway import token_path
 from rayinfra.api import stubs
 from rayinfra.config import DEFAULT_HOME, NAMESPACE, GatewaySection, dial_addr
-from rayinfra.models import TaskStatus
 from tests.integration.conftest import SERVICE_PORTS, Runtime
 
 pytestmark = pytest.mark.integration
@@ -423,8 +422,8 @@ def _wait_task(e: Env, task_id: str, timeout: float = 60) -> dict[str, Any]:
     sched = ray.get_actor("scheduler", namespace=NAMESPACE)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = ray.get(sched.get.remote([task_id]))[task_id]
-        if row is not None and (st := TaskStatus.from_status_row(row)).status in FINAL:
+        st = ray.get(sched.get.remote([task_id]))[task_id]
+        if st is not None and st.status in FINAL:
             return {"status": st.status, "result": st.result}
         time.sleep(0.1)
     raise AssertionError(f"{task_id} did not finish within {timeout}s")

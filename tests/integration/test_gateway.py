@@ -19,7 +19,6 @@ from rayinfra.client.grpc_transport import ConnectError
 from rayinfra.client.services import ServiceNotFoundError, ServicesClient
 from rayinfra.config import dial_addr
 from rayinfra.errors import InvalidArgumentError
-from rayinfra.models import TaskStatus
 from rayinfra.raywrap import NAMESPACE
 from tests.conftest import free_port
 from tests.integration.conftest import SERVICE_PORTS, Runtime
@@ -103,8 +102,7 @@ async def test_submit_decodes_payload_and_honours_every_field(orch: Any) -> None
     st = await wait_done(orch, tid)
     assert st.status == "completed"
     assert dict(st.result) == {"n": "3", "flag": "true", "name": "plain", "deep": '{"a":[1]}'}
-    row = ray.get(ray.get_actor("scheduler", namespace=NAMESPACE).get.remote([tid]))[tid]
-    st = TaskStatus.from_status_row(row)
+    st = ray.get(ray.get_actor("scheduler", namespace=NAMESPACE).get.remote([tid]))[tid]
     assert (st.priority, st.workflow_id, st.timeout_s) == (7, "wf-1", 30.0)
 
 

@@ -17,7 +17,6 @@ import ray
 
 from rayinfra import AgentInfra, AgentInfraSync, InvalidArgumentError, TaskNotFoundError
 from rayinfra.config import NAMESPACE
-from rayinfra.models import TaskStatus
 from tests.conftest import FIXTURES
 from tests.integration.conftest import Runtime
 
@@ -104,7 +103,7 @@ def test_priorities_order_dispatch(rt: Runtime, infra: AgentInfraSync) -> None:
     assert all(s["status"] == "completed" for s in status.values())
     # a no-op ends within its dispatch: no task_started event, its real start is started_at
     rows = ray.get(ray.get_actor("scheduler", namespace=NAMESPACE).get.remote(list(ids.values())))
-    by_start = sorted(ids, key=lambda n: TaskStatus.from_status_row(rows[ids[n]]).started_at)
+    by_start = sorted(ids, key=lambda n: rows[ids[n]].started_at)
     assert by_start == ["d", "b", "e", "a", "c"], by_start
 
 
