@@ -31,7 +31,6 @@ from rayinfra.models import (
     TaskPage,
     TaskStatus,
     decode_list_cursor,
-    feed_filter,
 )
 from rayinfra.runtime_health import assess
 from rayinfra.scheduling.tasks import TASK_STATES
@@ -141,16 +140,16 @@ class ControlPlane:
     async def changes(
         self,
         after_seq: int,
-        task_ids: Collection[str] | None,
+        task_ids: Sequence[str] | None,
         timeout_s: float,
         terminal_only: bool,
+        keep: Collection[str] | None = None,
     ) -> tuple[int, list[TaskStatus]]:
-        sent, matched = feed_filter(task_ids)
         seq, changes = await self.call(
-            "scheduler", "changes", after_seq, sent, timeout_s, terminal_only
+            "scheduler", "changes", after_seq, task_ids, timeout_s, terminal_only
         )
-        if matched is not None:
-            changes = [row for row in changes if row[2] in matched]
+        if keep is not None:  # before decoding: what is not kept costs nothing more
+            changes = [row for row in changes if row[2] in keep]
         states = map(status_of_event, changes)  # None: the scheduler's restart, not a task's
         return int(seq), [st for st in states if st is not None]
 

@@ -306,9 +306,9 @@ FEED_IDS_SENT_MAX = 256
 def feed_filter(
     task_ids: Collection[str] | None,
 ) -> tuple[list[str] | None, Collection[str] | None]:
-    """How a feed poll applies ``task_ids``: ``(ids to send, ids to match on arrival)``. A live
-    collection (a dict's keys) is read again when the answer arrives, so what it no longer holds
-    by then is not decoded."""
+    """How a client's feed poll asks for ``task_ids``: ``(task_ids to send, keep)``, the
+    arguments of a transport's ``changes``. A live collection (a dict's keys) kept is read when
+    the answer arrives, so what it no longer holds by then is not decoded."""
     if task_ids is None:
         return None, None
     if len(task_ids) <= FEED_IDS_SENT_MAX:

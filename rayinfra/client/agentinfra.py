@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from rayinfra.client.discovery import Connection, connect
 from rayinfra.client.transport import Transport
 from rayinfra.errors import TaskNotFoundError
-from rayinfra.models import FROM_NOW, STREAM_KEYS, Progress, TaskStatus
+from rayinfra.models import FROM_NOW, STREAM_KEYS, Progress, TaskStatus, feed_filter
 
 if TYPE_CHECKING:
     from rayinfra.config import RayinfraConfig
@@ -207,9 +207,9 @@ class AgentInfra:
             # large set is matched as the answer arrives, against the waiters then: a task a
             # waiter's own read resolved meanwhile is not decoded again.
             self._feed_reset.clear()
-            ids = None if self._streams else self._waiters.keys()
+            sent, keep = (None, None) if self._streams else feed_filter(self._waiters.keys())
             poll = asyncio.ensure_future(
-                t.changes(self._feed_seq, ids, FEED_POLL_S, not self._streams)
+                t.changes(self._feed_seq, sent, FEED_POLL_S, not self._streams, keep)
             )
             reset = asyncio.ensure_future(self._feed_reset.wait())
             try:

@@ -43,7 +43,7 @@ from rayinfra.errors import (
     WorkflowNotFoundError,
     WorkflowRunNotFoundError,
 )
-from rayinfra.models import FROM_NOW, TaskPage, TaskStatus, feed_filter
+from rayinfra.models import FROM_NOW, TaskPage, TaskStatus
 from rayinfra.scheduling.tasks import PRIORITY_MAX, PRIORITY_MIN, decode_wire_payload
 
 log = logging.getLogger(__name__)
@@ -363,24 +363,24 @@ class GrpcTransport:
     async def changes(
         self,
         after_seq: int,
-        task_ids: Collection[str] | None,
+        task_ids: Sequence[str] | None,
         timeout_s: float,
         terminal_only: bool,
+        keep: Collection[str] | None = None,
     ) -> tuple[int, list[TaskStatus]]:
-        sent, matched = feed_filter(task_ids)
         res = await self._unary(
             "PollTaskChanges",
             self.pb2.PollTaskChangesRequest(
                 after_seq=after_seq,
-                task_ids=sent or (),
+                task_ids=list(task_ids or ()),
                 timeout_seconds=timeout_s,
                 terminal_only=terminal_only,
             ),
             answer_s=timeout_s + ANSWER_S,
         )
         changes = res.changes
-        if matched is not None:
-            changes = [m for m in changes if m.task_id in matched]
+        if keep is not None:  # before decoding
+            changes = [m for m in changes if m.task_id in keep]
         return int(res.seq), [TaskStatus.from_pb(m) for m in changes]
 
     async def events(

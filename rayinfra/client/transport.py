@@ -62,16 +62,19 @@ class Transport(Protocol):
     async def changes(
         self,
         after_seq: int,
-        task_ids: Collection[str] | None,
+        task_ids: Sequence[str] | None,
         timeout_s: float,
         terminal_only: bool,
+        keep: Collection[str] | None = None,
     ) -> tuple[int, list[TaskStatus]]:
         """Long-poll the scheduler's task feed: ``(seq, states)`` after ``after_seq`` (only
         ``task_ids`` when given; only finished states with ``terminal_only``); ``(latest, [])``
         after ``timeout_s``. ``FROM_NOW`` as ``after_seq`` answers at once with the latest seq.
-        The seq is durable: a caller resumes from it across scheduler restarts. A large
-        ``task_ids`` is matched when the answer arrives (:func:`rayinfra.models.feed_filter`):
-        a live collection, such as a dict's keys, leaves out what it dropped meanwhile."""
+        The seq is durable: a caller resumes from it across scheduler restarts. ``keep``: of
+        the answer, only the states of these ids, matched before anything is decoded, when the
+        answer arrives: a set too large to send with every poll
+        (:func:`rayinfra.models.feed_filter`); a live collection, such as a dict's keys, leaves
+        out what it dropped meanwhile."""
         ...
 
     def events(

@@ -57,13 +57,14 @@ class FeedTransport:
     async def changes(
         self,
         after_seq: int,
-        task_ids: Collection[str] | None,
+        task_ids: Sequence[str] | None,
         timeout_s: float,
         terminal_only: bool,
+        keep: Collection[str] | None = None,
     ) -> tuple[int, list[TaskStatus]]:
         if after_seq == FROM_NOW:
             return len(self.feed), []
-        sent, matched = feed_filter(task_ids)  # as the real transports apply it
+        sent = task_ids
         # as the scheduler's poll: answers once a state of the ids it was sent is on the feed
         while not (news := [s for s in self.feed[after_seq:] if sent is None or s.task_id in sent]):
             self.news.clear()
@@ -71,7 +72,7 @@ class FeedTransport:
                 await asyncio.wait_for(self.news.wait(), timeout_s)
             except asyncio.TimeoutError:
                 return len(self.feed), []
-        news = [s for s in news if matched is None or s.task_id in matched]
+        news = [s for s in news if keep is None or s.task_id in keep]  # as the transports do
         self.decoded += [s.task_id for s in news]
         return len(self.feed), news
 
@@ -188,3 +189,41 @@ def test_feed_filter_sends_a_small_set_and_matches_a_large_one_on_arrival() -> N
     assert sent is None and matched is not None
     del waiters["t0"]  # a live view: what the waiters dropped meanwhile is not matched
     assert "t0" not in matched and "one-more" in matched
+
+
+class _Scheduler:
+    """An ``ActorCaller`` answering the scheduler's ``changes`` with finished-task event rows
+    (filtered by the ids it is sent, as the scheduler's long-poll is); records what it was sent."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        data = '{"class":"c","priority":0,"status":"completed","attempts":1,"result":null}'
+        self.rows = [(n + 1, "task_completed", t, data, 0) for n, t in enumerate(ids)]
+        self.sent: list[Sequence[str] | None] = []
+
+    async def call(
+        self, actor: str, method: str, *args: Any, timeout_s: float | None = None
+    ) -> Any:
+        assert (actor, method) == ("scheduler", "changes")
+        ids = args[1]
+        self.sent.append(ids)
+        return len(self.rows), [r for r in self.rows if ids is None or r[2] in ids]
+
+
+async def test_the_actor_transport_sends_the_ids_it_is_given_and_decodes_only_what_it_keeps() -> (
+    None
+):
+    """The gateway's PollTaskChanges passes a caller's ids on, however many: the scheduler's
+    long-poll waits for those tasks, not for any task. ``keep`` (a client feed's large set)
+    is matched as the answer arrives, before decoding."""
+    from rayinfra.control import ControlPlane
+
+    ids = [f"t{i}" for i in range(3 * FEED_IDS_SENT_MAX)]
+    sched = _Scheduler(ids)
+    plane = ControlPlane(caller=sched)  # type: ignore[arg-type]
+    asked = ids[: 2 * FEED_IDS_SENT_MAX]
+    _, states = await plane.changes(0, asked, 1.0, True)
+    assert sched.sent == [asked]
+    assert [st.task_id for st in states] == asked
+    _, states = await plane.changes(0, None, 1.0, True, keep={"t5", "t7"})
+    assert sched.sent[-1] is None
+    assert [(st.task_id, st.status) for st in states] == [("t5", "completed"), ("t7", "completed")]
