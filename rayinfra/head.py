@@ -495,6 +495,10 @@ def _ready_logged(log_path: Path, start: int = 0) -> bool:
         return False
 
 
+STRAGGLER_GRACE_S = 10.0
+"""How long what is left of a head's session after the head has gone gets to exit on SIGTERM."""
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of live processes whose session id is ``sid`` (the head's process tree)."""
     out = []
@@ -514,8 +518,12 @@ def stop_head(pid: int, timeout_s: float, force: bool) -> list[int]:
     """Stop the head launched with ``pid``; return the pids still alive afterwards.
 
     SIGTERM to the head (Ray drains and stops its children), wait up to ``timeout_s``; then
-    SIGTERM whatever else is left in its session. With ``force``, SIGKILL the rest.
-    Only processes of that session are ever signalled.
+    SIGTERM whatever else is left in its session and give it :data:`STRAGGLER_GRACE_S`. What
+    outlives that is SIGKILLed when the head itself has exited (orphans of a stopped head: a
+    dashboard module slow to shut down on a loaded host, and the ``multiprocessing`` resource
+    tracker, which ignores SIGTERM by design, behind it; ``ray stop`` escalates the same way
+    after its grace period) or, with ``force``, in any case. Only processes of that session
+    are ever signalled.
     """
 
     def _signal(p: int, sig: signal.Signals) -> None:
@@ -536,8 +544,8 @@ def stop_head(pid: int, timeout_s: float, force: bool) -> list[int]:
     left = session_members(pid)
     for p in left:
         _signal(p, signal.SIGTERM)
-    left = _wait(lambda: session_members(pid), time.monotonic() + min(5.0, timeout_s))
-    if left and force:
+    left = _wait(lambda: session_members(pid), time.monotonic() + min(STRAGGLER_GRACE_S, timeout_s))
+    if left and (force or not pid_alive(pid)):
         for p in left:
             _signal(p, signal.SIGKILL)
         left = _wait(lambda: session_members(pid), time.monotonic() + 5.0)
