@@ -126,3 +126,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.gpu`` tests need a real NVIDIA GPU: skipped, saying so, where it is absent."""
     if item.get_closest_marker("gpu") is not None and not NVIDIA_DEVICE.exists():
         pytest.skip(f"needs a real NVIDIA GPU: {NVIDIA_DEVICE} does not exist on this host")
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add each phase's time (setup, call, teardown) to its test file's total."""
+    path = report.nodeid.split("::", 1)[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the suite's time went, by test file (module fixtures included): what to look at
+    first when CI nears its 45-minute budget."""
+    if not _FILE_SECONDS:
+        return
+    total = sum(_FILE_SECONDS.values())
+    terminalreporter.section("time by test file")
+    for path, s in sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])[:25]:
+        terminalreporter.write_line(f"{s:8.1f}s {s / total:6.1%}  {path}")
+    terminalreporter.write_line(f"{total:8.1f}s in all, {len(_FILE_SECONDS)} files")
