@@ -178,54 +178,80 @@ def _row(r: Sequence[Any]) -> TaskRow:
     )
 
 
-_FIXED_KEYS = {  # the event's leading fields (ended: a terminal status), and those of them
-    # that the transition's own data may set (the row's value otherwise)
-    False: (frozenset({"class", "priority", "status", "attempts"}), frozenset({"attempts"})),
-    True: (
-        frozenset(
-            {"class", "priority", "status", "attempts", "error", "started_at", "finished_at"}
-        ),
-        frozenset({"attempts", "error"}),
-    ),
-}
-
-
 def _event_json(t: Transition, result_json: str | None) -> str:
     """A task event's data as compact JSON: class, priority, status and attempts; for a task
     that ended also its error, times and result; then the transition's own fields (one that
     names a leading field takes its place, as ``dict.update`` would). The result comes as the
     JSON text the row stores (``None``: null), spliced in rather than encoded a second time.
 
-    Formatted directly (a third of encoding the dict: every task's events pass here twice);
-    equal to :func:`_event_json_of_dict`, which it falls back to for any other shape."""
+    Formatted directly (every task's events pass here twice): the leading fields up to
+    ``"attempts":`` come from :func:`_event_head`, times and numbers are spelled inline; equal
+    to :func:`_event_json_of_dict`, which it falls back to for any other shape."""
     row, extra = t.row, t.event_data
-    ended = row.status in TERMINAL_STATES
+    status = row.status
+    ended = status in TERMINAL_STATES
     attempts, error, tail = row.attempts, row.error, ""
     if extra:
-        fixed, settable = _FIXED_KEYS[ended]
         for key, value in extra.items():
-            if type(key) is not str or (key in fixed and key not in settable):
-                return _event_json_of_dict(t, result_json)
             if key == "attempts":
                 attempts = value
-            elif key in fixed:  # "error", of an ended task
+            elif type(key) is not str or key in _LEADING[ended]:
+                if not (ended and key == "error"):
+                    return _event_json_of_dict(t, result_json)
                 error = value
             else:
-                tail += f",{_json_str(key)}:{_json_value(value)}"
-    spec = row.spec
-    head = (
-        f'{{"class":{_json_value(spec.task_class)},"priority":{_json_value(spec.priority)},'
-        f'"status":{_json_value(row.status)},"attempts":{_json_value(attempts)}'
-    )
+                tail += f",{_json_str(key)}:{_json_number(value)}"
+    head = _event_head(row.spec, status)
     if not ended:
-        return f"{head}{tail}}}"
+        return f"{head}{_json_number(attempts)}{tail}}}"
+    err = _json_str(error) if type(error) is str else _json_value(error)
+    started, finished = _json_number(row.started_at), _json_number(row.finished_at)
     return (
-        f'{head},"error":{_json_value(error)},"started_at":{_json_value(row.started_at)},'
-        f'"finished_at":{_json_value(row.finished_at)}{tail},"result":{result_json or "null"}}}'
+        f'{head}{_json_number(attempts)},"error":{err},"started_at":{started},'
+        f'"finished_at":{finished}{tail},"result":{result_json or "null"}}}'
     )
+
+
+_LEADING = {
+    False: frozenset({"class", "priority", "status"}),
+    True: frozenset({"class", "priority", "status", "error", "started_at", "finished_at"}),
+}
+"""An event's leading fields besides ``attempts`` (a transition's own data may set that), by
+whether the task ended; of these the own data may set only an ended task's ``error``: any
+other is left to the general path."""
+
+_HEADS: dict[tuple[str, int, str], str] = {}
+_HEADS_MAX = 4096
+
+
+def _event_head(spec: TaskSpec, status: str) -> str:
+    """``{"class":...,"priority":...,"status":...,"attempts":`` for a task: one string per
+    class, priority and status, formatted once (up to :data:`_HEADS_MAX` of them)."""
+    cls, prio = spec.task_class, spec.priority
+    key = (cls, prio, status)
+    head = _HEADS.get(key) if type(prio) is int and type(cls) is str else None
+    if head is None:
+        head = (
+            f'{{"class":{_json_value(cls)},"priority":{_json_value(prio)},'
+            f'"status":{_json_value(status)},"attempts":'
+        )
+        if type(prio) is int and type(cls) is str and len(_HEADS) < _HEADS_MAX:
+            _HEADS[key] = head
+    return head
 
 
 _json_str = json.encoder.encode_basestring_ascii  # what the store's encoder does to a str
+
+
+def _json_number(value: Any) -> str:
+    """:func:`_json_value`, quicker for what an event's numbers mostly are: an int, a finite
+    float."""
+    kind = type(value)
+    if kind is float and value - value == 0.0:
+        return float.__repr__(value)
+    if kind is int:
+        return int.__repr__(value)
+    return _json_value(value)
 
 
 def _json_value(value: Any) -> str:
