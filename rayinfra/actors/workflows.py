@@ -33,7 +33,7 @@ from rayinfra.errors import (
 from rayinfra.store import EventRecord
 from rayinfra.workflows.engine import MISSING, Engine, TaskEnd
 from rayinfra.workflows.metrics import WorkflowMetrics
-from rayinfra.workflows.runs import RUN_TERMINAL, Run, new_run, runs_code
+from rayinfra.workflows.runs import Run, new_run, runs_code
 from rayinfra.workflows.spec import VALID_ID, SpecError, Workflow, parse_workflow
 from rayinfra.workflows.store import DefinitionStore, RunStore
 
@@ -121,8 +121,7 @@ class WorkflowsActor(ControlActor):
         slurm = cfg.slurm.template_dir is not None or cfg.slurm.task_template is not None
         self.engine = Engine(_Ports(self), slurm=slurm)
         self._start_lock = asyncio.Lock()
-        unfinished = [r for r in self.runs.all() if r.status not in RUN_TERMINAL]
-        self._started = asyncio.create_task(self.engine.start(unfinished))
+        self._started = asyncio.create_task(self.engine.start(self.runs.unfinished()))
         self._publisher = asyncio.create_task(self.publishing_metrics())
 
     async def _ready(self) -> None:
@@ -216,9 +215,8 @@ class WorkflowsActor(ControlActor):
             raise InvalidArgumentError("limit", "must be > 0")
         if not await asyncio.to_thread(self.definitions.exists, workflow_id):
             raise WorkflowNotFoundError(workflow_id)
-        runs = [r for r in await asyncio.to_thread(self.runs.all) if r.workflow_id == workflow_id]
-        runs.sort(key=lambda r: r.created_at, reverse=True)
-        return [self._live(r).record() for r in runs[:limit]]
+        runs = await asyncio.to_thread(self.runs.of_workflow, workflow_id, limit)
+        return [self._live(r).record() for r in runs]
 
     async def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Cancel a run (its running tasks are cancelled); a finished run stays as it is."""

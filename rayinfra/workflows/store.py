@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from rayinfra.errors import WorkflowNotFoundError
+from rayinfra.json_encode import loads_stored
 from rayinfra.store import StateStore
-from rayinfra.workflows.runs import Run
+from rayinfra.workflows.runs import RUN_TERMINAL, Run
 from rayinfra.workflows.spec import VALID_ID, Workflow, parse_workflow
 
 __all__ = ["DefinitionStore", "RunStore", "delete_finished_runs"]
@@ -135,7 +136,32 @@ class RunStore:
             await asyncio.wrap_future(f)
 
     def all(self) -> list[Run]:
-        return [Run.from_dict(d) for d in self.store.kv_items(RUNS).values()]
+        """Every run, by id."""
+        return self._select("1 ORDER BY key", ())
+
+    def unfinished(self) -> list[Run]:
+        """Every run not in a terminal state (what a restarted engine takes up), by id."""
+        return self._select(
+            "json_extract(value, '$.status') NOT IN (SELECT value FROM json_each(?)) ORDER BY key",
+            (json.dumps(sorted(RUN_TERMINAL)),),
+        )
+
+    def of_workflow(self, workflow_id: str, limit: int) -> list[Run]:
+        """The newest ``limit`` runs of one workflow, newest first (ties by id)."""
+        return self._select(
+            "json_extract(value, '$.workflow_id') = ?"
+            " ORDER BY json_extract(value, '$.created_at') DESC, key LIMIT ?",
+            (workflow_id, limit),
+        )
+
+    def _select(self, where: str, params: tuple[Any, ...]) -> list[Run]:
+        """Runs whose records match ``where`` (SQL over the record's JSON, ``json_extract``):
+        SQLite filters and orders them, so only what is returned is decoded, not every run
+        of every workflow."""
+        # ``where`` is this class's own SQL; values come as parameters
+        sql = f"SELECT value FROM kv WHERE namespace = '{RUNS}' AND {where}"  # noqa: S608
+        rows = self.store.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [Run.from_dict(loads_stored(v)) for (v,) in rows]
 
 
 def delete_finished_runs(conn: sqlite3.Connection, older_than: float) -> int:
