@@ -348,17 +348,23 @@ def test_events_and_metrics(infra: AgentInfraSync) -> None:
     for ev in stream:
         if ev["resource_id"] in seen:
             seen[ev["resource_id"]].append(ev)
-        if len(seen[tid]) == 3 and len(seen[quick]) == 2:
+        if all(evs and evs[-1]["event_type"] == "task_completed" for evs in seen.values()):
             break
     assert [e["event_type"] for e in seen[tid]] == [
         "task_submitted",
         "task_started",
         "task_completed",
     ]
-    # a task that ends within STARTED_AFTER_S of its dispatch has no task_started row: its
-    # task_completed carries when it started
-    assert [e["event_type"] for e in seen[quick]] == ["task_submitted", "task_completed"]
-    done = seen[quick][1]["data"]
+    # the no-op most often ends within STARTED_AFTER_S of its dispatch and then has no
+    # task_started row (tests/unit/test_task_started.py pins which attempts get one); on a
+    # loaded host its result may come later, and then it has one. Either way its
+    # task_completed carries when it started.
+    kinds = [e["event_type"] for e in seen[quick]]
+    assert kinds in (
+        ["task_submitted", "task_completed"],
+        ["task_submitted", "task_started", "task_completed"],
+    ), kinds
+    done = seen[quick][-1]["data"]
     assert done["started_at"] <= done["finished_at"]
     m = infra.get_metrics()
     for name in ("env_queue_depth", "queue_depth", "gpu_wait_seconds", "env_error_rate",
