@@ -140,9 +140,11 @@ class RunStore:
         return self._select("1 ORDER BY key", ())
 
     def unfinished(self) -> list[Run]:
-        """Every run not in a terminal state (what a restarted engine takes up), by id."""
+        """Every run not in a terminal state (what a restarted engine takes up), by id. A
+        record without a status is pending, as :meth:`Run.from_dict` reads it."""
         return self._select(
-            "json_extract(value, '$.status') NOT IN (SELECT value FROM json_each(?)) ORDER BY key",
+            "coalesce(json_extract(value, '$.status'), 'pending')"
+            " NOT IN (SELECT value FROM json_each(?)) ORDER BY key",
             (json.dumps(sorted(RUN_TERMINAL)),),
         )
 
