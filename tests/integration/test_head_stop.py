@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,23 +15,29 @@ from rayinfra.head import session_members, stop_head
 # resource tracker under Ray's dashboard does), and a SIGTERM disposition chosen per test.
 HEAD = """
 import signal, subprocess, sys, time
-subprocess.Popen([sys.executable, "-c",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"])
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"],
+    stdout=subprocess.PIPE, text=True)
+child.stdout.readline()  # its SIGTERM disposition is set
 if sys.argv[1] == "ignore":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
 time.sleep(600)
 """
 
 
 @contextmanager
 def fake_head(on_sigterm: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", HEAD, on_sigterm], start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HEAD, on_sigterm],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        deadline = time.monotonic() + 30
-        while len(session_members(proc.pid)) < 2:  # the child has started
-            assert time.monotonic() < deadline, "the stand-in head's child did not start"
-            time.sleep(0.05)
-        time.sleep(0.3)  # the child has set its SIGTERM disposition
+        assert proc.stdout is not None
+        # both have set their SIGTERM dispositions (the test's timeout bounds the wait)
+        assert proc.stdout.readline().strip() == "ready"
         yield proc
     finally:
         stop_head(proc.pid, timeout_s=1, force=True)
