@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import shutil
 import sys
 import tempfile
 import time
@@ -62,8 +63,9 @@ def timed(store: StateStore) -> tuple[dict[str, float], collections.Counter[str]
 
 
 async def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    spec = make_runtime_spec("pstore")
+    spec = make_runtime_spec("pstore")  # a config as the tests write one
     cfg = load_config(env={"RAYINFRA_CONFIG": str(spec.config_path)}).config
+    shutil.rmtree(spec.root, ignore_errors=True)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "state.db"
         gateway = StateStore(path, synchronous=cfg.state.synchronous)

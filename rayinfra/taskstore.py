@@ -229,13 +229,14 @@ def _event_head(spec: TaskSpec, status: str) -> str:
     class, priority and status, formatted once (up to :data:`_HEADS_MAX` of them)."""
     cls, prio = spec.task_class, spec.priority
     key = (cls, prio, status)
-    head = _HEADS.get(key) if type(prio) is int and type(cls) is str else None
+    cacheable = type(prio) is int and type(cls) is str  # (a bool priority is not 1 or 0 here)
+    head = _HEADS.get(key) if cacheable else None
     if head is None:
         head = (
             f'{{"class":{_json_value(cls)},"priority":{_json_value(prio)},'
             f'"status":{_json_value(status)},"attempts":'
         )
-        if type(prio) is int and type(cls) is str and len(_HEADS) < _HEADS_MAX:
+        if cacheable and len(_HEADS) < _HEADS_MAX:
             _HEADS[key] = head
     return head
 

@@ -27,7 +27,7 @@ time.sleep(600)
 
 
 @contextmanager
-def fake_head(on_sigterm: str) -> Iterator[subprocess.Popen[bytes]]:
+def fake_head(on_sigterm: str) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", HEAD, on_sigterm],
         start_new_session=True,
