@@ -54,6 +54,13 @@ def prepare_process(info: ConnectionInfo) -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def import_ray() -> None:
+    """Import Ray (~0.4 s here) without connecting: what a caller about to wait on something
+    else (a head starting) can do meanwhile; :func:`prepare_process` refreshes what the import
+    read from the environment."""
+    import ray  # noqa: F401
+
+
 def connected_address() -> str | None:
     import ray
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -220,3 +221,22 @@ def test_a_port_in_time_wait_is_not_busy() -> None:
         probe.bind(("127.0.0.1", port))
     probe.close()
     assert head.port_in_use(port) is False
+
+
+def test_importing_ahead_of_the_head_leaves_a_failure_to_the_import_proper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`runtime.start` imports Ray and the actor classes on a thread while the head starts: a
+    failure there is logged, not raised on that thread (the connect that follows imports again,
+    and raises it where start handles it)."""
+    from rayinfra import runtime
+
+    def broken() -> None:
+        raise ImportError("no ray here")
+
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    monkeypatch.setattr(runtime.raywrap, "import_ray", broken)
+    thread = runtime._import_ahead()
+    thread.join(30)
+    assert not thread.is_alive() and raised == []
