@@ -57,6 +57,19 @@ swings over about +-30% of the capacity.  Hence:
    smoothing * queue_size`` (about ``smoothing * queue_size`` per round per task in
    flight: exponential) until congestion has lasted one round.
 
+8. *Tasks of different durations in one class* (a class running no-ops beside 50 ms
+   sleeps).  Single latencies then vary by far more than queueing moves them, and a
+   one-round average at a small limit reads the mix as congestion: in a loop with no
+   knee at all the limit fell to 1-2 (``bench/limiter_mixed.py``).  So the short RTT
+   averages over at least enough samples for its noise allowance to stay within 30%
+   (``(2 d / 0.3)^2``, at most ``long_window``), the long RTT follows it down with
+   ``smoothing`` per window (not per round), and where a round's allowance is wider
+   than four queued tasks the long RTT may rise within the window's whole allowance
+   (not half a task), so it is not held at the low tail of the mix.  The gain per
+   round is unchanged (a slower one let a short congestion episode hold the limit
+   down for thousands of samples).  With steady latencies (the deviation small) all
+   three reduce to the rules above.
+
 A round is *congested* when the short RTT exceeds the tolerated latency by more
 than half a queued task (``* (1 + 0.5 / estimated)``).
 
@@ -111,6 +124,12 @@ _CONGESTION_TASKS = 0.5
 _BASELINE_GATE_TASKS = 0.25
 _BASELINE_GATE_NOISE = 0.5
 _BASELINE_GATE_NOISE_CAP_TASKS = 0.5
+# The short RTT averages over enough samples for its noise allowance to stay within this
+# (relative): with tasks of very different durations in one class, more than a round.
+_WINDOW_NOISE = 0.3
+# Where a round's noise allowance is wider than this many queued tasks, the long RTT rises
+# with the whole allowance of the averaging window (point 8 of the module docstring).
+_RESOLVED_TASKS = 4.0
 # Congestion lasting this many rounds ends slow start.
 _CONFIRM_ROUNDS = 1.0
 # Slow start again once the estimate grew by this many tasks without congestion.
@@ -407,16 +426,17 @@ class AdaptiveLimiter:
             return
 
         rtt = max(latency_s, self._config.min_rtt_s, _MIN_RTT_S)
-        self._observe(rtt)
+        estimate = self._estimate
+        rounds = max(1.0, estimate)
+        window = self._window(rounds)  # as the samples before this one say
+        self._observe(rtt, rounds, window)
         if self._check_cap is not None:
             self._check_step(rtt)
             return
         if inflight < self._estimate / 2:
             return  # app-limited: the limit is not being exercised
 
-        estimate = self._estimate
-        rounds = max(1.0, estimate)
-        tolerated = self._config.rtt_tolerance * self._long_rtt * (1.0 + self._noise(rounds))
+        tolerated = self._config.rtt_tolerance * self._long_rtt * (1.0 + self._noise(window))
         if self._short_rtt > tolerated * (1.0 + _CONGESTION_TASKS / rounds):
             if self._regime_changed():
                 return
@@ -456,6 +476,14 @@ class AdaptiveLimiter:
     def _clamp(self, value: float) -> float:
         return max(float(self.min_limit), min(float(self._max), value))
 
+    def _window(self, rounds: float) -> float:
+        """Samples the short RTT averages over: a round, or more where single samples vary so
+        much (a class whose tasks take different times) that a round's average would read
+        their mix as congestion: enough for its noise allowance to stay within
+        :data:`_WINDOW_NOISE` (at most ``long_window``)."""
+        need = (_NOISE_DEVIATIONS * self._deviation / _WINDOW_NOISE) ** 2
+        return min(max(rounds, need), max(rounds, float(self._config.long_window)))
+
     def _noise(self, samples: float) -> float:
         """Relative noise allowance of an average over ``samples`` latencies."""
         return _NOISE_DEVIATIONS * self._deviation / math.sqrt(max(1.0, samples))
@@ -470,9 +498,8 @@ class AdaptiveLimiter:
         self._check_cap = None
         self._since_check = 0
 
-    def _observe(self, rtt: float) -> None:
+    def _observe(self, rtt: float, rounds: float, window: float) -> None:
         """Update the short RTT, the sample deviation and the long (baseline) RTT."""
-        rounds = max(1.0, self._estimate)
         self._latency_samples += 1
         if self._short_rtt == 0.0:
             self._short_rtt = rtt
@@ -480,17 +507,21 @@ class AdaptiveLimiter:
             deviation = abs(rtt - self._short_rtt) / self._short_rtt
             weight = max(self._long_factor, 1.0 / (self._latency_samples - 1))
             self._deviation += (deviation - self._deviation) * weight
-            self._short_rtt += (rtt - self._short_rtt) * 2.0 / (rounds + 1.0)
+            self._short_rtt += (rtt - self._short_rtt) * 2.0 / (window + 1.0)
 
         if self._latency_samples <= _WARMUP_SAMPLES:
             self._long_rtt += (rtt - self._long_rtt) / self._latency_samples
             return
         short, long = self._short_rtt, self._long_rtt
-        gate = _BASELINE_GATE_TASKS / rounds + min(
-            _BASELINE_GATE_NOISE * self._noise(rounds), _BASELINE_GATE_NOISE_CAP_TASKS / rounds
-        )
+        if self._noise(rounds) <= _RESOLVED_TASKS / rounds:
+            noise = min(
+                _BASELINE_GATE_NOISE * self._noise(window), _BASELINE_GATE_NOISE_CAP_TASKS / rounds
+            )
+        else:  # a round cannot resolve a few queued tasks: no bias below the mean latency
+            noise = self._noise(window)
+        gate = _BASELINE_GATE_TASKS / rounds + noise
         if short < long:
-            long += (short - long) * max(self._long_factor, self._config.smoothing / rounds)
+            long += (short - long) * max(self._long_factor, self._config.smoothing / window)
         elif short <= long * (1.0 + gate):
             long += (short - long) * self._long_factor
         if long > _DECAY_RATIO * short:

@@ -7,6 +7,7 @@ import heapq
 import itertools
 import math
 import random
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -464,3 +465,43 @@ def test_sub_millisecond_latency_jitter_is_not_congestion() -> None:
     assert lim.limit >= 64
     with pytest.raises(ValueError, match="min_rtt_s"):
         LimiterConfig(min_rtt_s=-1.0)
+
+
+MIXES = {
+    "1ms-or-50ms": ((0.001, 0.8), (0.050, 0.2)),  # the soak's no-ops and 50 ms sleeps
+    "10ms-or-100ms": ((0.010, 0.5), (0.100, 0.5)),
+    "1-to-100ms": ((0.001, 0.25), (0.010, 0.25), (0.030, 0.25), (0.100, 0.25)),
+}
+
+
+def mixed(mix: tuple[tuple[float, float], ...], seed: int) -> Callable[[int], float]:
+    """A base latency drawn from ``mix`` ((seconds, share), ...) for every task admitted."""
+    rng = random.Random(seed)
+    durations, shares = zip(*mix, strict=True)
+    return lambda i: rng.choices(durations, shares)[0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("mix", MIXES.values(), ids=MIXES.keys())
+def test_tasks_of_different_durations_are_not_congestion(
+    mix: tuple[tuple[float, float], ...], seed: int
+) -> None:
+    """One class, tasks of very different durations, nothing queues however many run: the
+    limit must not read the mix as congestion (it fell to 1-2 here before point 8 of the
+    module docstring; ``bench/limiter_mixed.py`` compares it with fixed limits)."""
+    lim = AdaptiveLimiter(LimiterConfig(max_limit=256))
+    trace = simulate(lim, 8000, constant(10**6), base=mixed(mix, seed), seed=seed)
+    assert statistics.median(trace.limits[4000:]) >= 64
+    assert trace.admitted_over_limit == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("mix", MIXES.values(), ids=MIXES.keys())
+def test_tasks_of_different_durations_still_find_a_knee(
+    mix: tuple[tuple[float, float], ...], seed: int
+) -> None:
+    """The same mixes before a downstream that queues beyond 16: the limit stays near the
+    knee (measured medians 13-45), neither collapsing to the floor nor running to 256."""
+    lim = AdaptiveLimiter(LimiterConfig(max_limit=256))
+    trace = simulate(lim, 8000, constant(16), base=mixed(mix, seed), seed=seed)
+    assert 8 <= statistics.median(trace.limits[4000:]) <= 64
