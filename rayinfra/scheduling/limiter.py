@@ -482,7 +482,7 @@ class AdaptiveLimiter:
         their mix as congestion: enough for its noise allowance to stay within
         :data:`_WINDOW_NOISE` (at most ``long_window``)."""
         need = (_NOISE_DEVIATIONS * self._deviation / _WINDOW_NOISE) ** 2
-        return min(max(rounds, need), max(rounds, float(self._config.long_window)))
+        return max(rounds, min(need, float(self._config.long_window)))
 
     def _noise(self, samples: float) -> float:
         """Relative noise allowance of an average over ``samples`` latencies."""

@@ -286,6 +286,7 @@ def test_snapshot_keys() -> None:
 @dataclass
 class Trace:
     limits: list[int] = field(default_factory=list)  # limit after each completion
+    times: list[float] = field(default_factory=list)  # the fake clock at each completion
     over_limit_events: int = 0  # completions after which in-flight > limit
     admitted_over_limit: int = 0  # admissions beyond the limit (must stay 0)
 
@@ -336,6 +337,7 @@ def simulate(
             trace.over_limit_events += 1
         admit(now, i)
         trace.limits.append(lim.limit)
+        trace.times.append(now)
     return trace
 
 
